@@ -1,0 +1,49 @@
+"""versatil-fs: let several coding agents work on one git repository without losing work.
+
+The public API is re-exported here lazily, so ``import versatil_fs`` (and every CLI start-up)
+pays only for what a caller actually uses: the lock path never imports GitPython or watchdog.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from versatil_fs.errors import (
+    ConfigError,
+    Deadlock,
+    LockConflict,
+    NotARepository,
+    Refused,
+    StateError,
+    UsageError,
+    VersatilError,
+)
+
+if TYPE_CHECKING:
+    from versatil_fs.locks.manager import Lease, LockManager
+
+_LAZY = {
+    "LockManager": "versatil_fs.locks.manager",
+    "Lease": "versatil_fs.locks.manager",
+}
+
+__all__ = [
+    "ConfigError",
+    "Deadlock",
+    "Lease",
+    "LockConflict",
+    "LockManager",
+    "NotARepository",
+    "Refused",
+    "StateError",
+    "UsageError",
+    "VersatilError",
+]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'versatil_fs' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)

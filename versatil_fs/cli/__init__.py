@@ -1,0 +1,108 @@
+"""The ``versatil`` command: parse, call the public API, print, map errors to exit codes.
+
+Subcommand modules are imported only when their command runs (``LazyGroup``), so ``versatil
+lock`` never pays for GitPython, watchdog or rich; see bench/ for the start-up figures.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import sys
+from typing import Any
+
+import click
+
+from versatil_fs.errors import VersatilError
+
+# name -> "module:attribute"; the module is imported when the command is looked up.
+COMMANDS: dict[str, str] = {
+    "lock": "versatil_fs.cli.locks:lock",
+    "unlock": "versatil_fs.cli.locks:unlock",
+    "release": "versatil_fs.cli.locks:release",
+    "locks": "versatil_fs.cli.locks:locks",
+    "run": "versatil_fs.cli.run:run",
+    "monitor": "versatil_fs.cli.monitor:monitor",
+    "checkpoint": "versatil_fs.cli.checkpoint:checkpoint",
+    "hook": "versatil_fs.cli.hook:hook",
+    "wave": "versatil_fs.cli.wave:wave",
+    "logs": "versatil_fs.cli.logs:logs",
+    "config": "versatil_fs.cli.config:config",
+    "demo": "versatil_fs.cli.demo:demo",
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(name for name, target in COMMANDS.items() if _available(target))
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = COMMANDS.get(cmd_name)
+        if target is None or not _available(target):
+            return None
+        module_name, _, attr = target.partition(":")
+        command = getattr(importlib.import_module(module_name), attr)
+        assert isinstance(command, click.Command)
+        return command
+
+
+def _available(target: str) -> bool:
+    # A command whose module is not written yet is simply not offered.
+    module_name = target.partition(":")[0]
+    return importlib.util.find_spec(module_name) is not None
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "-C", "directory", type=click.Path(file_okay=False), help="Run as if started in DIRECTORY."
+)
+@click.option("--debug", is_flag=True, help="Show tracebacks for errors.")
+@click.version_option(package_name="versatil-fs", message="versatil %(version)s")
+@click.pass_context
+def cli(ctx: click.Context, directory: str | None, debug: bool) -> None:
+    """Coordinate several coding agents on one git repository."""
+    ctx.ensure_object(dict)
+    ctx.obj["debug"] = debug
+    if directory:
+        try:
+            os.chdir(directory)
+        except OSError as exc:
+            raise click.BadParameter(f"cannot enter {directory}: {exc.strerror}.") from exc
+
+
+def run_cli(group: click.Command, args: list[str] | None = None, prog: str = "versatil") -> int:
+    """Run a click command and turn every outcome into an exit code; no tracebacks for users."""
+    debug = "--debug" in (args if args is not None else sys.argv[1:])
+    try:
+        result = group.main(args=args, prog_name=prog, standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except click.exceptions.Abort:
+        print(f"{prog}: interrupted.", file=sys.stderr)
+        return 130
+    except VersatilError as exc:
+        if debug:
+            raise
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted.", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        # `versatil logs | head`: the reader went away; that is not an error of ours.
+        _silence_stdout()
+        return 0
+    return result if isinstance(result, int) else 0
+
+
+def _silence_stdout() -> None:
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+
+
+def main(args: list[str] | None = None) -> Any:
+    sys.exit(run_cli(cli, args))

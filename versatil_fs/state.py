@@ -1,0 +1,294 @@
+"""The state directory: its layout, and the only code that writes files in it.
+
+Everything versatil-fs remembers lives under ``$VERSATIL_HOME`` (default ``~/.versatil``)::
+
+    config.toml                     user-wide configuration (optional)
+    logs/resource-locks.json        the lock table: readable JSON, always a complete document
+    logs/<stream>.jsonl             append-only event logs, one JSON object per line
+    run/table.lock                  flock that serialises every lock-table transaction
+    run/leases/<id>.lease           one per live lease or waiter, flocked by its process
+    checkpoints/                    checkpoint metadata (one msgpack/JSON record per checkpoint)
+    waves/                          wave-run state
+
+Guarantees:
+
+* Directories are created 0700 and files 0600, because lock records name what agents do.
+* A write is complete or absent: a temporary file in the same directory, then ``rename``.
+  ``durable=True`` adds ``fsync`` of the file and its directory for state that must survive a
+  power loss (wave runs, checkpoint metadata). The lock table skips it: it is derived state that
+  the next reader rebuilds from the lease files, so a lost write costs nothing but a re-check.
+* A file that does not parse is never silently replaced: :func:`move_aside` renames it with a
+  timestamp and the caller reports it once.
+* We refuse a state directory, or a file in it, that is a symlink or belongs to another user:
+  someone who can plant one could redirect our writes or forge lock records.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from versatil_fs.errors import StateError
+
+DIR_MODE = 0o700
+FILE_MODE = 0o600
+
+# O_NOFOLLOW makes open() fail on a planted symlink instead of following it; O_CLOEXEC keeps
+# our descriptors (and the flocks on them) out of the commands `versatil run` starts.
+_OPEN_FLAGS = os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def home() -> Path:
+    """The state directory, from ``VERSATIL_HOME`` or ``~/.versatil`` (not created here)."""
+    configured = os.environ.get("VERSATIL_HOME")
+    if configured:
+        return Path(configured).expanduser().absolute()
+    return Path.home() / ".versatil"
+
+
+class StateDir:
+    """The layout of one state directory, created and checked on first use."""
+
+    def __init__(self, root: Path | None = None) -> None:
+        self.root = (root if root is not None else home()).absolute()
+        self._checked: set[Path] = set()
+
+    # Layout ---------------------------------------------------------------------------------
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"
+
+    @property
+    def lock_table(self) -> Path:
+        return self.logs / "resource-locks.json"
+
+    @property
+    def table_lock(self) -> Path:
+        return self.root / "run" / "table.lock"
+
+    @property
+    def leases(self) -> Path:
+        return self.root / "run" / "leases"
+
+    @property
+    def config_file(self) -> Path:
+        return self.root / "config.toml"
+
+    def event_log(self, stream: str) -> Path:
+        return self.logs / f"{stream}.jsonl"
+
+    def subdir(self, *parts: str) -> Path:
+        """A directory under the root, created 0700 and checked, e.g. ``subdir("checkpoints")``."""
+        path = self.root.joinpath(*parts)
+        self.ensure_dir(path)
+        return path
+
+    # Safety ---------------------------------------------------------------------------------
+    def ensure_dir(self, path: Path) -> None:
+        """Create ``path`` (and the parents up to the root) 0700; refuse foreign or symlinked."""
+        if path in self._checked:
+            return
+        if path != self.root and self.root not in path.parents:
+            raise StateError(f"{path} is outside the state directory {self.root}.")
+        chain = [path, *[p for p in path.parents if p == self.root or self.root in p.parents]]
+        for directory in reversed(chain):
+            if directory in self._checked:
+                continue
+            try:
+                os.mkdir(directory, DIR_MODE)
+            except FileExistsError:
+                pass
+            except OSError as exc:
+                raise _state_error(directory, exc) from exc
+            _check_owned(directory, want_dir=True)
+            self._checked.add(directory)
+
+    # Reading and writing --------------------------------------------------------------------
+    def read_bytes(self, path: Path) -> bytes | None:
+        """The file's bytes, or None when it does not exist; refuses symlinks and foreign files."""
+        self.ensure_dir(path.parent)
+        try:
+            fd = os.open(path, os.O_RDONLY | _OPEN_FLAGS)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise _state_error(path, exc) from exc
+        try:
+            _check_fd_owned(fd, path)
+            chunks = []
+            while chunk := os.read(fd, 1 << 20):
+                chunks.append(chunk)
+            return b"".join(chunks)
+        finally:
+            os.close(fd)
+
+    def write_atomic(self, path: Path, data: bytes, *, durable: bool = False) -> None:
+        """Replace ``path`` with ``data``: readers see the old file or the new one, never a mix."""
+        self.ensure_dir(path.parent)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{time.monotonic_ns()}.tmp")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _OPEN_FLAGS, FILE_MODE)
+        except OSError as exc:
+            raise _state_error(path, exc) from exc
+        try:
+            try:
+                view = memoryview(data)
+                while view:
+                    written = os.write(fd, view)
+                    view = view[written:]
+                if durable:
+                    os.fsync(fd)
+            finally:
+                os.close(fd)
+            from versatil_fs import faults  # cheap: a dict lookup when no fault is armed
+
+            faults.point("state.before-rename")
+            os.replace(tmp, path)
+        except OSError as exc:
+            _unlink_quietly(tmp)
+            raise _state_error(path, exc) from exc
+        except BaseException:
+            _unlink_quietly(tmp)
+            raise
+        if durable:
+            _fsync_dir(path.parent)
+
+    def append_line(self, path: Path, line: bytes) -> None:
+        """Append one line with a single ``write`` on an ``O_APPEND`` descriptor.
+
+        The kernel positions each ``O_APPEND`` write at the end of the file under the inode lock,
+        so lines from concurrent writers never interleave or overwrite each other.
+        """
+        if not line.endswith(b"\n"):
+            line += b"\n"
+        self.ensure_dir(path.parent)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | _OPEN_FLAGS, FILE_MODE)
+        except OSError as exc:
+            raise _state_error(path, exc) from exc
+        try:
+            _check_fd_owned(fd, path)
+            written = os.write(fd, line)
+            if written != len(line):
+                # Only a full disk or a file-size limit gets here; never leave half a line.
+                os.ftruncate(fd, os.fstat(fd).st_size - written)
+                raise StateError(f"Could not append to {path}: the disk is full.")
+        except OSError as exc:
+            raise _state_error(path, exc) from exc
+        finally:
+            os.close(fd)
+
+    def open_lock_file(self, path: Path, *, create: bool = True) -> int:
+        """Open (and create 0600) a file used only for its flock; returns the descriptor."""
+        self.ensure_dir(path.parent)
+        flags = os.O_RDWR | _OPEN_FLAGS | (os.O_CREAT if create else 0)
+        try:
+            fd = os.open(path, flags, FILE_MODE)
+        except FileNotFoundError:
+            raise
+        except OSError as exc:
+            raise _state_error(path, exc) from exc
+        try:
+            _check_fd_owned(fd, path)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+    def remove(self, path: Path) -> None:
+        _unlink_quietly(path)
+
+    def move_aside(self, path: Path, reason: str) -> Path:
+        """Rename a damaged file to ``<name>.corrupt-<UTC time>`` and say so once on stderr."""
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        target = path.with_name(f"{path.name}.corrupt-{stamp}-{os.getpid()}")
+        try:
+            os.replace(path, target)
+        except FileNotFoundError:
+            return target  # another process already moved it aside and reported it
+        except OSError as exc:
+            raise _state_error(path, exc) from exc
+        print(
+            f"versatil: {path} could not be read ({reason}); moved it aside to {target.name} "
+            "and rebuilt it from what is live.",
+            file=sys.stderr,
+        )
+        return target
+
+
+@contextmanager
+def flocked(fd: int) -> Iterator[None]:
+    """Hold an exclusive flock on ``fd`` for the ``with`` block."""
+    import fcntl
+
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+
+
+def _check_owned(path: Path, *, want_dir: bool) -> None:
+    try:
+        info = os.lstat(path)
+    except OSError as exc:
+        raise _state_error(path, exc) from exc
+    if stat.S_ISLNK(info.st_mode):
+        raise StateError(
+            f"Refusing to use {path}: it is a symlink, and versatil only trusts a state "
+            "directory it created itself; remove it or point VERSATIL_HOME elsewhere."
+        )
+    if want_dir and not stat.S_ISDIR(info.st_mode):
+        raise StateError(f"Refusing to use {path}: it should be a directory but is a file.")
+    _check_uid(info, path)
+
+
+def _check_fd_owned(fd: int, path: Path) -> None:
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        raise StateError(f"Refusing to use {path}: it is not a regular file.")
+    _check_uid(info, path)
+
+
+def _check_uid(info: os.stat_result, path: Path) -> None:
+    if hasattr(os, "getuid") and info.st_uid != os.getuid():
+        raise StateError(
+            f"Refusing to use {path}: it belongs to uid {info.st_uid}, not to you "
+            f"(uid {os.getuid()}); point VERSATIL_HOME at a directory of your own."
+        )
+
+
+def _state_error(path: Path, exc: OSError) -> StateError:
+    if exc.errno == errno.ELOOP:
+        return StateError(
+            f"Refusing to use {path}: it is a symlink, and versatil only trusts files it "
+            "created itself; remove it."
+        )
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        return StateError(f"Could not write {path}: the disk is full (nothing was changed).")
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return StateError(
+            f"Could not write {path}: permission denied ({exc.strerror}); check VERSATIL_HOME."
+        )
+    return StateError(f"Could not use {path}: {exc.strerror or exc}.")
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _unlink_quietly(path: Path) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
