@@ -201,7 +201,7 @@ class StateDir:
             raise
         return fd
 
-    def remove(self, path: Path) -> None:
+    def remove(self, path: str | Path) -> None:
         _unlink_quietly(path)
 
     def move_aside(self, path: Path, reason: str) -> Path:
@@ -287,7 +287,7 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _unlink_quietly(path: Path) -> None:
+def _unlink_quietly(path: str | Path) -> None:
     try:
         os.unlink(path)
     except FileNotFoundError:

@@ -1,0 +1,148 @@
+"""``versatil lock``, ``unlock``, ``release`` and ``locks``."""
+
+from __future__ import annotations
+
+import time
+
+import click
+
+from versatil_fs.cli._common import agent_option, echo, echo_json, json_option
+from versatil_fs.errors import UsageError
+from versatil_fs.locks.manager import LockManager
+from versatil_fs.locks.table import Claim, Grant, Resource, Table, Waiter
+from versatil_fs.repo import default_agent
+
+
+def _manager() -> LockManager:
+    return LockManager(repo=".")
+
+
+@click.command()
+@agent_option
+@click.option("--read", "read_mode", is_flag=True, help="Take shared read locks instead of write.")
+@click.option("--wait", type=float, metavar="S", help="Seconds to wait in the queue.")
+@click.option("--ttl", type=float, metavar="S", help="Lease lifetime (default lock_timeout).")
+@click.option("--priority", type=int, metavar="N", help="Queue priority (higher first).")
+@json_option
+@click.argument("resources", nargs=-1, required=True, metavar="RES...")
+def lock(
+    agent: str | None,
+    read_mode: bool,
+    wait: float | None,
+    ttl: float | None,
+    priority: int | None,
+    as_json: bool,
+    resources: tuple[str, ...],
+) -> None:
+    """Take locks on paths or kind:name resources; they last until unlock or expiry."""
+    if wait is not None and wait < 0:
+        raise UsageError(f"--wait must be zero or more seconds, got {wait}.")
+    lease = _manager().acquire(
+        resources, agent=agent, mode="read" if read_mode else "write", wait=wait, ttl=ttl,
+        priority=priority, owner="shell",
+    )
+    if as_json:
+        echo_json(lease.grant)
+        return
+    echo(
+        f"Locked {_claims(lease.claims)} for {lease.agent} until "
+        f"{_clock(lease.grant.expires_at)} (lease {lease.id})."
+    )
+
+
+@click.command()
+@agent_option
+@json_option
+@click.argument("resources", nargs=-1, required=True, metavar="RES...")
+def unlock(agent: str | None, as_json: bool, resources: tuple[str, ...]) -> None:
+    """Release the agent's locks on these resources."""
+    manager = _manager()
+    agent = agent or default_agent()
+    released = manager.unlock(resources, agent=agent)
+    if as_json:
+        echo_json({"agent": agent, "released": released})
+        return
+    echo(f"Released {_claims(released)} held by {agent}.")
+
+
+@click.command()
+@click.option("--agent", required=True, metavar="NAME", help="The agent whose locks to release.")
+@json_option
+def release(agent: str, as_json: bool) -> None:
+    """Force-release every lock an agent holds (its processes keep running)."""
+    gone = _manager().release_agent(agent)
+    if as_json:
+        echo_json({"agent": agent, "released": gone})
+        return
+    if not gone:
+        echo(f"{agent} held no locks.")
+        return
+    for grant in gone:
+        echo(f"Released {_claims(grant.claims)} held by {agent} (lease {grant.id}).")
+
+
+@click.command()
+@click.option("--agent", metavar="NAME", help="Only this agent's locks and requests.")
+@json_option
+def locks(agent: str | None, as_json: bool) -> None:
+    """Show who holds what, and who waits for what in queue order."""
+    table = _manager().snapshot()
+    if agent:
+        table = Table(
+            seq=table.seq,
+            locks=[g for g in table.locks if g.agent == agent],
+            waiters=[w for w in table.waiters if w.agent == agent],
+        )
+    table.waiters.sort(key=lambda w: (-w.priority, w.seq))
+    if as_json:
+        echo_json(table)
+        return
+    echo(render(table))
+
+
+def render(table: Table) -> str:
+    """The human listing of ``versatil locks``."""
+    if not table.locks and not table.waiters:
+        return "No locks held, nobody waiting."
+    lines = []
+    if table.locks:
+        lines.append(_row("AGENT", "MODE", "RESOURCE", "SINCE", "UNTIL"))
+        for grant in sorted(table.locks, key=lambda g: g.acquired_at):
+            for claim in grant.claims:
+                lines.append(
+                    _row(grant.agent, claim.mode, _resource(claim.resource),
+                         _clock(grant.acquired_at), _until(grant))
+                )
+    if table.waiters:
+        lines.append("")
+        lines.append("Waiting, in queue order:")
+        for position, waiter in enumerate(table.waiters, 1):
+            lines.append(
+                f"{position:>3}. {waiter.agent} wants {_claims(waiter.claims)} "
+                f"(priority {waiter.priority}, since {_clock(waiter.since)}, "
+                f"gives up at {_clock(waiter.deadline)})"
+            )
+    return "\n".join(lines)
+
+
+def _until(grant: Grant | Waiter) -> str:
+    if isinstance(grant, Grant) and grant.owner == "shell":
+        return _clock(grant.expires_at)
+    return f"while pid {grant.pid} lives"
+
+
+def _row(*cells: str) -> str:
+    agent, mode, resource, since, until = cells
+    return f"{agent:<18} {mode:<6} {resource:<32} {since:<9} {until}"
+
+
+def _resource(resource: Resource) -> str:
+    return str(resource)
+
+
+def _claims(claims: list[Claim]) -> str:
+    return ", ".join(f"{c.resource} ({c.mode})" for c in claims)
+
+
+def _clock(ts: float) -> str:
+    return time.strftime("%H:%M:%S", time.localtime(ts))

@@ -1,0 +1,513 @@
+"""Acquire, wait, release, renew and reclaim locks: the lock manager users call.
+
+Every decision is made inside one store transaction with the pure rules of
+:mod:`versatil_fs.locks.table`; between decisions a blocked request sleeps on a
+:class:`~versatil_fs.locks.leases.Doorbell` that the kernel rings when a blocker's process
+releases or dies, or when the table changes. So a waiter is granted within a table transaction
+of the conflict clearing, and burns no CPU while it waits.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+from versatil_fs import events
+from versatil_fs.errors import Deadlock, LockConflict, UsageError
+from versatil_fs.locks.leases import GRANTED, Doorbell, LeaseFile
+from versatil_fs.locks.store import LocalStore
+from versatil_fs.locks.table import (
+    Claim,
+    Grant,
+    Holder,
+    Mode,
+    Owner,
+    Resource,
+    Table,
+    Waiter,
+    blockers,
+    find_cycle,
+)
+from versatil_fs.repo import Repository, default_agent, parse_named
+from versatil_fs.state import StateDir
+
+if TYPE_CHECKING:
+    from versatil_fs.config import Config
+
+ResourceSpec = str | os.PathLike[str] | Resource
+
+
+class Lease:
+    """Locks granted together; release them with :meth:`release` or by leaving ``with``."""
+
+    def __init__(
+        self, manager: LockManager, grant: Grant, lease_file: LeaseFile | None
+    ) -> None:
+        self.manager = manager
+        self.grant = grant
+        self._lease_file = lease_file
+        self.released = False
+
+    @property
+    def id(self) -> str:
+        return self.grant.id
+
+    @property
+    def agent(self) -> str:
+        return self.grant.agent
+
+    @property
+    def claims(self) -> list[Claim]:
+        return self.grant.claims
+
+    def release(self) -> None:
+        """Release every lock of this lease; releasing twice does nothing."""
+        if self.released:
+            return
+        self.released = True
+        self.manager._release(self)
+
+    def __enter__(self) -> Lease:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+    def __repr__(self) -> str:
+        what = ", ".join(f"{c.resource} ({c.mode})" for c in self.claims)
+        return f"<Lease {self.id} {self.agent}: {what}>"
+
+
+class LockManager:
+    """Locks on files, directories and named resources, shared by every process on the machine.
+
+    ``repo`` is where path resources are looked up (any directory inside the working tree); it
+    is only needed when a path is locked, so named resources work outside a repository.
+    """
+
+    def __init__(
+        self,
+        repo: str | os.PathLike[str] | Repository | None = ".",
+        *,
+        state: StateDir | None = None,
+        config: Config | None = None,
+        store: LocalStore | None = None,
+    ) -> None:
+        self.state = state or StateDir()
+        self.store = store or LocalStore(self.state)
+        self._repo_arg = repo
+        self._repo: Repository | None = repo if isinstance(repo, Repository) else None
+        self._config = config
+        self._leases: dict[str, Lease] = {}
+        self._renewer: threading.Thread | None = None
+        self._renew_wakeup = threading.Event()
+        self._guard = threading.Lock()
+
+    # Context --------------------------------------------------------------------------------
+    @property
+    def repo(self) -> Repository:
+        if self._repo is None:
+            if self._repo_arg is None or isinstance(self._repo_arg, Repository):
+                raise UsageError("No repository given; path resources need a git repository.")
+            self._repo = Repository.find(self._repo_arg)
+        return self._repo
+
+    @property
+    def config(self) -> Config:
+        if self._config is None:
+            from versatil_fs import config
+
+            root = self._repo.toplevel if self._repo else _quiet_toplevel(self._repo_arg)
+            self._config = config.load(root, state=self.state)
+        return self._config
+
+    def resolve(self, resource: ResourceSpec) -> Resource:
+        """The canonical resource for a path (any spelling) or a ``kind:name`` string."""
+        if isinstance(resource, Resource):
+            return resource
+        text = os.fspath(resource)
+        named = parse_named(text)
+        if named is not None:
+            kind, name = named
+            if not name.strip():
+                raise UsageError(
+                    f"The named resource {text!r} has an empty name; write it as {kind}:NAME."
+                )
+            return Resource(name=f"{kind}:{name}")
+        repo = self.repo
+        return Resource(repo=repo.key, path=repo.relpath(text))
+
+    def claims(
+        self, writes: Iterable[ResourceSpec] = (), reads: Iterable[ResourceSpec] = ()
+    ) -> list[Claim]:
+        """Claims for the given resources, deduplicated; a resource both read and written is
+        claimed for writing."""
+        by_resource: dict[Resource, Mode] = {}
+        for mode, specs in (("read", reads), ("write", writes)):
+            for spec in specs:
+                resource = self.resolve(spec)
+                if by_resource.get(resource) != "write":
+                    by_resource[resource] = mode  # type: ignore[assignment]
+        if not by_resource:
+            raise UsageError("Nothing to lock: name at least one path or kind:name resource.")
+        return [Claim(resource, mode) for resource, mode in sorted(by_resource.items())]
+
+    # Acquire --------------------------------------------------------------------------------
+    def acquire(
+        self,
+        resources: Iterable[ResourceSpec] = (),
+        *,
+        agent: str | None = None,
+        mode: Mode = "write",
+        reads: Iterable[ResourceSpec] = (),
+        wait: float | None = None,
+        ttl: float | None = None,
+        priority: int | None = None,
+        owner: Owner = "process",
+    ) -> Lease:
+        """Take every resource at once, or none: waits up to ``wait`` seconds in the queue.
+
+        ``resources`` are claimed in ``mode`` and ``reads`` for reading. ``owner="process"``
+        (the default) keeps the lease for as long as this process lives and releases it the
+        moment it dies; ``owner="shell"`` leaves a lease that outlives the process and ends at
+        ``unlock`` or after ``ttl`` seconds. Raises :class:`LockConflict` when the wait runs out
+        and :class:`Deadlock` when waiting would close a cycle.
+        """
+        writes, reads_ = (resources, reads) if mode == "write" else ((), [*resources, *reads])
+        claims = self.claims(writes, reads_)
+        agent = agent or default_agent(self._repo)
+        settings = self.config.collision_detection
+        wait = self.config.default_wait if wait is None else max(0.0, wait)
+        ttl = settings.lock_timeout if ttl is None else ttl
+        if ttl <= 0:
+            raise UsageError(f"A lease lifetime must be positive, got {ttl} seconds.")
+        now = time.time()
+        lease_id = _new_id()
+        request = Waiter(
+            id=lease_id, agent=agent, claims=claims, owner=owner, pid=os.getpid(),
+            host=_host(), priority=self.config.priority_of(agent) if priority is None else priority,
+            seq=0, since=now, deadline=now + wait, ttl=ttl,
+            lease_file=self.store.lease_path(lease_id),
+        )
+        lease_file = self.store.open_lease(request)
+        bell: Doorbell | None = None
+        try:
+            outcome = self._decide(request, first=True)
+            while isinstance(outcome, list):
+                if bell is None:
+                    bell = self.store.doorbell()
+                bell.watch(self.store.lease_files(outcome))
+                bell.wait(_sleep_budget(request, outcome))
+                outcome = self._decide(request, first=False)
+        except BaseException:
+            lease_file.close()
+            raise
+        finally:
+            if bell is not None:
+                bell.close()
+        if owner == "shell":
+            lease_file.close()  # the shell lease now lives in the table until unlock/expiry
+            lease = Lease(self, outcome, None)
+        else:
+            lease_file.mark(GRANTED)
+            lease = Lease(self, outcome, lease_file)
+            self._track(lease)
+        return lease
+
+    @contextmanager
+    def hold(
+        self,
+        resources: Iterable[ResourceSpec] = (),
+        *,
+        agent: str | None = None,
+        mode: Mode = "write",
+        reads: Iterable[ResourceSpec] = (),
+        wait: float | None = None,
+        priority: int | None = None,
+    ) -> Iterator[Lease]:
+        """Hold the resources for the ``with`` block: renewed while held, released on exit."""
+        lease = self.acquire(
+            resources, agent=agent, mode=mode, reads=reads, wait=wait, priority=priority
+        )
+        try:
+            yield lease
+        finally:
+            lease.release()
+
+    def _decide(self, request: Waiter, *, first: bool) -> Grant | list[Holder]:
+        """One look under the table lock: the grant, or what still blocks the request."""
+        logged: list[tuple[str, Holder, dict[str, object]]] = []
+        try:
+            with self.store.transaction() as table:
+                now = time.time()
+                found = self._live_blockers(table, request, now, logged)
+                mine = next((w for w in table.waiters if w.id == request.id), None)
+                if not found:
+                    if mine is not None:
+                        table.waiters.remove(mine)
+                    grant = request.granted(now)
+                    table.locks.append(grant)
+                    if grant.owner == "shell":
+                        self.store.write_shell_lease(grant)
+                    waited = round(now - request.since, 6)
+                    logged.append(("grant", grant, {"waited": waited}))
+                    return grant
+                if mine is None and not first:
+                    # Our waiter record vanished (a table rebuild could not see it yet); rejoin.
+                    first = True
+                if first:
+                    if request.deadline <= now:
+                        raise self._conflict(request, found, now)
+                    request.seq = table.next_seq()
+                    table.waiters.append(request)
+                    mine = request
+                cycle = find_cycle(table, request)
+                if cycle and _youngest_in_cycle(table, request, cycle):
+                    table.waiters.remove(mine)
+                    logged.append(("deadlock", request, {"cycle": cycle}))
+                    raise Deadlock(
+                        f"Waiting for {_describe(request)} as {request.agent} would deadlock: "
+                        f"{' -> '.join(cycle)} each wait for the next; release a lock first."
+                    )
+                if now >= request.deadline:
+                    table.waiters.remove(mine)
+                    raise self._conflict(request, found, now)
+                if first:
+                    logged.append(("wait", request, {"blocked_by": _agents(found)}))
+                return found
+        except LockConflict as exc:
+            logged.append(("conflict", request, {"reason": str(exc)}))
+            raise
+        finally:
+            self._emit_all(logged)
+
+    def _live_blockers(
+        self, table: Table, request: Waiter, now: float, logged: list[tuple[str, Holder, dict[str, object]]]
+    ) -> list[Holder]:
+        # Only what stands in this request's way is probed: one flock probe per blocker keeps an
+        # uncontended acquire cheap however many unrelated locks the table holds.
+        while True:
+            found = blockers(table, request)
+            dead = [h for h in found if not self.store.is_live(h, now)]
+            if not dead:
+                return found
+            for holder in dead:
+                self._drop(table, holder, now, logged)
+
+    def _drop(
+        self, table: Table, holder: Holder, now: float, logged: list[tuple[str, Holder, dict[str, object]]]
+    ) -> None:
+        if isinstance(holder, Grant):
+            table.locks.remove(holder)
+            kind = "expire" if holder.owner == "shell" else "reclaim"
+            logged.append((kind, holder, {"held_for": round(now - holder.acquired_at, 3)}))
+        else:
+            table.waiters.remove(holder)
+            logged.append(("waiter-gone", holder, {}))
+        self.store.forget(holder)
+
+    def _conflict(self, request: Waiter, found: Sequence[Holder], now: float) -> LockConflict:
+        blocker = found[0]
+        claim = next(
+            c for c in blocker.claims if any(c.conflicts(mine) for mine in request.claims)
+        )
+        waited = now - request.since
+        if isinstance(blocker, Grant):
+            until = (
+                f"until {_clock(blocker.expires_at)}"
+                if blocker.owner == "shell"
+                else f"while its process {blocker.pid} lives"
+            )
+            held = (
+                f"{claim.resource} is {claim.mode}-locked by {blocker.agent} "
+                f"(since {_clock(blocker.acquired_at)}, {until})"
+            )
+        else:
+            held = (
+                f"{claim.resource} is queued for by {blocker.agent} ahead of you "
+                f"(priority {blocker.priority}, waiting since {_clock(blocker.since)})"
+            )
+        after = f"gave up after {waited:.1f} s" if waited >= 0.05 else "not waiting (--wait 0)"
+        return LockConflict(
+            f"{held}; {after}. Wait longer with --wait, or ask {blocker.agent} to release."
+        )
+
+    # Release --------------------------------------------------------------------------------
+    def _release(self, lease: Lease) -> None:
+        logged: list[tuple[str, Holder, dict[str, object]]] = []
+        try:
+            # The table first, then the flock: a waiter woken by the flock must find the grant
+            # already gone, or it would take a clean release for a dead holder.
+            with self.store.transaction() as table:
+                grant = next((g for g in table.locks if g.id == lease.id), None)
+                if grant is not None:
+                    table.locks.remove(grant)
+                    now = time.time()
+                    logged.append(("release", grant, {"held_for": round(now - grant.acquired_at, 3)}))
+                    if grant.owner == "shell":
+                        self.store.forget(grant)
+        finally:
+            self._untrack(lease)
+            if lease._lease_file is not None:
+                lease._lease_file.close()
+            self._emit_all(logged)
+
+    def unlock(self, resources: Iterable[ResourceSpec], *, agent: str | None = None) -> list[Claim]:
+        """Release ``agent``'s locks on exactly these resources; returns what was released."""
+        agent = agent or default_agent(self._repo)
+        wanted = {self.resolve(r) for r in resources}
+        if not wanted:
+            raise UsageError("Nothing to unlock: name at least one resource.")
+        released: list[Claim] = []
+        logged: list[tuple[str, Holder, dict[str, object]]] = []
+        with self.store.transaction() as table:
+            for grant in [g for g in table.locks if g.agent == agent]:
+                gone = [c for c in grant.claims if c.resource in wanted]
+                if not gone:
+                    continue
+                released.extend(gone)
+                grant.claims = [c for c in grant.claims if c.resource not in wanted]
+                logged.append(("release", grant, {"resources": [str(c.resource) for c in gone]}))
+                if not grant.claims:
+                    table.locks.remove(grant)
+                    self.store.forget(grant)
+                elif grant.owner == "shell":
+                    self.store.write_shell_lease(grant)
+        self._emit_all(logged)
+        missing = wanted - {c.resource for c in released}
+        if missing:
+            names = ", ".join(sorted(str(r) for r in missing))
+            raise LockConflict(f"{agent} holds no lock on {names}; see `versatil locks`.")
+        return released
+
+    def release_agent(self, agent: str) -> list[Grant]:
+        """Force-release every lock ``agent`` holds (its processes keep running unguarded)."""
+        logged: list[tuple[str, Holder, dict[str, object]]] = []
+        with self.store.transaction() as table:
+            gone = [g for g in table.locks if g.agent == agent]
+            for grant in gone:
+                table.locks.remove(grant)
+                self.store.forget(grant)
+                logged.append(("forced-release", grant, {}))
+        self._emit_all(logged)
+        return gone
+
+    # Reading --------------------------------------------------------------------------------
+    def snapshot(self) -> Table:
+        """The live table: dead and expired entries are dropped (and logged) first."""
+        logged: list[tuple[str, Holder, dict[str, object]]] = []
+        with self.store.transaction() as table:
+            now = time.time()
+            for holder in [*table.locks, *table.waiters]:
+                if not self.store.is_live(holder, now):
+                    self._drop(table, holder, now, logged)
+            result = Table(seq=table.seq, locks=list(table.locks), waiters=list(table.waiters))
+        self._emit_all(logged)
+        return result
+
+    def holders(self) -> list[Grant]:
+        """The live lock records."""
+        return self.snapshot().locks
+
+    # Renewal --------------------------------------------------------------------------------
+    def _track(self, lease: Lease) -> None:
+        with self._guard:
+            self._leases[lease.id] = lease
+            if self._renewer is None or not self._renewer.is_alive():
+                self._renewer = threading.Thread(
+                    target=self._renew_loop, name="versatil-renew", daemon=True
+                )
+                self._renewer.start()
+
+    def _untrack(self, lease: Lease) -> None:
+        with self._guard:
+            self._leases.pop(lease.id, None)
+
+    def _renew_loop(self) -> None:
+        """Push the displayed expiry of this process's leases forward while it lives.
+
+        Liveness itself is the flock; renewal keeps `versatil locks` and the commit guard
+        truthful about "until when", and is what a store without flocks would rely on.
+        """
+        while True:
+            with self._guard:
+                if not self._leases:
+                    self._renewer = None
+                    return
+                ttl = min(lease.grant.ttl for lease in self._leases.values())
+            self._renew_wakeup.wait(max(ttl / 3, 0.05))
+            with self._guard:
+                ids = set(self._leases)
+            if ids:
+                self.renew(ids)
+
+    def renew(self, lease_ids: Iterable[str]) -> None:
+        wanted = set(lease_ids)
+        with self.store.transaction() as table:
+            now = time.time()
+            for grant in table.locks:
+                if grant.id in wanted:
+                    grant.expires_at = now + grant.ttl
+
+    def _emit_all(self, logged: list[tuple[str, Holder, dict[str, object]]]) -> None:
+        for reason in self.store.on_damage:
+            events.emit("locks", "table-damaged", state=self.state, reason=reason)
+        self.store.on_damage.clear()
+        for kind, holder, data in logged:
+            events.emit(
+                "locks", kind, agent=holder.agent, state=self.state, lease=holder.id,
+                resources=[f"{c.resource} ({c.mode})" for c in holder.claims],
+                pid=holder.pid, **data,
+            )
+
+
+def _youngest_in_cycle(table: Table, request: Waiter, cycle: list[str]) -> bool:
+    # Only one member of a cycle is refused: the latest arrival, so the others keep their place.
+    members = set(cycle)
+    seqs = [w.seq for w in table.waiters if w.agent in members]
+    return not seqs or request.seq >= max(seqs)
+
+
+def _sleep_budget(request: Waiter, found: Sequence[Holder]) -> float:
+    now = time.time()
+    until = request.deadline
+    for holder in found:
+        if isinstance(holder, Grant) and holder.owner == "shell":
+            until = min(until, holder.expires_at)  # wake exactly when a shell lease expires
+    return max(0.0, until - now) + 0.001
+
+
+def _describe(request: Waiter) -> str:
+    return ", ".join(str(c.resource) for c in request.claims)
+
+
+def _agents(found: Sequence[Holder]) -> list[str]:
+    return sorted({h.agent for h in found})
+
+
+def _clock(ts: float) -> str:
+    return time.strftime("%H:%M:%S", time.localtime(ts))
+
+
+def _new_id() -> str:
+    # Sortable by creation time, unique across processes and hosts.
+    return f"{time.time_ns() // 1_000_000:x}-{os.getpid()}-{os.urandom(3).hex()}"
+
+
+def _host() -> str:
+    return os.uname().nodename if hasattr(os, "uname") else ""
+
+
+def _quiet_toplevel(start: str | os.PathLike[str] | Repository | None) -> Path | None:
+    if start is None or isinstance(start, Repository):
+        return None
+    try:
+        return Repository.find(start).toplevel
+    except UsageError:
+        return None
+

@@ -1,0 +1,210 @@
+"""Lock records and the pure rules that decide who may hold what. No I/O here.
+
+Two claims conflict when their resources overlap and at least one is a ``write``; two requests
+conflict when they belong to different agents and any of their claims conflict (one agent never
+blocks itself). A request is granted when no live grant conflicts with it and no waiter ahead of
+it in the queue (higher priority first, then arrival) does — except a waiter that is itself
+blocked by the requesting agent's own grants: it cannot move before that agent releases anyway,
+and queueing behind it would be a deadlock of our own making.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Literal
+
+import msgspec
+
+SCHEMA_VERSION = 1
+
+Mode = Literal["read", "write"]
+Owner = Literal["process", "shell"]
+
+
+class Resource(msgspec.Struct, frozen=True, order=True, omit_defaults=True):
+    """A file or directory of one repository, or a named resource such as ``db:users``.
+
+    ``repo`` is the repository's git common directory and ``path`` the repo-relative POSIX path
+    (``"."`` is the whole repository); a named resource has ``name`` and neither of the others.
+    """
+
+    repo: str = ""
+    path: str = ""
+    name: str = ""
+
+    def __str__(self) -> str:
+        return self.name if self.name else self.path
+
+    @property
+    def is_path(self) -> bool:
+        return not self.name
+
+    def overlaps(self, other: Resource) -> bool:
+        if self.is_path != other.is_path:
+            return False
+        if not self.is_path:
+            return self.name == other.name
+        return self.repo == other.repo and path_overlaps(self.path, other.path)
+
+    def covers(self, repo: str, path: str) -> bool:
+        """Whether this resource contains the repo-relative ``path`` of ``repo``."""
+        return self.is_path and self.repo == repo and path_contains(self.path, path)
+
+
+def path_contains(outer: str, inner: str) -> bool:
+    """``outer`` is ``inner`` or one of its ancestor directories (``"."`` contains all)."""
+    return outer == "." or outer == inner or inner.startswith(outer + "/")
+
+
+def path_overlaps(a: str, b: str) -> bool:
+    # A directory lock covers everything below it, so two paths overlap exactly when one is an
+    # ancestor of (or equal to) the other; `a/b` and `a/bc` are siblings and never do.
+    return path_contains(a, b) or path_contains(b, a)
+
+
+class Claim(msgspec.Struct, frozen=True, order=True):
+    resource: Resource
+    mode: Mode = "write"
+
+    def conflicts(self, other: Claim) -> bool:
+        return (self.mode == "write" or other.mode == "write") and self.resource.overlaps(
+            other.resource
+        )
+
+
+class Grant(msgspec.Struct, kw_only=True):
+    """A lease that holds its claims now."""
+
+    version: int = SCHEMA_VERSION
+    id: str
+    agent: str
+    claims: list[Claim]
+    owner: Owner = "process"
+    pid: int = 0
+    host: str = ""
+    priority: int = 0
+    acquired_at: float
+    expires_at: float
+    ttl: float = 300.0
+    # The waiters' wake-up target and the liveness proof of a process lease: a file its process
+    # keeps flocked for as long as it lives. Shell leases have none and end at `expires_at`.
+    lease_file: str = ""
+
+
+class Waiter(msgspec.Struct, kw_only=True):
+    """A request waiting in the queue; its process keeps ``lease_file`` flocked while it waits."""
+
+    version: int = SCHEMA_VERSION
+    id: str
+    agent: str
+    claims: list[Claim]
+    owner: Owner = "process"
+    pid: int = 0
+    host: str = ""
+    priority: int = 0
+    seq: int
+    since: float
+    deadline: float
+    ttl: float
+    lease_file: str
+
+    def granted(self, now: float) -> Grant:
+        """The grant this request becomes."""
+        return Grant(
+            id=self.id, agent=self.agent, claims=self.claims, owner=self.owner, pid=self.pid,
+            host=self.host, priority=self.priority, acquired_at=now, expires_at=now + self.ttl, ttl=self.ttl,
+            lease_file=self.lease_file if self.owner == "process" else "",
+        )
+
+
+class Table(msgspec.Struct, kw_only=True):
+    """The whole lock table: what ``logs/resource-locks.json`` holds."""
+
+    version: int = SCHEMA_VERSION
+    seq: int = 0
+    locks: list[Grant] = msgspec.field(default_factory=list)
+    waiters: list[Waiter] = msgspec.field(default_factory=list)
+
+    def next_seq(self) -> int:
+        self.seq += 1
+        return self.seq
+
+
+Holder = Grant | Waiter
+
+
+def claims_conflict(a: Iterable[Claim], b: Sequence[Claim]) -> bool:
+    return any(x.conflicts(y) for x in a for y in b)
+
+
+def conflicts(a: Holder, b: Holder) -> bool:
+    """Whether ``a`` and ``b`` exclude each other: different agents and a conflicting claim."""
+    return a.agent != b.agent and claims_conflict(a.claims, b.claims)
+
+
+def queue_key(waiter: Waiter) -> tuple[int, int]:
+    return (-waiter.priority, waiter.seq)
+
+
+def ahead_of(a: Waiter, b: Waiter) -> bool:
+    return queue_key(a) < queue_key(b)
+
+
+def blockers(table: Table, request: Waiter) -> list[Holder]:
+    """Everything that keeps ``request`` from being granted now (empty: grant it)."""
+    found: list[Holder] = [g for g in table.locks if conflicts(g, request)]
+    own = [g for g in table.locks if g.agent == request.agent]
+    for waiter in table.waiters:
+        if waiter.id == request.id or not ahead_of(waiter, request):
+            continue
+        if not conflicts(waiter, request):
+            continue
+        if any(conflicts(g, waiter) for g in own):
+            continue  # it waits for us; queueing behind it would deadlock (see module doc)
+        found.append(waiter)
+    return found
+
+
+def find_cycle(table: Table, request: Waiter) -> list[str] | None:
+    """The agents of a wait-for cycle through ``request``'s agent, if waiting would close one.
+
+    Nodes are agents; an edge runs from a waiting agent to each agent that blocks it. The cycle
+    is returned as ``[A, B, ..., A]`` so the error can print it as ``A -> B -> A``.
+    """
+    waiting = [w for w in table.waiters if w.id != request.id] + [request]
+    edges: dict[str, set[str]] = {}
+    for waiter in waiting:
+        for blocker in blockers(table, waiter):
+            edges.setdefault(waiter.agent, set()).add(blocker.agent)
+    start = request.agent
+    path: list[str] = [start]
+    seen: set[str] = set()
+
+    def walk(node: str) -> list[str] | None:
+        for nxt in sorted(edges.get(node, ())):
+            if nxt == start:
+                return [*path, start]
+            if nxt in seen:
+                continue
+            seen.add(nxt)
+            path.append(nxt)
+            found = walk(nxt)
+            if found:
+                return found
+            path.pop()
+        return None
+
+    return walk(start)
+
+
+def write_holder(
+    grants: Iterable[Grant], repo: str, path: str, *, except_agent: str | None = None
+) -> tuple[Grant, Claim] | None:
+    """The write lock of another agent that covers ``path`` (repo-relative), if any."""
+    for grant in grants:
+        if except_agent is not None and grant.agent == except_agent:
+            continue
+        for claim in grant.claims:
+            if claim.mode == "write" and claim.resource.covers(repo, path):
+                return grant, claim
+    return None
