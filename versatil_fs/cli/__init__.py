@@ -96,6 +96,16 @@ def run_cli(group: click.Command, args: list[str] | None = None, prog: str = "ve
         # `versatil logs | head`: the reader went away; that is not an error of ours.
         _silence_stdout()
         return 0
+    except Exception as exc:
+        if debug:
+            raise
+        # A bug of ours, not the user's: still one sentence, and the way to the traceback.
+        print(
+            f"{prog}: internal error: {type(exc).__name__}: {exc} (rerun with --debug for "
+            "the traceback, and please report it).",
+            file=sys.stderr,
+        )
+        return 70
     return result if isinstance(result, int) else 0
 
 

@@ -102,6 +102,12 @@ class LockManager:
         self.store = store or LocalStore(self.state)
         self._repo_arg = repo
         self._repo: Repository | None = repo if isinstance(repo, Repository) else None
+        # Relative paths are read against the directory the manager was given (the current
+        # directory by default), as a user standing there would mean them.
+        self._base: Path | None = (
+            repo.toplevel if isinstance(repo, Repository)
+            else Path(repo).absolute() if repo is not None else None
+        )
         self._config = config
         self._leases: dict[str, Lease] = {}
         self._renewer: threading.Thread | None = None
@@ -140,7 +146,7 @@ class LockManager:
                 )
             return Resource(name=f"{kind}:{name}")
         repo = self.repo
-        return Resource(repo=repo.key, path=repo.relpath(text))
+        return Resource(repo=repo.key, path=repo.relpath(text, cwd=self._base))
 
     def claims(
         self, writes: Iterable[ResourceSpec] = (), reads: Iterable[ResourceSpec] = ()
@@ -459,11 +465,13 @@ class LockManager:
             events.emit("locks", "table-damaged", state=self.state, reason=reason)
         self.store.on_damage.clear()
         for kind, holder, data in logged:
-            events.emit(
-                "locks", kind, agent=holder.agent, state=self.state, lease=holder.id,
-                resources=[f"{c.resource} ({c.mode})" for c in holder.claims],
-                pid=holder.pid, **data,
-            )
+            fields: dict[str, object] = {
+                "lease": holder.id,
+                "resources": [f"{c.resource} ({c.mode})" for c in holder.claims],
+                "holder_pid": holder.pid,
+            }
+            fields.update(data)
+            events.emit("locks", kind, agent=holder.agent, state=self.state, **fields)
 
 
 def _youngest_in_cycle(table: Table, request: Waiter, cycle: list[str]) -> bool:

@@ -72,7 +72,7 @@ class LocalStore:
             if encoded != before:
                 # Pretty-printed: `cat ~/.versatil/logs/resource-locks.json` is how the
                 # reference note tells people to look at locks.
-                self.state.write_atomic(
+                self.state.write_swapped(
                     self.state.lock_table, msgspec.json.format(encoded, indent=2) + b"\n"
                 )
         finally:

@@ -1,0 +1,272 @@
+"""Lock benchmarks: hand-off latency, uncontended cost, CLI start-up — each against its anchors.
+
+Run through ``python bench/run.py locks`` (or every benchmark: ``python bench/run.py``). Each row
+is measured in this same run, so the ratios hold on whatever machine runs it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import os
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+# The waiter side of each hand-off: it prints "ready", blocks in its lock call, prints the
+# CLOCK_MONOTONIC time at which it was granted (comparable across processes on Linux), releases,
+# and waits for "next" on stdin. The holder prints nothing; it only times its release.
+WAITERS = {
+    "versatil": """
+        from versatil_fs.locks.manager import LockManager
+        m = LockManager(repo=REPO)
+        def take():
+            return m.acquire(["src/a.py"], agent="waiter", wait=60)
+        def drop(lease):
+            lease.release()
+    """,
+    "flock": """
+        import fcntl, os
+        def take():
+            fd = os.open(PATH, os.O_RDWR | os.O_CREAT)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            return fd
+        def drop(fd):
+            os.close(fd)
+    """,
+    "filelock": """
+        import filelock
+        lock = filelock.FileLock(PATH + ".filelock")
+        def take():
+            lock.acquire()  # default poll_interval (0.05 s)
+            return lock
+        def drop(lock):
+            lock.release()
+    """,
+    "portalocker": """
+        import portalocker
+        def take():
+            lock = portalocker.Lock(PATH + ".portalocker", timeout=60)  # default check_interval
+            lock.acquire()
+            return lock
+        def drop(lock):
+            lock.release()
+    """,
+}
+
+WAITER_LOOP = """
+import sys, time
+for _ in range(ROUNDS):
+    print("ready", flush=True)
+    held = take()
+    print(time.monotonic_ns(), flush=True)
+    drop(held)
+    if sys.stdin.readline().strip() != "next":
+        break
+"""
+
+
+def _holder(kind: str, repo: Path, path: str) -> tuple[Callable[[], object], Callable[[object], None]]:
+    if kind == "versatil":
+        from versatil_fs.locks.manager import Lease, LockManager
+
+        manager = LockManager(repo=repo)
+
+        def take_v() -> object:
+            return manager.acquire(["src/a.py"], agent="holder", wait=60)
+
+        def drop_v(lease: object) -> None:
+            assert isinstance(lease, Lease)
+            lease.release()
+
+        return take_v, drop_v
+    if kind == "flock":
+
+        def take_f() -> object:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            return fd
+
+        def drop_f(fd: object) -> None:
+            assert isinstance(fd, int)
+            os.close(fd)
+
+        return take_f, drop_f
+    if kind == "filelock":
+        import filelock
+
+        flock_ = filelock.FileLock(path + ".filelock")
+        return (lambda: flock_.acquire()), (lambda _held: flock_.release())
+    import portalocker
+
+    def take_p() -> object:
+        lock = portalocker.Lock(path + ".portalocker", timeout=60)
+        lock.acquire()
+        return lock
+
+    def drop_p(lock: object) -> None:
+        assert isinstance(lock, portalocker.Lock)
+        lock.release()
+
+    return take_p, drop_p
+
+
+def handoff(kind: str, rounds: int, workdir: Path, repo: Path) -> list[float]:
+    """Milliseconds from the holder's release to the blocked waiter's grant, per round."""
+    path = str(workdir / "handoff.lock")
+    code = (
+        f"REPO = {str(repo)!r}\nPATH = {path!r}\nROUNDS = {rounds}\n"
+        + textwrap.dedent(WAITERS[kind])
+        + WAITER_LOOP
+    )
+    take, drop = _holder(kind, repo, path)
+    held = take()
+    waiter = subprocess.Popen(
+        [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    assert waiter.stdin and waiter.stdout
+    latencies: list[float] = []
+    rng = random.Random(7)
+    try:
+        for _ in range(rounds):
+            if waiter.stdout.readline().strip() != "ready":
+                raise RuntimeError(f"{kind} waiter died")
+            # Let the waiter reach its blocking call, and land the release at a random phase of
+            # any poll interval, as a real release would.
+            time.sleep(0.02 + rng.random() * 0.03)
+            released = time.monotonic_ns()
+            drop(held)
+            granted = int(waiter.stdout.readline())
+            latencies.append((granted - released) / 1e6)
+            held = take()  # the waiter releases right after printing; take it back
+            waiter.stdin.write("next\n")
+            waiter.stdin.flush()
+    finally:
+        drop(held)
+        waiter.kill()
+        waiter.wait()
+    return latencies
+
+
+def uncontended(workdir: Path, repo: Path, iterations: int) -> dict[str, float]:
+    """Median microseconds of one acquire+release, with 100 other live locks in the table."""
+    from versatil_fs.locks.manager import LockManager
+
+    manager = LockManager(repo=repo)
+    background = [
+        manager.acquire([f"db:table{i}"], agent=f"agent{i % 7}", wait=0) for i in range(100)
+    ]
+    import filelock
+    import portalocker
+
+    path = str(workdir / "uncontended.lock")
+
+    def ours() -> None:
+        manager.acquire(["src/b.py"], agent="bench", wait=0).release()
+
+    def raw() -> None:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        os.close(fd)
+
+    plock = portalocker.Lock(path + ".p", timeout=1)
+    flock_ = filelock.FileLock(path + ".f")
+
+    def porta() -> None:
+        plock.acquire()
+        plock.release()
+
+    def filel() -> None:
+        flock_.acquire()
+        flock_.release()
+
+    results = {}
+    for name, fn in (("versatil", ours), ("flock", raw), ("portalocker", porta), ("filelock", filel)):
+        samples = []
+        for _ in range(iterations):
+            start = time.perf_counter_ns()
+            fn()
+            samples.append((time.perf_counter_ns() - start) / 1e3)
+        results[name] = statistics.median(samples)
+    for lease in background:
+        lease.release()
+    return results
+
+
+def cli_wall(repo: Path, runs: int) -> dict[str, float]:
+    """Median wall milliseconds of whole commands, as a shell would start them."""
+    versatil = str(Path(sys.executable).with_name("versatil"))
+    commands = {
+        "python -c pass": [sys.executable, "-c", "pass"],
+        "versatil locks": [versatil, "locks"],
+        "versatil lock + unlock": None,
+    }
+    results = {}
+    for name, cmd in commands.items():
+        samples = []
+        for i in range(runs):
+            if cmd is None:
+                start = time.perf_counter()
+                subprocess.run([versatil, "lock", "--agent", "cli", f"db:cli{i}"], cwd=repo,
+                               check=True, capture_output=True)
+                lock_ms = (time.perf_counter() - start) * 1e3
+                subprocess.run([versatil, "unlock", "--agent", "cli", f"db:cli{i}"], cwd=repo,
+                               check=True, capture_output=True)
+                samples.append(lock_ms)
+                continue
+            start = time.perf_counter()
+            subprocess.run(cmd, cwd=repo, check=True, capture_output=True)
+            samples.append((time.perf_counter() - start) * 1e3)
+        results[name] = statistics.median(samples)
+    return results
+
+
+def _pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="bench locks")
+    parser.add_argument("--rounds", type=int, default=40, help="hand-offs per lock kind")
+    parser.add_argument("--iterations", type=int, default=2000, help="uncontended samples")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="versatil-bench-") as tmp:
+        workdir = Path(tmp)
+        os.environ["VERSATIL_HOME"] = str(workdir / "home")
+        repo = workdir / "repo"
+        subprocess.run(["git", "init", "-q", str(repo)], check=True)
+        (repo / "src").mkdir()
+
+        print("Hand-off latency: release -> blocked waiter granted (ms)")
+        rows = {k: handoff(k, args.rounds, workdir, repo) for k in WAITERS}
+        ours50 = _pct(rows["versatil"], 0.5)
+        print(f"  {'lock':<14}{'p50':>9}{'p95':>9}   ratio of p50 to versatil")
+        for kind, values in rows.items():
+            p50, p95 = _pct(values, 0.5), _pct(values, 0.95)
+            print(f"  {kind:<14}{p50:>9.3f}{p95:>9.3f}   {p50 / ours50:>6.1f}x")
+        print("  goal: versatil p50 <= 2 ms (>= 10x better than filelock, 70x than portalocker)")
+
+        print("\nUncontended acquire+release, 100 live locks in the table (median us)")
+        unc = uncontended(workdir, repo, args.iterations)
+        for name, value in unc.items():
+            print(f"  {name:<14}{value:>9.1f}   versatil / this = {unc['versatil'] / value:>6.1f}x")
+        print("  goal: versatil <= 1000 us")
+
+        print("\nCommand wall time (median ms)")
+        wall = cli_wall(repo, 10)
+        base = wall["python -c pass"]
+        for name, value in wall.items():
+            print(f"  {name:<24}{value:>8.1f}   {value / base:>5.1f}x python -c pass")
+        print("  goal: versatil lock / locks <= 150 ms")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,40 @@
+"""Run every benchmark and print its table: ``python bench/run.py [NAME ...] [-- ARGS]``.
+
+Each benchmark module has ``main(argv) -> int`` and measures its anchors in the same run, so the
+ratios it prints are comparable across machines.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from pathlib import Path
+
+BENCHMARKS = {
+    "locks": "bench.bench_locks",
+    "hook": "bench.bench_hook",
+    "checkpoints": "bench.bench_checkpoints",
+}
+
+
+def main(argv: list[str]) -> int:
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    names = [a for a in argv if not a.startswith("-")] or list(BENCHMARKS)
+    status = 0
+    for name in names:
+        if name not in BENCHMARKS:
+            print(f"unknown benchmark {name!r}; choose from {', '.join(BENCHMARKS)}")
+            return 2
+        try:
+            module = importlib.import_module(BENCHMARKS[name])
+        except ModuleNotFoundError as exc:
+            print(f"== {name}: not available ({exc})")
+            continue
+        print(f"== {name}")
+        status |= module.main([])
+        print()
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
