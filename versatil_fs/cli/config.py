@@ -1,0 +1,67 @@
+"""``versatil config``: the effective configuration and where each value came from."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from versatil_fs import config as configuration
+from versatil_fs.cli._common import echo, echo_json, json_option
+from versatil_fs.errors import ConfigError, NotARepository
+from versatil_fs.repo import Repository
+
+
+@click.group()
+def config() -> None:
+    """Inspect the configuration (.versatil, ~/.versatil/config.toml, VERSATIL_* variables)."""
+
+
+@config.command()
+@json_option
+@click.option(
+    "--set",
+    "settings",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Preview a command-line override, e.g. --set collision_detection.lock_timeout=10.",
+)
+def show(as_json: bool, settings: tuple[str, ...]) -> None:
+    """Print every effective value and where it came from.
+
+    Outside a git repository only the user file, the environment and the defaults apply.
+    """
+    effective = configuration.load(_repository_root(), overrides=_parse_settings(settings))
+    sources = effective.sources()
+    if as_json:
+        echo_json({"config": effective, "sources": sources})
+        return
+    rows = [
+        (key, configuration.format_value(value, limit=60), sources[key])
+        for key, value in effective.flat().items()
+    ]
+    key_width = max(len("key"), *(len(row[0]) for row in rows))
+    value_width = max(len("value"), *(len(row[1]) for row in rows))
+    echo(f"{'key':<{key_width}}  {'value':<{value_width}}  source")
+    for key, value, source in rows:
+        echo(f"{key:<{key_width}}  {value:<{value_width}}  {source}")
+
+
+def _repository_root() -> Path | None:
+    try:
+        return Repository.find(".").toplevel
+    except NotARepository:
+        return None
+
+
+def _parse_settings(settings: tuple[str, ...]) -> dict[str, str]:
+    overrides: dict[str, str] = {}
+    for setting in settings:
+        key, equals, value = setting.partition("=")
+        if not equals or not key.strip():
+            raise ConfigError(
+                f"--set {setting!r} should be KEY=VALUE, "
+                "e.g. --set parallel.max_concurrent_agents=3."
+            )
+        overrides[key.strip()] = value
+    return overrides
