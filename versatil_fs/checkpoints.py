@@ -1,0 +1,1120 @@
+"""Checkpoints: git commits of the whole working tree that never disturb the user.
+
+A checkpoint is a commit of every tracked and untracked, non-ignored file, kept under
+``refs/versatil/checkpoints/<id>``, plus a small JSON metadata record in the state directory.
+It is built from git plumbing on a *private* index, never with ``git stash``:
+
+1. copy the user's index to a scratch ``GIT_INDEX_FILE`` (so unchanged files keep their stat
+   data and are not hashed again; the copy keeps the original's mtime, see :func:`_copy_index`);
+2. ``git add -A`` into it, ``git write-tree``, ``git commit-tree`` (parent HEAD, none on an unborn
+   branch), ``git update-ref`` with "must not exist" as the old value.
+
+So creating one never takes ``.git/index.lock`` and never changes the user's index, working tree,
+HEAD, branch or stash list; parallel creates share nothing but the object database, which git
+already writes safely from many processes.
+
+A restore changes the working tree only. It first checkpoints the current state (the *safety*
+checkpoint, so every restore can be undone with one more restore), computes what differs with
+``git diff-tree`` between the two trees, and touches exactly those paths: removals with
+``unlink``, writes with ``git checkout-index`` from a tiny index that holds only the paths to
+write (so filters, modes and symlinks come out as git would write them).
+
+What a crash leaves behind:
+
+* killed before ``update-ref``: some unreferenced objects (git's gc collects them) and a scratch
+  directory that the next operation sweeps (it proves the owner dead with ``flock``);
+* killed between ``update-ref`` and the metadata write: a checkpoint listed from its commit alone
+  (its message, agent, wave and time are in the commit; task states are lost, and it says so);
+* killed mid-restore: the safety checkpoint exists and its metadata says the restore did not
+  finish, so ``list`` and ``show`` point at it; restoring it undoes the partial restore.
+
+GitPython is not used here: every operation is one plumbing command, run directly so that we
+control its environment (the private index, literal pathspecs) and parse its ``-z`` output.
+"""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+import errno
+import fcntl
+import hashlib
+import importlib
+import os
+import secrets
+import shutil
+import subprocess
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import msgspec
+
+from versatil_fs import events, faults
+from versatil_fs.errors import Refused, UsageError, VersatilError
+from versatil_fs.repo import Repository, default_agent
+from versatil_fs.state import StateDir, flocked
+
+SCHEMA_VERSION = 1
+REF_PREFIX = "refs/versatil/checkpoints/"
+DEFAULT_MAX_CHECKPOINTS = 10
+DEFAULT_LARGE_FILE_MB = 50.0
+LARGE_FILE_ENV = "VERSATIL_CHECKPOINT_LARGE_FILE_MB"
+
+GITLINK_MODE = "160000"
+_COMMITTER_EMAIL = "versatil@localhost"
+# A scratch directory younger than this is never swept without its lock file, see _sweep.
+_SCRATCH_GRACE_SECONDS = 3600.0
+
+# Options every git command gets. splitIndex=false: a private copy of a split index is written
+# back whole, so git never adds a `sharedindex.*` file to the user's .git for our scratch index.
+# --literal-pathspecs: file names with `*`, `?`, `[` or a leading `:` mean themselves.
+_GIT_OPTIONS = (
+    "-c", "core.splitIndex=false",
+    "-c", "advice.addEmbeddedRepo=false",
+    "--literal-pathspecs",
+)
+# Variables a git hook or a wrapper may export that would point our commands at another index,
+# repository or working tree than the one we resolved.
+_GIT_LOCATION_VARIABLES = (
+    "GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_PREFIX", "GIT_COMMON_DIR",
+    "GIT_NAMESPACE", "GIT_CEILING_DIRECTORIES",
+)
+
+
+class GitFailed(VersatilError):
+    """A git command failed for a reason outside our control (a broken repository, full disk)."""
+
+
+# Records ----------------------------------------------------------------------------------------
+class CheckpointRecord(msgspec.Struct, kw_only=True):
+    """One checkpoint: the schema on disk, in the API and in ``--json`` output."""
+
+    version: int = SCHEMA_VERSION
+    id: str
+    commit: str
+    tree: str
+    parent: str | None = None  # HEAD when it was made; None on an unborn branch
+    time: float
+    message: str = ""
+    agent: str = ""
+    wave: int | None = None
+    kind: str = "checkpoint"  # or "safety": made by a restore before it changed anything
+    tasks: dict[str, str] = {}  # task id -> state, as the wave executor saw them
+    files_modified: list[str] = []  # files differing from HEAD unless the caller said otherwise
+    tests_run: list[str] = []
+    errors: list[str] = []
+    files: int | None = None  # entries in the checkpoint's tree (None when rebuilt from git)
+    gitlinks: list[str] = []  # submodules and nested repositories: their commit, not contents
+    large_files: dict[str, int] = {}  # new files above the warning size -> bytes
+    warnings: list[str] = []
+    restore_of: str | None = None  # safety checkpoints: the checkpoint being restored
+    restore_complete: bool | None = None  # safety checkpoints: False until the restore ended
+    recovered: bool = False  # rebuilt from the git commit: the metadata file was lost or damaged
+    repo: str = ""  # the working tree it was made in, for people reading the file
+
+
+class Change(msgspec.Struct, frozen=True, kw_only=True):
+    """One path that differs between two trees, seen from ``old`` to ``new``."""
+
+    status: str  # "A" only in new, "D" only in old, "M" content or mode, "T" type
+    path: str
+    old_mode: str
+    new_mode: str
+    old_oid: str
+    new_oid: str
+
+    @property
+    def is_gitlink(self) -> bool:
+        return GITLINK_MODE in (self.old_mode, self.new_mode)
+
+
+class RestoreResult(msgspec.Struct, kw_only=True):
+    """What a restore did; ``safety_checkpoint`` undoes it (None when nothing had to change)."""
+
+    version: int = SCHEMA_VERSION
+    checkpoint: str
+    safety_checkpoint: str | None
+    restored: list[str] = []  # written from the checkpoint (modified or deleted since)
+    removed: list[str] = []  # created since the checkpoint
+    skipped: list[str] = []  # submodules / nested repositories, whose contents are not stored
+
+    @property
+    def changed(self) -> builtins.list[str]:
+        return sorted([*self.restored, *self.removed])
+
+
+class PruneResult(msgspec.Struct, kw_only=True):
+    version: int = SCHEMA_VERSION
+    kept: int
+    removed: list[str] = []
+
+
+_record_decoder = msgspec.json.Decoder(CheckpointRecord)
+
+
+# The lock manager's records, as far as a restore needs them ------------------------------------
+class _Resource(Protocol):
+    @property
+    def repo(self) -> str: ...
+    @property
+    def path(self) -> str: ...
+
+
+class _Claim(Protocol):
+    @property
+    def mode(self) -> str: ...
+    @property
+    def resource(self) -> _Resource: ...
+
+
+class _Grant(Protocol):
+    @property
+    def agent(self) -> str: ...
+    @property
+    def claims(self) -> Sequence[_Claim]: ...
+
+
+def covers(parent: str, path: str) -> bool:
+    """Whether the repo-relative ``parent`` ("." = everything, a directory = below it) covers it."""
+    parent = parent.strip("/") or "."
+    if parent == ".":
+        return True
+    return path == parent or path.startswith(parent + "/")
+
+
+def write_lock_conflicts(
+    grants: Iterable[_Grant], paths: Iterable[str], *, repo_key: str, agent: str
+) -> builtins.list[tuple[str, str]]:
+    """``(path, holder)`` for each path write-locked by an agent other than ``agent``.
+
+    Read locks do not protect against a restore: a reader expects the file to change under it no
+    more than under any other writer, and only writers lose work when it is overwritten.
+    """
+    locked: builtins.list[tuple[str, str]] = [
+        (claim.resource.path, grant.agent)
+        for grant in grants
+        if grant.agent != agent
+        for claim in grant.claims
+        if claim.mode == "write" and claim.resource.repo == repo_key
+    ]
+    conflicts = []
+    for path in paths:
+        for lock_path, holder in locked:
+            if covers(lock_path, path):
+                conflicts.append((path, holder))
+                break
+    return conflicts
+
+
+# Files modified by agents ----------------------------------------------------------------------
+def record_files_modified(
+    repo: Repository,
+    agent: str,
+    paths: builtins.list[str],
+    *,
+    wave: int | None = None,
+    task: str | None = None,
+) -> None:
+    """Record that ``agent`` modified ``paths`` (repo-relative POSIX), for ``restore --agent``.
+
+    The run wrapper and the monitor call this; a restore by agent or wave reads these events back.
+    """
+    events.emit(
+        "collision-detection",
+        "files-modified",
+        agent=agent,
+        repo=str(repo.common_dir),
+        paths=paths,
+        wave=wave,
+        task=task,
+    )
+
+
+@dataclass(frozen=True)
+class _Modification:
+    agent: str | None
+    wave: int | None
+    paths: tuple[str, ...]
+
+
+def _modifications_since(repo_key: str, since: float) -> builtins.list[_Modification]:
+    found = []
+    for event in events.read("collision-detection"):
+        if event.kind != "files-modified" or event.repo != repo_key or event.time <= since:
+            continue
+        raw_paths = event.data.get("paths") or []
+        wave = event.data.get("wave")
+        paths = tuple(_clean_recorded(p) for p in raw_paths if isinstance(p, str) and p)
+        found.append(_Modification(event.agent, wave if isinstance(wave, int) else None, paths))
+    return found
+
+
+def _clean_recorded(path: str) -> str:
+    while path.startswith("./"):
+        path = path[2:]
+    return path.rstrip("/") or "."
+
+
+# The API ----------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _Snapshot:
+    tree: str
+    head: str | None
+    index: Path  # the private index, describing the working tree as it was snapshotted
+    embedded: tuple[str, ...]  # nested repositories git added as gitlinks
+
+
+class Checkpoints:
+    """Create, list, show, diff, restore and prune the checkpoints of one repository."""
+
+    def __init__(
+        self,
+        repo: str | os.PathLike[str] = ".",
+        *,
+        state: StateDir | None = None,
+        large_file_mb: float | None = None,
+    ) -> None:
+        self.repo = Repository.find(repo)
+        self._state = state or StateDir()
+        self.key = str(self.repo.common_dir)
+        digest = hashlib.sha256(self.key.encode()).hexdigest()[:16]
+        self._dir = self._state.subdir("checkpoints", digest)
+        self._large_bytes = int(_large_file_mb(large_file_mb) * 1024 * 1024)
+
+    # Create ---------------------------------------------------------------------------------
+    def create(
+        self,
+        message: str | None = None,
+        *,
+        wave: int | None = None,
+        agent: str | None = None,
+        tasks: dict[str, str] | None = None,
+        files_modified: builtins.list[str] | None = None,
+        tests_run: builtins.list[str] | None = None,
+        errors: builtins.list[str] | None = None,
+        prune: bool = True,
+    ) -> CheckpointRecord:
+        """Checkpoint the whole working tree; prunes to ``max_checkpoints`` afterwards."""
+        if wave is not None and wave < 0:
+            raise UsageError(f"A wave number is 0 or more, not {wave}.")
+        agent = agent or default_agent(self.repo)
+        started = time.time()
+        with self._private_index() as index:
+            snapshot = self._snapshot(index)
+            record = self._commit(
+                snapshot,
+                started=started,
+                message=message or "",
+                agent=agent,
+                wave=wave,
+                tasks=tasks,
+                files_modified=files_modified,
+                tests_run=tests_run,
+                errors=errors,
+            )
+        events.emit(
+            "checkpoints", "create", agent=agent, repo=self.key, id=record.id,
+            message=record.message, wave=wave, files=record.files, commit=record.commit,
+        )
+        if prune:
+            self.prune()
+        return record
+
+    # List / show / diff ----------------------------------------------------------------------
+    def show(self, checkpoint_id: str) -> CheckpointRecord:
+        """The checkpoint with this id or unique id prefix; ``UsageError`` otherwise."""
+        return self._resolve(checkpoint_id)
+
+    def diff(self, checkpoint_id: str) -> builtins.list[Change]:
+        """What changed in the working tree since the checkpoint (statuses seen from it)."""
+        record = self._resolve(checkpoint_id)
+        with self._private_index() as index:
+            snapshot = self._snapshot(index)
+        return self._diff_trees(record.tree, snapshot.tree)
+
+    def diff_patch(self, checkpoint_id: str) -> bytes:
+        """The same difference as a patch, as ``git diff`` prints it."""
+        record = self._resolve(checkpoint_id)
+        with self._private_index() as index:
+            snapshot = self._snapshot(index)
+        return self._git("diff", "--no-color", "--binary", record.tree, snapshot.tree)
+
+    def interrupted_restores(self) -> builtins.list[CheckpointRecord]:
+        """Safety checkpoints of restores whose process died before finishing."""
+        pending = [r for r in self.list() if r.kind == "safety" and r.restore_complete is False]
+        if not pending:
+            return []
+        fd = self._state.open_lock_file(self._dir / "restore.lock")
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return []  # a restore is running right now; its record is not stale
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
+        return pending
+
+    # Restore --------------------------------------------------------------------------------
+    def restore(
+        self,
+        checkpoint_id: str,
+        *,
+        paths: Sequence[str | os.PathLike[str]] | None = None,
+        agent: str | None = None,
+        wave: int | None = None,
+        force: bool = False,
+    ) -> RestoreResult:
+        """Bring the working tree (all of it, or a selection) back to the checkpoint.
+
+        ``paths`` (relative to the repository root, or absolute) selects files and directories;
+        ``agent`` and ``wave`` select the files that agent / wave recorded as modified after the
+        checkpoint. Several selections intersect. ``agent`` is also who restores: that agent's
+        own write locks do not block the restore (default: the current agent). A file
+        write-locked by another agent is refused (``Refused``) unless ``force``.
+        """
+        target = self._resolve(checkpoint_id)
+        restorer = agent or default_agent(self.repo)
+        wanted = None if paths is None else [self._normalize(p) for p in paths]
+        selective = wanted is not None or agent is not None or wave is not None
+        lock_fd = self._state.open_lock_file(self._dir / "restore.lock")
+        try:
+            # One restore at a time per repository: two interleaved restores would each make a
+            # safety checkpoint of a tree the other is half-way through rewriting.
+            with flocked(lock_fd), self._private_index() as index:
+                snapshot = self._snapshot(index)
+                changes = self._diff_trees(snapshot.tree, target.tree)
+                if selective:
+                    changes = self._select(changes, target, wanted, agent, wave, force)
+                if not changes:
+                    events.emit(
+                        "checkpoints", "restore", agent=restorer, repo=self.key,
+                        checkpoint=target.id, safety=None, restored=0, removed=0,
+                    )
+                    return RestoreResult(checkpoint=target.id, safety_checkpoint=None)
+                if not force:
+                    self._refuse_locked(changes, target, restorer)
+                safety = self._commit(
+                    snapshot,
+                    started=time.time(),
+                    message=f"before restoring {target.id}",
+                    agent=restorer,
+                    kind="safety",
+                    restore_of=target.id,
+                )
+                result = self._apply(target, safety, changes)
+                safety.restore_complete = True
+                self._write_record(safety)
+        finally:
+            os.close(lock_fd)
+        events.emit(
+            "checkpoints", "restore", agent=restorer, repo=self.key, checkpoint=target.id,
+            safety=safety.id, restored=len(result.restored), removed=len(result.removed),
+            paths=result.changed[:100], forced=force,
+        )
+        self.prune()
+        return result
+
+    # Prune ----------------------------------------------------------------------------------
+    def prune(self, keep: int | None = None) -> PruneResult:
+        """Delete the oldest checkpoints beyond ``keep`` (default ``max_checkpoints``)."""
+        if keep is None:
+            keep = self.max_checkpoints()
+        if keep < 0:
+            raise UsageError(f"--keep must be 0 or more, not {keep}.")
+        lock_fd = self._state.open_lock_file(self._dir / "prune.lock")
+        try:
+            with flocked(lock_fd):
+                # Metadata names first, refs second: a create writes its ref before its metadata,
+                # so every metadata file listed here has its ref in the listing below.
+                names = {p.stem for p in self._dir.glob("*.json")}
+                records = self.list()
+                doomed = records[: max(0, len(records) - keep)]
+                self._delete_refs(doomed)
+                live = {r.id for r in records} - {r.id for r in doomed}
+                for name in names - live:
+                    self._state.remove(self._dir / f"{name}.json")
+        finally:
+            os.close(lock_fd)
+        removed = [r.id for r in doomed]
+        if removed:
+            events.emit("checkpoints", "prune", repo=self.key, removed=removed, kept=keep)
+        return PruneResult(kept=len(records) - len(removed), removed=removed)
+
+    def max_checkpoints(self) -> int:
+        try:
+            config = importlib.import_module("versatil_fs.config")
+        except ModuleNotFoundError as exc:
+            if exc.name != "versatil_fs.config":
+                raise
+            return DEFAULT_MAX_CHECKPOINTS  # the configuration module is not part of this build
+        value = config.load(self.repo.toplevel).checkpoints.max_checkpoints
+        return int(value)
+
+    # Listing (defined last: inside the class body `list` names this method) -----------------
+    def list(self) -> builtins.list[CheckpointRecord]:
+        """Every checkpoint of the repository, oldest first."""
+        out = self._git(
+            "for-each-ref", "--format=%(refname)%00%(objectname)", REF_PREFIX
+        ).decode("utf-8", "surrogateescape")
+        records = []
+        for line in out.splitlines():
+            refname, _, oid = line.partition("\0")
+            checkpoint_id = refname[len(REF_PREFIX) :]
+            records.append(self._load(checkpoint_id, oid))
+        records.sort(key=lambda r: (r.time, r.id))
+        return records
+
+    # Internals: git ---------------------------------------------------------------------------
+    def _env(self, index: Path | None, extra: dict[str, str] | None = None) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if k not in _GIT_LOCATION_VARIABLES}
+        if index is not None:
+            env["GIT_INDEX_FILE"] = str(index)
+        env["GIT_TERMINAL_PROMPT"] = "0"
+        # Commands that read the user's index (diff, status) must not refresh and rewrite it.
+        env["GIT_OPTIONAL_LOCKS"] = "0"
+        if extra:
+            env.update(extra)
+        return env
+
+    def _spawn(
+        self, *args: str, index: Path | None = None, extra: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
+        try:
+            return subprocess.Popen(
+                ["git", *_GIT_OPTIONS, *args],
+                cwd=self.repo.toplevel,
+                env=self._env(index, extra),
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+            )
+        except FileNotFoundError:
+            raise GitFailed("git is not installed (or not on PATH); checkpoints need it.") from None
+
+    def _finish(
+        self, proc: subprocess.Popen[bytes], args: Sequence[str], stdin: bytes | None = None
+    ) -> tuple[bytes, bytes]:
+        out, err = proc.communicate(stdin)
+        if proc.returncode != 0:
+            raise _git_error(args, err)
+        return out, err
+
+    def _git(
+        self,
+        *args: str,
+        index: Path | None = None,
+        stdin: bytes | None = None,
+        extra: dict[str, str] | None = None,
+    ) -> bytes:
+        return self._finish(self._spawn(*args, index=index, extra=extra), args, stdin)[0]
+
+    def _head(self) -> str | None:
+        proc = self._spawn("rev-parse", "-q", "--verify", "HEAD^{commit}")
+        out, _ = proc.communicate()
+        return out.decode().strip() if proc.returncode == 0 else None  # unborn: no commit yet
+
+    # Internals: scratch index ----------------------------------------------------------------
+    @contextlib.contextmanager
+    def _private_index(self) -> Iterator[Path]:
+        """A scratch directory holding a copy of the user's index; removed on the way out."""
+        scratch = self._state.subdir("checkpoints", self._dir.name, "scratch")
+        _sweep(scratch)
+        with _scratch_dir(scratch) as directory:
+            index = directory / "index"
+            _copy_index(self.repo.git_dir / "index", index)
+            yield index
+
+    def _snapshot(self, index: Path) -> _Snapshot:
+        head_proc = self._spawn("rev-parse", "-q", "--verify", "HEAD^{commit}")
+        try:
+            _, err = self._finish(self._spawn("add", "-A", index=index), ("add", "-A"))
+            tree = self._git("write-tree", index=index).decode().strip()
+        finally:
+            head_out, _ = head_proc.communicate()
+        head = head_out.decode().strip() if head_proc.returncode == 0 else None
+        embedded = tuple(
+            line.split("adding embedded git repository:", 1)[1].strip()
+            for line in err.decode("utf-8", "replace").splitlines()
+            if "adding embedded git repository:" in line
+        )
+        faults.point("checkpoint.after-write-tree")
+        return _Snapshot(tree=tree, head=head, index=index, embedded=embedded)
+
+    def _commit(
+        self,
+        snapshot: _Snapshot,
+        *,
+        started: float,
+        message: str,
+        agent: str,
+        wave: int | None = None,
+        kind: str = "checkpoint",
+        tasks: dict[str, str] | None = None,
+        files_modified: builtins.list[str] | None = None,
+        tests_run: builtins.list[str] | None = None,
+        errors: builtins.list[str] | None = None,
+        restore_of: str | None = None,
+    ) -> CheckpointRecord:
+        """Commit the snapshot, point a new ref at it, then write its metadata (durably)."""
+        # Listing the private index (file count, gitlinks) runs while git makes the commit.
+        ls_proc = self._spawn("ls-files", "-s", "-z", index=snapshot.index)
+        name = _clean_name(agent)
+        identity = {
+            "GIT_AUTHOR_NAME": name, "GIT_AUTHOR_EMAIL": _COMMITTER_EMAIL,
+            "GIT_COMMITTER_NAME": name, "GIT_COMMITTER_EMAIL": _COMMITTER_EMAIL,
+        }
+        body = _commit_message(message, agent=agent, wave=wave, kind=kind, started=started)
+        parent = ["-p", snapshot.head] if snapshot.head else []
+        try:
+            commit = self._git(
+                "commit-tree", "--no-gpg-sign", *parent, "-F", "-", snapshot.tree,
+                stdin=body.encode(), extra=identity,
+            ).decode().strip()
+            # What differs from HEAD (files modified, large new files), also while git works.
+            diff_proc = self._spawn("diff-tree", "-r", "-z", "--no-renames", "--root",
+                                    "--no-commit-id", commit)
+            try:
+                checkpoint_id = self._create_ref(commit, started, wave)
+            finally:
+                diff_out, diff_err = diff_proc.communicate()
+            if diff_proc.returncode != 0:
+                raise _git_error(("diff-tree", commit), diff_err)
+        finally:
+            ls_out, _ = ls_proc.communicate()
+        if ls_proc.returncode != 0:
+            raise _git_error(("ls-files",), b"")
+        files, gitlinks = _count_index(ls_out)
+        against_head = _parse_raw_diff(diff_out)
+        large = self._large_new_files(against_head)
+        record = CheckpointRecord(
+            id=checkpoint_id,
+            commit=commit,
+            tree=snapshot.tree,
+            parent=snapshot.head,
+            time=started,
+            message=message,
+            agent=agent,
+            wave=wave,
+            kind=kind,
+            tasks=dict(tasks or {}),
+            files_modified=(
+                list(files_modified) if files_modified is not None
+                else [c.path for c in against_head]
+            ),
+            tests_run=list(tests_run or []),
+            errors=list(errors or []),
+            files=files,
+            gitlinks=gitlinks,
+            large_files=large,
+            warnings=_warnings(gitlinks, snapshot.embedded, large),
+            restore_of=restore_of,
+            restore_complete=False if kind == "safety" else None,
+            repo=str(self.repo.toplevel),
+        )
+        self._write_record(record)
+        return record
+
+    def _create_ref(self, commit: str, started: float, wave: int | None) -> str:
+        for _ in range(20):
+            checkpoint_id = _new_id(started, wave)
+            proc = self._spawn(
+                "update-ref", "-m", "versatil checkpoint", REF_PREFIX + checkpoint_id, commit, ""
+            )
+            _, err = proc.communicate()
+            if proc.returncode == 0:
+                return checkpoint_id
+            if b"already exists" not in err:
+                raise _git_error(("update-ref",), err)
+            # Two checkpoints in the same second drew the same random suffix: draw again.
+        raise GitFailed("Could not find a free checkpoint id after 20 attempts.")
+
+    def _delete_refs(self, records: Sequence[CheckpointRecord]) -> None:
+        if not records:
+            return
+        # One transaction that names each ref's current commit: all go or none, and a ref that
+        # was moved meanwhile (by hand) is not deleted behind the user's back.
+        script = "".join(f"delete {REF_PREFIX}{r.id} {r.commit}\n" for r in records)
+        try:
+            self._git("update-ref", "--stdin", stdin=script.encode())
+        except GitFailed:
+            # Someone deleted one of them already; delete the rest one by one.
+            for record in records:
+                with contextlib.suppress(GitFailed):
+                    self._git("update-ref", "-d", REF_PREFIX + record.id, record.commit)
+
+    def _write_record(self, record: CheckpointRecord) -> None:
+        data = msgspec.json.format(msgspec.json.encode(record), indent=2) + b"\n"
+        self._state.write_atomic(self._dir / f"{record.id}.json", data, durable=True)
+
+    def _large_new_files(self, against_head: Iterable[Change]) -> dict[str, int]:
+        large = {}
+        for change in against_head:
+            if change.status != "A" or change.new_mode == GITLINK_MODE:
+                continue
+            try:
+                size = os.lstat(self.repo.toplevel / change.path).st_size
+            except OSError:
+                continue
+            if size > self._large_bytes:
+                large[change.path] = size
+        return large
+
+    # Internals: reading records --------------------------------------------------------------
+    def _load(self, checkpoint_id: str, oid: str) -> CheckpointRecord:
+        path = self._dir / f"{checkpoint_id}.json"
+        data = self._state.read_bytes(path)
+        if data is not None:
+            try:
+                record = _record_decoder.decode(data)
+            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                self._state.move_aside(path, f"not a checkpoint record: {exc}")
+            else:
+                if record.commit == oid and record.id == checkpoint_id:
+                    return record
+                self._state.move_aside(path, f"it describes commit {record.commit[:12]}, "
+                                             f"but the ref points at {oid[:12]}")
+            rebuilt = self._from_commit(checkpoint_id, oid)
+            self._write_record(rebuilt)
+            return rebuilt
+        # No metadata: a create may be between its update-ref and its metadata write, so this
+        # is only rebuilt in memory; writing it could overwrite the real record a moment later.
+        return self._from_commit(checkpoint_id, oid)
+
+    def _from_commit(self, checkpoint_id: str, oid: str) -> CheckpointRecord:
+        raw = self._git("cat-file", "commit", oid).decode("utf-8", "replace")
+        header, _, message = raw.partition("\n\n")
+        fields: dict[str, str] = {}
+        committed = 0.0
+        for line in header.splitlines():
+            key, _, value = line.partition(" ")
+            if key in ("tree", "parent"):
+                fields.setdefault(key, value)
+            elif key == "committer":
+                with contextlib.suppress(ValueError, IndexError):
+                    committed = float(value.rsplit(" ", 2)[1])
+        text, trailers = _split_trailers(message)
+        wave = trailers.get("Versatil-Wave")
+        try:
+            when = float(trailers.get("Versatil-Time", committed))
+        except ValueError:
+            when = committed
+        return CheckpointRecord(
+            id=checkpoint_id,
+            commit=oid,
+            tree=fields.get("tree", ""),
+            parent=fields.get("parent"),
+            time=when,
+            message=text,
+            agent=trailers.get("Versatil-Agent", ""),
+            wave=int(wave) if wave and wave.isdigit() else None,
+            kind=trailers.get("Versatil-Kind", "checkpoint"),
+            recovered=True,
+            warnings=["Metadata was rebuilt from the git commit: task states, tests and "
+                      "errors recorded with the checkpoint are not available."],
+            repo=str(self.repo.toplevel),
+        )
+
+    def _resolve(self, checkpoint_id: str) -> CheckpointRecord:
+        wanted = checkpoint_id.strip()
+        if wanted.startswith(REF_PREFIX):
+            wanted = wanted[len(REF_PREFIX) :]
+        if not wanted:
+            raise UsageError("Name a checkpoint id; `versatil checkpoint list` shows them.")
+        records = self.list()
+        exact = [r for r in records if r.id == wanted]
+        if exact:
+            return exact[0]
+        matches = [r for r in records if r.id.startswith(wanted)]
+        if not matches and not wanted.startswith("cp-"):
+            matches = [r for r in records if r.id.startswith("cp-" + wanted)]
+        if len(matches) == 1:
+            return matches[0]
+        if not matches:
+            raise UsageError(
+                f"No checkpoint {checkpoint_id!r} in {self.repo.toplevel}; "
+                "`versatil checkpoint list` shows the ids."
+            )
+        names = ", ".join(r.id for r in matches[:10]) + (", ..." if len(matches) > 10 else "")
+        raise UsageError(
+            f"{checkpoint_id!r} matches {len(matches)} checkpoints ({names}); give more of the id."
+        )
+
+    # Internals: restore ----------------------------------------------------------------------
+    def _diff_trees(self, old: str, new: str) -> builtins.list[Change]:
+        return _parse_raw_diff(self._git("diff-tree", "-r", "-z", "--no-renames", old, new))
+
+    def _normalize(self, raw: str | os.PathLike[str]) -> str:
+        """Repo-relative POSIX path; the last component is kept even if it is a symlink."""
+        text = os.fspath(raw)
+        if not text:
+            raise UsageError("An empty path cannot be restored; name a file or a directory.")
+        absolute = Path(os.path.normpath(self.repo.toplevel / text))
+        parent = Path(os.path.realpath(absolute.parent))
+        candidate = parent if absolute.name in ("", ".") else parent / absolute.name
+        try:
+            rel = candidate.relative_to(self.repo.toplevel)
+        except ValueError:
+            raise UsageError(f"{text} is outside the repository {self.repo.toplevel}.") from None
+        if rel.parts and rel.parts[0] == ".git":
+            raise UsageError(f"{text} is inside .git; checkpoints do not hold git's own files.")
+        return rel.as_posix() if rel.parts else "."
+
+    def _select(
+        self,
+        changes: builtins.list[Change],
+        target: CheckpointRecord,
+        paths: builtins.list[str] | None,
+        agent: str | None,
+        wave: int | None,
+        force: bool,
+    ) -> builtins.list[Change]:
+        if paths is not None:
+            for path in paths:
+                exists = os.path.lexists(self.repo.toplevel / path)
+                if not exists and not any(covers(path, c.path) for c in changes):
+                    raise UsageError(
+                        f"{path} is neither in the working tree nor in checkpoint {target.id}."
+                    )
+            changes = [c for c in changes if any(covers(p, c.path) for p in paths)]
+        if agent is None and wave is None:
+            return changes
+        mods = _modifications_since(self.key, target.time)
+
+        def chosen(mod: _Modification) -> bool:
+            return (agent is None or mod.agent == agent) and (wave is None or mod.wave == wave)
+
+        recorded = {p for m in mods if chosen(m) for p in m.paths}
+        changes = [c for c in changes if any(covers(p, c.path) for p in recorded)]
+        if not force:
+            others = [m for m in mods if not chosen(m)]
+            for change in changes:
+                for mod in others:
+                    if any(covers(p, change.path) for p in mod.paths):
+                        who = mod.agent or "someone"
+                        raise self._refusal(
+                            f"Not restoring: {change.path} was also modified by {who} after "
+                            f"checkpoint {target.id}, so restoring it would undo their work too; "
+                            "pass --force to restore it anyway.",
+                            target, agent or "", [(change.path, who)],
+                        )
+        return changes
+
+    def _refuse_locked(
+        self, changes: Iterable[Change], target: CheckpointRecord, restorer: str
+    ) -> None:
+        try:
+            manager_module = importlib.import_module("versatil_fs.locks.manager")
+        except ModuleNotFoundError as exc:
+            if exc.name != "versatil_fs.locks.manager":
+                raise
+            return  # no lock manager in this build: nobody can hold a lock
+        grants = manager_module.LockManager(repo=str(self.repo.toplevel)).holders()
+        conflicts = write_lock_conflicts(
+            grants, [c.path for c in changes], repo_key=self.key, agent=restorer
+        )
+        if not conflicts:
+            return
+        path, holder = conflicts[0]
+        more = f" (and {len(conflicts) - 1} more locked files)" if len(conflicts) > 1 else ""
+        raise self._refusal(
+            f"Not restoring: {path} is write-locked by {holder}{more}; wait until {holder} "
+            "releases it, or pass --force to overwrite it.",
+            target, restorer, conflicts,
+        )
+
+    def _refusal(
+        self,
+        message: str,
+        target: CheckpointRecord,
+        restorer: str,
+        conflicts: builtins.list[tuple[str, str]],
+    ) -> Refused:
+        events.emit(
+            "checkpoints", "restore-refused", agent=restorer or None, repo=self.key,
+            checkpoint=target.id, conflicts=[f"{p} ({a})" for p, a in conflicts[:20]],
+        )
+        return Refused(message)
+
+    def _apply(
+        self, target: CheckpointRecord, safety: CheckpointRecord, changes: Iterable[Change]
+    ) -> RestoreResult:
+        result = RestoreResult(checkpoint=target.id, safety_checkpoint=safety.id)
+        writes: builtins.list[Change] = []
+        removals: builtins.list[Change] = []
+        for change in changes:
+            if change.is_gitlink:
+                # A submodule or nested repository is stored as a commit id only: its files are
+                # not in the checkpoint, and deleting it could destroy a repository.
+                result.skipped.append(change.path)
+            elif change.status == "D":
+                removals.append(change)
+            else:
+                writes.append(change)
+        # Removals first: a path that was a file and is now a directory (or the reverse) must be
+        # out of the way before checkout-index creates the new one.
+        for change in removals:
+            self._remove(change.path)
+            result.removed.append(change.path)
+        faults.point("checkpoint.mid-restore")
+        if writes:
+            self._write_from_checkpoint(writes)
+            result.restored.extend(c.path for c in writes)
+        return result
+
+    def _remove(self, rel: str) -> None:
+        path = self.repo.toplevel / rel
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+        except IsADirectoryError:
+            return  # became a directory after the snapshot: someone's new work, leave it
+        except OSError as exc:
+            if exc.errno != errno.EISDIR:
+                raise
+            return
+        # Remove the directories this leaves empty, as git does; one with ignored files stays.
+        parent = path.parent
+        while parent != self.repo.toplevel:
+            try:
+                os.rmdir(parent)
+            except OSError:
+                break
+            parent = parent.parent
+
+    def _write_from_checkpoint(self, writes: builtins.list[Change]) -> None:
+        info = b"".join(
+            f"{c.new_mode} {c.new_oid}\t".encode() + _path_bytes(c.path) + b"\0" for c in writes
+        )
+        scratch = self._state.subdir("checkpoints", self._dir.name, "scratch")
+        with _scratch_dir(scratch) as directory:
+            tiny = directory / "index"
+            self._git("update-index", "-z", "--index-info", index=tiny, stdin=info)
+            self._git("checkout-index", "-f", "-a", index=tiny)
+
+
+# Helpers ------------------------------------------------------------------------------------------
+def checkpoint(message: str, repo: str | os.PathLike[str] = ".") -> CheckpointRecord:
+    """One line for long scripts: ``checkpoint("migration-step1")``."""
+    return Checkpoints(repo).create(message)
+
+
+def _large_file_mb(given: float | None) -> float:
+    if given is not None:
+        return given
+    raw = os.environ.get(LARGE_FILE_ENV, "").strip()
+    if not raw:
+        return DEFAULT_LARGE_FILE_MB
+    try:
+        return float(raw)
+    except ValueError:
+        raise UsageError(f"{LARGE_FILE_ENV} must be a number of megabytes, not {raw!r}.") from None
+
+
+def _new_id(started: float, wave: int | None) -> str:
+    # UTC so that ids sort by time whatever the machine's zone; the random part keeps parallel
+    # creates in one second apart (a clash is detected by update-ref and drawn again).
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(started))
+    return f"cp-{stamp}-{secrets.token_hex(2)}" + (f"-wave-{wave}" if wave is not None else "")
+
+
+def _clean_name(agent: str) -> str:
+    # git refuses identities made only of "crud" and strips <, > and newlines; keep it readable.
+    cleaned = "".join(ch for ch in agent if ch not in "<>\n\r").strip()
+    return cleaned or "versatil"
+
+
+def _commit_message(message: str, *, agent: str, wave: int | None, kind: str,
+                    started: float) -> str:
+    # The trailers let `list` rebuild a checkpoint whose metadata file was lost.
+    title = message.strip() or ("safety checkpoint" if kind == "safety" else "checkpoint")
+    trailers = [f"Versatil-Agent: {_clean_name(agent)}", f"Versatil-Time: {started!r}",
+                f"Versatil-Kind: {kind}"]
+    if wave is not None:
+        trailers.append(f"Versatil-Wave: {wave}")
+    return f"{title}\n\n" + "\n".join(trailers) + "\n"
+
+
+def _split_trailers(message: str) -> tuple[str, dict[str, str]]:
+    body, _, last = message.rstrip("\n").rpartition("\n\n")
+    trailers: dict[str, str] = {}
+    lines = last.splitlines()
+    if lines and all(line.startswith("Versatil-") and ": " in line for line in lines):
+        for line in lines:
+            key, _, value = line.partition(": ")
+            trailers[key] = value
+        return body, trailers
+    return message.rstrip("\n"), trailers
+
+
+def _path_bytes(path: str) -> bytes:
+    return os.fsencode(path)
+
+
+def _decode_path(raw: bytes) -> str:
+    # surrogateescape keeps a file name that is not valid UTF-8 round-trippable to the disk.
+    return os.fsdecode(raw)
+
+
+def _parse_raw_diff(out: bytes) -> builtins.list[Change]:
+    """Parse ``git diff-tree -r -z`` raw output: ``:om nm oo no S\\0path\\0`` per change."""
+    fields = out.split(b"\0")
+    changes = []
+    i = 0
+    while i + 1 < len(fields):
+        meta = fields[i]
+        if not meta.startswith(b":"):
+            i += 1
+            continue
+        old_mode, new_mode, old_oid, new_oid, status = meta[1:].decode().split(" ")
+        changes.append(
+            Change(
+                status=status[:1], path=_decode_path(fields[i + 1]), old_mode=old_mode,
+                new_mode=new_mode, old_oid=old_oid, new_oid=new_oid,
+            )
+        )
+        i += 2
+    return changes
+
+
+def _count_index(out: bytes) -> tuple[int, builtins.list[str]]:
+    """Entries and gitlink paths in ``git ls-files -s -z`` output."""
+    count = 0
+    gitlinks = []
+    for entry in out.split(b"\0"):
+        if not entry:
+            continue
+        count += 1
+        if entry.startswith(GITLINK_MODE.encode()):
+            gitlinks.append(_decode_path(entry.split(b"\t", 1)[1]))
+    return count, gitlinks
+
+
+def _warnings(gitlinks: builtins.list[str], embedded: Iterable[str],
+              large: dict[str, int]) -> builtins.list[str]:
+    notes = []
+    if gitlinks:
+        nested = set(embedded)
+        names = ", ".join(f"{g} (nested repository)" if g in nested else g for g in gitlinks)
+        notes.append(
+            f"Stored as gitlinks (the commit they point at, not their files): {names}; "
+            "a restore leaves them as they are."
+        )
+    for path, size in large.items():
+        notes.append(
+            f"{path} is {size / 1048576:.1f} MB and new since HEAD; it is stored in the "
+            "checkpoint (add it to .gitignore if it should not be)."
+        )
+    return notes
+
+
+def _git_error(args: Sequence[str], err: bytes) -> GitFailed:
+    detail = " ".join(
+        line.strip() for line in err.decode("utf-8", "replace").splitlines()
+        if line.strip() and not line.startswith("hint:")
+    )
+    return GitFailed(f"git {' '.join(args[:2])} failed: {detail or 'no message'}".rstrip("."))
+
+
+def _copy_index(source: Path, target: Path) -> None:
+    """Copy the user's index, keeping its mtime.
+
+    Git treats an entry whose file mtime is not older than the index file as "racily clean" and
+    compares its content. A copy with a fresh mtime would make such entries look clean and miss
+    an edit made in the same second the index was written, so the copy keeps the original's.
+    Reading through one descriptor takes the content and the mtime from the same file even if
+    git renames a new index into place meanwhile.
+    """
+    try:
+        src = os.open(source, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return  # a fresh repository has no index yet: git starts from an empty one
+    try:
+        info = os.fstat(src)
+        dst = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        try:
+            remaining = info.st_size
+            offset = 0
+            while remaining > 0:
+                sent = os.sendfile(dst, src, offset, remaining)
+                if sent == 0:
+                    break
+                offset += sent
+                remaining -= sent
+        finally:
+            os.close(dst)
+        os.utime(target, ns=(info.st_atime_ns, info.st_mtime_ns))
+    finally:
+        os.close(src)
+
+
+@contextlib.contextmanager
+def _scratch_dir(scratch: Path) -> Iterator[Path]:
+    """A private directory under ``scratch`` owned by this process while it is flocked.
+
+    Protocol (so that :func:`_sweep` can prove an owner dead without guessing from a PID): the
+    owner creates ``<name>.lock`` and flocks it *before* creating ``<name>/``, and removes the
+    directory before the lock file. A sweeper that wins the flock removes both; an owner that
+    was blocked by that sweeper finds its lock file unlinked and starts again under a new name.
+    """
+    while True:
+        name = f"{os.getpid()}-{secrets.token_hex(4)}"
+        lock_path = scratch / f"{name}.lock"
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        if os.fstat(fd).st_nlink == 0:
+            os.close(fd)
+            continue
+        break
+    directory = scratch / name
+    try:
+        os.mkdir(directory, 0o700)
+        yield directory
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(lock_path)
+        os.close(fd)
+
+
+def _sweep(scratch: Path) -> None:
+    """Remove scratch directories whose owner died (killed mid-create or mid-restore)."""
+    try:
+        entries = list(os.scandir(scratch))
+    except FileNotFoundError:
+        return
+    names = {e.name for e in entries}
+    for entry in entries:
+        if entry.name.endswith(".lock"):
+            _sweep_one(scratch, entry.name[: -len(".lock")])
+        elif entry.is_dir(follow_symlinks=False) and f"{entry.name}.lock" not in names:
+            # Owners create the lock file first and delete it last, so a directory without one
+            # is garbage, unless it appeared after our listing: then it is young.
+            with contextlib.suppress(OSError):
+                age = time.time() - entry.stat(follow_symlinks=False).st_mtime
+                if age > _SCRATCH_GRACE_SECONDS:
+                    shutil.rmtree(entry.path, ignore_errors=True)
+
+
+def _sweep_one(scratch: Path, name: str) -> None:
+    lock_path = scratch / f"{name}.lock"
+    try:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return  # its owner is alive
+        if os.fstat(fd).st_nlink == 0:
+            return  # its owner finished, or another sweeper got there first
+        shutil.rmtree(scratch / name, ignore_errors=True)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(lock_path)
+    finally:
+        os.close(fd)
