@@ -1,22 +1,26 @@
-"""Lease files: the kernel's proof that a lock holder (or a waiter) is still alive.
+"""Holder files: the kernel's proof that a lock holder (or a waiter) is still alive.
 
-Each live lease or waiting request has a file ``run/leases/<id>.lease`` that its process keeps
-flocked (``LOCK_EX``) from before the request is recorded until it is released. The kernel drops
-that flock the instant the process dies, however it dies, so:
+Each process that holds or waits for locks keeps one file ``run/leases/<id>.lease`` flocked
+(``LOCK_EX``) for as long as it does. The kernel drops that flock the instant the process dies,
+however it dies, so:
 
-* liveness is a non-blocking ``LOCK_SH`` probe: it fails while the owner lives, and succeeds
-  once it is gone. Probing with ``LOCK_SH`` (not ``LOCK_EX``) matters: waiters also take
-  ``LOCK_SH`` on the file, and must never make a dead holder look alive to a probe;
-* waiting is a *blocking* ``LOCK_SH`` on the holder's file, in a helper thread: the kernel wakes
-  it within about 0.1 ms of the holder's release or death. No poll interval, no guessing from PIDs.
+* liveness is a non-blocking ``LOCK_SH`` probe: it fails while the owner lives and succeeds once
+  it is gone. Probing with ``LOCK_SH`` (not ``LOCK_EX``) matters: waiters also take ``LOCK_SH``
+  on the file and must never make a dead holder look alive;
+* a waiter learns of a holder's death from a *blocking* ``LOCK_SH`` on that file, in a helper
+  thread: the kernel wakes it within about 0.1 ms. No poll interval, no guessing from PIDs.
+  Releases by a live holder are announced by the lock table itself changing (inotify).
 
-The file also carries the lease's record (first byte the status, then JSON), so the lock table
-can be rebuilt from the lease directory if ``resource-locks.json`` is ever damaged.
+One file per process, not per lease, because creating and unlinking a file costs about 0.5 ms on
+ext4 here (inode allocation and discard) — more than the whole lock transaction. The file also
+holds the JSON records of the process's grants and waits, rewritten in place under the table
+lock, so the table can be rebuilt from the lease directory if ``resource-locks.json`` is ever
+damaged; a torn rewrite only happens if the process dies, and then its records are dead anyway.
 
-What this does not guarantee (as in tox-dev/filelock's lease notes): a holder whose lease was
-force-released keeps running and can still write; the lock is advisory. Descriptors are
-``O_CLOEXEC`` so commands started with exec never inherit a flock, but a plain ``os.fork()``
-child shares it, and keeps the lease alive until it exits too.
+What this does not guarantee (as tox-dev/filelock's lease notes say of theirs): a holder whose
+lease was force-released or expired keeps running and can still write; the lock is advisory.
+Descriptors are ``O_CLOEXEC`` so commands started with exec never inherit a flock, but a plain
+``os.fork()`` child shares it; the manager notices the new PID and opens a file of its own.
 """
 
 from __future__ import annotations
@@ -31,32 +35,29 @@ from pathlib import Path
 
 from versatil_fs.state import StateDir
 
-WAITING = b"W"
-GRANTED = b"G"
-REVOKED = b"R"
 
-
-class LeaseFile:
-    """The flocked file of one lease owned by this process."""
+class HolderFile:
+    """The flocked file that proves this process (one lock manager in it) is alive."""
 
     def __init__(self, path: Path, fd: int) -> None:
         self.path = path
+        self.pid = os.getpid()
         self._fd: int | None = fd
 
     @classmethod
-    def create(cls, state: StateDir, lease_id: str, record: bytes) -> LeaseFile:
-        """Create, flock and fill the file under a temporary name, then rename it in place.
+    def create(cls, state: StateDir, holder_id: str) -> HolderFile:
+        """Create and flock the file under a temporary name, then rename it in place.
 
-        The rename comes last so that anyone who can see ``<id>.lease`` (a table rebuild scanning
+        The rename comes last so that anyone who can see ``<id>.lease`` (a rebuild scanning
         the directory) finds it already flocked: a probe can never catch it between open and
-        flock and declare a live request dead.
+        flock and declare a live holder dead.
         """
-        final = state.leases / f"{lease_id}.lease"
-        tmp = state.leases / f".{lease_id}.tmp"
+        state.ensure_dir(state.leases)
+        final = state.leases / f"{holder_id}.lease"
+        tmp = state.leases / f".{holder_id}.tmp"
         fd = state.open_lock_file(tmp)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            os.write(fd, WAITING + record)
             os.rename(tmp, final)
         except BaseException:
             os.close(fd)
@@ -64,14 +65,17 @@ class LeaseFile:
             raise
         return cls(final, fd)
 
-    def mark(self, status: bytes) -> None:
-        # One byte at offset 0: a single pwrite is never torn, so a rebuild sees W or G, not both.
-        if self._fd is not None:
-            os.pwrite(self._fd, status, 0)
-
     @property
-    def closed(self) -> bool:
-        return self._fd is None
+    def usable(self) -> bool:
+        # After a fork the child shares our flock; it must prove its own life with a new file.
+        return self._fd is not None and self.pid == os.getpid()
+
+    def write(self, data: bytes) -> None:
+        """Replace the records in place (under the table lock: no reader sees a partial one)."""
+        if self._fd is None:
+            return
+        os.pwrite(self._fd, data, 0)
+        os.ftruncate(self._fd, len(data))
 
     def close(self) -> None:
         """Remove the file, then drop the flock: waiters wake and find it gone."""
@@ -86,7 +90,7 @@ class LeaseFile:
 
 
 def is_held(path: str | Path) -> bool:
-    """Whether a live process still holds the lease file at ``path`` flocked."""
+    """Whether a live process still holds the file at ``path`` flocked."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except (FileNotFoundError, NotADirectoryError):
@@ -100,37 +104,27 @@ def is_held(path: str | Path) -> bool:
     return False
 
 
-def mark_revoked(path: str | Path) -> None:
-    """Mark another process's lease revoked, so a table rebuild does not bring it back."""
+def rewrite_foreign(path: str | Path, data: bytes) -> None:
+    """Replace the records in another process's holder file (a forced release), in place."""
     try:
         fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError:
         return
     try:
-        os.pwrite(fd, REVOKED, 0)
+        os.pwrite(fd, data, 0)
+        os.ftruncate(fd, len(data))
     finally:
         os.close(fd)
 
 
-def read_record(path: Path) -> tuple[bytes, bytes] | None:
-    """``(status, record JSON)`` of a lease file, or None if it is gone or empty."""
-    try:
-        data = path.read_bytes()
-    except OSError:
-        return None
-    if not data:
-        return None
-    return data[:1], data[1:]
-
-
 class Doorbell:
-    """Wakes a blocked request when a lease it waits on ends or the lock table changes.
+    """Wakes a blocked request when a holder it waits on dies or the lock table changes.
 
     Two sources ring it, both kernel notifications: a thread blocked in ``flock(LOCK_SH)`` on
-    each blocking lease file (release or death of a process lease), and inotify on the table's
-    directory (a table rewrite: a shell lease unlocked, a forced release, a waiter ahead leaving).
-    Where inotify is missing, the table is re-read every ``fallback_poll`` seconds instead —
-    the only poll, and only for shell leases, which have no process to wake us.
+    each blocking holder's file (its death, or its file closed), and inotify on the table's
+    directory (every release, unlock, expiry and forced release rewrites the table). Where
+    inotify is missing the table is re-read every ``fallback_poll`` seconds instead: the only
+    poll, and only on systems without inotify.
     """
 
     fallback_poll = 0.05
@@ -138,21 +132,13 @@ class Doorbell:
     def __init__(self, table_dir: Path) -> None:
         self._read, self._write = os.pipe()
         os.set_blocking(self._read, False)
-        self._watched: set[str] = set()
+        os.set_blocking(self._write, False)
         self._inotify = _inotify_watch(table_dir)
 
-    def watch(self, lease_files: Iterable[str]) -> None:
-        for path in lease_files:
-            if path and path not in self._watched:
-                self._watched.add(path)
-                # Each thread owns a duplicate of the pipe's write end: it may outlive this
-                # doorbell (blocked until that holder finally releases) and must never write
-                # to a descriptor number that has since been reused.
-                wfd = os.dup(self._write)
-                threading.Thread(
-                    target=_wait_for_release, args=(path, wfd), daemon=True,
-                    name=f"versatil-wait-{Path(path).stem}",
-                ).start()
+    def watch(self, holder_files: Iterable[str]) -> None:
+        for path in holder_files:
+            if path:
+                _watch_holder(path, self._write)
 
     def wait(self, timeout: float) -> None:
         """Sleep until rung or ``timeout`` seconds pass; drains what rang."""
@@ -170,29 +156,54 @@ class Doorbell:
                 pass
 
     def close(self) -> None:
+        _unwatch(self._write)
         for fd in (self._read, self._write, self._inotify):
             if fd is not None:
                 os.close(fd)
         self._inotify = None
 
 
-def _wait_for_release(path: str, wfd: int) -> None:
+# One watcher thread per holder file per process, however many requests wait on that holder:
+# it rings every doorbell registered for the file when the holder's flock goes away.
+_watchers: dict[str, set[int]] = {}
+_watchers_lock = threading.Lock()
+
+
+def _watch_holder(path: str, bell: int) -> None:
+    with _watchers_lock:
+        bells = _watchers.get(path)
+        if bells is not None:
+            bells.add(bell)
+            return
+        _watchers[path] = {bell}
+    threading.Thread(
+        target=_wait_for_release, args=(path,), daemon=True, name=f"versatil-wait-{path}"
+    ).start()
+
+
+def _unwatch(bell: int) -> None:
+    # Under the lock, so a watcher thread never writes to a descriptor after it was closed.
+    with _watchers_lock:
+        for bells in _watchers.values():
+            bells.discard(bell)
+
+
+def _wait_for_release(path: str) -> None:
     try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        pass  # already gone: ring at once
+    else:
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        except OSError:
-            pass  # already gone: ring at once
-        else:
+            fcntl.flock(fd, fcntl.LOCK_SH)
+        finally:
+            os.close(fd)
+    with _watchers_lock:
+        for bell in _watchers.pop(path, ()):
             try:
-                fcntl.flock(fd, fcntl.LOCK_SH)
-            finally:
-                os.close(fd)
-        try:
-            os.write(wfd, b"x")
-        except OSError:
-            pass  # the doorbell was closed: nobody is waiting any more
-    finally:
-        os.close(wfd)
+                os.write(bell, b"x")
+            except OSError:
+                pass  # a full pipe has already been rung
 
 
 _IN_MOVED_TO = 0x00000080
@@ -201,7 +212,11 @@ _IN_CLOEXEC = 0o2000000
 
 
 def _inotify_watch(directory: Path) -> int | None:
-    """An inotify descriptor reporting files renamed into ``directory`` (Linux only)."""
+    """An inotify descriptor reporting files renamed into ``directory`` (Linux only).
+
+    The lock table is replaced by a rename (``RENAME_EXCHANGE`` or a plain rename), which
+    inotify reports as ``IN_MOVED_TO``; appends to the event logs beside it do not ring.
+    """
     if not sys.platform.startswith("linux"):
         return None
     import ctypes

@@ -12,15 +12,16 @@ from __future__ import annotations
 import os
 import threading
 import time
+import weakref
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any
 
 from versatil_fs import events
 from versatil_fs.errors import Deadlock, LockConflict, UsageError
-from versatil_fs.locks.leases import GRANTED, Doorbell, LeaseFile
-from versatil_fs.locks.store import LocalStore
+from versatil_fs.locks.leases import Doorbell
+from versatil_fs.locks.store import LocalStore, LockStore
 from versatil_fs.locks.table import (
     Claim,
     Grant,
@@ -45,12 +46,9 @@ ResourceSpec = str | os.PathLike[str] | Resource
 class Lease:
     """Locks granted together; release them with :meth:`release` or by leaving ``with``."""
 
-    def __init__(
-        self, manager: LockManager, grant: Grant, lease_file: LeaseFile | None
-    ) -> None:
+    def __init__(self, manager: LockManager, grant: Grant) -> None:
         self.manager = manager
         self.grant = grant
-        self._lease_file = lease_file
         self.released = False
 
     @property
@@ -96,10 +94,10 @@ class LockManager:
         *,
         state: StateDir | None = None,
         config: Config | None = None,
-        store: LocalStore | None = None,
+        store: LockStore | None = None,
     ) -> None:
         self.state = state or StateDir()
-        self.store = store or LocalStore(self.state)
+        self.store: LockStore = store or LocalStore(self.state)
         self._repo_arg = repo
         self._repo: Repository | None = repo if isinstance(repo, Repository) else None
         # Relative paths are read against the directory the manager was given (the current
@@ -110,6 +108,11 @@ class LockManager:
         )
         self._config = config
         self._leases: dict[str, Lease] = {}
+        # This process's own grants and waits, published to the store for table rebuilds.
+        self._records: dict[str, Holder] = {}
+        # Let go of the holder file when the manager is collected or the interpreter exits
+        # (a kill -9 skips this; the kernel drops the flock and the next sweep the file).
+        weakref.finalize(self, self.store.close)
         self._renewer: threading.Thread | None = None
         self._renew_wakeup = threading.Event()
         self._guard = threading.Lock()
@@ -193,35 +196,29 @@ class LockManager:
         if ttl <= 0:
             raise UsageError(f"A lease lifetime must be positive, got {ttl} seconds.")
         now = time.time()
-        lease_id = _new_id()
         request = Waiter(
-            id=lease_id, agent=agent, claims=claims, owner=owner, pid=os.getpid(),
+            id=_new_id(), agent=agent, claims=claims, owner=owner, pid=os.getpid(),
             host=_host(), priority=self.config.priority_of(agent) if priority is None else priority,
             seq=0, since=now, deadline=now + wait, ttl=ttl,
-            lease_file=self.store.lease_path(lease_id),
+            lease_file=self.store.liveness_token(),
         )
-        lease_file = self.store.open_lease(request)
         bell: Doorbell | None = None
         try:
             outcome = self._decide(request, first=True)
             while isinstance(outcome, list):
                 if bell is None:
                     bell = self.store.doorbell()
-                bell.watch(self.store.lease_files(outcome))
+                bell.watch(self.store.holder_files(outcome))
                 bell.wait(_sleep_budget(request, outcome))
                 outcome = self._decide(request, first=False)
         except BaseException:
-            lease_file.close()
+            self._abandon(request)
             raise
         finally:
             if bell is not None:
                 bell.close()
-        if owner == "shell":
-            lease_file.close()  # the shell lease now lives in the table until unlock/expiry
-            lease = Lease(self, outcome, None)
-        else:
-            lease_file.mark(GRANTED)
-            lease = Lease(self, outcome, lease_file)
+        lease = Lease(self, outcome)
+        if owner == "process":
             self._track(lease)
         return lease
 
@@ -259,22 +256,27 @@ class LockManager:
                     grant = request.granted(now)
                     table.locks.append(grant)
                     if grant.owner == "shell":
-                        self.store.write_shell_lease(grant)
+                        # The shell lease outlives this process: it ends at unlock or expiry.
+                        self.store.record_shell_lease(grant)
+                        self._own(request.id, None)
+                    else:
+                        self._own(grant.id, grant)
                     waited = round(now - request.since, 6)
                     logged.append(("grant", grant, {"waited": waited}))
                     return grant
-                if mine is None and not first:
-                    # Our waiter record vanished (a table rebuild could not see it yet); rejoin.
-                    first = True
-                if first:
+                if mine is None:
+                    # First look, or our record was lost (a damaged table rebuilt without it
+                    # yet): join the queue, unless there is no time to wait at all.
                     if request.deadline <= now:
                         raise self._conflict(request, found, now)
-                    request.seq = table.next_seq()
+                    request.seq = request.seq or table.next_seq()
                     table.waiters.append(request)
+                    self._own(request.id, request)
                     mine = request
                 cycle = find_cycle(table, request)
                 if cycle and _youngest_in_cycle(table, request, cycle):
                     table.waiters.remove(mine)
+                    self._own(request.id, None)
                     logged.append(("deadlock", request, {"cycle": cycle}))
                     raise Deadlock(
                         f"Waiting for {_describe(request)} as {request.agent} would deadlock: "
@@ -282,6 +284,7 @@ class LockManager:
                     )
                 if now >= request.deadline:
                     table.waiters.remove(mine)
+                    self._own(request.id, None)
                     raise self._conflict(request, found, now)
                 if first:
                     logged.append(("wait", request, {"blocked_by": _agents(found)}))
@@ -354,14 +357,35 @@ class LockManager:
                 if grant is not None:
                     table.locks.remove(grant)
                     now = time.time()
-                    logged.append(("release", grant, {"held_for": round(now - grant.acquired_at, 3)}))
+                    held = round(now - grant.acquired_at, 3)
+                    logged.append(("release", grant, {"held_for": held}))
                     if grant.owner == "shell":
                         self.store.forget(grant)
+                self._own(lease.id, None)
         finally:
             self._untrack(lease)
-            if lease._lease_file is not None:
-                lease._lease_file.close()
             self._emit_all(logged)
+
+    def _abandon(self, request: Waiter) -> None:
+        """Take a request that gave up (timeout, deadlock, Ctrl-C) out of the queue."""
+        with self.store.transaction() as table:
+            table.waiters[:] = [w for w in table.waiters if w.id != request.id]
+            self._own(request.id, None)
+
+    def _own(self, record_id: str, record: Holder | None) -> None:
+        """Update this process's published records (called inside a transaction)."""
+        if record is None:
+            if self._records.pop(record_id, None) is None:
+                return
+        else:
+            self._records[record_id] = record
+        self.store.publish(self._records.values())
+
+    def close(self) -> None:
+        """Release every lease this manager holds and let go of its holder file."""
+        for lease in list(self._leases.values()):
+            lease.release()
+        self.store.close()
 
     def unlock(self, resources: Iterable[ResourceSpec], *, agent: str | None = None) -> list[Claim]:
         """Release ``agent``'s locks on exactly these resources; returns what was released."""
@@ -382,8 +406,10 @@ class LockManager:
                 if not grant.claims:
                     table.locks.remove(grant)
                     self.store.forget(grant)
-                elif grant.owner == "shell":
-                    self.store.write_shell_lease(grant)
+                elif grant.id in self._records:
+                    self._own(grant.id, grant)
+                else:
+                    self.store.amend(grant)
         self._emit_all(logged)
         missing = wanted - {c.resource for c in released}
         if missing:
@@ -409,10 +435,12 @@ class LockManager:
         logged: list[tuple[str, Holder, dict[str, object]]] = []
         with self.store.transaction() as table:
             now = time.time()
-            for holder in [*table.locks, *table.waiters]:
+            everyone: list[Holder] = [*table.locks, *table.waiters]
+            for holder in everyone:
                 if not self.store.is_live(holder, now):
                     self._drop(table, holder, now, logged)
             result = Table(seq=table.seq, locks=list(table.locks), waiters=list(table.waiters))
+            self.store.sweep()
         self._emit_all(logged)
         return result
 
@@ -465,7 +493,7 @@ class LockManager:
             events.emit("locks", "table-damaged", state=self.state, reason=reason)
         self.store.on_damage.clear()
         for kind, holder, data in logged:
-            fields: dict[str, object] = {
+            fields: dict[str, Any] = {
                 "lease": holder.id,
                 "resources": [f"{c.resource} ({c.mode})" for c in holder.claims],
                 "holder_pid": holder.pid,

@@ -1,12 +1,12 @@
 """Where the lock table lives: the one boundary between the lock rules and storage.
 
-The manager only ever calls the five methods of :class:`LockStore`, so a store for agents on
-several machines (Redis: a transaction as WATCH/MULTI, liveness as a key with a TTL kept alive by
-the holder, the doorbell as pub/sub) slots in without touching the rules, the CLI or the queue.
+The manager only calls the methods of :class:`LockStore`, so a store for agents on several
+machines (Redis: the transaction as WATCH/MULTI, liveness as a per-process key kept alive by its
+holder, the doorbell as pub/sub) slots in without touching the rules, the CLI or the queue.
 
 :class:`LocalStore` is the product today: ``logs/resource-locks.json`` under the state directory,
 read-modified-written under an exclusive flock on ``run/table.lock``, with liveness proven by the
-lease files of :mod:`versatil_fs.locks.leases`.
+holder files of :mod:`versatil_fs.locks.leases`.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import os
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
+from pathlib import Path
 from typing import Protocol
 
 import msgspec
@@ -26,26 +27,56 @@ from versatil_fs.state import StateDir
 
 
 class LockStore(Protocol):
+    on_damage: list[str]
+    """Why a damaged table was set aside since the last look (the manager logs and clears it)."""
+
     def transaction(self) -> AbstractContextManager[Table]:
         """Exclusive access to the table; changes are saved when the block exits cleanly."""
 
     def is_live(self, holder: Holder, now: float) -> bool:
-        """Whether a grant or waiter still stands (its process lives, its lease not expired)."""
+        """Whether a grant or waiter still stands (its process lives, or its lease unexpired)."""
 
-    def open_lease(self, holder: Holder) -> leases.LeaseFile:
-        """Start this process's liveness proof for ``holder`` (before it enters the table)."""
+    def liveness_token(self) -> str:
+        """This process's proof of life, started if need be; stored in ``Holder.lease_file``."""
 
-    def doorbell(self) -> leases.Doorbell:
-        """Something a blocked request can sleep on until its blockers may have gone."""
+    def publish(self, records: Iterable[Holder]) -> None:
+        """This process's own grants and waits, kept where a table rebuild can find them."""
 
     def forget(self, holder: Holder) -> None:
-        """Drop the liveness proof of a holder that is no longer in the table."""
+        """Drop what the store keeps for a holder that has left the table."""
+
+    def amend(self, grant: Grant) -> None:
+        """Keep what the store holds for a grant whose claims were partly unlocked."""
+
+    def record_shell_lease(self, grant: Grant) -> None:
+        """Keep a shell lease (no live process) until it is unlocked or expires."""
+
+    def doorbell(self) -> leases.Doorbell:
+        """Something a blocked request sleeps on until its blockers may have gone."""
+
+    def holder_files(self, holders: Iterable[Holder]) -> list[str]:
+        """The liveness tokens a blocked request should watch."""
+
+    def sweep(self) -> int:
+        """Clean up after processes that died without doing so; returns how many."""
+
+    def close(self) -> None:
+        """Let go of this process's proof of life and any open handles."""
+
+
+class HolderRecords(msgspec.Struct, kw_only=True):
+    """What a holder file contains: its process's grants and waits."""
+
+    version: int = SCHEMA_VERSION
+    pid: int
+    grants: list[Grant] = msgspec.field(default_factory=list)
+    waiters: list[Waiter] = msgspec.field(default_factory=list)
 
 
 _encoder = msgspec.json.Encoder()
 _table_decoder = msgspec.json.Decoder(Table)
 _grant_decoder = msgspec.json.Decoder(Grant)
-_waiter_decoder = msgspec.json.Decoder(Waiter)
+_records_decoder = msgspec.json.Decoder(HolderRecords)
 
 
 class DamagedTable(Exception):
@@ -56,6 +87,8 @@ class LocalStore:
     def __init__(self, state: StateDir | None = None) -> None:
         self.state = state or StateDir()
         self._lock_fd: int | None = None
+        self._holder: leases.HolderFile | None = None
+        self._probed: dict[str, bool] = {}
         self.on_damage: list[str] = []  # reasons of tables moved aside, for the manager to log
 
     # Transactions ---------------------------------------------------------------------------
@@ -63,6 +96,7 @@ class LocalStore:
     def transaction(self) -> Iterator[Table]:
         fd = self._table_lock_fd()
         fcntl.flock(fd, fcntl.LOCK_EX)
+        self._probed = {}  # liveness is only stable while we hold the table lock
         try:
             raw = self.state.read_bytes(self.state.lock_table)
             table = self._decode(raw)
@@ -79,12 +113,16 @@ class LocalStore:
             fcntl.flock(fd, fcntl.LOCK_UN)
 
     def _table_lock_fd(self) -> int:
-        # Kept open for the manager's lifetime: reopening it costs more than the flock itself.
+        # Kept open for the store's lifetime: reopening costs more than the flock itself.
         if self._lock_fd is None:
             self._lock_fd = self.state.open_lock_file(self.state.table_lock)
         return self._lock_fd
 
     def close(self) -> None:
+        """Let go of this process's holder file and the table lock descriptor."""
+        if self._holder is not None:
+            self._holder.close()
+            self._holder = None
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None
@@ -104,78 +142,115 @@ class LocalStore:
         return table
 
     def _rebuild(self) -> Table:
-        """The table as the live lease files describe it (after damage, or on first use)."""
+        """The table as the live holder files and unexpired shell leases describe it."""
         table = Table()
         now = time.time()
         self.state.ensure_dir(self.state.leases)
         waiters: list[Waiter] = []
-        for path in sorted(self.state.leases.glob("*.lease")):
-            found = leases.read_record(path)
-            if found is None:
-                continue
-            status, record = found
-            try:
-                if status == leases.GRANTED:
-                    grant = _decode_grant(record, now)
-                    if self.is_live(grant, now):
-                        table.locks.append(grant)
-                        continue
-                elif status == leases.WAITING:
-                    waiter = _waiter_decoder.decode(record)
-                    if self.is_live(waiter, now):
-                        waiters.append(waiter)
-                        continue
-            except (msgspec.DecodeError, msgspec.ValidationError):
-                pass
-            if not leases.is_held(path):
-                self.state.remove(path)
+        for path in sorted(self.state.leases.iterdir()):
+            if path.suffix == ".shell":
+                try:
+                    grant = _grant_decoder.decode(path.read_bytes())
+                except (OSError, msgspec.DecodeError, msgspec.ValidationError):
+                    grant = None
+                if grant is not None and self.is_live(grant, now):
+                    table.locks.append(grant)
+                else:
+                    self.state.remove(path)
+            elif path.suffix == ".lease":
+                if not leases.is_held(path):
+                    self.state.remove(path)  # its process is gone, and so are its leases
+                    continue
+                try:
+                    records = _records_decoder.decode(path.read_bytes())
+                except (OSError, msgspec.DecodeError, msgspec.ValidationError):
+                    continue  # a live holder that has recorded nothing yet
+                table.locks.extend(records.grants)
+                waiters.extend(records.waiters)
         # Arrival order survives through `since`; renumber so new arrivals queue behind.
         for waiter in sorted(waiters, key=lambda w: w.since):
             waiter.seq = table.next_seq()
             table.waiters.append(waiter)
         return table
 
+    def sweep(self) -> int:
+        """Remove holder files of processes that died without cleaning up; returns how many."""
+        removed = 0
+        self.state.ensure_dir(self.state.leases)
+        for path in self.state.leases.glob("*.lease"):
+            if not leases.is_held(path):
+                self.state.remove(path)
+                removed += 1
+        return removed
+
     # Liveness -------------------------------------------------------------------------------
     def is_live(self, holder: Holder, now: float) -> bool:
         if holder.owner == "shell" and isinstance(holder, Grant):
             return now < holder.expires_at
-        # A process lease is alive exactly as long as its flock: no expiry can take it from a
-        # live process, and no PID can keep it for a dead one.
-        return bool(holder.lease_file) and leases.is_held(holder.lease_file)
+        # A process lease is alive exactly as long as its flock: no expiry takes it from a live
+        # process, and no PID keeps it for a dead one.
+        path = holder.lease_file
+        if not path:
+            return False
+        alive = self._probed.get(path)
+        if alive is None:
+            alive = self._probed[path] = leases.is_held(path)
+        return alive
 
-    def open_lease(self, holder: Holder) -> leases.LeaseFile:
-        self.state.ensure_dir(self.state.leases)
-        return leases.LeaseFile.create(self.state, holder.id, _encoder.encode(holder))
+    def liveness_token(self) -> str:
+        if self._holder is None or not self._holder.usable:
+            holder_id = f"{time.time_ns() // 1_000_000:x}-{os.getpid()}-{os.urandom(3).hex()}"
+            self._holder = leases.HolderFile.create(self.state, holder_id)
+        return str(self._holder.path)
 
-    def lease_path(self, lease_id: str) -> str:
-        return str(self.state.leases / f"{lease_id}.lease")
+    def publish(self, records: Iterable[Holder]) -> None:
+        if self._holder is None:
+            return
+        mine = HolderRecords(pid=os.getpid())
+        for record in records:
+            (mine.grants if isinstance(record, Grant) else mine.waiters).append(record)  # type: ignore[arg-type]
+        self._holder.write(_encoder.encode(mine))
 
-    def write_shell_lease(self, grant: Grant) -> None:
-        """Record a shell lease (no live process) so a rebuild keeps it until it expires."""
-        self.state.write_atomic(
-            self.state.leases / f"{grant.id}.lease", leases.GRANTED + _encoder.encode(grant)
-        )
+    def record_shell_lease(self, grant: Grant) -> None:
+        """Keep a shell lease (no live process) where a rebuild finds it until it expires."""
+        self.state.write_atomic(self.state.leases / f"{grant.id}.shell", _encoder.encode(grant))
 
     def forget(self, holder: Holder) -> None:
         if holder.owner == "shell" and isinstance(holder, Grant):
-            self.state.remove(self.state.leases / f"{holder.id}.lease")
-        elif holder.lease_file and leases.is_held(holder.lease_file):
-            leases.mark_revoked(holder.lease_file)  # forced release of a live holder
-        elif holder.lease_file:
-            self.state.remove(holder.lease_file)  # its process is gone: nobody else will
+            self.state.remove(self.state.leases / f"{holder.id}.shell")
+        else:
+            self._rewrite_foreign(holder, None)
+
+    def amend(self, grant: Grant) -> None:
+        if grant.owner == "shell":
+            self.record_shell_lease(grant)
+        else:
+            self._rewrite_foreign(grant, grant)
+
+    def _rewrite_foreign(self, holder: Holder, replacement: Grant | None) -> None:
+        """Strike (or replace) a record in another live process's holder file.
+
+        A live process that lost a grant (forced release, unlock from a shell) still lists it in
+        its file; without this a table rebuild would bring the released lock back.
+        """
+        path = holder.lease_file
+        if not path or (self._holder is not None and path == str(self._holder.path)):
+            return  # our own records: the manager publishes them itself
+        if not leases.is_held(path):
+            self.state.remove(path)  # its process is gone, and with it every lease it held
+            return
+        try:
+            records = _records_decoder.decode(Path(path).read_bytes())
+        except (OSError, msgspec.DecodeError, msgspec.ValidationError):
+            return
+        records.grants = [g for g in records.grants if g.id != holder.id]
+        records.waiters = [w for w in records.waiters if w.id != holder.id]
+        if replacement is not None:
+            records.grants.append(replacement)
+        leases.rewrite_foreign(path, _encoder.encode(records))
 
     def doorbell(self) -> leases.Doorbell:
         return leases.Doorbell(self.state.logs)
 
-    def lease_files(self, holders: Iterable[Holder]) -> list[str]:
-        return [h.lease_file for h in holders if h.lease_file]
-
-
-
-def _decode_grant(record: bytes, now: float) -> Grant:
-    # A shell lease file holds its Grant; a process lease file holds the Waiter it started as,
-    # with its status byte flipped to G when granted.
-    try:
-        return _grant_decoder.decode(record)
-    except msgspec.ValidationError:
-        return _waiter_decoder.decode(record).granted(now)
+    def holder_files(self, holders: Iterable[Holder]) -> list[str]:
+        return sorted({h.lease_file for h in holders if h.lease_file})
