@@ -48,7 +48,7 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import msgspec
 
@@ -282,7 +282,8 @@ class Checkpoints:
         self.key = str(self.repo.common_dir)
         digest = hashlib.sha256(self.key.encode()).hexdigest()[:16]
         self._dir = self._state.subdir("checkpoints", digest)
-        self._large_bytes = int(_large_file_mb(large_file_mb) * 1024 * 1024)
+        self._large_file_mb = large_file_mb
+        self._config: Any = None
 
     # Create ---------------------------------------------------------------------------------
     def create(
@@ -445,14 +446,31 @@ class Checkpoints:
         return PruneResult(kept=len(records) - len(removed), removed=removed)
 
     def max_checkpoints(self) -> int:
-        try:
-            config = importlib.import_module("versatil_fs.config")
-        except ModuleNotFoundError as exc:
-            if exc.name != "versatil_fs.config":
-                raise
-            return DEFAULT_MAX_CHECKPOINTS  # the configuration module is not part of this build
-        value = config.load(self.repo.toplevel).checkpoints.max_checkpoints
-        return int(value)
+        """``checkpoints.max_checkpoints`` from the configuration (default 10)."""
+        value = getattr(self._settings(), "max_checkpoints", None)
+        return DEFAULT_MAX_CHECKPOINTS if value is None else int(value)
+
+    def large_file_bytes(self) -> int:
+        """New files above this size get a warning: the constructor's ``large_file_mb``, else
+        ``checkpoints.large_file_mb`` in the configuration, else $VERSATIL_CHECKPOINT_LARGE_FILE_MB,
+        else 50 MB."""
+        megabytes = self._large_file_mb
+        if megabytes is None:
+            megabytes = getattr(self._settings(), "large_file_mb", None)
+        if megabytes is None:
+            megabytes = _large_file_mb_from_env()
+        return int(float(megabytes) * 1024 * 1024)
+
+    def _settings(self) -> Any:
+        if self._config is None:
+            try:
+                config = importlib.import_module("versatil_fs.config")
+            except ModuleNotFoundError as exc:
+                if exc.name != "versatil_fs.config":
+                    raise
+                return None  # a build without the configuration module: built-in defaults
+            self._config = config.load(self.repo.toplevel)
+        return getattr(self._config, "checkpoints", None)
 
     # Listing (defined last: inside the class body `list` names this method) -----------------
     def list(self) -> builtins.list[CheckpointRecord]:
@@ -651,7 +669,8 @@ class Checkpoints:
         self._state.write_atomic(self._dir / f"{record.id}.json", data, durable=True)
 
     def _large_new_files(self, against_head: Iterable[Change]) -> dict[str, int]:
-        large = {}
+        large: dict[str, int] = {}
+        limit: int | None = None
         for change in against_head:
             if change.status != "A" or change.new_mode == GITLINK_MODE:
                 continue
@@ -659,7 +678,9 @@ class Checkpoints:
                 size = os.lstat(self.repo.toplevel / change.path).st_size
             except OSError:
                 continue
-            if size > self._large_bytes:
+            if limit is None:
+                limit = self.large_file_bytes()
+            if size > limit:
                 large[change.path] = size
         return large
 
@@ -903,9 +924,7 @@ def checkpoint(message: str, repo: str | os.PathLike[str] = ".") -> CheckpointRe
     return Checkpoints(repo).create(message)
 
 
-def _large_file_mb(given: float | None) -> float:
-    if given is not None:
-        return given
+def _large_file_mb_from_env() -> float:
     raw = os.environ.get(LARGE_FILE_ENV, "").strip()
     if not raw:
         return DEFAULT_LARGE_FILE_MB

@@ -1,0 +1,282 @@
+"""``versatil checkpoint create | list | show | diff | restore | prune``."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+import click
+
+from versatil_fs.checkpoints import Change, CheckpointRecord, Checkpoints, RestoreResult
+from versatil_fs.cli._common import echo, echo_json, json_option
+
+
+def _checkpoints() -> Checkpoints:
+    return Checkpoints(".")
+
+
+@click.group()
+def checkpoint() -> None:
+    """Save the whole working tree as a git commit, and bring all or part of it back."""
+
+
+@checkpoint.command()
+@click.option("-m", "--message", metavar="MSG", help="What this checkpoint is for.")
+@click.option("--wave", type=click.IntRange(min=0), metavar="N", help="The wave it precedes.")
+@click.option(
+    "--agent", metavar="NAME",
+    help="Who makes it (default: $VERSATIL_AGENT, git config versatil.agent, login name).",
+)
+@json_option
+def create(message: str | None, wave: int | None, agent: str | None, as_json: bool) -> None:
+    """Checkpoint tracked and untracked (not ignored) files; prints the new id.
+
+    Never touches the index, HEAD, the branch, the stash or the working tree.
+    """
+    record = _checkpoints().create(message, wave=wave, agent=agent)
+    _warn(record)
+    if as_json:
+        echo_json(record)
+    else:
+        echo(record.id)
+
+
+@checkpoint.command(name="list")
+@click.option("--tail", type=click.IntRange(min=1), metavar="N", help="Only the newest N.")
+@json_option
+def list_(tail: int | None, as_json: bool) -> None:
+    """Every checkpoint of this repository, oldest first."""
+    print_list(_checkpoints(), tail, as_json)
+
+
+def print_list(checkpoints: Checkpoints, tail: int | None, as_json: bool) -> None:
+    """The listing shared with ``versatil-daemon list-checkpoints``."""
+    records = checkpoints.list()
+    if tail:
+        records = records[-tail:]
+    interrupted = checkpoints.interrupted_restores()
+    if as_json:
+        echo_json({"repo": str(checkpoints.repo.toplevel), "checkpoints": records})
+        return
+    if not records:
+        echo("No checkpoints yet; `versatil checkpoint create` makes one.")
+    for record in records:
+        echo(_row(record))
+    for record in interrupted:
+        _interrupted_note(record)
+
+
+@checkpoint.command()
+@click.argument("checkpoint_id", metavar="ID")
+@json_option
+def show(checkpoint_id: str, as_json: bool) -> None:
+    """Everything recorded with a checkpoint (ID may be a unique prefix)."""
+    checkpoints = _checkpoints()
+    record = checkpoints.show(checkpoint_id)
+    if as_json:
+        echo_json(record)
+        return
+    wave = "-" if record.wave is None else str(record.wave)
+    lines = [
+        ("id", record.id),
+        ("time", _clock(record.time)),
+        ("kind", record.kind + (f" (before restoring {record.restore_of})"
+                                if record.restore_of else "")),
+        ("message", record.message or "-"),
+        ("agent", record.agent or "-"),
+        ("wave", wave),
+        ("commit", record.commit),
+        ("parent", record.parent or "- (made on an unborn branch)"),
+        ("files", "unknown" if record.files is None else str(record.files)),
+    ]
+    if record.gitlinks:
+        lines.append(("gitlinks", ", ".join(record.gitlinks)
+                      + " (submodules / nested repositories: their commit, not their files)"))
+    if record.tasks:
+        lines.append(("tasks", ", ".join(f"{k}={v}" for k, v in record.tasks.items())))
+    if record.tests_run:
+        lines.append(("tests run", ", ".join(record.tests_run)))
+    if record.errors:
+        lines.append(("errors", "; ".join(record.errors)))
+    width = max(len(k) for k, _ in lines)
+    for key, value in lines:
+        echo(f"{key:<{width}}  {value}")
+    if record.files_modified:
+        echo(f"files modified ({len(record.files_modified)}):")
+        for path in record.files_modified[:200]:
+            echo(f"  {_printable(path)}")
+        if len(record.files_modified) > 200:
+            echo(f"  ... and {len(record.files_modified) - 200} more (--json lists all)")
+    for warning in record.warnings:
+        echo(f"note: {warning}")
+    if record.kind == "safety" and record.restore_complete is False and any(
+        r.id == record.id for r in checkpoints.interrupted_restores()
+    ):
+        _interrupted_note(record)
+
+
+@checkpoint.command()
+@click.argument("checkpoint_id", metavar="ID")
+@click.option("--patch", "-p", is_flag=True, help="Print the changes as a patch.")
+@json_option
+def diff(checkpoint_id: str, patch: bool, as_json: bool) -> None:
+    """What changed in the working tree since the checkpoint (A created, D deleted, M, T)."""
+    checkpoints = _checkpoints()
+    if patch:
+        sys.stdout.flush()
+        sys.stdout.buffer.write(checkpoints.diff_patch(checkpoint_id))
+        sys.stdout.flush()
+        return
+    record = checkpoints.show(checkpoint_id)
+    changes = checkpoints.diff(record.id)
+    if as_json:
+        echo_json({"checkpoint": record.id, "changes": [_change_json(c) for c in changes]})
+        return
+    if not changes:
+        echo(f"The working tree is as it was at {record.id}.")
+    for change in changes:
+        echo(f"{change.status} {_printable(change.path)}")
+
+
+@checkpoint.command()
+@click.argument("checkpoint_id", metavar="ID")
+@click.option(
+    "--path", "paths", multiple=True, metavar="P",
+    help="Restore only this file or directory (repeatable).",
+)
+@click.option(
+    "--agent", metavar="NAME",
+    help="Restore only the files this agent modified since the checkpoint (also: who restores).",
+)
+@click.option(
+    "--wave", type=click.IntRange(min=0), metavar="N",
+    help="Restore only the files wave N modified since the checkpoint.",
+)
+@click.option("--force", is_flag=True, help="Overwrite files other agents have write-locked.")
+@json_option
+def restore(
+    checkpoint_id: str,
+    paths: tuple[str, ...],
+    agent: str | None,
+    wave: int | None,
+    force: bool,
+    as_json: bool,
+) -> None:
+    """Bring the working tree (or a part of it) back to a checkpoint; the index is untouched.
+
+    A safety checkpoint of the current state is made first: restoring it undoes this restore.
+    """
+    run_restore(_checkpoints(), checkpoint_id, paths, agent, wave, force, as_json)
+
+
+def run_restore(
+    checkpoints: Checkpoints,
+    checkpoint_id: str,
+    paths: tuple[str, ...],
+    agent: str | None,
+    wave: int | None,
+    force: bool,
+    as_json: bool,
+) -> None:
+    """The restore shared with ``versatil-daemon restore-checkpoint``."""
+    # Paths on the command line are relative to where the user stands, the API's to the root.
+    absolute = [os.path.abspath(p) for p in paths] if paths else None
+    result = checkpoints.restore(
+        checkpoint_id, paths=absolute, agent=agent, wave=wave, force=force
+    )
+    if as_json:
+        echo_json(_result_json(result))
+        return
+    _print_result(result)
+
+
+@checkpoint.command()
+@click.option("--keep", type=click.IntRange(min=0), metavar="N",
+              help="How many to keep (default: max_checkpoints, 10).")
+@json_option
+def prune(keep: int | None, as_json: bool) -> None:
+    """Delete the oldest checkpoints, keeping the newest N."""
+    result = _checkpoints().prune(keep)
+    if as_json:
+        echo_json(result)
+        return
+    if result.removed:
+        echo(f"Removed {len(result.removed)} checkpoint(s): {', '.join(result.removed)}; "
+             f"{result.kept} kept.")
+    else:
+        echo(f"Nothing to prune; {result.kept} checkpoint(s) kept.")
+
+
+# Printing ----------------------------------------------------------------------------------------
+def _row(record: CheckpointRecord) -> str:
+    tags = []
+    if record.wave is not None:
+        tags.append(f"wave {record.wave}")
+    if record.kind == "safety":
+        tags.append("safety")
+    if record.recovered:
+        tags.append("rebuilt from git")
+    if record.gitlinks:
+        tags.append(f"{len(record.gitlinks)} gitlink(s)")
+    files = "?" if record.files is None else str(record.files)
+    extra = f" [{'; '.join(tags)}]" if tags else ""
+    message = record.message.splitlines()[0] if record.message else ""
+    return (f"{record.id}  {_clock(record.time)}  {record.agent or '-'}  {files} files"
+            f"{extra}  {message}").rstrip()
+
+
+def _print_result(result: RestoreResult) -> None:
+    if result.safety_checkpoint is None:
+        echo(f"Nothing to restore: the selected files are as they were at {result.checkpoint}.")
+        return
+    for path in result.restored:
+        echo(f"restored {_printable(path)}")
+    for path in result.removed:
+        echo(f"removed  {_printable(path)}")
+    for path in result.skipped:
+        echo(f"skipped  {_printable(path)} (submodule or nested repository: left as it is)")
+    echo(
+        f"Restored {len(result.restored)} and removed {len(result.removed)} file(s) from "
+        f"{result.checkpoint}. Safety checkpoint: {result.safety_checkpoint} "
+        f"(`versatil checkpoint restore {result.safety_checkpoint}` undoes this)."
+    )
+
+
+def _result_json(result: RestoreResult) -> dict[str, object]:
+    return {
+        "version": result.version,
+        "checkpoint": result.checkpoint,
+        "safety_checkpoint": result.safety_checkpoint,
+        "restored": result.restored,
+        "removed": result.removed,
+        "skipped": result.skipped,
+        "changed": result.changed,
+    }
+
+
+def _change_json(change: Change) -> dict[str, str]:
+    return {"status": change.status, "path": change.path, "mode": change.new_mode,
+            "old_mode": change.old_mode}
+
+
+def _warn(record: CheckpointRecord) -> None:
+    for warning in record.warnings:
+        click.echo(f"versatil: note: {warning}", err=True)
+
+
+def _interrupted_note(record: CheckpointRecord) -> None:
+    click.echo(
+        f"versatil: the restore of {record.restore_of} that made {record.id} was interrupted; "
+        f"run it again, or `versatil checkpoint restore {record.id}` to undo what it did.",
+        err=True,
+    )
+
+
+def _clock(stamp: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(stamp))
+
+
+def _printable(path: str) -> str:
+    # A newline in a file name would split one entry across two lines of output.
+    return path.encode("unicode_escape").decode("ascii") if not path.isprintable() else path
