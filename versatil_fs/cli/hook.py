@@ -1,0 +1,72 @@
+"""``versatil hook install | uninstall | check``: the git pre-commit guard.
+
+``check`` runs on every commit: this module imports nothing beyond click and
+:mod:`versatil_fs.hook`, which loads the lock manager only when there is a state directory.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from versatil_fs import hook as guard
+from versatil_fs.cli._common import echo, echo_json, json_option
+
+
+@click.group()
+def hook() -> None:
+    """The git pre-commit guard against committing files other agents hold."""
+
+
+@hook.command()
+@json_option
+@click.pass_context
+def check(ctx: click.Context, as_json: bool) -> None:
+    """Refuse (exit 1) when a staged file is write-locked by another agent.
+
+    The committer is $VERSATIL_AGENT, else git config versatil.agent, else a human, whom
+    every write lock binds. Read locks never block a commit.
+    """
+    result = guard.check(".")
+    if as_json:
+        echo_json(
+            {
+                "allowed": result.allowed,
+                "committer": result.committer,
+                "staged": len(result.staged),
+                "blocked": [
+                    {
+                        "path": b.staged.path,
+                        "change": b.staged.change,
+                        "agent": b.grant.agent,
+                        "lock": str(b.claim.resource),
+                        "owner": b.grant.owner,
+                        "pid": b.grant.pid,
+                        "since": b.grant.acquired_at,
+                        "until": b.grant.expires_at,
+                    }
+                    for b in result.blocked
+                ],
+            }
+        )
+    elif not result.allowed:
+        sys.stderr.write(guard.refusal(result) + "\n")
+    if not result.allowed:
+        ctx.exit(1)
+
+
+@hook.command()
+@click.option("--force", is_flag=True, help="Rewrite the hook even if an installed copy differs.")
+def install(force: bool) -> None:
+    """Install the pre-commit hook (honours core.hooksPath; guards every worktree).
+
+    An existing pre-commit hook is kept and runs first; installing twice changes nothing.
+    """
+    echo(guard.install(".", force=force))
+
+
+@hook.command()
+def uninstall() -> None:
+    """Remove the pre-commit hook and put back the one it replaced, byte for byte."""
+    echo(guard.uninstall("."))
