@@ -72,7 +72,11 @@ for _ in range(ROUNDS):
 """
 
 
-def _holder(kind: str, repo: Path, path: str) -> tuple[Callable[[], object], Callable[[object], None]]:
+Take = Callable[[], object]
+Drop = Callable[[object], None]
+
+
+def _holder(kind: str, repo: Path, path: str) -> tuple[Take, Drop]:
     if kind == "versatil":
         from versatil_fs.locks.manager import Lease, LockManager
 
@@ -159,9 +163,22 @@ def uncontended(workdir: Path, repo: Path, iterations: int) -> dict[str, float]:
     from versatil_fs.locks.manager import LockManager
 
     manager = LockManager(repo=repo)
-    background = [
-        manager.acquire([f"db:table{i}"], agent=f"agent{i % 7}", wait=0) for i in range(100)
-    ]
+    # 100 live locks held by another process, as other agents would hold them.
+    background = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(f"""
+            import sys
+            from versatil_fs.locks.manager import LockManager
+            m = LockManager(repo={str(repo)!r})
+            held = [m.acquire([f"src/mod{{i}}/"], agent=f"agent{{i % 7}}", wait=0)
+                    for i in range(100)]
+            print("ready", flush=True)
+            sys.stdin.readline()
+        """)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )
+    assert background.stdout and background.stdin
+    if background.stdout.readline().strip() != "ready":
+        raise RuntimeError("the background lock holder failed")
     import filelock
     import portalocker
 
@@ -187,15 +204,16 @@ def uncontended(workdir: Path, repo: Path, iterations: int) -> dict[str, float]:
         flock_.release()
 
     results = {}
-    for name, fn in (("versatil", ours), ("flock", raw), ("portalocker", porta), ("filelock", filel)):
+    kinds = (("versatil", ours), ("flock", raw), ("portalocker", porta), ("filelock", filel))
+    for name, fn in kinds:
         samples = []
         for _ in range(iterations):
             start = time.perf_counter_ns()
             fn()
             samples.append((time.perf_counter_ns() - start) / 1e3)
         results[name] = statistics.median(samples)
-    for lease in background:
-        lease.release()
+    background.stdin.close()
+    background.wait()
     return results
 
 

@@ -33,7 +33,7 @@ import threading
 from collections.abc import Iterable
 from pathlib import Path
 
-from versatil_fs.state import StateDir
+from versatil_fs.state import StateDir, overwrite
 
 
 class HolderFile:
@@ -72,10 +72,8 @@ class HolderFile:
 
     def write(self, data: bytes) -> None:
         """Replace the records in place (under the table lock: no reader sees a partial one)."""
-        if self._fd is None:
-            return
-        os.pwrite(self._fd, data, 0)
-        os.ftruncate(self._fd, len(data))
+        if self._fd is not None:
+            overwrite(self._fd, data)
 
     def close(self) -> None:
         """Remove the file, then drop the flock: waiters wake and find it gone."""
@@ -111,8 +109,7 @@ def rewrite_foreign(path: str | Path, data: bytes) -> None:
     except OSError:
         return
     try:
-        os.pwrite(fd, data, 0)
-        os.ftruncate(fd, len(data))
+        overwrite(fd, data)
     finally:
         os.close(fd)
 

@@ -41,6 +41,8 @@ if TYPE_CHECKING:
     from versatil_fs.config import Config
 
 ResourceSpec = str | os.PathLike[str] | Resource
+# Events to log once the table lock is released: (kind, holder, extra fields).
+Logged = list[tuple[str, Holder, dict[str, Any]]]
 
 
 class Lease:
@@ -244,7 +246,7 @@ class LockManager:
 
     def _decide(self, request: Waiter, *, first: bool) -> Grant | list[Holder]:
         """One look under the table lock: the grant, or what still blocks the request."""
-        logged: list[tuple[str, Holder, dict[str, object]]] = []
+        logged: Logged = []
         try:
             with self.store.transaction() as table:
                 now = time.time()
@@ -296,7 +298,7 @@ class LockManager:
             self._emit_all(logged)
 
     def _live_blockers(
-        self, table: Table, request: Waiter, now: float, logged: list[tuple[str, Holder, dict[str, object]]]
+        self, table: Table, request: Waiter, now: float, logged: Logged
     ) -> list[Holder]:
         # Only what stands in this request's way is probed: one flock probe per blocker keeps an
         # uncontended acquire cheap however many unrelated locks the table holds.
@@ -309,7 +311,7 @@ class LockManager:
                 self._drop(table, holder, now, logged)
 
     def _drop(
-        self, table: Table, holder: Holder, now: float, logged: list[tuple[str, Holder, dict[str, object]]]
+        self, table: Table, holder: Holder, now: float, logged: Logged
     ) -> None:
         if isinstance(holder, Grant):
             table.locks.remove(holder)
@@ -348,7 +350,7 @@ class LockManager:
 
     # Release --------------------------------------------------------------------------------
     def _release(self, lease: Lease) -> None:
-        logged: list[tuple[str, Holder, dict[str, object]]] = []
+        logged: Logged = []
         try:
             # The table first, then the flock: a waiter woken by the flock must find the grant
             # already gone, or it would take a clean release for a dead holder.
@@ -394,7 +396,7 @@ class LockManager:
         if not wanted:
             raise UsageError("Nothing to unlock: name at least one resource.")
         released: list[Claim] = []
-        logged: list[tuple[str, Holder, dict[str, object]]] = []
+        logged: Logged = []
         with self.store.transaction() as table:
             for grant in [g for g in table.locks if g.agent == agent]:
                 gone = [c for c in grant.claims if c.resource in wanted]
@@ -419,7 +421,7 @@ class LockManager:
 
     def release_agent(self, agent: str) -> list[Grant]:
         """Force-release every lock ``agent`` holds (its processes keep running unguarded)."""
-        logged: list[tuple[str, Holder, dict[str, object]]] = []
+        logged: Logged = []
         with self.store.transaction() as table:
             gone = [g for g in table.locks if g.agent == agent]
             for grant in gone:
@@ -432,7 +434,7 @@ class LockManager:
     # Reading --------------------------------------------------------------------------------
     def snapshot(self) -> Table:
         """The live table: dead and expired entries are dropped (and logged) first."""
-        logged: list[tuple[str, Holder, dict[str, object]]] = []
+        logged: Logged = []
         with self.store.transaction() as table:
             now = time.time()
             everyone: list[Holder] = [*table.locks, *table.waiters]
@@ -488,7 +490,7 @@ class LockManager:
                 if grant.id in wanted:
                     grant.expires_at = now + grant.ttl
 
-    def _emit_all(self, logged: list[tuple[str, Holder, dict[str, object]]]) -> None:
+    def _emit_all(self, logged: Logged) -> None:
         for reason in self.store.on_damage:
             events.emit("locks", "table-damaged", state=self.state, reason=reason)
         self.store.on_damage.clear()

@@ -100,15 +100,13 @@ class LocalStore:
         try:
             raw = self.state.read_bytes(self.state.lock_table)
             table = self._decode(raw)
-            before = _encoder.encode(table) if raw is not None else b""
             yield table
-            encoded = _encoder.encode(table)
-            if encoded != before:
-                # Pretty-printed: `cat ~/.versatil/logs/resource-locks.json` is how the
-                # reference note tells people to look at locks.
-                self.state.write_swapped(
-                    self.state.lock_table, msgspec.json.format(encoded, indent=2) + b"\n"
-                )
+            # Pretty-printed: `cat ~/.versatil/logs/resource-locks.json` is how the reference
+            # note tells people to look at locks. The same table always formats to the same
+            # bytes, so comparing with what we read tells whether anything changed.
+            document = msgspec.json.format(_encoder.encode(table), indent=2) + b"\n"
+            if document != raw:
+                self.state.write_swapped(self.state.lock_table, document)
         finally:
             fcntl.flock(fd, fcntl.LOCK_UN)
 
