@@ -368,17 +368,19 @@ class Checkpoints:
         agent: str | None = None,
         wave: int | None = None,
         force: bool = False,
+        by: str | None = None,
     ) -> RestoreResult:
         """Bring the working tree (all of it, or a selection) back to the checkpoint.
 
         ``paths`` (relative to the repository root, or absolute) selects files and directories;
         ``agent`` and ``wave`` select the files that agent / wave recorded as modified after the
-        checkpoint. Several selections intersect. ``agent`` is also who restores: that agent's
-        own write locks do not block the restore (default: the current agent). A file
-        write-locked by another agent is refused (``Refused``) unless ``force``.
+        checkpoint. Several selections intersect. A file write-locked by an agent other than the
+        one restoring is refused (``Refused``) unless ``force``. The one restoring is ``by``,
+        else ``agent`` (rolling back an agent's files is done on its behalf, so its own locks do
+        not block it), else the current agent ($VERSATIL_AGENT, git config, login name).
         """
         target = self._resolve(checkpoint_id)
-        restorer = agent or default_agent(self.repo)
+        restorer = by or agent or default_agent(self.repo)
         wanted = None if paths is None else [self._normalize(p) for p in paths]
         selective = wanted is not None or agent is not None or wave is not None
         lock_fd = self._state.open_lock_file(self._dir / "restore.lock")

@@ -1,0 +1,827 @@
+"""Checkpoints through the Python API, on real git repositories in tmp_path.
+
+Each test states what a user would notice: their index, HEAD, stash and files untouched by a
+create; exactly the selected files changed by a restore (checked file by file, mtimes included);
+a refusal that names the file and the agent.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+
+from versatil_fs import events
+from versatil_fs.checkpoints import (
+    REF_PREFIX,
+    CheckpointRecord,
+    Checkpoints,
+    checkpoint,
+    covers,
+    record_files_modified,
+    write_lock_conflicts,
+)
+from versatil_fs.errors import NotARepository, Refused, UsageError
+from versatil_fs.repo import Repository
+
+
+# Fixtures and helpers ---------------------------------------------------------------------------
+@pytest.fixture(autouse=True)
+def _own_state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test gets its own VERSATIL_HOME and no fault or agent from the caller's shell."""
+    monkeypatch.setenv("VERSATIL_HOME", str(tmp_path / "versatil-home"))
+    monkeypatch.delenv("VERSATIL_FAULT", raising=False)
+    monkeypatch.setenv("VERSATIL_AGENT", "Tester")
+
+
+def git(cwd: Path, *args: str) -> str:
+    result = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=False)
+    assert result.returncode == 0, f"git {' '.join(args)}: {result.stderr}"
+    return result.stdout
+
+
+def init_repo(path: Path, *, commit: bool = True) -> Path:
+    path.mkdir(parents=True)
+    git(path, "init", "-q", "-b", "main")
+    git(path, "config", "user.name", "Test User")
+    git(path, "config", "user.email", "test@example.invalid")
+    git(path, "config", "commit.gpgSign", "false")
+    if commit:
+        write(path, "README.md", "hello\n")
+        write(path, ".gitignore", "*.log\nbuild/\n")
+        write(path, "src/a.py", "a = 1\n")
+        write(path, "src/b.py", "b = 1\n")
+        write(path, "docs/guide.md", "guide\n")
+        git(path, "add", "-A")
+        git(path, "commit", "-q", "-m", "initial")
+    return path.resolve()
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    return init_repo(tmp_path / "repo")
+
+
+def write(root: Path, rel: str, text: str) -> Path:
+    target = root / rel
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(text)
+    return target
+
+
+def tree_state(root: Path) -> dict[str, tuple[Any, ...]]:
+    """Every file under ``root`` but .git: kind, mode, content or link target, mtime."""
+    state: dict[str, tuple[Any, ...]] = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        if Path(dirpath) == root and ".git" in dirnames:
+            dirnames.remove(".git")
+        for name in filenames + [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]:
+            full = os.path.join(dirpath, name)
+            rel = os.path.relpath(full, root)
+            info = os.lstat(full)
+            if stat.S_ISLNK(info.st_mode):
+                state[rel] = ("link", os.readlink(full))
+            else:
+                with open(full, "rb") as handle:
+                    content = handle.read()
+                state[rel] = ("file", info.st_mode & 0o777, content, info.st_mtime_ns)
+    return state
+
+
+def content_state(root: Path) -> dict[str, tuple[Any, ...]]:
+    """Like :func:`tree_state` without mtimes: what a restore must bring back."""
+    return {k: v[:3] for k, v in tree_state(root).items()}
+
+
+def user_view(root: Path) -> dict[str, Any]:
+    """What `create` must never change: index bytes and mtime, HEAD, branch, stash, refs."""
+    index = root / ".git" / "index"
+    return {
+        "index": index.read_bytes() if index.exists() else None,
+        "index_mtime": index.stat().st_mtime_ns if index.exists() else None,
+        "HEAD": (root / ".git" / "HEAD").read_text(),
+        "head_commit": subprocess.run(
+            ["git", "rev-parse", "-q", "--verify", "HEAD"], cwd=root, capture_output=True,
+            text=True, check=False,
+        ).stdout,
+        "stash": git(root, "stash", "list"),
+        "branches": git(root, "for-each-ref", "refs/heads", "refs/stash"),
+        "status": git(root, "--no-optional-locks", "status", "--porcelain", "-z", "-uall"),
+        "git_dir_files": sorted(
+            p.name for p in (root / ".git").iterdir() if not p.name.startswith("objects")
+        ),
+    }
+
+
+def checkpoint_refs(root: Path) -> list[str]:
+    out = git(root, "for-each-ref", "--format=%(refname)", REF_PREFIX)
+    return [line[len(REF_PREFIX):] for line in out.splitlines()]
+
+
+def metadata_dir(cps: Checkpoints) -> Path:
+    return cps._dir
+
+
+# Pure helpers -------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("parent", "path", "expected"),
+    [
+        (".", "anything/at/all", True),
+        ("src", "src/a.py", True),
+        ("src/", "src/a.py", True),
+        ("src", "src", True),
+        ("src", "srcx/a.py", False),
+        ("src/a.py", "src/a.py", True),
+        ("src/a.py", "src/a.pyc", False),
+        ("docs", "src/a.py", False),
+    ],
+)
+def test_covers_means_the_path_itself_or_below_it(parent: str, path: str, expected: bool) -> None:
+    assert covers(parent, path) is expected
+
+
+class _Res(msgspec.Struct, frozen=True):
+    repo: str
+    path: str
+
+
+class _Claim(msgspec.Struct, frozen=True):
+    mode: str
+    resource: _Res
+
+
+class _Grant(msgspec.Struct, frozen=True):
+    agent: str
+    claims: list[_Claim]
+
+
+def test_write_lock_conflicts_only_counts_other_agents_write_locks_in_this_repo() -> None:
+    grants = [
+        _Grant("Dana", [_Claim("write", _Res("/r/.git", "src"))]),
+        _Grant("Reader", [_Claim("read", _Res("/r/.git", "docs"))]),
+        _Grant("Elsewhere", [_Claim("write", _Res("/other/.git", "docs"))]),
+        _Grant("Named", [_Claim("write", _Res("", ""))]),
+        _Grant("Me", [_Claim("write", _Res("/r/.git", "."))]),
+    ]
+    paths = ["src/a.py", "docs/guide.md", "README.md"]
+    assert write_lock_conflicts(grants, paths, repo_key="/r/.git", agent="Me") == [
+        ("src/a.py", "Dana")
+    ]
+    whole = [_Grant("Ops", [_Claim("write", _Res("/r/.git", "."))])]
+    assert [a for _, a in write_lock_conflicts(whole, paths, repo_key="/r/.git", agent="Me")] == [
+        "Ops", "Ops", "Ops"
+    ]
+
+
+# Create -----------------------------------------------------------------------------------------
+def test_create_holds_tracked_and_untracked_files_but_not_ignored_ones(repo: Path) -> None:
+    write(repo, "src/a.py", "a = 2\n")
+    write(repo, "new.txt", "untracked\n")
+    write(repo, "debug.log", "ignored\n")
+    git(repo, "add", "src/a.py")
+    record = Checkpoints(repo).create("work in progress")
+    listed = git(repo, "ls-tree", "-r", "--name-only", record.commit).split()
+    assert sorted(listed) == sorted(
+        [".gitignore", "README.md", "docs/guide.md", "new.txt", "src/a.py", "src/b.py"]
+    )
+    assert git(repo, "show", f"{record.commit}:src/a.py") == "a = 2\n"
+    assert record.files == 6
+    assert record.parent == git(repo, "rev-parse", "HEAD").strip()
+    assert sorted(record.files_modified) == ["new.txt", "src/a.py"]
+    assert record.message == "work in progress"
+    assert record.agent == "Tester"
+
+
+def test_create_never_touches_index_head_branch_stash_or_files(repo: Path) -> None:
+    write(repo, "src/a.py", "a = 2\n")
+    git(repo, "add", "src/a.py")
+    write(repo, "src/a.py", "a = 3\n")  # staged and unstaged changes differ
+    write(repo, "src/b.py", "b = 2\n")
+    write(repo, "untracked/n.txt", "n\n")
+    before, files_before = user_view(repo), tree_state(repo)
+    Checkpoints(repo).create("snapshot")
+    assert user_view(repo) == before
+    assert tree_state(repo) == files_before
+
+
+def test_create_works_while_another_process_holds_the_index_lock(repo: Path) -> None:
+    lock = repo / ".git" / "index.lock"
+    lock.write_text("held by someone else")
+    write(repo, "src/a.py", "a = 5\n")
+    record = Checkpoints(repo).create("during a commit")
+    assert git(repo, "show", f"{record.commit}:src/a.py") == "a = 5\n"
+    assert lock.read_text() == "held by someone else"
+
+
+def test_create_on_an_unborn_branch_has_no_parent_and_can_be_restored(tmp_path: Path) -> None:
+    repo = init_repo(tmp_path / "fresh", commit=False)
+    write(repo, "first.txt", "1\n")
+    cps = Checkpoints(repo)
+    record = cps.create("before the first commit")
+    assert record.parent is None
+    assert record.files == 1
+    assert record.files_modified == ["first.txt"]
+    assert not (repo / ".git" / "index").exists()  # still no index of the user's
+    write(repo, "first.txt", "changed\n")
+    write(repo, "second.txt", "2\n")
+    cps.restore(record.id)
+    assert content_state(repo) == {"first.txt": ("file", 0o644, b"1\n")}
+
+
+def test_metadata_is_a_versioned_private_json_record(repo: Path) -> None:
+    cps = Checkpoints(repo)
+    record = cps.create("m", wave=2, agent="Marcus", tasks={"t1": "done", "t2": "failed"},
+                        tests_run=["tests/test_x.py"], errors=["t2: exit 1"])
+    path = metadata_dir(cps) / f"{record.id}.json"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    on_disk = msgspec.json.decode(path.read_bytes(), type=CheckpointRecord)
+    assert on_disk == record
+    assert on_disk.version == 1
+    assert (on_disk.wave, on_disk.agent, on_disk.tasks) == (2, "Marcus", {"t1": "done",
+                                                                          "t2": "failed"})
+    assert on_disk.tests_run == ["tests/test_x.py"] and on_disk.errors == ["t2: exit 1"]
+    assert record.id.startswith("cp-") and record.id.endswith("-wave-2")
+    assert not [p for p in metadata_dir(cps).iterdir() if p.name.endswith(".tmp")]
+
+
+def test_ids_are_unique_and_sort_by_time(repo: Path) -> None:
+    cps = Checkpoints(repo)
+    made = [cps.create(str(i), prune=False).id for i in range(5)]
+    assert len(set(made)) == 5
+    assert [r.id for r in cps.list()] == made
+    stamps = [i.split("-")[1] + i.split("-")[2] for i in made]
+    assert stamps == sorted(stamps)
+
+
+def test_checkpoint_one_liner(repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(repo / "src")
+    record = checkpoint("migration-step1")
+    assert record.message == "migration-step1"
+    assert [r.id for r in Checkpoints(repo).list()] == [record.id]
+
+
+def test_not_a_git_repository_is_a_usage_error(tmp_path: Path) -> None:
+    with pytest.raises(NotARepository) as caught:
+        Checkpoints(tmp_path)
+    assert caught.value.exit_code == 2
+
+
+def test_create_emits_a_checkpoint_event(repo: Path) -> None:
+    record = Checkpoints(repo).create("logged", wave=1)
+    (event,) = events.read("checkpoints")
+    assert event.kind == "create"
+    assert event.data["id"] == record.id and event.data["wave"] == 1
+    assert event.repo == str(Repository.find(repo).common_dir)
+
+
+def test_large_new_file_is_reported(repo: Path) -> None:
+    write(repo, "big.bin", "x" * 4096)
+    write(repo, "small.txt", "x")
+    record = Checkpoints(repo, large_file_mb=0.002).create()
+    assert record.large_files == {"big.bin": 4096}
+    assert any("big.bin" in w and "MB" in w for w in record.warnings)
+
+
+def test_large_file_size_comes_from_the_environment(
+    repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("VERSATIL_CHECKPOINT_LARGE_FILE_MB", "0.001")
+    write(repo, "big.bin", "x" * 2048)
+    assert Checkpoints(repo).create().large_files == {"big.bin": 2048}
+    monkeypatch.setenv("VERSATIL_CHECKPOINT_LARGE_FILE_MB", "lots")
+    with pytest.raises(UsageError, match="megabytes"):
+        Checkpoints(repo).create()
+
+
+def test_an_edit_in_the_same_second_as_the_index_write_is_not_missed(repo: Path) -> None:
+    # Git's racy-clean rule: an entry whose file is not older than the index file is compared
+    # by content. The private copy must keep the index's mtime or this edit would look clean.
+    git(repo, "config", "core.trustctime", "false")
+    target = write(repo, "src/a.py", "a = 1\n")
+    stamp = 1_700_000_000
+    os.utime(target, (stamp, stamp))
+    git(repo, "add", "src/a.py")  # the entry records mtime == stamp
+    target.write_text("a = 9\n")  # same size, same inode
+    os.utime(target, (stamp, stamp))
+    os.utime(repo / ".git" / "index", (stamp, stamp))  # written "in the same second"
+    record = Checkpoints(repo).create()
+    assert git(repo, "show", f"{record.commit}:src/a.py") == "a = 9\n"
+
+
+def test_index_version_4_and_split_index(repo: Path) -> None:
+    git(repo, "update-index", "--index-version", "4")
+    write(repo, "src/a.py", "a = 4\n")
+    record = Checkpoints(repo).create()
+    assert git(repo, "show", f"{record.commit}:src/a.py") == "a = 4\n"
+
+    git(repo, "update-index", "--split-index")
+    write(repo, "staged.txt", "s\n")
+    git(repo, "add", "staged.txt")
+    write(repo, "src/b.py", "b = 4\n")
+    before = user_view(repo)
+    shared = sorted((repo / ".git").glob("sharedindex.*"))
+    record = Checkpoints(repo).create()
+    assert git(repo, "show", f"{record.commit}:staged.txt") == "s\n"
+    assert git(repo, "show", f"{record.commit}:src/b.py") == "b = 4\n"
+    assert user_view(repo) == before
+    assert sorted((repo / ".git").glob("sharedindex.*")) == shared
+
+
+# Awkward file names, modes, links, nested repositories ------------------------------------------
+AWKWARD = ["with space.txt", "new\nline.txt", "ünïcödé/名前.md", "*.py", ":colon", "-dash"]
+
+
+def test_awkward_names_exec_bits_and_symlinks_survive_a_round_trip(repo: Path) -> None:
+    for name in AWKWARD:
+        write(repo, name, f"content of {name}\n")
+    script = write(repo, "run.sh", "#!/bin/sh\necho hi\n")
+    script.chmod(0o755)
+    os.symlink("src/a.py", repo / "link-to-a")
+    os.symlink("docs", repo / "link-to-docs")
+    cps = Checkpoints(repo)
+    record = cps.create("awkward")
+    expected = content_state(repo)
+
+    for name in AWKWARD:
+        (repo / name).unlink()
+    script.chmod(0o644)
+    (repo / "link-to-a").unlink()
+    write(repo, "link-to-a", "now a regular file\n")
+    (repo / "link-to-docs").unlink()
+    os.symlink("src", repo / "link-to-docs")
+    write(repo, "extra\nname", "created after\n")
+
+    result = cps.restore(record.id)
+    assert content_state(repo) == expected
+    assert "extra\nname" in result.removed
+    assert os.readlink(repo / "link-to-a") == "src/a.py"
+    assert os.stat(repo / "run.sh").st_mode & 0o111
+
+
+def test_partial_restore_of_a_name_that_looks_like_a_pattern(repo: Path) -> None:
+    write(repo, "*.py", "star\n")
+    cps = Checkpoints(repo)
+    record = cps.create()
+    write(repo, "*.py", "changed star\n")
+    write(repo, "src/a.py", "a = 99\n")
+    result = cps.restore(record.id, paths=["*.py"])
+    assert result.changed == ["*.py"]
+    assert (repo / "*.py").read_text() == "star\n"
+    assert (repo / "src/a.py").read_text() == "a = 99\n"
+
+
+def test_submodules_and_nested_repositories_are_gitlinks_and_left_alone(
+    repo: Path, tmp_path: Path
+) -> None:
+    nested = init_repo(repo / "vendor" / "nested")
+    cps = Checkpoints(repo)
+    record = cps.create("with a nested repository")
+    assert record.gitlinks == ["vendor/nested"]
+    assert any("gitlink" in w and "vendor/nested" in w for w in record.warnings)
+
+    write(nested, "README.md", "changed inside the nested repository\n")
+    git(nested, "commit", "-qam", "moved on")
+    write(repo, "src/a.py", "a = 2\n")
+    result = cps.restore(record.id)
+    assert result.skipped == ["vendor/nested"]
+    assert (nested / "README.md").read_text() == "changed inside the nested repository\n"
+    assert (repo / "src/a.py").read_text() == "a = 1\n"
+
+    # A nested repository created after the checkpoint is not deleted by a full restore.
+    later = init_repo(repo / "later")
+    result = cps.restore(record.id)
+    assert "later" in result.skipped
+    assert (later / "README.md").exists()
+
+
+def test_type_changes_between_file_and_directory(repo: Path) -> None:
+    cps = Checkpoints(repo)
+    record = cps.create()
+    expected = content_state(repo)
+    (repo / "docs" / "guide.md").unlink()
+    (repo / "docs").rmdir()
+    write(repo, "docs", "now a file\n")
+    (repo / "README.md").unlink()
+    write(repo, "README.md/inner.txt", "now a directory\n")
+    cps.restore(record.id)
+    assert content_state(repo) == expected
+
+
+def test_works_in_a_linked_worktree(repo: Path, tmp_path: Path) -> None:
+    git(repo, "worktree", "add", "-q", str(tmp_path / "wt"), "-b", "feature")
+    wt = (tmp_path / "wt").resolve()
+    write(wt, "src/a.py", "a = 'worktree'\n")
+    cps = Checkpoints(wt)
+    record = cps.create("in a worktree")
+    assert git(repo, "show", f"{record.commit}:src/a.py") == "a = 'worktree'\n"
+    assert record.parent == git(wt, "rev-parse", "HEAD").strip()
+    # Same repository, same checkpoints, wherever you stand.
+    assert [r.id for r in Checkpoints(repo).list()] == [record.id]
+
+
+# Restore: full ------------------------------------------------------------------------------------
+def test_full_restore_brings_back_the_tree_and_keeps_ignored_files_and_the_index(
+    repo: Path,
+) -> None:
+    write(repo, "src/a.py", "a = 2\n")
+    write(repo, "notes.txt", "untracked then\n")
+    cps = Checkpoints(repo)
+    record = cps.create("good state")
+    expected = content_state(repo)
+    git(repo, "add", "-A")
+    index_before = (repo / ".git" / "index").read_bytes()
+    head_before = git(repo, "rev-parse", "HEAD")
+
+    write(repo, "src/a.py", "a = broken\n")
+    (repo / "src/b.py").unlink()
+    (repo / "notes.txt").unlink()
+    write(repo, "src/new_module.py", "created\n")
+    write(repo, "deep/new/dir/file.txt", "created\n")
+    write(repo, "app.log", "ignored, kept\n")
+    write(repo, "build/out.bin", "ignored, kept\n")
+
+    result = cps.restore(record.id)
+    after = content_state(repo)
+    assert after.pop("app.log") == ("file", 0o644, b"ignored, kept\n")
+    assert after.pop("build/out.bin") == ("file", 0o644, b"ignored, kept\n")
+    assert after == expected
+    assert not (repo / "deep").exists()  # directories emptied by the restore are removed
+    assert sorted(result.removed) == ["deep/new/dir/file.txt", "src/new_module.py"]
+    assert sorted(result.restored) == ["notes.txt", "src/a.py", "src/b.py"]
+    assert (repo / ".git" / "index").read_bytes() == index_before
+    assert git(repo, "rev-parse", "HEAD") == head_before
+
+
+def test_every_restore_can_be_undone_with_its_safety_checkpoint(repo: Path) -> None:
+    cps = Checkpoints(repo)
+    record = cps.create("old")
+    write(repo, "src/a.py", "a = 'newer work'\n")
+    write(repo, "fresh.txt", "fresh\n")
+    (repo / "docs/guide.md").unlink()
+    newer = content_state(repo)
+
+    result = cps.restore(record.id)
+    assert result.safety_checkpoint is not None
+    safety = cps.show(result.safety_checkpoint)
+    assert safety.kind == "safety" and safety.restore_of == record.id
+    assert safety.restore_complete is True
+    cps.restore(result.safety_checkpoint)
+    assert content_state(repo) == newer
+
+
+def test_restore_with_nothing_to_change_makes_no_safety_checkpoint(repo: Path) -> None:
+    cps = Checkpoints(repo)
+    record = cps.create()
+    result = cps.restore(record.id)
+    assert result.safety_checkpoint is None and result.changed == []
+    assert len(cps.list()) == 1
+
+
+# Restore: partial -------------------------------------------------------------------------------
+def test_restore_by_path_changes_exactly_those_files(repo: Path) -> None:
+    cps = Checkpoints(repo)
+    record = cps.create()
+    write(repo, "src/a.py", "a = 2\n")
+    (repo / "src/b.py").unlink()
+    write(repo, "src/c.py", "created\n")
+    write(repo, "docs/guide.md", "edited elsewhere\n")
+    write(repo, "README.md", "also edited\n")
+    before = tree_state(repo)
+
+    result = cps.restore(record.id, paths=["src", "README.md"])
+    assert sorted(result.changed) == ["README.md", "src/a.py", "src/b.py", "src/c.py"]
+    after = tree_state(repo)
+    for path in ("src/a.py", "src/b.py", "src/c.py", "README.md"):
+        before.pop(path, None)
+        after.pop(path, None)
+    assert after == before  # docs/guide.md and the rest: same content, same mtime
+    assert (repo / "src/a.py").read_text() == "a = 1\n"
+    assert (repo / "src/b.py").read_text() == "b = 1\n"
+    assert not (repo / "src/c.py").exists()
+    assert (repo / "docs/guide.md").read_text() == "edited elsewhere\n"
+
+
+def test_restore_by_path_accepts_absolute_and_dotted_spellings(repo: Path) -> None:
+    cps = Checkpoints(repo)
+    record = cps.create()
+    write(repo, "src/a.py", "a = 2\n")
+    cps.restore(record.id, paths=[str(repo / "src" / ".." / "src" / "a.py")])
+    assert (repo / "src/a.py").read_text() == "a = 1\n"
+
+
+def test_restore_path_errors(repo: Path, tmp_path: Path) -> None:
+    cps = Checkpoints(repo)
+    record = cps.create()
+    with pytest.raises(UsageError, match="neither in the working tree nor in checkpoint"):
+        cps.restore(record.id, paths=["no/such/file.py"])
+    with pytest.raises(UsageError, match="outside the repository"):
+        cps.restore(record.id, paths=[str(tmp_path)])
+    with pytest.raises(UsageError, match=r"inside \.git"):
+        cps.restore(record.id, paths=[".git/config"])
+
+
+def test_restore_by_agent_rolls_back_only_that_agents_files(repo: Path) -> None:
+    the_repo = Repository.find(repo)
+    script = write(repo, "tools/run.sh", "#!/bin/sh\n")
+    script.chmod(0o755)
+    os.symlink("a.py", repo / "src" / "alias.py")
+    cps = Checkpoints(repo)
+    record = cps.create("before wave 1", wave=1)
+
+    # Marcus: edits, a new file, a deletion, an exec bit and a symlink retargeted.
+    write(repo, "src/a.py", "a = 'marcus broke it'\n")
+    write(repo, "src/marcus_new.py", "new\n")
+    (repo / "src/b.py").unlink()
+    script.chmod(0o644)
+    (repo / "src/alias.py").unlink()
+    os.symlink("b.py", repo / "src" / "alias.py")
+    record_files_modified(
+        the_repo, "Marcus",
+        ["src/a.py", "src/marcus_new.py", "src/b.py", "tools/run.sh", "src/alias.py"],
+        wave=1,
+    )
+    # James works at the same time on other files; his edits must stay.
+    write(repo, "docs/guide.md", "james's docs\n")
+    write(repo, "docs/new.md", "james's new page\n")
+    record_files_modified(the_repo, "James", ["docs/guide.md", "docs/new.md"], wave=1)
+    james_before = {k: v for k, v in tree_state(repo).items() if k.startswith("docs/")}
+
+    result = cps.restore(record.id, agent="Marcus")
+    assert sorted(result.changed) == [
+        "src/a.py", "src/alias.py", "src/b.py", "src/marcus_new.py", "tools/run.sh"
+    ]
+    assert (repo / "src/a.py").read_text() == "a = 1\n"
+    assert (repo / "src/b.py").read_text() == "b = 1\n"
+    assert not (repo / "src/marcus_new.py").exists()
+    assert os.stat(repo / "tools/run.sh").st_mode & 0o111
+    assert os.readlink(repo / "src/alias.py") == "a.py"
+    james_after = {k: v for k, v in tree_state(repo).items() if k.startswith("docs/")}
+    assert james_after == james_before
+
+
+def test_restore_by_agent_ignores_edits_recorded_before_the_checkpoint(repo: Path) -> None:
+    the_repo = Repository.find(repo)
+    write(repo, "src/a.py", "a = 'before'\n")
+    record_files_modified(the_repo, "Marcus", ["src/a.py"])
+    cps = Checkpoints(repo)
+    record = cps.create()
+    write(repo, "src/b.py", "b = 'after'\n")
+    record_files_modified(the_repo, "Marcus", ["src/b.py"])
+    write(repo, "src/a.py", "a = 'after too, but not recorded'\n")
+    result = cps.restore(record.id, agent="Marcus")
+    assert result.changed == ["src/b.py"]
+    assert (repo / "src/a.py").read_text() == "a = 'after too, but not recorded'\n"
+
+
+def test_restore_by_wave_and_by_directory_records(repo: Path) -> None:
+    the_repo = Repository.find(repo)
+    cps = Checkpoints(repo)
+    record = cps.create(wave=2)
+    write(repo, "src/a.py", "wave 2\n")
+    write(repo, "src/gen/x.py", "generated by wave 2\n")
+    record_files_modified(the_repo, "Dana", ["src/a.py"], wave=2, task="t1")
+    record_files_modified(the_repo, "Dana", ["src/gen/"], wave=2, task="t2")
+    write(repo, "docs/guide.md", "wave 3\n")
+    record_files_modified(the_repo, "Maria", ["docs/guide.md"], wave=3)
+    result = cps.restore(record.id, wave=2)
+    assert sorted(result.changed) == ["src/a.py", "src/gen/x.py"]
+    assert (repo / "docs/guide.md").read_text() == "wave 3\n"
+    assert not (repo / "src/gen").exists()
+
+
+def test_selections_intersect(repo: Path) -> None:
+    the_repo = Repository.find(repo)
+    cps = Checkpoints(repo)
+    record = cps.create()
+    write(repo, "src/a.py", "x\n")
+    write(repo, "docs/guide.md", "x\n")
+    record_files_modified(the_repo, "Marcus", ["src/a.py", "docs/guide.md"], wave=1)
+    result = cps.restore(record.id, agent="Marcus", paths=["docs"])
+    assert result.changed == ["docs/guide.md"]
+    assert (repo / "src/a.py").read_text() == "x\n"
+
+
+def test_restore_by_agent_refuses_a_file_another_agent_also_changed(repo: Path) -> None:
+    the_repo = Repository.find(repo)
+    cps = Checkpoints(repo)
+    record = cps.create()
+    write(repo, "src/a.py", "both touched it\n")
+    record_files_modified(the_repo, "Marcus", ["src/a.py"])
+    record_files_modified(the_repo, "James", ["src/a.py"])
+    with pytest.raises(Refused, match=r"src/a\.py was also modified by James"):
+        cps.restore(record.id, agent="Marcus")
+    assert (repo / "src/a.py").read_text() == "both touched it\n"
+    assert len(cps.list()) == 1  # refused before making a safety checkpoint
+    cps.restore(record.id, agent="Marcus", force=True)
+    assert (repo / "src/a.py").read_text() == "a = 1\n"
+
+
+def test_restore_by_agent_with_nothing_recorded_changes_nothing(repo: Path) -> None:
+    cps = Checkpoints(repo)
+    record = cps.create()
+    write(repo, "src/a.py", "unrecorded\n")
+    result = cps.restore(record.id, agent="Nobody")
+    assert result.changed == [] and result.safety_checkpoint is None
+    assert (repo / "src/a.py").read_text() == "unrecorded\n"
+
+
+# Restore: write locks held by other agents --------------------------------------------------------
+def _lock_manager(repo: Path) -> Any:
+    manager_module = pytest.importorskip("versatil_fs.locks.manager")
+    return manager_module.LockManager(repo=str(repo))
+
+
+def test_restore_refuses_a_file_write_locked_by_another_agent(repo: Path) -> None:
+    manager = _lock_manager(repo)
+    cps = Checkpoints(repo)
+    record = cps.create()
+    write(repo, "src/a.py", "Other's work in progress\n")
+    write(repo, "README.md", "mine\n")
+    lease = manager.acquire(["src/a.py"], agent="Other", mode="write")
+    try:
+        before = tree_state(repo)
+        with pytest.raises(Refused) as caught:
+            cps.restore(record.id, by="Me")
+        message = str(caught.value)
+        assert "src/a.py" in message and "Other" in message and "--force" in message
+        assert caught.value.exit_code == 1
+        assert tree_state(repo) == before
+        assert len(cps.list()) == 1
+
+        # Its own lock never blocks an agent, and a path selection can go around the lock.
+        cps.restore(record.id, paths=["README.md"], by="Me")
+        assert (repo / "README.md").read_text() == "hello\n"
+        cps.restore(record.id, by="Other")
+        assert (repo / "src/a.py").read_text() == "a = 1\n"
+    finally:
+        lease.release()
+    assert [e.kind for e in events.read("checkpoints")].count("restore-refused") == 1
+
+
+def test_force_overwrites_a_locked_file_and_read_locks_never_block(repo: Path) -> None:
+    manager = _lock_manager(repo)
+    cps = Checkpoints(repo)
+    record = cps.create()
+    write(repo, "src/a.py", "locked\n")
+    write(repo, "docs/guide.md", "read-locked\n")
+    held = [
+        manager.acquire(["src/"], agent="Other", mode="write"),
+        manager.acquire(["docs/"], agent="Reader", mode="read"),
+    ]
+    try:
+        cps.restore(record.id, paths=["docs"], by="Me")
+        assert (repo / "docs/guide.md").read_text() == "guide\n"
+        with pytest.raises(Refused, match="Other"):
+            cps.restore(record.id, by="Me")
+        cps.restore(record.id, by="Me", force=True)
+        assert (repo / "src/a.py").read_text() == "a = 1\n"
+    finally:
+        for lease in held:
+            lease.release()
+
+
+# Ids ----------------------------------------------------------------------------------------------
+def test_unknown_and_ambiguous_ids_are_usage_errors_naming_candidates(repo: Path) -> None:
+    cps = Checkpoints(repo)
+    first = cps.create("one", prune=False)
+    second = cps.create("two", prune=False)
+    with pytest.raises(UsageError, match="No checkpoint 'nope'") as caught:
+        cps.show("nope")
+    assert caught.value.exit_code == 2
+    with pytest.raises(UsageError) as caught:
+        cps.show("cp-")
+    assert first.id in str(caught.value) and second.id in str(caught.value)
+    shared = next(i for i, (a, b) in enumerate(zip(first.id, second.id, strict=False)) if a != b)
+    assert cps.show(second.id[: shared + 1]).id == second.id  # a unique prefix is enough
+    assert cps.show(REF_PREFIX + first.id).id == first.id
+    assert cps.show(first.id[3:]).id == first.id  # the "cp-" may be left out
+
+
+# Diff -------------------------------------------------------------------------------------------
+def test_diff_lists_what_changed_since_the_checkpoint(repo: Path) -> None:
+    cps = Checkpoints(repo)
+    record = cps.create()
+    write(repo, "src/a.py", "a = 2\n")
+    (repo / "src/b.py").unlink()
+    write(repo, "new file.txt", "n\n")
+    before = user_view(repo)
+    changes = {c.path: c.status for c in cps.diff(record.id)}
+    assert changes == {"src/a.py": "M", "src/b.py": "D", "new file.txt": "A"}
+    patch = cps.diff_patch(record.id).decode()
+    assert "+a = 2" in patch and "-b = 1" in patch
+    assert user_view(repo) == before
+
+
+# Prune ------------------------------------------------------------------------------------------
+def test_create_prunes_to_max_checkpoints_oldest_first(repo: Path) -> None:
+    cps = Checkpoints(repo)
+    made = [cps.create(str(i)).id for i in range(12)]
+    assert [r.id for r in cps.list()] == made[2:]
+    assert sorted(checkpoint_refs(repo)) == sorted(made[2:])
+    assert sorted(p.stem for p in metadata_dir(cps).glob("*.json")) == sorted(made[2:])
+    pruned = [e for e in events.read("checkpoints") if e.kind == "prune"]
+    assert [i for e in pruned for i in e.data["removed"]] == made[:2]
+
+
+def test_prune_keep_and_configured_max(repo: Path) -> None:
+    cps = Checkpoints(repo)
+    made = [cps.create(str(i), prune=False).id for i in range(5)]
+    result = cps.prune(keep=2)
+    assert result.removed == made[:3] and result.kept == 2
+    assert sorted(checkpoint_refs(repo)) == sorted(made[3:])
+    with pytest.raises(UsageError):
+        cps.prune(keep=-1)
+
+    (repo / ".versatil").write_text("[checkpoints]\nmax_checkpoints = 3\n")
+    configured = Checkpoints(repo)
+    pytest.importorskip("versatil_fs.config")
+    assert configured.max_checkpoints() == 3
+    for i in range(3):
+        configured.create(f"more {i}")
+    assert len(configured.list()) == 3
+    assert cps.prune(keep=0).kept == 0
+    assert checkpoint_refs(repo) == []
+
+
+def test_prune_removes_orphaned_metadata(repo: Path) -> None:
+    cps = Checkpoints(repo)
+    record = cps.create()
+    git(repo, "update-ref", "-d", REF_PREFIX + record.id)  # deleted by hand
+    assert (metadata_dir(cps) / f"{record.id}.json").exists()
+    cps.prune()
+    assert not (metadata_dir(cps) / f"{record.id}.json").exists()
+
+
+# Damaged or missing metadata ----------------------------------------------------------------------
+def test_damaged_metadata_is_moved_aside_and_rebuilt_from_the_commit(
+    repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cps = Checkpoints(repo)
+    record = cps.create("keep me", wave=3, agent="Dana")
+    path = metadata_dir(cps) / f"{record.id}.json"
+    path.write_bytes(b"{not json")
+    (listed,) = cps.list()
+    assert listed.recovered is True
+    assert (listed.id, listed.message, listed.wave, listed.agent) == (
+        record.id, "keep me", 3, "Dana"
+    )
+    assert listed.commit == record.commit and listed.tree == record.tree
+    assert abs(listed.time - record.time) < 1e-6
+    assert "moved it aside" in capsys.readouterr().err
+    assert list(metadata_dir(cps).glob(f"{record.id}.json.corrupt-*"))
+    rebuilt = msgspec.json.decode(path.read_bytes(), type=CheckpointRecord)
+    assert rebuilt.recovered is True
+    # Restoring a rebuilt checkpoint works like any other.
+    write(repo, "src/a.py", "changed\n")
+    cps.restore(record.id)
+    assert (repo / "src/a.py").read_text() == "a = 1\n"
+
+
+def test_missing_metadata_is_listed_from_the_ref(repo: Path) -> None:
+    cps = Checkpoints(repo)
+    record = cps.create("lost metadata")
+    (metadata_dir(cps) / f"{record.id}.json").unlink()
+    (listed,) = cps.list()
+    assert listed.recovered and listed.message == "lost metadata"
+    assert listed.files is None
+
+
+def test_scratch_directories_of_dead_processes_are_swept(repo: Path) -> None:
+    cps = Checkpoints(repo)
+    scratch = metadata_dir(cps) / "scratch"
+    scratch.mkdir(exist_ok=True)
+    (scratch / "12345-dead").mkdir()
+    (scratch / "12345-dead" / "index").write_bytes(b"stale")
+    (scratch / "12345-dead.lock").write_bytes(b"")  # nobody holds its flock
+    cps.create()
+    assert list(scratch.iterdir()) == []
+
+
+@pytest.fixture
+def _no_lock_manager(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    import importlib
+
+    real = importlib.import_module
+
+    def fake(name: str, package: str | None = None) -> Any:
+        if name == "versatil_fs.locks.manager":
+            raise ModuleNotFoundError(name=name)
+        return real(name, package)
+
+    monkeypatch.setattr("versatil_fs.checkpoints.importlib.import_module", fake)
+    yield
+
+
+@pytest.mark.usefixtures("_no_lock_manager")
+def test_restore_without_a_lock_manager_module_still_works(repo: Path) -> None:
+    cps = Checkpoints(repo)
+    record = cps.create()
+    write(repo, "src/a.py", "changed\n")
+    cps.restore(record.id)
+    assert (repo / "src/a.py").read_text() == "a = 1\n"
