@@ -228,27 +228,32 @@ def check(start: str | os.PathLike[str] = ".") -> CheckResult:
 
 
 def _repository(start: str | os.PathLike[str]) -> Repository:
-    repo = Repository.find(start)
+    """The repository git is working on: the one around ``start``, unless GIT_DIR says otherwise.
+
+    Git runs hooks at the top of the working tree and exports GIT_DIR for linked worktrees,
+    where it matches what :meth:`Repository.find` sees. Only ``git --git-dir=X --work-tree=Y``
+    (a bare repository with a detached work tree, as dotfiles setups use) makes them differ;
+    then git's own answer is the truth, at one extra subprocess on that rare path only.
+    """
     git_dir = os.environ.get("GIT_DIR")
-    # Git runs hooks in the top of the working tree and exports GIT_DIR for linked worktrees,
-    # where it matches what we found. Only `git --git-dir=... --work-tree=...` makes them differ;
-    # then git's own answer is the truth (one extra subprocess, on that rare path only).
-    if git_dir and Path(os.path.realpath(git_dir)) != repo.git_dir:
-        out = _run_git(
-            repo.toplevel,
-            "rev-parse",
-            "--path-format=absolute",
-            "--show-toplevel",
-            "--git-dir",
-            "--git-common-dir",
-        )
-        top, gdir, common = out.splitlines()[:3]
-        repo = Repository(
-            Path(os.path.realpath(top)),
-            Path(os.path.realpath(gdir)),
-            Path(os.path.realpath(common)),
-        )
-    return repo
+    if not git_dir:
+        return Repository.find(start)
+    try:
+        repo = Repository.find(start)
+        if Path(os.path.realpath(git_dir)) == repo.git_dir:
+            return repo
+    except NotARepository:
+        pass
+    out = _run_git(
+        Path(start),
+        "rev-parse",
+        "--path-format=absolute",
+        "--show-toplevel",
+        "--git-dir",
+        "--git-common-dir",
+    )
+    top, gdir, common = (Path(os.path.realpath(line)) for line in out.splitlines()[:3])
+    return Repository(top, gdir, common)
 
 
 @contextmanager
@@ -385,7 +390,7 @@ def hook_place(start: str | os.PathLike[str] = ".") -> HookPlace:
     ``git rev-parse --git-path hooks`` resolves ``core.hooksPath`` (with ``~``) and, in a linked
     worktree, the common directory, so one install guards every worktree.
     """
-    repo = Repository.find(start)
+    repo = _repository(start)
     out = _run_git(repo.toplevel, "rev-parse", "--git-path", "hooks").strip()
     path = Path(out).expanduser()
     if not path.is_absolute():

@@ -324,6 +324,31 @@ def test_one_install_guards_every_worktree(git_repo: Path, tmp_path: Path) -> No
     assert_committed(commit(worktree, agent="Other"))
 
 
+def test_a_bare_repository_with_a_detached_work_tree(tmp_path: Path) -> None:
+    # The dotfiles layout: no .git in the work tree; git is told where everything is.
+    bare, work = tmp_path / "dots.git", tmp_path / "work"
+    git(tmp_path, "init", "-q", "--bare", str(bare))
+    work.mkdir()
+    where = {"GIT_DIR": str(bare), "GIT_WORK_TREE": str(work)}
+    installed = run_versatil("hook", "install", cwd=work, env=where)
+    assert installed.returncode == 0, installed.stderr
+    assert (bare / "hooks" / "pre-commit").is_file()
+    key = os.path.realpath(bare)
+    LockManager(repo=None).acquire([Resource(repo=key, path="a.py")], agent="Other", owner="shell")
+    (work / "a.py").write_text("x\n")
+    git_args = ["git", f"--git-dir={bare}", f"--work-tree={work}"]
+    subprocess.run([*git_args, "add", "a.py"], cwd=work, check=True)
+    result = subprocess.run(
+        [*git_args, "commit", "-m", "dotfiles"],
+        cwd=work,
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "VERSATIL_AGENT": "Marcus"},
+    )
+    assert_refused(result, "a.py (added): locked by Other")
+
+
 def snapshot(directory: Path) -> dict[str, tuple[int, bytes | str, int]]:
     """Every entry: mode, content (or symlink target) and mtime — what 'unchanged' means."""
     found: dict[str, tuple[int, bytes | str, int]] = {}
@@ -530,6 +555,39 @@ def test_pre_commit_framework_with_this_project_as_a_remote_repo(
     result = commit(git_repo, agent="Marcus")
     assert result.returncode == 1
     assert "locked by Other" in result.stdout + result.stderr
+
+
+@pytest.mark.usefixtures("pre_commit_env")
+def test_installed_over_the_pre_commit_frameworks_own_hook(git_repo: Path) -> None:
+    (git_repo / ".pre-commit-config.yaml").write_text(
+        "repos:\n"
+        "  - repo: local\n"
+        "    hooks:\n"
+        "      - id: no-todo\n"
+        "        name: no TODO\n"
+        "        entry: TODO\n"
+        "        language: pygrep\n"
+    )
+    git(git_repo, "add", ".pre-commit-config.yaml")
+    git(git_repo, "commit", "-q", "-m", "pre-commit config")
+    assert pre_commit(git_repo, "install").returncode == 0
+    framework_hook = (git_repo / ".git" / "hooks" / "pre-commit").read_bytes()
+    hook.install(git_repo)
+
+    (git_repo / "a.py").write_text("# TODO\n")
+    git(git_repo, "add", "a.py")
+    result = commit(git_repo, agent="Marcus")
+    assert result.returncode == 1  # the framework's own hook still refuses...
+    assert "no TODO" in result.stdout + result.stderr
+
+    (git_repo / "a.py").write_text("done\n")
+    git(git_repo, "add", "a.py")
+    shell_lock(git_repo, "a.py", agent="Other")
+    assert_refused(commit(git_repo, agent="Marcus"), "locked by Other")  # ...and so do we
+    assert_committed(commit(git_repo, agent="Other"))
+
+    hook.uninstall(git_repo)
+    assert (git_repo / ".git" / "hooks" / "pre-commit").read_bytes() == framework_hook
 
 
 # Fail closed ------------------------------------------------------------------------------------
