@@ -219,12 +219,33 @@ def check(start: str | os.PathLike[str] = ".") -> CheckResult:
     else:
         committer, source = None, "no VERSATIL_AGENT or git config versatil.agent"
     staged = parse_name_status(diff_out)
-    return CheckResult(
+    result = CheckResult(
         committer=committer,
         committer_source=source,
         staged=staged,
         blocked=find_blocked(staged, grants, repo.key, committer),
     )
+    if result.blocked:
+        _log_refusal(result, repo)
+    return result
+
+
+def _log_refusal(result: CheckResult, repo: Repository) -> None:
+    """A refused commit is a collision caught: ``versatil logs collision-detection`` shows it."""
+    from versatil_fs import events
+    from versatil_fs.errors import VersatilError
+
+    try:
+        events.emit(
+            "collision-detection",
+            "commit-refused",
+            agent=result.committer,
+            repo=repo.key,
+            files=[b.staged.path for b in result.blocked],
+            holders=sorted({b.grant.agent for b in result.blocked}),
+        )
+    except (VersatilError, OSError):
+        pass  # the commit is refused either way; a log we cannot write must not hide why
 
 
 def _repository(start: str | os.PathLike[str]) -> Repository:
@@ -313,13 +334,11 @@ def refusal(result: CheckResult) -> str:
         if result.committer
         else f"the committer is a human ({result.committer_source}), whom every write lock binds"
     )
+    holder = "another agent" if result.committer else "an agent"
     lines = [
         f"versatil: commit refused: {count} staged "
-        f"{'file is' if count == 1 else 'files are'} write-locked by another agent; {who}."
+        f"{'file is' if count == 1 else 'files are'} write-locked by {holder}; {who}."
     ]
-    by_agent: dict[str, list[Blocked]] = {}
-    for item in result.blocked:
-        by_agent.setdefault(item.grant.agent, []).append(item)
     for item in result.blocked:
         grant, claim = item.grant, item.claim
         locked = claim.resource.path
@@ -333,7 +352,7 @@ def refusal(result: CheckResult) -> str:
             f"  {item.staged.path} ({item.staged.change}): locked by {grant.agent}{via}, "
             f"since {_when(grant.acquired_at)}, {_until(grant)}"
         )
-    agents = sorted(by_agent)
+    agents = sorted({item.grant.agent for item in result.blocked})
     lines.append("Ways out:")
     lines.append(f"  - wait until {_or(agents)} releases (see `versatil locks`);")
     lines.append(f"  - ask {_or(agents)} to finish and release;")

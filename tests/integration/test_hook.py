@@ -28,7 +28,7 @@ from integration.helpers import (
     wait_for,
 )
 
-from versatil_fs import hook
+from versatil_fs import events, hook
 from versatil_fs.locks.manager import LockManager
 from versatil_fs.locks.table import Claim, Grant, Mode, Resource, write_holder
 
@@ -134,6 +134,9 @@ def test_another_agents_lock_refuses_with_who_since_until_and_ways_out(repo: Pat
     )
     assert "free.py" not in err.replace("srcfoo", "")  # only the locked file is named
     assert head(repo) == before
+    [logged] = events.read("collision-detection")
+    assert (logged.kind, logged.agent) == ("commit-refused", "Marcus")
+    assert logged.data == {"files": ["src/a.py"], "holders": ["Other"]}
 
 
 def test_a_process_lease_is_held_while_its_process_lives(repo: Path, spawn: Spawner) -> None:
