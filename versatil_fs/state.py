@@ -155,10 +155,16 @@ class StateDir:
 
         For a file rewritten on every lock transaction: the new document is written in place
         into ``.<name>.spare`` (only ever touched under the caller's exclusive lock), then
-        ``renameat2(RENAME_EXCHANGE)`` swaps the two names in one step. Readers still see the
-        old document or the new one, never a mix, and a crash mid-write only damages the spare.
-        Measured on ext4 here: 25 µs against 800 µs for temp file + rename, because no inode is
-        allocated or freed. Where the exchange is unsupported this falls back to
+        ``renameat2(RENAME_EXCHANGE)`` swaps the two names in one step, and the old document
+        becomes the next spare. Measured on ext4 here: 25 µs against 800 µs for temp file +
+        rename, because no inode is allocated or freed.
+
+        The spare was the live document one write ago, so a reader that opened it then (a
+        ``cat`` without our lock) may still be reading it. Rewriting it under that reader would
+        tear its read, so we first take a write lease on it (``F_SETLEASE``), which the kernel
+        grants only when no one else has the file open, and drop it at once: nobody can open
+        the spare afresh through the document's name. A reader still there sends us down the
+        slow path for this write. Where exchange or leases are unsupported this falls back to
         :meth:`write_atomic`. Not durable: use it only for state a reader can rebuild.
         """
         spare = path.with_name(f".{path.name}.spare")
@@ -172,11 +178,17 @@ class StateDir:
             raise _state_error(spare, exc) from exc
         try:
             _check_fd_owned(fd, spare)
+            if not _nobody_else_has_open(fd):
+                os.close(fd)
+                fd = -1
+                self.write_atomic(path, data)
+                return
             overwrite(fd, data)
         except OSError as exc:
             raise _state_error(path, exc) from exc
         finally:
-            os.close(fd)
+            if fd >= 0:
+                os.close(fd)
         from versatil_fs import faults
 
         faults.point("state.before-rename")
@@ -319,6 +331,21 @@ def _exchange_supported() -> bool:
 
 
 _renameat2: list[Any] = []
+
+
+def _nobody_else_has_open(fd: int) -> bool:
+    """Whether ``fd`` is the only open descriptor of its file (a write lease taken and dropped)."""
+    import fcntl
+
+    try:
+        fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_WRLCK)
+    except BlockingIOError:
+        return False  # a reader still has the old document open
+    except OSError:
+        _EXCHANGE[0] = False  # no leases on this file system: always take the safe path
+        return False
+    fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_UNLCK)
+    return True
 
 
 def _rename_exchange(a: Path, b: Path) -> None:
