@@ -799,8 +799,21 @@ def test_scratch_directories_of_dead_processes_are_swept(repo: Path) -> None:
     (scratch / "12345-dead").mkdir()
     (scratch / "12345-dead" / "index").write_bytes(b"stale")
     (scratch / "12345-dead.lock").write_bytes(b"")  # nobody holds its flock
-    cps.create()
+    Checkpoints(repo).create()
     assert list(scratch.iterdir()) == []
+
+
+def test_prune_removes_metadata_temporaries_of_dead_writers(repo: Path) -> None:
+    cps = Checkpoints(repo)
+    record = cps.create()
+    stale = metadata_dir(cps) / f".{record.id}.json.999.1.tmp"
+    fresh = metadata_dir(cps) / ".cp-other.json.998.1.tmp"
+    stale.write_bytes(b"{half")
+    fresh.write_bytes(b"{being written")
+    os.utime(stale, (1, 1))
+    cps.prune()
+    assert not stale.exists()
+    assert fresh.exists()  # a writer may still be busy with it
 
 
 @pytest.fixture

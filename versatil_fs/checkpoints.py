@@ -67,6 +67,7 @@ GITLINK_MODE = "160000"
 _COMMITTER_EMAIL = "versatil@localhost"
 # A scratch directory younger than this is never swept without its lock file, see _sweep.
 _SCRATCH_GRACE_SECONDS = 3600.0
+_STALE_TEMPORARY_SECONDS = 600.0
 
 # Options every git command gets. splitIndex=false: a private copy of a split index is written
 # back whole, so git never adds a `sharedindex.*` file to the user's .git for our scratch index.
@@ -284,6 +285,9 @@ class Checkpoints:
         self._dir = self._state.subdir("checkpoints", digest)
         self._large_file_mb = large_file_mb
         self._config: Any = None
+        # Every command cleans up after processes killed mid-create or mid-restore.
+        self._scratch = self._state.subdir("checkpoints", digest, "scratch")
+        _sweep(self._scratch)
 
     # Create ---------------------------------------------------------------------------------
     def create(
@@ -440,12 +444,22 @@ class Checkpoints:
                 live = {r.id for r in records} - {r.id for r in doomed}
                 for name in names - live:
                     self._state.remove(self._dir / f"{name}.json")
+                self._remove_stale_temporaries()
         finally:
             os.close(lock_fd)
         removed = [r.id for r in doomed]
         if removed:
             events.emit("checkpoints", "prune", repo=self.key, removed=removed, kept=keep)
         return PruneResult(kept=len(records) - len(removed), removed=removed)
+
+    def _remove_stale_temporaries(self) -> None:
+        # A process killed inside StateDir.write_atomic leaves its `.<id>.json.<pid>.<ns>.tmp`.
+        # A live write lasts milliseconds, so one this old can only be from a dead writer.
+        cutoff = time.time() - _STALE_TEMPORARY_SECONDS
+        for path in self._dir.glob(".*.tmp"):
+            with contextlib.suppress(OSError):
+                if path.lstat().st_mtime < cutoff:
+                    self._state.remove(path)
 
     def max_checkpoints(self) -> int:
         """``checkpoints.max_checkpoints`` from the configuration (default 10)."""
@@ -541,9 +555,7 @@ class Checkpoints:
     @contextlib.contextmanager
     def _private_index(self) -> Iterator[Path]:
         """A scratch directory holding a copy of the user's index; removed on the way out."""
-        scratch = self._state.subdir("checkpoints", self._dir.name, "scratch")
-        _sweep(scratch)
-        with _scratch_dir(scratch) as directory:
+        with _scratch_dir(self._scratch) as directory:
             index = directory / "index"
             _copy_index(self.repo.git_dir / "index", index)
             yield index
@@ -913,8 +925,7 @@ class Checkpoints:
         info = b"".join(
             f"{c.new_mode} {c.new_oid}\t".encode() + _path_bytes(c.path) + b"\0" for c in writes
         )
-        scratch = self._state.subdir("checkpoints", self._dir.name, "scratch")
-        with _scratch_dir(scratch) as directory:
+        with _scratch_dir(self._scratch) as directory:
             tiny = directory / "index"
             self._git("update-index", "-z", "--index-info", index=tiny, stdin=info)
             self._git("checkout-index", "-f", "-a", index=tiny)
