@@ -7,7 +7,6 @@ lock`` never pays for GitPython, watchdog or rich; see bench/ for the start-up f
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import os
 import sys
 from typing import Any
@@ -39,18 +38,25 @@ class LazyGroup(click.Group):
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         target = COMMANDS.get(cmd_name)
-        if target is None or not _available(target):
+        if target is None:
             return None
         module_name, _, attr = target.partition(":")
-        command = getattr(importlib.import_module(module_name), attr)
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name != module_name:
+                raise  # a missing dependency inside the module is a real error
+            return None
+        command = getattr(module, attr)
         assert isinstance(command, click.Command)
         return command
 
 
 def _available(target: str) -> bool:
-    # A command whose module is not written yet is simply not offered.
-    module_name = target.partition(":")[0]
-    return importlib.util.find_spec(module_name) is not None
+    # Only for the --help listing: a command whose module is not in this build is not offered.
+    import importlib.util
+
+    return importlib.util.find_spec(target.partition(":")[0]) is not None
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
