@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from versatil_fs import events
+from versatil_fs import events, faults
 from versatil_fs.errors import Deadlock, LockConflict, UsageError
 from versatil_fs.locks.leases import Doorbell
 from versatil_fs.locks.store import LocalStore, LockStore
@@ -265,6 +265,8 @@ class LockManager:
                         self._own(grant.id, grant)
                     waited = round(now - request.since, 6)
                     logged.append(("grant", grant, {"waited": waited}))
+                    # A crash here, granted but not yet recorded, must leave nothing behind.
+                    faults.point("locks.before-record")
                     return grant
                 if mine is None:
                     # First look, or our record was lost (a damaged table rebuilt without it
