@@ -161,11 +161,34 @@ def chapter_reclaim(demo: Demo) -> None:
     maria.finish()
 
 
+def chapter_refused_commit(demo: Demo) -> None:
+    demo.say("5. The pre-commit guard refuses a commit of a file another agent holds.")
+    from versatil_fs import hook
+
+    demo.step(hook.install(demo.repo))
+    lease = demo.manager().acquire(["src/models/"], agent="Dana-Database", owner="shell", wait=0)
+    (demo.repo / "src/models/user.py").write_text("class User:\n    name: str\n    email: str\n")
+    demo.git("add", "src/models/user.py")
+    env = {**os.environ, "VERSATIL_AGENT": "Marcus-Backend"}
+    commit = subprocess.run(
+        ["git", "commit", "-q", "-m", "add email"], cwd=demo.repo, env=env,
+        capture_output=True, text=True,
+    )
+    refused = commit.returncode != 0
+    demo.step(f"Marcus-Backend commits src/models/user.py: {'refused' if refused else 'allowed'}:")
+    for line in [line for line in commit.stderr.splitlines() if line.strip()][:2]:
+        demo.say(f"      {line.removeprefix('versatil: ').strip()}")
+    demo.manager().unlock(["src/models/"], agent=lease.agent)
+    demo.git("reset", "-q")
+    demo.git("checkout", "--", "src/models/user.py")
+
+
 CHAPTERS: list[Callable[[Demo], None]] = [
     chapter_handoff,
     chapter_shared_read,
     chapter_deadlock,
     chapter_reclaim,
+    chapter_refused_commit,
 ]
 
 
