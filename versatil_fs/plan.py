@@ -1,0 +1,792 @@
+"""The plan file and the dependency resolver that orders its tasks into waves. No I/O but reading
+the plan file itself.
+
+A plan is a YAML file of tasks::
+
+    version: 1
+    name: auth
+    defaults: {timeout: 10m}
+    tasks:
+      - id: schema
+        agent: Dana-Database
+        run: python3 agents/dana.py schema      # a shell string, or an argv list
+        writes: [app/db/schema.sql]             # paths (repo-relative) or kind:name resources
+        reads: [docs/auth-contract.md]
+        needs: [contract]                       # task ids
+        estimate: 10m                           # seconds, or 90s / 10m / 1h30m
+        priority: 0                             # higher is placed and started first
+        timeout: 5m                             # a task running longer fails
+
+Every error names the file, the line and the task, and is a :class:`PlanError` (exit 2).
+
+The resolver (:func:`resolve`) gives each task a wave: after the waves of everything it needs,
+and never beside a task whose claims conflict with its own. Conflict means exactly what it means
+to the lock manager (:meth:`~versatil_fs.locks.table.Claim.conflicts`: the resources overlap and
+one side writes) except for one thing: two tasks of the *same* agent conflict too. The lock
+manager never makes an agent wait for itself, so nothing at run time would keep one agent's two
+tasks from writing the same file at once; the plan has to.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import os
+import posixpath
+import re
+from collections.abc import Hashable, Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+import msgspec
+
+from versatil_fs.errors import UsageError
+from versatil_fs.locks.table import Claim, Mode, Resource
+from versatil_fs.repo import parse_named
+
+SCHEMA_VERSION = 1
+
+_ID = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:+-]{0,99}$")
+
+
+class PlanError(UsageError):
+    """A plan that cannot be run as written; the message names the file, line and task."""
+
+
+# The model --------------------------------------------------------------------------------------
+class Defaults(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, omit_defaults=True):
+    """Values every task gets unless it sets its own."""
+
+    agent: str | None = None
+    estimate: float | None = None
+    timeout: float | None = None
+    priority: int = 0
+
+
+class Task(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, omit_defaults=True):
+    """One unit of work: a command run as ``agent`` under locks on ``writes`` and ``reads``."""
+
+    id: str
+    agent: str
+    run: str | list[str]
+    writes: list[str] = []
+    reads: list[str] = []
+    needs: list[str] = []
+    estimate: float | None = None  # seconds
+    priority: int = 0
+    timeout: float | None = None  # seconds
+
+    @property
+    def command(self) -> list[str]:
+        """The argv to execute: a shell string runs under ``/bin/sh -c``."""
+        return ["/bin/sh", "-c", self.run] if isinstance(self.run, str) else list(self.run)
+
+    def describe_run(self) -> str:
+        return self.run if isinstance(self.run, str) else " ".join(self.run)
+
+
+class Plan(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """A loaded plan: the tasks with defaults applied, and where each was written.
+
+    ``path`` and ``lines`` (task id -> line) are filled by the loader and are not plan-file keys.
+    """
+
+    version: int = SCHEMA_VERSION
+    name: str = ""
+    description: str = ""
+    defaults: Defaults = msgspec.field(default_factory=Defaults)
+    tasks: list[Task] = []
+    path: str = ""
+    lines: dict[str, int] = {}
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> Plan:
+        """Read and check a plan file; :class:`PlanError` says what is wrong and where."""
+        source = Path(path)
+        try:
+            text = source.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise PlanError(f"{path}: no such plan file.") from None
+        except IsADirectoryError:
+            raise PlanError(f"{path} is a directory, not a plan file.") from None
+        except UnicodeDecodeError as exc:
+            raise PlanError(f"{path}: not UTF-8 text ({exc.reason}).") from None
+        except OSError as exc:
+            raise PlanError(f"{path}: cannot be read ({exc.strerror}).") from None
+        return cls.from_yaml(text, source=str(path), path=str(source.absolute()))
+
+    @classmethod
+    def from_yaml(cls, text: str, *, source: str = "<plan>", path: str = "") -> Plan:
+        """Parse a plan from YAML text; ``source`` is the name errors use."""
+        return _Loader(source, path).load(text)
+
+    @property
+    def directory(self) -> Path | None:
+        """The directory of the plan file (None for a plan that did not come from a file)."""
+        return Path(self.path).parent if self.path else None
+
+    def task(self, task_id: str) -> Task:
+        for task in self.tasks:
+            if task.id == task_id:
+                return task
+        raise PlanError(f"{self.path or 'the plan'} has no task {task_id!r}.")
+
+    def schedule(
+        self, *, agents: int = 5, claims: Mapping[str, Sequence[Claim]] | None = None
+    ) -> Schedule:
+        """The waves, critical path and lower bound for ``agents`` parallel slots."""
+        return resolve(self.tasks, claims=claims, agents=agents)
+
+    def waves(self) -> list[list[Task]]:
+        """The tasks, wave by wave (``plan.waves()[0]`` is wave 1)."""
+        by_id = {task.id: task for task in self.tasks}
+        return [[by_id[t] for t in wave.tasks] for wave in self.schedule().waves]
+
+
+# Loading ----------------------------------------------------------------------------------------
+_PLAN_KEYS = ("version", "name", "description", "defaults", "tasks")
+_TASK_KEYS = tuple(Task.__struct_fields__)
+_DEFAULT_KEYS = tuple(Defaults.__struct_fields__)
+_LIST_KEYS = ("writes", "reads", "needs")
+_DURATION_KEYS = ("estimate", "timeout")
+
+_UNITS = {"ms": 0.001, "s": 1.0, "sec": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0}
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|sec|min|s|m|h)")
+
+Where = tuple[str | int, ...]
+
+
+class _Loader:
+    """YAML -> Plan, keeping the line of every node so each error can point at it."""
+
+    def __init__(self, source: str, path: str) -> None:
+        self.source = source
+        self.path = path
+        self.lines: dict[Where, int] = {}
+
+    def error(self, where: Where, message: str, task: str | None = None) -> PlanError:
+        line = self._line(where)
+        who = f"task {task!r}: " if task else ""
+        return PlanError(f"{self.source}:{line}: {who}{message}")
+
+    def _line(self, where: Where) -> int:
+        # The nearest node we know: a missing key is reported at the mapping that lacks it.
+        while where not in self.lines and where:
+            where = where[:-1]
+        return self.lines.get(where, 1)
+
+    # YAML nodes -> plain data ----------------------------------------------------------------
+    def load(self, text: str) -> Plan:
+        import yaml
+
+        try:
+            loader = yaml.SafeLoader(text)
+            try:
+                node = loader.get_single_node()
+                data = self._data(loader, node, ()) if node is not None else None
+            finally:
+                loader.dispose()
+        except yaml.MarkedYAMLError as exc:
+            mark = exc.problem_mark or exc.context_mark
+            line = mark.line + 1 if mark is not None else 1
+            problem = exc.problem or exc.context or "cannot be parsed"
+            raise PlanError(f"{self.source}:{line}: not valid YAML: {problem}.") from None
+        except yaml.YAMLError as exc:
+            raise PlanError(f"{self.source}: not valid YAML: {exc}.") from None
+        return self._plan(data)
+
+    def _data(self, loader: Any, node: Any, where: Where) -> Any:
+        import yaml
+
+        self.lines[where] = node.start_mark.line + 1
+        if isinstance(node, yaml.MappingNode):
+            result: dict[str, Any] = {}
+            merged: list[dict[str, Any]] = []
+            for key_node, value_node in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    # `<<: *base` supplies keys this mapping does not set itself.
+                    value = self._data(loader, value_node, (*where, "<<"))
+                    for part in value if isinstance(value, list) else [value]:
+                        if not isinstance(part, dict):
+                            raise self.error((*where, "<<"), "`<<` must merge a mapping.")
+                        merged.append(part)
+                    continue
+                key = loader.construct_object(key_node, deep=True)
+                if not isinstance(key, str):
+                    self.lines[(*where, str(key))] = key_node.start_mark.line + 1
+                    raise self.error((*where, str(key)), f"the key {key!r} is not a name.")
+                if key in result:
+                    first = self.lines[(*where, key)]
+                    self.lines[(*where, key)] = key_node.start_mark.line + 1
+                    raise self.error(
+                        (*where, key), f"the key {key!r} appears twice (first at line {first})."
+                    )
+                result[key] = self._data(loader, value_node, (*where, key))
+                self.lines[(*where, key)] = key_node.start_mark.line + 1
+            for part in merged:
+                for key, value in part.items():
+                    result.setdefault(key, value)
+            return result
+        if isinstance(node, yaml.SequenceNode):
+            return [self._data(loader, item, (*where, i)) for i, item in enumerate(node.value)]
+        return loader.construct_object(node, deep=True)
+
+    # Plain data -> Plan ----------------------------------------------------------------------
+    def _plan(self, data: Any) -> Plan:
+        if data is None:
+            raise self.error((), "the plan is empty; it needs a `tasks:` list.")
+        if isinstance(data, list):
+            data = {"tasks": data}  # a bare list of tasks is a plan too
+        if not isinstance(data, dict):
+            raise self.error((), f"a plan is a mapping with a `tasks:` list, not {_kind(data)}.")
+        self._known_keys(data, (), _PLAN_KEYS, "plan")
+        version = data.get("version", SCHEMA_VERSION)
+        if version != SCHEMA_VERSION or isinstance(version, bool):
+            raise self.error(
+                ("version",),
+                f"version {version!r} is not a plan version this versatil reads (it reads "
+                f"version {SCHEMA_VERSION}).",
+            )
+        name = self._text(data, "name", "a name")
+        description = self._text(data, "description", "a description")
+        defaults = self._defaults(data.get("defaults"))
+        tasks_data = data.get("tasks")
+        if tasks_data is None:
+            raise self.error((), "the plan has no `tasks:` list.")
+        if not isinstance(tasks_data, list):
+            raise self.error(
+                ("tasks",), f"`tasks` must be a list of tasks, not {_kind(tasks_data)}."
+            )
+        if not tasks_data:
+            raise self.error(("tasks",), "the `tasks` list is empty.")
+        tasks: list[Task] = []
+        lines: dict[str, int] = {}
+        for index, raw in enumerate(tasks_data):
+            task = self._task(raw, index, defaults)
+            if task.id in lines:
+                raise self.error(
+                    ("tasks", index, "id"),
+                    f"the task id {task.id!r} is used twice (first at line {lines[task.id]}).",
+                    task.id,
+                )
+            lines[task.id] = self._line(("tasks", index))
+            tasks.append(task)
+        self._check_needs(tasks)
+        plan = Plan(
+            name=name, description=description, defaults=defaults, tasks=tasks,
+            path=self.path, lines=lines,
+        )
+        cycle = find_cycle(tasks)
+        if cycle:
+            first = cycle[0]
+            index = next(i for i, t in enumerate(tasks) if t.id == first)
+            raise self.error(
+                ("tasks", index, "needs"),
+                f"is in a dependency cycle: {' -> '.join(cycle)}; remove one of these needs.",
+                first,
+            )
+        return plan
+
+    def _text(self, data: dict[str, Any], key: str, what: str) -> str:
+        where: Where = (key,)
+        value = data.get(key, "")
+        if value is None:
+            return ""
+        if not isinstance(value, str):
+            raise self.error(where, f"`{key}` must be {what} (a string), not {_kind(value)}.")
+        return value
+
+    def _known_keys(
+        self, data: dict[str, Any], where: Where, known: Sequence[str], what: str,
+        task: str | None = None,
+    ) -> None:
+        for key in data:
+            if key not in known:
+                close = difflib.get_close_matches(key, known, n=1)
+                hint = f"; did you mean `{close[0]}`?" if close else (
+                    f"; a {what} has: {', '.join(known)}."
+                )
+                raise self.error((*where, key), f"unknown key `{key}` in the {what}{hint}", task)
+
+    def _defaults(self, raw: Any) -> Defaults:
+        where: Where = ("defaults",)
+        if raw is None:
+            return Defaults()
+        if not isinstance(raw, dict):
+            raise self.error(where, f"`defaults` must be a mapping, not {_kind(raw)}.")
+        self._known_keys(raw, where, _DEFAULT_KEYS, "defaults")
+        data = dict(raw)
+        for key in _DURATION_KEYS:
+            if key in data:
+                data[key] = self._duration(data[key], (*where, key), key, None)
+        defaults = self._convert(data, Defaults, where, None)
+        if defaults.agent is not None and not defaults.agent.strip():
+            raise self.error((*where, "agent"), "the default agent is an empty name.")
+        return defaults
+
+    def _task(self, raw: Any, index: int, defaults: Defaults) -> Task:
+        where: Where = ("tasks", index)
+        if not isinstance(raw, dict):
+            raise self.error(
+                where, f"task {index + 1} must be a mapping with id, agent and run, not "
+                f"{_kind(raw)}."
+            )
+        task_id = raw.get("id")
+        if task_id is None:
+            raise self.error(where, f"task {index + 1} has no `id`.")
+        if not isinstance(task_id, str) or not _ID.match(task_id):
+            raise self.error(
+                (*where, "id"),
+                f"the task id {task_id!r} is not usable: ids are up to 100 letters, digits and "
+                "`_ . : + -`, starting with a letter, digit or `_`.",
+            )
+        self._known_keys(raw, where, _TASK_KEYS, "task", task_id)
+        data = dict(raw)
+        for key in _LIST_KEYS:
+            if isinstance(data.get(key), str):
+                data[key] = [data[key]]  # `needs: schema` means `needs: [schema]`
+            elif data.get(key) is None:
+                data.pop(key, None)
+        for key in _DURATION_KEYS:
+            if data.get(key) is not None:
+                data[key] = self._duration(data[key], (*where, key), key, task_id)
+        if data.get("agent") is None:
+            if defaults.agent is None:
+                raise self.error(
+                    where, "has no `agent` (and the plan sets no `defaults: {agent: ...}`).",
+                    task_id,
+                )
+            data["agent"] = defaults.agent
+        if "run" not in data:
+            raise self.error(where, "has no `run` command.", task_id)
+        data.setdefault("estimate", defaults.estimate)
+        data.setdefault("timeout", defaults.timeout)
+        data.setdefault("priority", defaults.priority)
+        task = self._convert(data, Task, where, task_id)
+        self._check_task(task, where)
+        return task
+
+    def _convert(
+        self, data: dict[str, Any], model: type[_S], where: Where, task: str | None
+    ) -> _S:
+        try:
+            return msgspec.convert(data, model)
+        except msgspec.ValidationError as exc:
+            message, at = _split_validation(str(exc))
+            raise self.error((*where, *at), _explain(message, at), task) from None
+
+    def _duration(self, value: Any, where: Where, key: str, task: str | None) -> float:
+        seconds = parse_duration(value)
+        if seconds is None:
+            raise self.error(
+                where,
+                f"`{key}` must be a duration: seconds as a number, or like 90s, 10m, 1h30m; "
+                f"got {value!r}.",
+                task,
+            )
+        if key == "timeout" and seconds <= 0:
+            raise self.error(where, f"`timeout` must be more than 0 seconds, got {value!r}.", task)
+        return seconds
+
+    def _check_task(self, task: Task, where: Where) -> None:
+        if not task.agent.strip():
+            raise self.error((*where, "agent"), "the agent is an empty name.", task.id)
+        if isinstance(task.run, str) and not task.run.strip():
+            raise self.error((*where, "run"), "the `run` command is empty.", task.id)
+        if isinstance(task.run, list) and (not task.run or not task.run[0]):
+            raise self.error((*where, "run"), "the `run` argv list is empty.", task.id)
+        for key in ("writes", "reads"):
+            for i, spec in enumerate(getattr(task, key)):
+                problem = _resource_problem(spec)
+                if problem:
+                    raise self.error((*where, key, i), f"{key}[{i}] {spec!r} {problem}", task.id)
+
+    def _check_needs(self, tasks: list[Task]) -> None:
+        ids = [t.id for t in tasks]
+        known = set(ids)
+        for index, task in enumerate(tasks):
+            for i, need in enumerate(task.needs):
+                if need not in known:
+                    close = difflib.get_close_matches(need, ids, n=1)
+                    hint = f" (did you mean {close[0]!r}?)" if close else ""
+                    raise self.error(
+                        ("tasks", index, "needs", i),
+                        f"needs {need!r}, which is not a task in this plan{hint}.",
+                        task.id,
+                    )
+
+
+_S = TypeVar("_S", bound=msgspec.Struct)
+
+
+def _split_validation(text: str) -> tuple[str, Where]:
+    """msgspec's ``"Expected `str`, got `int` - at `$.writes[0]`"`` -> message and path."""
+    match = re.search(r" - at `\$([^`]*)`$", text)
+    if not match:
+        return text, ()
+    parts: list[str | int] = []
+    for name, index in re.findall(r"\.([^.\[]+)|\[(\d+)\]", match.group(1)):
+        parts.append(name if name else int(index))
+    return text[: match.start()], tuple(parts)
+
+
+_TYPE_WORDS = {
+    "str": "a string", "int": "a whole number", "float": "a number", "array": "a list",
+    "object": "a mapping", "null": "nothing", "bool": "true/false",
+    "str | array": "a string or a list of strings",
+    "int | null": "a whole number", "float | null": "a number", "str | null": "a string",
+}
+
+
+def _explain(message: str, at: Where) -> str:
+    where = _format_where(at)
+    match = re.match(r"Expected `([^`]*)`, got `([^`]*)`", message)
+    if match:
+        expected = _TYPE_WORDS.get(match.group(1), f"`{match.group(1)}`")
+        got = _TYPE_WORDS.get(match.group(2), f"`{match.group(2)}`")
+        return f"{where} must be {expected}, not {got}."
+    return f"{where}: {message[0].lower()}{message[1:]}." if where else f"{message}."
+
+
+def _format_where(at: Where) -> str:
+    text = ""
+    for part in at:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else part)
+    return f"`{text}`" if text else ""
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true/false"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, int | float):
+        return "a number"
+    return "nothing" if value is None else type(value).__name__
+
+
+def parse_duration(value: Any) -> float | None:
+    """Seconds from ``90``, ``1.5``, ``"90s"``, ``"10m"``, ``"1h30m"``, ``"500ms"``; else None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str):
+        text = value.strip().lower().replace(" ", "")
+        if not text:
+            return None
+        try:
+            seconds = float(text)
+        except ValueError:
+            pos, seconds = 0, 0.0
+            for match in _DURATION_PART.finditer(text):
+                if match.start() != pos:
+                    return None
+                seconds += float(match.group(1)) * _UNITS[match.group(2)]
+                pos = match.end()
+            if pos != len(text):
+                return None
+    else:
+        return None
+    if not math.isfinite(seconds) or seconds < 0 or seconds > 1e9:
+        return None
+    return seconds
+
+
+def format_duration(seconds: float | None) -> str:
+    """``42s``, ``12m``, ``1h 30m``, ``1.2s``, ``350ms`` — short and stable for tables."""
+    if seconds is None:
+        return "-"
+    if seconds < 1:
+        return f"{seconds * 1000:.0f}ms"
+    if seconds < 10:
+        return f"{seconds:.1f}s"
+    if seconds < 60:
+        return f"{seconds:.0f}s"
+    minutes = seconds / 60
+    if minutes < 60:
+        whole = round(seconds)
+        return f"{whole // 60}m" + (f" {whole % 60:02d}s" if whole % 60 else "")
+    whole = round(minutes)
+    return f"{whole // 60}h" + (f" {whole % 60:02d}m" if whole % 60 else "")
+
+
+def _resource_problem(spec: str) -> str | None:
+    """Why a writes/reads entry cannot be a resource, or None."""
+    if not spec.strip():
+        return "is empty; name a path or a kind:name resource."
+    if parse_named(spec) is not None:
+        return None
+    if spec.startswith("/"):
+        return "is absolute; paths in a plan are relative to the repository root."
+    normal = posixpath.normpath(spec)
+    if normal == ".." or normal.startswith("../"):
+        return "leaves the repository; paths in a plan are relative to its root."
+    if normal == ".git" or normal.startswith(".git/"):
+        return "is inside .git; versatil does not lock git's own files."
+    return None
+
+
+def lexical_claims(task: Task, repo: str = "") -> list[Claim]:
+    """The task's claims without touching the disk: paths normalised as text, not resolved.
+
+    A resource both written and read is claimed for writing, as the lock manager does.
+    """
+    modes: dict[Resource, Mode] = {}
+    for mode, specs in (("read", task.reads), ("write", task.writes)):
+        for spec in specs:
+            named = parse_named(spec)
+            if named is not None:
+                resource = Resource(name=f"{named[0]}:{named[1]}")
+            else:
+                path = posixpath.normpath(spec.strip())
+                resource = Resource(repo=repo, path=path)
+            if modes.get(resource) != "write":
+                modes[resource] = mode  # type: ignore[assignment]
+    return [Claim(resource, mode) for resource, mode in sorted(modes.items())]
+
+
+# Conflicts between many tasks -------------------------------------------------------------------
+K = TypeVar("K", bound=Hashable)
+
+
+class ConflictIndex(Generic[K]):
+    """The claims of many tasks, answering "which of them conflict with these claims?".
+
+    The answers are :func:`versatil_fs.locks.table.claims_conflict`'s (the property tests hold
+    the two together); the work is O(depth of the path) per claim instead of O(tasks), because
+    the resolver asks once per task over plans of a thousand tasks. Two paths overlap when one
+    is an ancestor of (or equal to) the other, so a claim on ``a/b`` meets the entries stored at
+    ``.``, ``a`` and ``a/b`` (its ancestors and itself) and the entries stored *below* ``a/b``.
+    """
+
+    def __init__(self) -> None:
+        self._at: dict[tuple[str, str], list[tuple[K, bool]]] = {}  # (repo, path) -> holders
+        self._below: dict[tuple[str, str], list[tuple[K, bool]]] = {}  # (repo, ancestor) -> ...
+        self._names: dict[str, list[tuple[K, bool]]] = {}
+
+    def add(self, key: K, claims: Iterable[Claim]) -> None:
+        for claim in claims:
+            entry = (key, claim.mode == "write")
+            resource = claim.resource
+            if resource.name:
+                self._names.setdefault(resource.name, []).append(entry)
+                continue
+            self._at.setdefault((resource.repo, resource.path), []).append(entry)
+            for ancestor in _ancestors(resource.path):
+                self._below.setdefault((resource.repo, ancestor), []).append(entry)
+
+    def conflicting(self, claims: Iterable[Claim]) -> set[K]:
+        found: set[K] = set()
+        for claim, entries in self._candidates(claims):
+            write = claim.mode == "write"
+            found.update(key for key, theirs in entries if write or theirs)
+        return found
+
+    def any_conflict(self, claims: Iterable[Claim]) -> bool:
+        for claim, entries in self._candidates(claims):
+            write = claim.mode == "write"
+            if any(write or theirs for _, theirs in entries):
+                return True
+        return False
+
+    def _candidates(self, claims: Iterable[Claim]) -> Iterator[tuple[Claim, list[tuple[K, bool]]]]:
+        for claim in claims:
+            resource = claim.resource
+            if resource.name:
+                entries = self._names.get(resource.name)
+                if entries:
+                    yield claim, entries
+                continue
+            repo, path = resource.repo, resource.path
+            for spot in (*_ancestors(path), path):
+                entries = self._at.get((repo, spot))
+                if entries:
+                    yield claim, entries
+            entries = self._below.get((repo, path))
+            if entries:
+                yield claim, entries
+
+
+def _ancestors(path: str) -> list[str]:
+    """The proper ancestors of a repo-relative path, ``"."`` (the root) first."""
+    if path == ".":
+        return []
+    parts = path.split("/")
+    return ["."] + ["/".join(parts[:i]) for i in range(1, len(parts))]
+
+
+# The resolver -----------------------------------------------------------------------------------
+class Wave(msgspec.Struct, kw_only=True):
+    number: int  # from 1
+    tasks: list[str]
+    estimate: float  # the longest estimate in the wave
+
+
+class Schedule(msgspec.Struct, kw_only=True):
+    """What the resolver decided; the schema of ``versatil wave plan --json``."""
+
+    version: int = SCHEMA_VERSION
+    waves: list[Wave]
+    wave_of: dict[str, int]
+    critical_path: list[str]
+    critical_path_estimate: float
+    total_estimate: float
+    agents: int
+    lower_bound: float  # max(critical path, total work / agents), from the estimates
+    unestimated: list[str] = []  # tasks without an estimate (counted as 0)
+
+    @property
+    def barrier_estimate(self) -> float:
+        """The makespan if every wave waited for the previous one to finish entirely."""
+        return sum(w.estimate for w in self.waves)
+
+
+def find_cycle(tasks: Sequence[Task]) -> list[str] | None:
+    """A dependency cycle as ``[a, b, ..., a]`` (each needs the next), or None.
+
+    Iterative, so a chain of thousands of tasks cannot exhaust Python's recursion limit.
+    """
+    needs = {t.id: [n for n in t.needs] for t in tasks}
+    state: dict[str, int] = {}  # 1 on the current path, 2 done
+    for root in needs:
+        if state.get(root):
+            continue
+        path: list[str] = [root]
+        state[root] = 1
+        stack: list[Iterator[str]] = [iter(needs[root])]
+        while stack:
+            nxt = next(stack[-1], None)
+            if nxt is None:
+                stack.pop()
+                state[path.pop()] = 2
+                continue
+            if nxt not in needs:
+                continue  # an unknown id is reported by the loader, not here
+            seen = state.get(nxt)
+            if seen == 1:
+                return [*path[path.index(nxt):], nxt]
+            if seen is None:
+                state[nxt] = 1
+                path.append(nxt)
+                stack.append(iter(needs[nxt]))
+    return None
+
+
+def resolve(
+    tasks: Sequence[Task],
+    *,
+    claims: Mapping[str, Sequence[Claim]] | None = None,
+    agents: int = 5,
+) -> Schedule:
+    """Order ``tasks`` into waves; see the module docstring for the rules.
+
+    ``claims`` gives each task's resolved claims (the executor passes what the lock manager
+    resolved, symlinks and all); without it they are worked out from the text of the plan.
+    Tasks are placed in dependency order; among the tasks of one depth, higher ``priority``
+    first, then plan order. Each goes to the first wave after everything it needs in which
+    nothing conflicts with it, so a conflict pushes a task back as little as possible.
+    """
+    if agents < 1:
+        raise PlanError(f"at least one agent is needed to run a plan, not {agents}.")
+    by_id: dict[str, Task] = {}
+    for task in tasks:
+        if task.id in by_id:
+            raise PlanError(f"the task id {task.id!r} is used twice.")
+        by_id[task.id] = task
+    for task in tasks:
+        for need in task.needs:
+            if need not in by_id:
+                raise PlanError(f"task {task.id!r} needs {need!r}, which is not in the plan.")
+    order = _topological(tasks, by_id)
+    depth: dict[str, int] = {}
+    for task_id in order:
+        depth[task_id] = 1 + max((depth[n] for n in by_id[task_id].needs), default=0)
+    position = {t.id: i for i, t in enumerate(tasks)}
+    placing = sorted(order, key=lambda t: (depth[t], -by_id[t].priority, position[t]))
+
+    claims_of = {
+        t.id: list(claims[t.id]) if claims is not None else lexical_claims(t) for t in tasks
+    }
+    index: ConflictIndex[str] = ConflictIndex()
+    wave_of: dict[str, int] = {}
+    for task_id in placing:
+        task = by_id[task_id]
+        wave = 1 + max((wave_of[n] for n in task.needs), default=0)
+        taken = {wave_of[other] for other in index.conflicting(claims_of[task_id])}
+        while wave in taken:
+            wave += 1
+        wave_of[task_id] = wave
+        index.add(task_id, claims_of[task_id])
+
+    count = max(wave_of.values(), default=0)
+    members: list[list[str]] = [[] for _ in range(count)]
+    for task_id in placing:
+        members[wave_of[task_id] - 1].append(task_id)
+    estimate = {t.id: t.estimate or 0.0 for t in tasks}
+    waves = [
+        Wave(number=i + 1, tasks=ids, estimate=max((estimate[t] for t in ids), default=0.0))
+        for i, ids in enumerate(members)
+    ]
+    path, length = critical_path(tasks, estimate, order)
+    total = math.fsum(estimate.values())
+    return Schedule(
+        waves=waves, wave_of=wave_of, critical_path=path, critical_path_estimate=length,
+        total_estimate=total, agents=agents, lower_bound=lower_bound(length, total, agents),
+        unestimated=[t.id for t in tasks if t.estimate is None],
+    )
+
+
+def lower_bound(critical: float, total: float, agents: int) -> float:
+    """No schedule on ``agents`` slots can finish sooner: the longest chain must run end to end,
+    and all the work must fit through the slots."""
+    return max(critical, total / agents)
+
+
+def critical_path(
+    tasks: Sequence[Task], duration: Mapping[str, float], order: Sequence[str] | None = None
+) -> tuple[list[str], float]:
+    """The chain of needs with the largest total ``duration``, and that total."""
+    by_id = {t.id: t for t in tasks}
+    order = order if order is not None else _topological(tasks, by_id)
+    finish: dict[str, float] = {}
+    via: dict[str, str | None] = {}
+    for task_id in order:
+        before = max(by_id[task_id].needs, key=lambda n: finish[n], default=None)
+        finish[task_id] = duration.get(task_id, 0.0) + (finish[before] if before else 0.0)
+        via[task_id] = before
+    if not finish:
+        return [], 0.0
+    end: str | None = max(order, key=lambda t: finish[t])
+    length = finish[end] if end else 0.0
+    path: list[str] = []
+    while end is not None:
+        path.append(end)
+        end = via[end]
+    return path[::-1], length
+
+
+def _topological(tasks: Sequence[Task], by_id: Mapping[str, Task]) -> list[str]:
+    """Kahn's algorithm in plan order; a cycle raises :class:`PlanError` naming it."""
+    pending = {t.id: len(set(t.needs)) for t in tasks}
+    dependents: dict[str, list[str]] = {}
+    for task in tasks:
+        for need in set(task.needs):
+            dependents.setdefault(need, []).append(task.id)
+    ready = [t.id for t in tasks if pending[t.id] == 0]
+    order: list[str] = []
+    while ready:
+        task_id = ready.pop()
+        order.append(task_id)
+        for dependent in dependents.get(task_id, ()):
+            pending[dependent] -= 1
+            if pending[dependent] == 0:
+                ready.append(dependent)
+    if len(order) != len(tasks):
+        cycle = find_cycle(tasks) or sorted(t for t, n in pending.items() if n)
+        raise PlanError(f"dependency cycle: {' -> '.join(cycle)}; remove one of these needs.")
+    return order
