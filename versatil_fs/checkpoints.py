@@ -44,11 +44,12 @@ import os
 import secrets
 import shutil
 import subprocess
+import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import msgspec
 
@@ -178,6 +179,18 @@ class _Grant(Protocol):
     def claims(self) -> Sequence[_Claim]: ...
 
 
+def _ancestors(path: str) -> Iterator[str]:
+    """``a/b/c`` -> ``a/b/c``, ``a/b``, ``a``, ``.``: every selection that would cover it."""
+    while path:
+        yield path
+        path = path.rpartition("/")[0]
+    yield "."
+
+
+def _covered(path: str, selection: set[str] | dict[str, str]) -> bool:
+    return any(candidate in selection for candidate in _ancestors(path))
+
+
 def covers(parent: str, path: str) -> bool:
     """Whether the repo-relative ``parent`` ("." = everything, a directory = below it) covers it."""
     parent = parent.strip("/") or "."
@@ -201,12 +214,16 @@ def write_lock_conflicts(
         for claim in grant.claims
         if claim.mode == "write" and claim.resource.repo == repo_key
     ]
+    if not locked:
+        return []
+    holders: dict[str, str] = {}
+    for lock_path, holder in locked:
+        holders.setdefault(lock_path.strip("/") or ".", holder)
     conflicts = []
     for path in paths:
-        for lock_path, holder in locked:
-            if covers(lock_path, path):
-                conflicts.append((path, holder))
-                break
+        found = next((holders[a] for a in _ancestors(path) if a in holders), None)
+        if found is not None:
+            conflicts.append((path, found))
     return conflicts
 
 
@@ -305,10 +322,13 @@ class Checkpoints:
         """Checkpoint the whole working tree; prunes to ``max_checkpoints`` afterwards."""
         if wave is not None and wave < 0:
             raise UsageError(f"A wave number is 0 or more, not {wave}.")
-        agent = agent or default_agent(self.repo)
         started = time.time()
-        with self._private_index() as index:
+        with self._private_index() as index, _in_background(
+            lambda: agent or default_agent(self.repo)
+        ) as who:
+            # Finding the default agent may run `git config`: it runs while git adds files.
             snapshot = self._snapshot(index)
+            agent = who()
             record = self._commit(
                 snapshot,
                 started=started,
@@ -325,7 +345,7 @@ class Checkpoints:
             message=record.message, wave=wave, files=record.files, commit=record.commit,
         )
         if prune:
-            self.prune()
+            self._auto_prune()
         return record
 
     # List / show / diff ----------------------------------------------------------------------
@@ -414,7 +434,9 @@ class Checkpoints:
                 )
                 result = self._apply(target, safety, changes)
                 safety.restore_complete = True
-                self._write_record(safety)
+                # Not fsynced: losing this update in a power cut only makes `list` call the
+                # restore interrupted, which sends the user to the same safety checkpoint.
+                self._write_record(safety, durable=False)
         finally:
             os.close(lock_fd)
         events.emit(
@@ -422,10 +444,17 @@ class Checkpoints:
             safety=safety.id, restored=len(result.restored), removed=len(result.removed),
             paths=result.changed[:100], forced=force,
         )
-        self.prune()
+        self._auto_prune()
         return result
 
     # Prune ----------------------------------------------------------------------------------
+    def _auto_prune(self) -> None:
+        # Metadata files are one per checkpoint (written right after its ref), so while there
+        # are no more of them than we keep, there is nothing to prune and no need to ask git.
+        keep = self.max_checkpoints()
+        if sum(1 for _ in self._dir.glob("*.json")) > keep:
+            self.prune(keep)
+
     def prune(self, keep: int | None = None) -> PruneResult:
         """Delete the oldest checkpoints beyond ``keep`` (default ``max_checkpoints``)."""
         if keep is None:
@@ -592,8 +621,13 @@ class Checkpoints:
         restore_of: str | None = None,
     ) -> CheckpointRecord:
         """Commit the snapshot, point a new ref at it, then write its metadata (durably)."""
-        # Listing the private index (file count, gitlinks) runs while git makes the commit.
+        # Listing the private index (file count, gitlinks) and comparing the tree with HEAD
+        # (files modified, large new files) run while git makes the commit and the ref.
         ls_proc = self._spawn("ls-files", "-s", "-z", index=snapshot.index)
+        diff_proc = (
+            self._spawn("diff-tree", "-r", "-z", "--no-renames", snapshot.head, snapshot.tree)
+            if snapshot.head else None
+        )
         name = _clean_name(agent)
         identity = {
             "GIT_AUTHOR_NAME": name, "GIT_AUTHOR_EMAIL": _COMMITTER_EMAIL,
@@ -606,21 +640,17 @@ class Checkpoints:
                 "commit-tree", "--no-gpg-sign", *parent, "-F", "-", snapshot.tree,
                 stdin=body.encode(), extra=identity,
             ).decode().strip()
-            # What differs from HEAD (files modified, large new files), also while git works.
-            diff_proc = self._spawn("diff-tree", "-r", "-z", "--no-renames", "--root",
-                                    "--no-commit-id", commit)
-            try:
-                checkpoint_id = self._create_ref(commit, started, wave)
-            finally:
-                diff_out, diff_err = diff_proc.communicate()
-            if diff_proc.returncode != 0:
-                raise _git_error(("diff-tree", commit), diff_err)
+            checkpoint_id = self._create_ref(commit, started, wave)
         finally:
-            ls_out, _ = ls_proc.communicate()
+            ls_out, ls_err = ls_proc.communicate()
+            diff_out, diff_err = diff_proc.communicate() if diff_proc else (b"", b"")
         if ls_proc.returncode != 0:
-            raise _git_error(("ls-files",), b"")
+            raise _git_error(("ls-files",), ls_err)
+        if diff_proc is not None and diff_proc.returncode != 0:
+            raise _git_error(("diff-tree",), diff_err)
         files, gitlinks = _count_index(ls_out)
-        against_head = _parse_raw_diff(diff_out)
+        # On an unborn branch every file is new.
+        against_head = _parse_raw_diff(diff_out) if snapshot.head else _all_added(ls_out)
         large = self._large_new_files(against_head)
         record = CheckpointRecord(
             id=checkpoint_id,
@@ -678,9 +708,9 @@ class Checkpoints:
                 with contextlib.suppress(GitFailed):
                     self._git("update-ref", "-d", REF_PREFIX + record.id, record.commit)
 
-    def _write_record(self, record: CheckpointRecord) -> None:
+    def _write_record(self, record: CheckpointRecord, *, durable: bool = True) -> None:
         data = msgspec.json.format(msgspec.json.encode(record), indent=2) + b"\n"
-        self._state.write_atomic(self._dir / f"{record.id}.json", data, durable=True)
+        self._state.write_atomic(self._dir / f"{record.id}.json", data, durable=durable)
 
     def _large_new_files(self, against_head: Iterable[Change]) -> dict[str, int]:
         large: dict[str, int] = {}
@@ -808,13 +838,16 @@ class Checkpoints:
         force: bool,
     ) -> builtins.list[Change]:
         if paths is not None:
-            for path in paths:
-                exists = os.path.lexists(self.repo.toplevel / path)
-                if not exists and not any(covers(path, c.path) for c in changes):
+            # Sets of paths and their ancestors keep this linear in the number of changes:
+            # restoring 1,000 paths must not compare every path with every change.
+            selected = {p.strip("/") or "." for p in paths}
+            touched = {a for c in changes for a in _ancestors(c.path)}
+            for path in selected:
+                if path not in touched and not os.path.lexists(self.repo.toplevel / path):
                     raise UsageError(
                         f"{path} is neither in the working tree nor in checkpoint {target.id}."
                     )
-            changes = [c for c in changes if any(covers(p, c.path) for p in paths)]
+            changes = [c for c in changes if _covered(c.path, selected)]
         if agent is None and wave is None:
             return changes
         mods = _modifications_since(self.key, target.time)
@@ -823,19 +856,18 @@ class Checkpoints:
             return (agent is None or mod.agent == agent) and (wave is None or mod.wave == wave)
 
         recorded = {p for m in mods if chosen(m) for p in m.paths}
-        changes = [c for c in changes if any(covers(p, c.path) for p in recorded)]
+        changes = [c for c in changes if _covered(c.path, recorded)]
         if not force:
-            others = [m for m in mods if not chosen(m)]
+            others = {p: m.agent or "someone" for m in mods if not chosen(m) for p in m.paths}
             for change in changes:
-                for mod in others:
-                    if any(covers(p, change.path) for p in mod.paths):
-                        who = mod.agent or "someone"
-                        raise self._refusal(
-                            f"Not restoring: {change.path} was also modified by {who} after "
-                            f"checkpoint {target.id}, so restoring it would undo their work too; "
-                            "pass --force to restore it anyway.",
-                            target, agent or "", [(change.path, who)],
-                        )
+                who = next((others[a] for a in _ancestors(change.path) if a in others), None)
+                if who is not None:
+                    raise self._refusal(
+                        f"Not restoring: {change.path} was also modified by {who} after "
+                        f"checkpoint {target.id}, so restoring it would undo their work too; "
+                        "pass --force to restore it anyway.",
+                        target, agent or "", [(change.path, who)],
+                    )
         return changes
 
     def _refuse_locked(
@@ -932,6 +964,36 @@ class Checkpoints:
 
 
 # Helpers ------------------------------------------------------------------------------------------
+_T = TypeVar("_T")
+
+
+@contextlib.contextmanager
+def _in_background(work: Callable[[], _T]) -> Iterator[Callable[[], _T]]:
+    """Run ``work`` in a thread; the yielded function waits for its result (or its error)."""
+    box: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            box["value"] = work()
+        except BaseException as exc:  # handed to the caller, who re-raises it
+            box["error"] = exc
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+
+    def result() -> _T:
+        thread.join()
+        if "error" in box:
+            raise box["error"]
+        value: _T = box["value"]
+        return value
+
+    try:
+        yield result
+    finally:
+        thread.join()
+
+
 def checkpoint(message: str, repo: str | os.PathLike[str] = ".") -> CheckpointRecord:
     """One line for long scripts: ``checkpoint("migration-step1")``."""
     return Checkpoints(repo).create(message)
@@ -1013,16 +1075,34 @@ def _parse_raw_diff(out: bytes) -> builtins.list[Change]:
     return changes
 
 
-def _count_index(out: bytes) -> tuple[int, builtins.list[str]]:
-    """Entries and gitlink paths in ``git ls-files -s -z`` output."""
-    count = 0
-    gitlinks = []
+def _all_added(out: bytes) -> builtins.list[Change]:
+    """Every entry of ``git ls-files -s -z`` output as an addition (compared with no commit)."""
+    changes = []
     for entry in out.split(b"\0"):
         if not entry:
             continue
-        count += 1
-        if entry.startswith(GITLINK_MODE.encode()):
-            gitlinks.append(_decode_path(entry.split(b"\t", 1)[1]))
+        meta, _, path = entry.partition(b"\t")
+        mode, oid, _stage = meta.decode().split(" ")
+        changes.append(Change(status="A", path=_decode_path(path), old_mode="000000",
+                              new_mode=mode, old_oid="0" * len(oid), new_oid=oid))
+    return changes
+
+
+def _count_index(out: bytes) -> tuple[int, builtins.list[str]]:
+    """Entries and gitlink paths in ``git ls-files -s -z`` output (``mode oid stage\tpath\0``).
+
+    Counted with bytes methods rather than a loop over 50,000 entries: only gitlinks, which
+    are rare, are looked at one by one.
+    """
+    count = out.count(b"\0")
+    gitlinks = []
+    marker = b"\0" + GITLINK_MODE.encode() + b" "
+    start = 0 if out.startswith(marker[1:]) else out.find(marker)
+    while start != -1:
+        tab = out.index(b"\t", start)
+        end = out.index(b"\0", tab)
+        gitlinks.append(_decode_path(out[tab + 1 : end]))
+        start = out.find(marker, end)
     return count, gitlinks
 
 
