@@ -1,0 +1,566 @@
+"""The run wrapper: ``versatil run --agent NAME --lock RES... -- CMD``.
+
+It takes every lock at once (waiting in the queue), runs CMD with ``VERSATIL_AGENT`` set and
+the terminal untouched, watches what it writes, releases everything however CMD ends, and exits
+with CMD's code (128+N when signal N killed it, 127 when CMD cannot be found, 1 when the locks
+were refused and CMD never ran).
+
+Choices, and why:
+
+* **The terminal is the child's.** stdin, stdout and stderr are inherited, not piped, and the
+  child stays in our process group, so an interactive agent (``claude``) reads the keyboard,
+  draws its screen and receives Ctrl-C / Ctrl-Z from the terminal exactly as without us.
+* **Signals are forwarded once.** SIGINT, SIGTERM and SIGHUP are blocked in every thread and
+  taken with ``sigwaitinfo`` by one thread, which sees who sent each: one the terminal sent
+  (``si_code == SI_KERNEL``) went to the whole foreground process group, child included, so it
+  is not sent again (a second Ctrl-C would make many agents quit); one sent with ``kill`` to the
+  wrapper alone is forwarded to the child. The wrapper itself never dies of them: it waits for
+  the child and exits with the child's code. (A ``kill`` to the whole process group reaches the
+  child twice: from the sender and from us; siginfo cannot tell the two apart.)
+* **If the wrapper is killed with ``kill -9`` the child dies with it.** The child asks the
+  kernel for ``PR_SET_PDEATHSIG = SIGKILL`` before ``exec``, so it can never keep writing
+  unguarded once the locks are gone; the locks themselves are flocks of the dead wrapper, free
+  the instant it dies. SIGKILL rather than SIGTERM because a child that traps SIGTERM would keep
+  running without its locks, which is the one outcome this must rule out. The signal reaches
+  the direct child only: processes it detached on purpose (daemons) are its business.
+* **What the run modified** is every file under its write locks whose signature (mode, size,
+  mtime, inode) differs between start and end: deterministic, and independent of whether this
+  process or another is the repository's elected monitor. Those files go to the
+  ``collision-detection`` log (``files-modified``) for ``checkpoint restore --agent``, and are
+  what ``--rollback-on-failure`` restores — nothing else, so other agents' work stays.
+* **Start-up stays cheap.** Without locks no lock manager is built; watchdog is imported only
+  when the run is the elected monitor *and* the command is still running after a moment:
+  a short command is covered by a snapshot before it and a scan after it.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TextIO
+
+from versatil_fs.errors import NotARepository, UsageError, VersatilError
+from versatil_fs.repo import Repository, default_agent
+
+if TYPE_CHECKING:
+    from versatil_fs.checkpoints import Checkpoints
+    from versatil_fs.config import Config
+    from versatil_fs.locks.manager import Lease
+    from versatil_fs.monitor import Election, IgnoreMatcher, Monitor, Snapshot, Write
+
+FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+SI_KERNEL = 0x80  # siginfo si_code of a signal the kernel itself sent (the terminal driver)
+PR_SET_PDEATHSIG = 1
+# The command runs this long before the elected wrapper starts its observer; writes before that
+# are found by comparing with the snapshot taken before the command started.
+MONITOR_DELAY = 0.1
+# After the locks are requested, say that we wait if the grant takes longer than this.
+WAIT_NOTICE_SECONDS = 0.5
+
+
+class CommandNotFound(VersatilError):
+    """The command to run does not exist (exit 127, as a shell would)."""
+
+    exit_code = 127
+
+
+class CommandNotExecutable(VersatilError):
+    """The command exists but cannot be executed (exit 126, as a shell would)."""
+
+    exit_code = 126
+
+
+@dataclass
+class RunResult:
+    """How a run ended, for the Python API (the CLI only uses ``exit_code``)."""
+
+    exit_code: int
+    agent: str
+    files_modified: list[str] = field(default_factory=list)
+    checkpoint: str | None = None
+    rolled_back: list[str] = field(default_factory=list)
+    safety_checkpoint: str | None = None
+    unlocked_writes: int = 0  # seen by this run's own monitor, when it was the elected one
+
+
+def exit_code_of(returncode: int) -> int:
+    """A shell's exit status for a child's ``returncode``: 128+N for death by signal N."""
+    return 128 - returncode if returncode < 0 else returncode
+
+
+def run(
+    command: Sequence[str],
+    *,
+    agent: str | None = None,
+    writes: Sequence[str] = (),
+    reads: Sequence[str] = (),
+    wait: float | None = None,
+    checkpoint: bool = False,
+    rollback_on_failure: bool = False,
+    monitor: bool = True,
+    cwd: str | os.PathLike[str] | None = None,
+    err: TextIO | None = None,
+) -> RunResult:
+    """Run ``command`` under the locks, as ``versatil run`` does; see the module notes.
+
+    Raises :class:`LockConflict` / :class:`Deadlock` (nothing ran), :class:`CommandNotFound`
+    (exit 127) and :class:`CommandNotExecutable` (126). Signal forwarding needs the main
+    thread; from another thread the child is still run, but signals reach only the caller.
+    """
+    return _Run(
+        list(command), agent=agent, writes=list(writes), reads=list(reads), wait=wait,
+        checkpoint=checkpoint, rollback=rollback_on_failure, monitor=monitor,
+        cwd=Path(cwd).absolute() if cwd is not None else Path.cwd(), err=err or sys.stderr,
+    ).execute()
+
+
+class _Run:
+    def __init__(
+        self,
+        command: list[str],
+        *,
+        agent: str | None,
+        writes: list[str],
+        reads: list[str],
+        wait: float | None,
+        checkpoint: bool,
+        rollback: bool,
+        monitor: bool,
+        cwd: Path,
+        err: TextIO,
+    ) -> None:
+        if not command:
+            raise UsageError("Nothing to run: give the command after `--`.")
+        if wait is not None and wait < 0:
+            raise UsageError(f"--wait must be zero or more seconds, got {wait}.")
+        self.command = command
+        self.writes, self.reads = writes, reads
+        self.wait = wait
+        self.want_checkpoint = checkpoint or rollback  # a rollback needs something to go back to
+        self.rollback = rollback
+        self.want_monitor = monitor
+        self.cwd = cwd
+        self.err = err
+        self.repo = _find_repo(cwd)
+        self.agent = agent or default_agent(self.repo)
+        self._config: Config | None = None
+        self.lease: Lease | None = None
+        self.matcher: IgnoreMatcher | None = None
+        self.locked_paths: list[str] = []
+        self.before: Snapshot | None = None
+        self.checkpoints: Checkpoints | None = None
+        self.checkpoint_id: str | None = None
+        self.election: Election | None = None
+        self.monitor: Monitor | None = None
+        self._monitor_guard = threading.Lock()
+        self._finishing = False
+        self._unlocked_notes: list[str] = []
+        self._periodic_stop = threading.Event()
+        self._periodic: threading.Thread | None = None
+
+    # Helpers ------------------------------------------------------------------------------
+    @property
+    def config(self) -> Config:
+        if self._config is None:
+            from versatil_fs import config
+
+            self._config = config.load(self.repo.toplevel if self.repo else None)
+        return self._config
+
+    def say(self, message: str) -> None:
+        self.err.write(f"versatil: {message}\n")
+        self.err.flush()
+
+    # The whole run ------------------------------------------------------------------------
+    def execute(self) -> RunResult:
+        executable = _resolve_command(self.command[0], self.cwd)
+        result = RunResult(exit_code=1, agent=self.agent)
+        with _SignalRouter(self) as signals:
+            try:
+                self._acquire(signals)
+                signals.acquired()
+                self._prepare()
+                if signals.pending is not None:
+                    # Asked to stop before the command started: do not start it.
+                    result.exit_code = 128 + signals.pending
+                    return result
+                child = self._spawn(executable, signals)
+                signals.running(child)
+                self._start_periodic_checkpoints()
+                returncode = child.wait()
+                signals.finishing()
+                result.exit_code = exit_code_of(returncode)
+            finally:
+                self._finish(result)
+        return result
+
+    def _acquire(self, signals: _SignalRouter) -> None:
+        if not (self.writes or self.reads):
+            return
+        if not self.config.collision_detection.enabled:
+            self.say("collision detection is disabled (collision_detection.enabled = false); "
+                     "running without locks")
+            return
+        from versatil_fs.locks.manager import LockManager
+
+        manager = LockManager(repo=self.cwd, config=self.config)
+        timer = threading.Timer(WAIT_NOTICE_SECONDS, self._waiting_notice)
+        timer.daemon = True
+        timer.start()
+        try:
+            self.lease = manager.acquire(
+                self.writes, reads=self.reads, agent=self.agent, wait=self.wait,
+                owner="process",
+            )
+        finally:
+            timer.cancel()
+        self.locked_paths = sorted(
+            c.resource.path for c in self.lease.claims
+            if c.mode == "write" and c.resource.is_path
+        )
+
+    def _waiting_notice(self) -> None:
+        what = ", ".join([*self.writes, *self.reads])
+        budget = self.config.default_wait if self.wait is None else self.wait
+        self.say(f"waiting up to {budget:g} s for {what} (see `versatil locks`)")
+
+    def _prepare(self) -> None:
+        """Everything that must exist before the command starts: checkpoint, snapshots."""
+        if self.repo is None:
+            return
+        if self.want_checkpoint:
+            if not self.config.checkpoints.enabled:
+                self.say("checkpoints are disabled (checkpoints.enabled = false): no checkpoint "
+                         "is taken and nothing can be rolled back")
+                self.want_checkpoint = self.rollback = False
+            else:
+                from versatil_fs.checkpoints import Checkpoints
+
+                self.checkpoints = Checkpoints(self.repo.toplevel)
+                record = self.checkpoints.create(
+                    f"before versatil run: {_short(self.command)}", agent=self.agent
+                )
+                self.checkpoint_id = record.id
+                self.say(f"checkpoint {record.id} taken before the command")
+        if self.locked_paths or self.want_monitor:
+            from versatil_fs.monitor import IgnoreMatcher, scan
+
+            self.matcher = IgnoreMatcher(self.repo, self.config.guard.ignore)
+            if self.locked_paths:
+                self.before = scan(self.repo.toplevel, self.locked_paths, self.matcher)
+        if self.want_monitor:
+            self._join_election()
+
+    # The monitor --------------------------------------------------------------------------
+    def _join_election(self) -> None:
+        from versatil_fs.monitor import Election
+
+        assert self.repo is not None
+        self.election = Election(self.repo)
+        if self.election.try_win():
+            self._start_monitor(baseline=True)
+        else:
+            threading.Thread(target=self._stand_by, name="versatil-elect", daemon=True).start()
+
+    def _stand_by(self) -> None:
+        """Wait to take over as the repository's monitor (the current one exits)."""
+        assert self.election is not None
+        try:
+            self.election.wait_to_win()
+        except VersatilError:
+            return
+        with self._monitor_guard:
+            if self._finishing:
+                self.election.resign()
+                return
+            self._start_monitor(baseline=False)
+
+    def _start_monitor(self, *, baseline: bool) -> None:
+        from versatil_fs.monitor import Monitor
+
+        assert self.repo is not None
+        self.monitor = Monitor(
+            self.repo, config=self.config, sink=self._note_write, notify=self.say
+        )
+        if baseline:
+            self.monitor.take_baseline()
+        self.monitor.start(delay=MONITOR_DELAY if baseline else 0.0)
+
+    def _note_write(self, write: Write) -> None:
+        # The child owns the terminal; unlocked writes are summed up at the end instead.
+        if write.kind == "unlocked-write":
+            self._unlocked_notes.append(write.path)
+
+    # The child ----------------------------------------------------------------------------
+    def _spawn(self, executable: str, signals: _SignalRouter) -> subprocess.Popen[bytes]:
+        env = dict(os.environ)
+        env["VERSATIL_AGENT"] = self.agent
+        try:
+            return subprocess.Popen(
+                [executable, *self.command[1:]],
+                cwd=self.cwd, env=env, close_fds=True, restore_signals=True,
+                preexec_fn=_child_setup(signals.child_mask),
+            )
+        except FileNotFoundError as exc:
+            raise CommandNotFound(f"{self.command[0]}: command not found.") from exc
+        except PermissionError as exc:
+            raise CommandNotExecutable(
+                f"{self.command[0]}: permission denied (is it executable?)."
+            ) from exc
+        except OSError as exc:
+            raise CommandNotExecutable(
+                f"{self.command[0]}: cannot run it ({exc.strerror or exc})."
+            ) from exc
+
+    def _start_periodic_checkpoints(self) -> None:
+        if self.checkpoints is None:
+            return
+        interval = self.config.checkpoints.interval
+        self._periodic = threading.Thread(
+            target=self._checkpoint_every, args=(interval,), name="versatil-checkpoint",
+            daemon=True,
+        )
+        self._periodic.start()
+
+    def _checkpoint_every(self, interval: float) -> None:
+        assert self.checkpoints is not None
+        while not self._periodic_stop.wait(interval):
+            try:
+                # Not pruned here: pruning could drop the checkpoint a rollback goes back to.
+                self.checkpoints.create(
+                    f"during versatil run: {_short(self.command)}", agent=self.agent,
+                    prune=False,
+                )
+            except VersatilError as exc:
+                self.say(f"periodic checkpoint failed: {exc}")
+
+    # However it ended ---------------------------------------------------------------------
+    def _finish(self, result: RunResult) -> None:
+        """Stop watching, record, roll back if asked, release: each step even if one fails."""
+        self._periodic_stop.set()
+        if self._periodic is not None:
+            self._periodic.join()
+        try:
+            with self._monitor_guard:
+                self._finishing = True
+                monitor = self.monitor
+            if monitor is not None:
+                monitor.stop(final_scan=True)
+                result.unlocked_writes = monitor.unlocked
+            modified = self._files_modified()
+            result.files_modified = modified
+            if modified and self.repo is not None:
+                from versatil_fs.checkpoints import record_files_modified
+
+                record_files_modified(self.repo, self.agent, modified)
+            result.checkpoint = self.checkpoint_id
+            if self.rollback and result.exit_code != 0 and self.checkpoint_id:
+                self._roll_back(result)
+            if self._unlocked_notes:
+                shown = ", ".join(sorted(set(self._unlocked_notes))[:5])
+                more = len(set(self._unlocked_notes)) - 5
+                self.say(
+                    f"{len(self._unlocked_notes)} unlocked writes in the repository during this "
+                    f"run: {shown}{f' and {more} more' if more > 0 else ''} "
+                    "(see `versatil logs collision-detection`)"
+                )
+        finally:
+            if self.matcher is not None:
+                self.matcher.close()
+            if self.lease is not None:
+                self.lease.release()
+            if self.election is not None:
+                self.election.resign()
+
+    def _files_modified(self) -> list[str]:
+        if self.before is None or self.repo is None:
+            return []
+        from versatil_fs.monitor import diff_snapshots, scan
+
+        after = scan(self.repo.toplevel, self.locked_paths, self.matcher)
+        return [path for path, _ in diff_snapshots(self.before, after)]
+
+    def _roll_back(self, result: RunResult) -> None:
+        assert self.checkpoints is not None and self.checkpoint_id is not None
+        if not result.files_modified:
+            self.say(f"the command failed (exit {result.exit_code}); it changed no file under "
+                     "its locks, so there is nothing to roll back")
+            return
+        try:
+            # Still under our locks: nobody can have started on these files in between.
+            restored = self.checkpoints.restore(
+                self.checkpoint_id, paths=result.files_modified, by=self.agent
+            )
+        except VersatilError as exc:
+            self.say(f"the command failed (exit {result.exit_code}) and rolling back its "
+                     f"files failed: {exc}")
+            return
+        result.rolled_back = restored.changed
+        result.safety_checkpoint = restored.safety_checkpoint
+        files = ", ".join(restored.changed[:10])
+        more = len(restored.changed) - 10
+        undo = (
+            f"; undo with `versatil checkpoint restore {restored.safety_checkpoint}`"
+            if restored.safety_checkpoint else ""
+        )
+        self.say(
+            f"the command failed (exit {result.exit_code}); rolled back {len(restored.changed)} "
+            f"files {self.agent} changed: {files}{f' and {more} more' if more > 0 else ''}{undo}"
+        )
+
+
+def _find_repo(cwd: Path) -> Repository | None:
+    try:
+        return Repository.find(cwd)
+    except NotARepository:
+        return None
+
+
+def _short(command: Sequence[str]) -> str:
+    text = shlex.join(command)
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+def _resolve_command(name: str, cwd: Path) -> str:
+    """The program to execute, found as ``execvp`` would; errors say what a shell would."""
+    if "/" in name:
+        path = Path(name) if os.path.isabs(name) else cwd / name
+        if not path.exists():
+            raise CommandNotFound(f"{name}: command not found (no such file).")
+        if path.is_dir() or not os.access(path, os.X_OK):
+            raise CommandNotExecutable(f"{name}: permission denied (is it executable?).")
+        return str(path)
+    found = shutil.which(name, path=os.environ.get("PATH", os.defpath))
+    if found is None:
+        raise CommandNotFound(f"{name}: command not found.")
+    return found
+
+
+# Signals ----------------------------------------------------------------------------------------
+def _child_setup(mask: set[int | signal.Signals] | None) -> Callable[[], None]:
+    """What the child does between fork and exec: its signal mask back, and die with us."""
+    parent = os.getpid()
+    prctl = _prctl()
+
+    def setup() -> None:
+        if mask is not None:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        if prctl is not None:
+            prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+            # The wrapper may have died before the line above: then no signal will ever come.
+            if os.getppid() != parent:
+                os.kill(os.getpid(), signal.SIGKILL)
+
+    return setup
+
+
+def _prctl() -> Any:
+    """libc's prctl, resolved before the fork (Linux only)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    try:
+        function = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    function.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong,
+                         ctypes.c_ulong]
+    function.restype = ctypes.c_int
+    return function
+
+
+class _SignalRouter:
+    """Receives SIGINT/SIGTERM/SIGHUP for the wrapper in one thread, with the sender's siginfo.
+
+    Phases: while the locks are awaited a signal ends the wrapper at once (128+N; nothing is
+    held that the kernel will not release); before the child starts it is remembered and the
+    child is not started; while the child runs it is forwarded (see the module notes); while
+    the wrapper cleans up the first is ignored and a second ends it at once.
+    """
+
+    def __init__(self, run: _Run) -> None:
+        self._run = run
+        self.active = (
+            threading.current_thread() is threading.main_thread()
+            and hasattr(signal, "sigwaitinfo")
+        )
+        self.child_mask: set[int | signal.Signals] | None = None
+        self.pending: int | None = None
+        self._child: subprocess.Popen[bytes] | None = None
+        self._phase = "acquire"
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> _SignalRouter:
+        if self.active:
+            # Before any thread exists, so every thread we start inherits the blocked mask and
+            # the kernel can only hand these signals to sigwaitinfo below.
+            self.child_mask = signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED)
+            threading.Thread(target=self._loop, name="versatil-signals", daemon=True).start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self.active and self.child_mask is not None:
+            # Signals that arrive from now on are the caller's again.
+            signal.pthread_sigmask(signal.SIG_SETMASK, self.child_mask)
+
+    def running(self, child: subprocess.Popen[bytes]) -> None:
+        with self._lock:
+            self._child, self._phase = child, "running"
+
+    def finishing(self) -> None:
+        with self._lock:
+            self._phase = "finishing"
+
+    def _loop(self) -> None:
+        wanted = set(FORWARDED)
+        while not self._stop.is_set():
+            # A timeout only so that the thread ends after the run; signals wake it at once.
+            info = signal.sigtimedwait(wanted, 0.25)
+            if info is None or self._stop.is_set():
+                continue
+            self._deliver(info)
+
+    def _deliver(self, info: Any) -> None:
+        signum = int(info.si_signo)
+        with self._lock:
+            phase, child = self._phase, self._child
+            if phase == "acquire":
+                self._run.say(f"interrupted ({signal.Signals(signum).name}) while waiting for "
+                              "locks; the command was not run")
+                os._exit(128 + signum)
+            if phase == "acquire-done" or child is None:
+                self.pending = signum
+                return
+            if phase == "finishing":
+                if self.pending is not None:
+                    os._exit(128 + signum)
+                self.pending = signum
+                return
+        if info.si_code == SI_KERNEL and os.getpgid(0) == _pgid(child.pid):
+            return  # the terminal sent it to our whole process group: the child has it
+        try:
+            child.send_signal(signum)
+        except ProcessLookupError:
+            pass
+
+    def acquired(self) -> None:
+        with self._lock:
+            self._phase = "acquire-done"
+
+
+def _pgid(pid: int) -> int | None:
+    try:
+        return os.getpgid(pid)
+    except ProcessLookupError:
+        return None
