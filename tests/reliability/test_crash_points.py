@@ -1,0 +1,388 @@
+"""kill -9 at every named fault point, then check what a user would find.
+
+A fault point (``versatil_fs.faults.point``) makes the process SIGKILL itself when
+``VERSATIL_FAULT`` names it. Each test here drives a real process into one point and then
+asserts the crash-safety contract:
+
+* the lock table and every other state file parses (nothing half-written);
+* no lock outlives its holder by more than a second: a request already waiting when the holder
+  died is granted within a second of the death, and the dead holder's resources are free at once;
+* checkpoint refs point at complete commits, metadata agrees with them, and the working tree,
+  index, HEAD and stash are either untouched or exactly what the interrupted command promised;
+* the next command works.
+
+The lock scenarios arm the fault inside a child only for the operation under test (the child
+re-reads ``VERSATIL_FAULT`` by reloading :mod:`versatil_fs.faults`), so earlier passes through
+the same point (taking the first lock) do not count towards it.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from integration.helpers import Child, LockAgent, Spawner, git, lock_agent, wait_for
+from reliability.support import (
+    Tally,
+    checkpoint_refs,
+    lost_files,
+    ref_problems,
+    snapshot_files,
+    state_problems,
+    tree_state,
+    versatil,
+    versatil_process,
+    working_files,
+)
+
+from versatil_fs import LockManager
+from versatil_fs.state import StateDir
+
+# A lock whose holder died must be free within this long (the issue's bound).
+STUCK_LIMIT = 1.0
+
+FILES = {
+    "README.md": "hello\n",
+    "src/a.py": "a = 1\n",
+    "src/b.py": "b = 1\n",
+    "src/api/login.py": "def login(): ...\n",
+    "docs/guide.md": "# guide\n",
+    ".gitignore": "*.log\n",
+}
+
+
+@pytest.fixture
+def repo(git_repo: Path) -> Path:
+    for name, text in FILES.items():
+        target = git_repo / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text)
+    git(git_repo, "add", "-A")
+    git(git_repo, "commit", "-q", "-m", "files")
+    return git_repo
+
+
+@pytest.fixture
+def manager(repo: Path) -> Iterator[LockManager]:
+    m = LockManager(repo=repo)
+    try:
+        yield m
+    finally:
+        for lease in list(m._leases.values()):
+            lease.release()
+        m.store.close()
+
+
+# Lock scenarios ---------------------------------------------------------------------------------
+CRASHER = r"""
+import importlib, json, os, sys
+from versatil_fs import LockManager, faults
+
+manager = LockManager(repo=".")
+holding = manager.acquire(sys.argv[1:], agent="Crasher", wait=0)
+print(json.dumps({"held": holding.id}), flush=True)
+command = json.loads(sys.stdin.readline())
+# Arm the fault for this operation only: faults reads VERSATIL_FAULT when it is (re)loaded.
+os.environ["VERSATIL_FAULT"] = command["fault"]
+importlib.reload(faults)
+if command["op"] == "acquire":
+    manager.acquire(command["resources"], agent="Crasher", wait=command.get("wait", 0))
+elif command["op"] == "release":
+    holding.release()
+print(json.dumps({"survived": command}), flush=True)
+"""
+
+
+@dataclass
+class Death:
+    """When a child died, seen from a thread blocked in waitpid (so within microseconds)."""
+
+    child: Child
+    at: float = 0.0
+
+    def __post_init__(self) -> None:
+        self._thread = threading.Thread(target=self._wait, daemon=True)
+        self._thread.start()
+
+    def _wait(self) -> None:
+        self.child.popen.wait()
+        self.at = time.time()
+
+    def returncode(self, timeout: float = 60.0) -> int | None:
+        self._thread.join(timeout)
+        return self.child.popen.returncode
+
+
+def queued(manager: LockManager, agent: str) -> bool:
+    return any(w.agent == agent for w in manager.snapshot().waiters)
+
+
+def armed(agent: LockAgent) -> bool:
+    """Whether a waiting child listens for table changes (its doorbell has an inotify fd)."""
+    fds = Path(f"/proc/{agent.pid}/fd")
+    try:
+        return any("inotify" in str(fd.readlink()) for fd in fds.iterdir())
+    except OSError:
+        return False
+
+
+LOCK_SCENARIOS = {
+    # name: (fault, the crasher's operation, what it holds first)
+    "between granting and recording a lock": (
+        "locks.before-record", {"op": "acquire", "resources": ["src/b.py", "db:users"]},
+    ),
+    "before the table rename of a grant": (
+        "state.before-rename", {"op": "acquire", "resources": ["src/b.py", "db:users"]},
+    ),
+    "before the table rename of a release": (
+        "state.before-rename", {"op": "release"},
+    ),
+    "before the table rename of joining the queue": (
+        "state.before-rename", {"op": "acquire", "resources": ["db:queue"], "wait": 30},
+    ),
+}
+
+
+@pytest.mark.parametrize("scenario", list(LOCK_SCENARIOS))
+def test_a_holder_killed_inside_the_lock_manager_leaves_nothing_stuck(
+    scenario: str, spawn: Spawner, repo: Path, manager: LockManager, tally: Tally
+) -> None:
+    fault, command = LOCK_SCENARIOS[scenario]
+    home = StateDir().root
+    # Someone else holds db:queue, so that the "joining the queue" crasher has to wait.
+    other = lock_agent(spawn, repo, name="other")
+    other.acquire(["db:queue"], agent="Other")
+    crasher = spawn(CRASHER, "src/a.py", cwd=repo, name="crasher")
+    assert "held" in crasher.read_json(), crasher.stderr
+    waiter = lock_agent(spawn, repo, name="waiter")
+    waiter.request(["src/a.py"], agent="Waiter", wait=60)
+    wait_for(lambda: queued(manager, "Waiter"), message="the waiter to queue")
+    try:
+        wait_for(lambda: armed(waiter), timeout=2.0)
+    except AssertionError:
+        pass  # no inotify here: the waiter still wakes on the holder's flock
+
+    death = Death(crasher)
+    crasher.send({"fault": fault, **command})
+    assert tally.killed(death.returncode()), f"the fault did not fire: {crasher.stderr}"
+
+    # The waiter is granted within a second of the death, however the holder died.
+    granted = waiter.reply(timeout=60)
+    assert granted["ok"], granted
+    late = granted["granted_at"] - death.at
+    tally.locks_stuck += late > STUCK_LIMIT
+    assert late <= STUCK_LIMIT, f"granted {late:.3f} s after the holder died"
+
+    # Whatever the crasher was taking is free now (no wait at all), and the table is whole.
+    stuck = []
+    for resource in ("src/b.py", "db:users"):
+        try:
+            manager.acquire([resource], agent="Checker", wait=0).release()
+        except Exception as exc:  # counted, then reported by the assertion below
+            stuck.append(f"{resource}: {exc}")
+    other.release()
+    try:
+        manager.acquire(["db:queue"], agent="Checker", wait=0).release()
+    except Exception as exc:
+        stuck.append(f"db:queue: {exc}")
+    tally.locks_stuck += len(stuck)
+    assert stuck == []
+    assert tally.lost(state_problems(home)) == []
+
+    # The next commands work and show only the living.
+    listing = versatil("locks", "--json", cwd=repo)
+    assert listing.code == 0, listing
+    table = json.loads(listing.out)
+    assert {g["agent"] for g in table["locks"]} == {"Waiter"}
+    assert table["waiters"] == []
+    assert "Crasher" not in versatil("locks", cwd=repo).out
+
+
+@pytest.mark.parametrize("fault", ["locks.before-record", "state.before-rename",
+                                   "state.before-rename:2"])
+def test_a_killed_versatil_lock_leaves_no_lock(
+    fault: str, repo: Path, manager: LockManager, tally: Tally
+) -> None:
+    """A shell lock whose command died before saying "Locked" must not be held by anyone.
+
+    (``state.before-rename`` is first reached writing the shell lease's own record, the second
+    time writing the table.)
+    """
+    home = StateDir().root
+    assert versatil("lock", "--agent", "Keeper", "db:kept", cwd=repo).code == 0
+    before = snapshot_files(home)
+    result = versatil_process("lock", "--agent", "Ghost", "src/a.py", cwd=repo,
+                              env={"VERSATIL_FAULT": fault})
+    assert tally.killed(result.code), result
+    assert tally.lost(state_problems(home)) == []
+    assert tally.lost(lost_files(before, home, may_change=_lease_dir)) == []
+    taken = versatil("lock", "--agent", "Next", "--wait", "0", "src/a.py", cwd=repo)
+    tally.locks_stuck += taken.code != 0
+    assert taken.code == 0, taken
+    assert versatil("unlock", "--agent", "Next", "src/a.py", cwd=repo).code == 0
+    holders = {g.agent for g in manager.snapshot().locks}
+    assert holders == {"Keeper"}
+
+
+def _lease_dir(rel: str) -> bool:
+    return rel.startswith("run/leases/") or rel == "logs/resource-locks.json"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="bug: a `versatil lock` killed after writing its run/leases/<id>.shell record but "
+    "before the table rename leaves that record behind; the lock is not in the table, but the "
+    "next table rebuild (a damaged or deleted resource-locks.json) brings it back for its full "
+    "lifetime, held by an agent whose command never said it was granted",
+)
+def test_a_killed_versatil_lock_does_not_come_back_after_a_table_rebuild(
+    repo: Path, manager: LockManager, tally: Tally
+) -> None:
+    result = versatil_process("lock", "--agent", "Ghost", "src/a.py", cwd=repo,
+                              env={"VERSATIL_FAULT": "state.before-rename:2"})
+    assert tally.killed(result.code), result
+    StateDir().lock_table.unlink()  # e.g. a user clearing a table they believe damaged
+    assert {g.agent for g in manager.snapshot().locks} == set()
+
+
+def test_a_killed_versatil_unlock_can_be_run_again(
+    repo: Path, manager: LockManager, tally: Tally
+) -> None:
+    home = StateDir().root
+    assert versatil("lock", "--agent", "Holder", "src/a.py", "db:x", cwd=repo).code == 0
+    result = versatil_process("unlock", "--agent", "Holder", "src/a.py", cwd=repo,
+                              env={"VERSATIL_FAULT": "state.before-rename"})
+    assert tally.killed(result.code), result
+    assert tally.lost(state_problems(home)) == []
+    again = versatil("unlock", "--agent", "Holder", "src/a.py", cwd=repo)
+    assert again.code in (0, 1), again  # released now, or it had been released after all
+    assert len(again.err_lines) <= 1 and "Traceback" not in again.err
+    taken = versatil("lock", "--agent", "Next", "--wait", "0", "src/a.py", cwd=repo)
+    tally.locks_stuck += taken.code != 0
+    assert taken.code == 0, taken
+    assert {g.agent for g in manager.snapshot().locks} == {"Holder", "Next"}
+
+
+# Checkpoint scenarios ---------------------------------------------------------------------------
+def _edit_tree(repo: Path) -> None:
+    """Uncommitted work of every kind: modified, deleted, new, ignored, staged."""
+    (repo / "src/a.py").write_text("a = 2  # edited\n")
+    (repo / "docs/guide.md").unlink()
+    (repo / "src/new.py").write_text("new = True\n")
+    (repo / "debug.log").write_text("ignored\n")
+    (repo / "src/b.py").write_text("b = 2  # staged\n")
+    git(repo, "add", "src/b.py")
+
+
+@pytest.mark.parametrize("fault", ["checkpoint.after-write-tree", "state.before-rename"])
+def test_a_killed_checkpoint_create_changes_nothing_the_user_sees(
+    fault: str, repo: Path, tally: Tally
+) -> None:
+    home = StateDir().root
+    _edit_tree(repo)
+    assert versatil("checkpoint", "create", "-m", "first", cwd=repo).code == 0
+    files, state, refs = working_files(repo), tree_state(repo), checkpoint_refs(repo)
+    before = snapshot_files(home)
+
+    result = versatil_process("checkpoint", "create", "-m", "killed", cwd=repo,
+                              env={"VERSATIL_FAULT": fault})
+    assert tally.killed(result.code), result
+
+    assert tally.lost(lost_files(files, repo)) == []
+    assert tree_state(repo) == state
+    assert tally.lost(state_problems(home)) == []
+    assert tally.lost(lost_files(before, home)) == []
+    assert ref_problems(repo) == []
+    after = checkpoint_refs(repo)
+    if fault == "checkpoint.after-write-tree":
+        assert after == refs  # killed before update-ref: no checkpoint at all
+    else:
+        assert len(after) == len(refs) + 1  # the ref exists; its metadata never got written
+    # The next commands work: the list shows every ref (rebuilt from its commit if need be)...
+    listing = versatil("checkpoint", "list", "--json", cwd=repo)
+    assert listing.code == 0, listing
+    listed = json.loads(listing.out)["checkpoints"]
+    assert sorted(c["id"] for c in listed) == after
+    # ...a new checkpoint can be made and restored, and no scratch index is left behind.
+    made = versatil("checkpoint", "create", "-m", "next", "--json", cwd=repo)
+    assert made.code == 0, made
+    assert versatil("checkpoint", "restore", json.loads(made.out)["id"], cwd=repo).code == 0
+    assert working_files(repo) == files
+    scratch = list(home.glob("checkpoints/*/scratch/*"))
+    assert scratch == [], scratch
+
+
+RESTORE_FAULTS = {
+    # fault: how far the restore got
+    "checkpoint.after-write-tree": "nothing",  # its snapshot of the current tree
+    "state.before-rename": "nothing",  # the safety checkpoint's metadata
+    "checkpoint.mid-restore": "removals",  # deleted what to delete, wrote nothing yet
+    "state.before-rename:2": "everything",  # the safety record saying the restore finished
+}
+
+
+@pytest.mark.parametrize("fault", list(RESTORE_FAULTS))
+def test_a_killed_restore_leaves_whole_files_and_a_way_back(
+    fault: str, repo: Path, tally: Tally
+) -> None:
+    home = StateDir().root
+    # With a lock table in place, a restore's lock check writes nothing, so the metadata
+    # writes are the first and second passes through state.before-rename.
+    assert versatil("lock", "--agent", "Someone", "db:unrelated", cwd=repo).code == 0
+    made = versatil("checkpoint", "create", "-m", "clean", "--json", cwd=repo)
+    target = json.loads(made.out)["id"]
+    target_files = working_files(repo)
+    _edit_tree(repo)
+    current = working_files(repo)
+    state = tree_state(repo)
+
+    result = versatil_process("checkpoint", "restore", target, cwd=repo,
+                              env={"VERSATIL_FAULT": fault})
+    assert tally.killed(result.code), result
+    assert tally.lost(state_problems(home)) == []
+    assert ref_problems(repo) == []
+    assert tree_state(repo) == state  # a restore never touches the index, HEAD or stash
+
+    # Every file is whole: as it was before the restore, or as the checkpoint has it.
+    now = working_files(repo)
+    torn = [
+        path for path in sorted(set(now) | set(current) | set(target_files))
+        if now.get(path) not in (current.get(path), target_files.get(path))
+        and path != "debug.log"
+    ]
+    tally.lost(torn)
+    assert torn == []
+    assert now["debug.log"] == current["debug.log"]  # ignored files are never touched
+    got = RESTORE_FAULTS[fault]
+    if got == "nothing":
+        assert now == current
+    elif got == "everything":
+        assert {k: v for k, v in now.items() if k != "debug.log"} == {
+            k: v for k, v in target_files.items() if k != "debug.log"
+        }
+
+    # The way back: the safety checkpoint (if one was made) holds the tree as it was.
+    listing = versatil("checkpoint", "list", "--json", cwd=repo)
+    assert listing.code == 0, listing
+    safety = [c for c in json.loads(listing.out)["checkpoints"] if c["kind"] == "safety"]
+    if safety:
+        (record,) = safety
+        undo = versatil("checkpoint", "restore", record["id"], cwd=repo)
+        assert undo.code == 0, undo
+        assert tally.lost(lost_files(current, repo)) == []
+        assert set(working_files(repo)) == set(current)
+    else:
+        assert got == "nothing"
+    # And running the restore again finishes the job.
+    again = versatil("checkpoint", "restore", target, cwd=repo)
+    assert again.code == 0, again
+    restored = working_files(repo)
+    restored.pop("debug.log")
+    expected = dict(target_files)
+    expected.pop("debug.log", None)
+    assert restored == expected
