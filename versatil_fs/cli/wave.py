@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
+import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import click
 import msgspec
 
 from versatil_fs.cli._common import echo, echo_json, json_option
 from versatil_fs.errors import UsageError
+from versatil_fs.executor import Observer, Report, RunState, TaskRun
 from versatil_fs.plan import Plan, Schedule, Task, format_duration
 
 max_agents_option = click.option(
@@ -118,3 +123,357 @@ def _configured_agents() -> int:
     except UsageError:
         root = None  # planning needs no repository; use the user's and built-in settings
     return config.load(root).parallel.max_concurrent_agents
+
+
+# run / resume / status --------------------------------------------------------------------------
+@wave.command(name="run")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@max_agents_option
+@click.option(
+    "--max-waves", type=click.IntRange(min=1), metavar="N",
+    help="Waves in flight at once (default parallel.max_concurrent_waves).",
+)
+@click.option(
+    "--lock-wait", type=click.FloatRange(min=0), metavar="S",
+    help="Seconds a task may wait for its locks before it fails.",
+)
+@json_option
+def run_(
+    file: Path, max_agents: int | None, max_waves: int | None, lock_wait: float | None,
+    as_json: bool,
+) -> int:
+    """Run the plan in FILE: tasks in parallel under locks, a checkpoint before every wave.
+
+    Exits 0 when every task succeeded, 1 when one failed, 130 when interrupted (resumable).
+    """
+    from versatil_fs.executor import WaveExecutor
+
+    plan = Plan.load(file)
+    with progress(quiet=as_json) as observer:
+        executor = WaveExecutor(
+            plan, max_agents=max_agents, max_waves=max_waves, lock_wait=lock_wait,
+            observer=observer,
+        )
+        run = executor.run()
+    return _conclude(run, as_json)
+
+
+@wave.command()
+@click.argument("run_id", metavar="[RUN]", required=False)
+@max_agents_option
+@click.option(
+    "--lock-wait", type=click.FloatRange(min=0), metavar="S",
+    help="Seconds a task may wait for its locks before it fails.",
+)
+@json_option
+def resume(run_id: str | None, max_agents: int | None, lock_wait: float | None,
+           as_json: bool) -> int:
+    """Go on with an interrupted run (default: the latest of this repository).
+
+    Tasks that were running are rolled back and run again; finished tasks never are.
+    """
+    from versatil_fs.executor import WaveExecutor
+
+    with progress(quiet=as_json) as observer:
+        run = WaveExecutor.resume(
+            run_id, max_agents=max_agents, lock_wait=lock_wait, observer=observer
+        )
+    return _conclude(run, as_json)
+
+
+def _conclude(run: RunState, as_json: bool) -> int:
+    from versatil_fs.executor import report
+
+    if run.status == "running":  # interrupted: resumable
+        result = report(run, status="interrupted")
+        if as_json:
+            echo_json(result)
+        else:
+            echo(f"Interrupted; go on with: versatil wave resume {run.id}")
+        return 130
+    result = report(run)
+    if as_json:
+        echo_json(result)
+    else:
+        for line in report_lines(run, result):
+            echo(line)
+    return 0 if run.status == "succeeded" else 1
+
+
+class StatusView(msgspec.Struct, kw_only=True):
+    """``wave status --json``: the run's recorded state, its live status and its report."""
+
+    version: int = 1
+    status: str  # running, interrupted, succeeded or failed
+    run: RunState
+    report: Report
+
+
+@wave.command()
+@click.argument("run_id", metavar="[RUN]", required=False)
+@json_option
+def status(run_id: str | None, as_json: bool) -> None:
+    """Where a run is (default: the latest of this repository), and its report once done."""
+    from versatil_fs.executor import RunStore, effective_status, report
+    from versatil_fs.repo import Repository
+
+    store = RunStore()
+    if run_id is None:
+        here = Repository.find(".")
+        runs = store.runs(here.key)
+        if not runs:
+            if as_json:
+                echo_json({"version": 1, "status": None, "run": None})
+            else:
+                echo("No wave runs in this repository yet; start one with `versatil wave run`.")
+            return
+        run = runs[-1]
+    else:
+        run = store.load(run_id)
+    state = effective_status(run, store)
+    result = report(run, status=state)
+    if as_json:
+        echo_json(StatusView(status=state, run=run, report=result))
+        return
+    for line in status_lines(run, state):
+        echo(line)
+    if state in ("succeeded", "failed"):
+        echo("")
+        for line in report_lines(run, result):
+            echo(line)
+    elif state == "interrupted":
+        echo("")
+        echo(f"The executor is gone; go on with: versatil wave resume {run.id}")
+
+
+# Rendering --------------------------------------------------------------------------------------
+def status_lines(run: RunState, state: str) -> list[str]:
+    import time
+
+    counts = run.counts()
+    summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+    created = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(run.created))
+    lines = [
+        f"Wave run {run.id}: {state}",
+        f"  plan {run.plan_file or '-'} in {run.repo}, started {created}"
+        + (f", resumed {len(run.sessions) - 1}x" if len(run.sessions) > 1 else ""),
+        f"  waves done {run.waves_done()}/{len(run.waves)}; tasks: {summary}",
+        "",
+    ]
+    width = max(len(t) for t in run.tasks)
+    now = time.time()
+    for task in run.tasks.values():
+        if task.status == "running" and task.started is not None:
+            took = f"{format_duration(now - task.started)} so far"
+        else:
+            took = format_duration(task.duration) if task.duration is not None else ""
+        note = task.error or task.skipped_because
+        lines.append(
+            f"  {task.id:<{width}}  wave {task.wave:<3} {task.agent:<16} {task.status:<10} "
+            f"{took:>8}  {note}".rstrip()
+        )
+    return lines
+
+
+def report_lines(run: RunState, result: Report) -> list[str]:
+    """The end-of-run report: tasks, waves, speedup, the lower bound and utilization bars."""
+    counts = run.counts()
+    summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+    lines = [f"Wave run {run.id}: {result.status} ({summary})", ""]
+    width = max(4, *(len(t.id) for t in result.tasks))
+    agent_width = max(5, *(len(t.agent) for t in result.tasks))
+    lines.append(
+        f"  {'task':<{width}}  {'agent':<{agent_width}}  wave  {'status':<9}  {'time':>7}  "
+        f"{'locks':>6}  files"
+    )
+    for task in result.tasks:
+        lines.append(
+            f"  {task.id:<{width}}  {task.agent:<{agent_width}}  {task.wave:>4}  "
+            f"{task.status:<9}  {format_duration(task.duration):>7}  "
+            f"{format_duration(task.lock_wait) if task.duration is not None else '-':>6}  "
+            f"{len(task.files) if task.duration is not None else '-'}"
+        )
+    lines.append("")
+    lines.append("  waves: " + " · ".join(
+        f"{w.number}: {format_duration(w.duration)}" for w in result.waves
+    ))
+    for task in result.tasks:
+        if task.status == "failed":
+            rolled = (
+                f"; rolled back {', '.join(task.rolled_back[:6])}"
+                + ("..." if len(task.rolled_back) > 6 else "")
+                if task.rolled_back else "; nothing to roll back"
+            )
+            lines.append(f"  failed: {task.id} ({task.agent}): {task.error}{rolled}")
+            if task.log:
+                lines.append(f"          log: {task.log}")
+    for task in result.tasks:
+        if task.status == "skipped":
+            lines.append(f"  skipped: {task.id} ({task.agent}): {task.skipped_because}")
+    lines.append("")
+    if result.speedup is not None:
+        lines.append(
+            f"Makespan {format_duration(result.makespan)}; one after another "
+            f"{format_duration(result.sequential)}: {result.speedup:.2f}x faster"
+        )
+    if result.efficiency is not None:
+        lines.append(
+            f"Lower bound {format_duration(result.lower_bound)} (critical path, or the work "
+            f"shared by {result.agents} agents): the run took {1 / result.efficiency:.2f}x "
+            f"the least possible ({result.efficiency:.0%} efficient)"
+            if result.efficiency > 0 else
+            f"Lower bound {format_duration(result.lower_bound)}"
+        )
+    if result.lower_bound_estimate:
+        estimate = format_duration(result.lower_bound_estimate)
+        lines.append(f"The plan's estimates bounded it at {estimate}")
+    if result.utilization and result.sequential > 0:
+        name_width = max(len(u.agent) for u in result.utilization) + 1
+        lines.append("")
+        lines.append(f"One after another ({format_duration(result.sequential)}):")
+        for use in result.utilization:
+            idle = 1 - use.busy / result.sequential
+            lines.append(f"  {use.agent + ':':<{name_width}} {use.sequential_timeline} "
+                         f"({idle:.0%} idle)")
+        lines.append(f"In waves ({format_duration(result.makespan)}):")
+        for use in result.utilization:
+            lines.append(f"  {use.agent + ':':<{name_width}} {use.timeline} "
+                         f"({1 - use.utilization:.0%} idle)")
+    return lines
+
+
+# Live progress ----------------------------------------------------------------------------------
+@contextlib.contextmanager
+def progress(*, quiet: bool = False) -> Iterator[Observer]:
+    """Rich live progress on a terminal, one plain line per transition otherwise."""
+    if quiet:
+        yield Observer()
+        return
+    observer: Observer = RichProgress() if sys.stdout.isatty() else PlainProgress(echo)
+    try:
+        yield observer
+    finally:
+        observer.close()
+
+
+def event_line(run: RunState, kind: str, task: TaskRun | None, detail: str) -> str | None:
+    """One line for a transition (None: not worth a line)."""
+    if task is None:
+        if kind in ("run-start", "resume"):
+            verb = "Resuming" if kind == "resume" else "Running"
+            return (f"{verb} wave run {run.id}: {detail} (up to {run.max_agents} tasks at once, "
+                    f"{run.max_waves} waves in flight)")
+        if kind == "wave-start":
+            return f"▶ {detail}"
+        if kind == "wave-done":
+            return f"✓ {detail} done"
+        if kind == "run-interrupted":
+            return f"Interrupted: running tasks stopped and rolled back; {detail}"
+        return None
+    who = f"{task.id} ({task.agent})"
+    if kind == "task-start":
+        return f"  start    {who}" + (f", after {format_duration(task.lock_wait)} in the lock "
+                                       "queue" if task.lock_wait >= 0.5 else "")
+    if kind == "task-waiting":
+        return f"  waiting  {who} for its locks"
+    if kind == "task-done":
+        return f"  done     {who} in {format_duration(task.duration)}, {_count(task.files)}"
+    if kind == "task-failed":
+        rolled = f"; rolled back {_count(task.rolled_back)}" if task.rolled_back else ""
+        return f"  FAILED   {who}: {detail}{rolled} (log: {task.log})" if task.log else (
+            f"  FAILED   {who}: {detail}{rolled}"
+        )
+    if kind == "task-skipped":
+        return f"  skipped  {who}: {detail}"
+    if kind in ("task-interrupted", "rollback"):
+        return f"  stopped  {who}: {detail}"
+    return None
+
+
+def _count(files: list[str]) -> str:
+    return "1 file" if len(files) == 1 else f"{len(files)} files"
+
+
+class PlainProgress(Observer):
+    """One line per transition, prefixed with the elapsed time: for logs and pipes."""
+
+    def __init__(self, out: Callable[[str], None]) -> None:
+        import time
+
+        self.out = out
+        self.started = time.monotonic()
+
+    def event(self, run: RunState, kind: str, task: TaskRun | None, detail: str) -> None:
+        import time
+
+        line = event_line(run, kind, task, detail)
+        if line is not None:
+            self.out(f"[{time.monotonic() - self.started:7.1f}s] {line}")
+
+
+class RichProgress(Observer):
+    """A live panel (one line per running task, waves done, elapsed) under scrolling events."""
+
+    def __init__(self) -> None:
+        import time
+
+        from rich.console import Console
+        from rich.live import Live
+
+        self.console = Console()
+        self.started = time.monotonic()
+        self.run: RunState | None = None
+        self.live = Live(
+            console=self.console, get_renderable=self._render, refresh_per_second=8,
+            transient=True,
+        )
+        self.live.start()
+
+    def event(self, run: RunState, kind: str, task: TaskRun | None, detail: str) -> None:
+        from rich.text import Text
+
+        self.run = run
+        line = event_line(run, kind, task, detail)
+        if line is None:
+            return
+        style = {"task-failed": "bold red", "task-done": "green", "task-skipped": "yellow",
+                 "wave-start": "bold cyan", "task-waiting": "magenta"}.get(kind, "")
+        self.console.print(Text(line, style=style))
+
+    def tick(self, run: RunState) -> None:
+        self.run = run
+
+    def _render(self) -> Any:
+        import time
+
+        from rich.table import Table
+        from rich.text import Text
+
+        run = self.run
+        elapsed = time.monotonic() - self.started
+        grid = Table.grid(padding=(0, 2))
+        if run is None:
+            grid.add_row(Text(f"starting… {elapsed:.1f}s", style="dim"))
+            return grid
+        counts = run.counts()
+        finished = sum(counts.get(s, 0) for s in ("succeeded", "failed", "skipped"))
+        grid.add_row(Text(
+            f"waves {run.waves_done()}/{len(run.waves)} · tasks {finished}/{len(run.tasks)} · "
+            f"{counts.get('failed', 0)} failed · elapsed {elapsed:.1f}s", style="bold",
+        ))
+        now = time.time()
+        for task in list(run.tasks.values()):
+            if task.status == "running" and task.started is not None:
+                grid.add_row(Text(
+                    f"  ⏵ {task.agent:<18} {task.id:<24} wave {task.wave:<3} "
+                    f"{now - task.started:6.1f}s", style="cyan",
+                ))
+            elif task.status == "waiting":
+                grid.add_row(Text(
+                    f"  … {task.agent:<18} {task.id:<24} wave {task.wave:<3} waiting for locks",
+                    style="magenta",
+                ))
+        return grid
+
+    def close(self) -> None:
+        self.live.stop()

@@ -1,0 +1,513 @@
+"""The wave executor end to end: real git repositories, real task processes, real kill -9.
+
+Tasks are small shell commands. They synchronise with the test through marker files outside
+the repository (a task announces it started by creating one, and waits for one the test or
+another task creates); the plans' `sleep`s are workload, never synchronisation.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+import yaml
+from integration.helpers import (
+    Spawner,
+    assert_one_line_error,
+    git,
+    lock_agent,
+    run_versatil,
+    versatil_argv,
+    wait_for,
+    wait_for_file,
+)
+
+from versatil_fs import events
+from versatil_fs.checkpoints import Checkpoints
+from versatil_fs.executor import (
+    Observer,
+    RunState,
+    RunStore,
+    TaskRun,
+    WaveExecutor,
+    leftover_processes,
+    report,
+)
+from versatil_fs.plan import Plan
+
+# A task that waits for a file: polls it (the workload's own loop) for at most ~20 s.
+WAIT_FOR = 'i=0; while [ ! -e "{path}" ] && [ $i -lt 400 ]; do sleep 0.05; i=$((i+1)); done; ' \
+           '[ -e "{path}" ]'
+
+
+def stamp(marks: Path, name: str) -> str:
+    """Shell that records the current time (nanoseconds) in marks/<name>."""
+    return f'date +%s%N > "{marks / name}"'
+
+
+def write_plan(path: Path, tasks: list[dict[str, Any]], **top: Any) -> Path:
+    path.write_text(yaml.safe_dump({"tasks": tasks, **top}, sort_keys=False))
+    return path
+
+
+def run_plan(repo: Path, plan: Path, **options: Any) -> RunState:
+    return WaveExecutor(Plan.load(plan), repo=repo, **options).run()
+
+
+def interval(marks: Path, name: str) -> tuple[int, int]:
+    return int((marks / f"{name}.start").read_text()), int((marks / f"{name}.end").read_text())
+
+
+@pytest.fixture
+def marks(tmp_path: Path) -> Path:
+    path = tmp_path / "marks"
+    path.mkdir()
+    return path
+
+
+def timed(marks: Path, task_id: str, body: str) -> str:
+    return f"{stamp(marks, task_id + '.start')}; {body}; {stamp(marks, task_id + '.end')}"
+
+
+# Parallelism ------------------------------------------------------------------------------------
+def test_independent_tasks_really_run_at_the_same_time(git_repo: Path, marks: Path) -> None:
+    # Each waits for the other two to have started: only a parallel run can finish.
+    names = ["dana", "marcus", "james"]
+    tasks = [
+        {
+            "id": name, "agent": name.title(), "writes": [f"src/{name}.txt"],
+            "run": f'touch "{marks / name}"; '
+            + "; ".join(WAIT_FOR.format(path=marks / other) for other in names if other != name)
+            + f"; mkdir -p src; echo {name} > src/{name}.txt",
+        }
+        for name in names
+    ]
+    run = run_plan(git_repo, write_plan(git_repo / "plan.yaml", tasks))
+    assert run.status == "succeeded", {t.id: t.error for t in run.tasks.values()}
+    assert [len(w) for w in run.waves] == [3]
+    for name in names:
+        assert (git_repo / f"src/{name}.txt").read_text() == f"{name}\n"
+        assert run.tasks[name].files == [f"src/{name}.txt"]
+
+
+def test_at_most_max_agents_tasks_run_at_once(git_repo: Path, marks: Path) -> None:
+    tasks = [
+        {"id": f"t{i}", "agent": f"A{i}", "writes": [f"f{i}"],
+         "run": timed(marks, f"t{i}", f"sleep 0.2; echo {i} > f{i}")}
+        for i in range(5)
+    ]
+    run = run_plan(git_repo, write_plan(git_repo / "plan.yaml", tasks), max_agents=2)
+    assert run.status == "succeeded"
+    spans = [interval(marks, f"t{i}") for i in range(5)]
+    points = sorted({s for s, _ in spans})
+    busiest = max(sum(1 for s, e in spans if s <= p < e) for p in points)
+    assert busiest == 2  # two at once (so parallel), never three
+
+
+def test_needs_and_conflicts_order_tasks(git_repo: Path, marks: Path) -> None:
+    tasks = [
+        {"id": "schema", "agent": "Dana", "writes": ["db/schema.sql"],
+         "run": timed(marks, "schema", "sleep 0.1; mkdir -p db; echo create > db/schema.sql")},
+        {"id": "api", "agent": "Marcus", "writes": ["api/"], "reads": ["db/schema.sql"],
+         "needs": ["schema"],
+         "run": timed(marks, "api", "mkdir -p api; cat db/schema.sql > api/x")},
+        # Same directory as `schema`, no `needs`: the conflict alone keeps them apart.
+        {"id": "seed", "agent": "Dana", "writes": ["db/"],
+         "run": timed(marks, "seed", "sleep 0.1; echo seed > db/seed.sql")},
+    ]
+    run = run_plan(git_repo, write_plan(git_repo / "plan.yaml", tasks))
+    assert run.status == "succeeded"
+    schema, api, seed = (interval(marks, n) for n in ("schema", "api", "seed"))
+    assert schema[1] <= api[0]  # api needs schema
+    assert schema[1] <= seed[0] or seed[1] <= schema[0]  # same files: never at once
+    assert (git_repo / "api/x").read_text() == "create\n"
+
+
+# Failure isolation and rollback ------------------------------------------------------------------
+def test_a_failed_task_is_rolled_back_its_dependents_skipped_and_the_rest_goes_on(
+    git_repo: Path, marks: Path
+) -> None:
+    (git_repo / "src").mkdir()
+    (git_repo / "src/api.py").write_text("original api\n")
+    (git_repo / "src/ui.tsx").write_text("original ui\n")
+    git(git_repo, "add", "-A")
+    git(git_repo, "commit", "-q", "-m", "app")
+    tasks = [
+        {"id": "api", "agent": "Marcus", "writes": ["src/api.py", "src/auth/"],
+         "run": "echo broken >> src/api.py; mkdir -p src/auth; echo half > src/auth/jwt.py; "
+                "echo oops >&2; exit 3"},
+        {"id": "ui", "agent": "James", "writes": ["src/ui.tsx"],
+         "run": "sleep 0.2; echo login form >> src/ui.tsx"},
+        {"id": "api-tests", "agent": "Maria", "writes": ["tests/api/"], "needs": ["api"],
+         "run": "mkdir -p tests/api; touch tests/api/t.py"},
+        {"id": "e2e", "agent": "Maria", "writes": ["tests/e2e/"], "needs": ["api-tests", "ui"],
+         "run": "mkdir -p tests/e2e; touch tests/e2e/t.py"},
+        {"id": "ui-tests", "agent": "Maria", "writes": ["tests/ui/"], "needs": ["ui"],
+         "run": "mkdir -p tests/ui; touch tests/ui/t.py"},
+    ]
+    run = run_plan(git_repo, write_plan(git_repo / "plan.yaml", tasks))
+    assert run.status == "failed"
+    status = {t.id: t.status for t in run.tasks.values()}
+    assert status == {"api": "failed", "ui": "succeeded", "api-tests": "skipped",
+                      "e2e": "skipped", "ui-tests": "succeeded"}
+    api = run.tasks["api"]
+    assert api.exit_code == 3 and api.error == "exited with 3"
+    assert api.files == ["src/api.py", "src/auth/jwt.py"]
+    assert sorted(api.rolled_back) == ["src/api.py", "src/auth/jwt.py"]
+    # Only the failed task's files went back; the other agent's work is untouched.
+    assert (git_repo / "src/api.py").read_text() == "original api\n"
+    assert not (git_repo / "src/auth").exists()
+    assert (git_repo / "src/ui.tsx").read_text() == "original ui\nlogin form\n"
+    assert (git_repo / "tests/ui/t.py").exists()
+    assert not (git_repo / "tests/api").exists()
+    assert run.tasks["api-tests"].skipped_because == "needs api, which failed"
+    assert run.tasks["e2e"].skipped_because == "needs api-tests, which was skipped (api failed)"
+    assert "oops" in Path(api.log).read_text()
+    result = report(run)
+    assert result.failed == ["api"] and result.skipped == ["api-tests", "e2e"]
+    # The checkpoint before wave 1 exists and was made without touching the user's index.
+    record = Checkpoints(git_repo).show(run.wave_checkpoints[1])
+    assert record.wave == 1 and git(git_repo, "status", "--porcelain", "--", "src") != ""
+
+
+def test_a_timeout_fails_the_task_and_stops_everything_it_started(
+    git_repo: Path, marks: Path
+) -> None:
+    tasks = [{
+        "id": "slow", "agent": "Victor", "writes": ["out.txt"], "timeout": 0.5,
+        # A grandchild that would outlive the shell if only the shell were killed.
+        "run": f'echo partial > out.txt; (sleep 30; touch "{marks / "survivor"}") & '
+               f'echo $! > "{marks / "child.pid"}"; sleep 30',
+    }]
+    run = run_plan(git_repo, write_plan(git_repo / "plan.yaml", tasks))
+    slow = run.tasks["slow"]
+    assert slow.status == "failed" and slow.error == "timed out after 0.5 s"
+    assert not (git_repo / "out.txt").exists()  # created by the task: removed again
+    child = int((marks / "child.pid").read_text())
+    wait_for(lambda: not Path(f"/proc/{child}").exists() or _zombie(child),
+             message="the task's background child to be killed")
+    assert leftover_processes(run.id) == []
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1].startswith("Z")
+    except OSError:
+        return True
+
+
+def test_a_command_that_cannot_start_fails_cleanly(git_repo: Path) -> None:
+    tasks = [{"id": "ghost", "agent": "A", "run": ["/no/such/program"], "writes": ["x"]},
+             {"id": "fine", "agent": "B", "run": "true"}]
+    run = run_plan(git_repo, write_plan(git_repo / "plan.yaml", tasks))
+    assert run.tasks["ghost"].status == "failed"
+    assert "could not start" in run.tasks["ghost"].error
+    assert run.tasks["fine"].status == "succeeded"
+
+
+# Locks -------------------------------------------------------------------------------------------
+def test_a_task_waits_for_an_outside_lock_holder_and_runs_under_its_own_locks(
+    git_repo: Path, marks: Path, spawn: Spawner
+) -> None:
+    holder = lock_agent(spawn, git_repo)
+    holder.acquire(["src/api/"], agent="Human")
+    tasks = [{
+        "id": "api", "agent": "Marcus-Backend", "writes": ["src/api/routes.py"],
+        "run": f'echo "$VERSATIL_AGENT $VERSATIL_TASK $VERSATIL_WAVE" > "{marks / "env"}"; '
+               f'mkdir -p src/api; echo routes > src/api/routes.py',
+    }]
+    plan = write_plan(git_repo / "plan.yaml", tasks)
+    seen: list[str] = []
+
+    class Watch(Observer):
+        def event(self, run: RunState, kind: str, task: TaskRun | None, detail: str) -> None:
+            seen.append(kind)
+            if kind == "task-waiting":
+                holder.release()  # the test hands the file over once the task queues for it
+
+    run = WaveExecutor(Plan.load(plan), repo=git_repo, observer=Watch()).run()
+    assert run.status == "succeeded", run.tasks["api"].error
+    assert seen.index("task-waiting") < seen.index("task-start")
+    assert (marks / "env").read_text() == "Marcus-Backend api 1\n"
+    assert run.tasks["api"].lock_wait > 0
+    grants = [e for e in events.read("locks") if e.kind == "grant"]
+    assert any(e.agent == "Marcus-Backend" for e in grants)
+    modified = [e for e in events.read("collision-detection") if e.kind == "files-modified"]
+    assert [(e.agent, e.data["paths"], e.data["task"]) for e in modified] == [
+        ("Marcus-Backend", ["src/api/routes.py"], "api")
+    ]
+
+
+def test_a_task_that_cannot_get_its_locks_fails_and_the_others_go_on(
+    git_repo: Path, spawn: Spawner
+) -> None:
+    holder = lock_agent(spawn, git_repo)
+    holder.acquire(["db:users"], agent="Human")
+    tasks = [{"id": "migrate", "agent": "Dana", "writes": ["db:users"], "run": "true"},
+             {"id": "docs", "agent": "Alex", "writes": ["docs/"], "run": "true"}]
+    run = run_plan(git_repo, write_plan(git_repo / "plan.yaml", tasks), lock_wait=0.2)
+    assert run.tasks["migrate"].status == "failed"
+    assert "locked by Human" in run.tasks["migrate"].error
+    assert run.tasks["docs"].status == "succeeded"
+
+
+# The command line, crash and resume ---------------------------------------------------------
+def crash_plan(repo: Path, marks: Path) -> Path:
+    """`quick` ends at once; `slow` writes half its output, announces itself, then hangs on its
+    first attempt; `after` needs both. Every attempt of each task is counted in marks/."""
+    count = 'echo x >> "{}"'
+    slow_first = (
+        f'echo half > build/slow.txt; touch "{marks / "slow-started"}"; echo $$ > '
+        f'"{marks / "slow.pid"}"; sleep 60'
+    )
+    return write_plan(repo / "plan.yaml", [
+        {"id": "quick", "agent": "Dana", "writes": ["build/quick.txt"],
+         "run": f'{count.format(marks / "quick")}; mkdir -p build; echo q > build/quick.txt'},
+        {"id": "slow", "agent": "Marcus", "writes": ["build/slow.txt"],
+         "run": f'{count.format(marks / "slow")}; mkdir -p build; '
+                f'if [ -e "{marks / "slow-started"}" ]; then echo full > build/slow.txt; '
+                f'else {slow_first}; fi'},
+        {"id": "after", "agent": "Maria", "writes": ["build/after.txt"],
+         "needs": ["quick", "slow"],
+         "run": f'{count.format(marks / "after")}; cat build/quick.txt build/slow.txt '
+                '> build/after.txt'},
+    ])
+
+
+def test_resume_after_kill_9_mid_wave_never_reruns_finished_tasks(
+    git_repo: Path, marks: Path, spawn: Spawner
+) -> None:
+    plan = crash_plan(git_repo, marks)
+    executor = spawn.popen(versatil_argv("wave", "run", str(plan)), cwd=git_repo, name="wave")
+    wait_for_file(marks / "slow-started")
+    store = RunStore()
+    wait_for(lambda: _quick_done(store), message="quick to be recorded as succeeded")
+    executor.kill9()  # the executor's process group; the tasks run in their own sessions
+    slow_pid = int((marks / "slow.pid").read_text())
+    assert Path(f"/proc/{slow_pid}").exists()  # an orphan, still running
+
+    status = run_versatil("wave", "status", "--json", cwd=git_repo)
+    view = json.loads(status.stdout)
+    assert view["status"] == "interrupted"
+    assert view["run"]["tasks"]["slow"]["status"] == "running"
+    assert (git_repo / "build/slow.txt").read_text() == "half\n"
+
+    resumed = run_versatil("wave", "resume", cwd=git_repo)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert "Resuming wave run" in resumed.stdout
+    wait_for(lambda: not Path(f"/proc/{slow_pid}").exists() or _zombie(slow_pid),
+             message="the orphaned task to be killed")
+    assert (git_repo / "build/after.txt").read_text() == "q\nfull\n"
+    counts = {n: len((marks / n).read_text().split()) for n in ("quick", "slow", "after")}
+    assert counts == {"quick": 1, "slow": 2, "after": 1}
+    run = store.runs()[-1]
+    assert run.status == "succeeded" and len(run.sessions) == 2
+    assert run.tasks["slow"].attempts == 2 and run.tasks["quick"].attempts == 1
+    kinds = [e.kind for e in events.read("wave-execution")]
+    assert "resume" in kinds and "rollback" in kinds
+    # The report leaves the time the executor was dead out of the makespan.
+    assert report(run).makespan < run.sessions[1].ended - run.sessions[0].started
+
+
+def _quick_done(store: RunStore) -> bool:
+    runs = store.runs()
+    return bool(runs) and runs[-1].tasks["quick"].status == "succeeded"
+
+
+def test_kill_9_right_after_a_task_starts_then_resume(
+    git_repo: Path, marks: Path
+) -> None:
+    plan = write_plan(git_repo / "plan.yaml", [
+        {"id": "one", "agent": "Dana", "writes": ["one.txt"],
+         "run": f'echo x >> "{marks / "one"}"; echo 1 > one.txt'},
+        {"id": "two", "agent": "Dana", "writes": ["two.txt"], "needs": ["one"],
+         "run": f'echo x >> "{marks / "two"}"; echo 2 > two.txt'},
+    ])
+    crashed = run_versatil("wave", "run", str(plan), cwd=git_repo,
+                           env={"VERSATIL_FAULT": "wave.task-started:2"})
+    assert crashed.returncode == -signal.SIGKILL
+    resumed = run_versatil("wave", "resume", cwd=git_repo)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert (marks / "one").read_text() == "x\n"  # never run again
+    assert (git_repo / "two.txt").read_text() == "2\n"
+
+
+def test_a_kill_at_the_state_write_leaves_a_readable_resumable_run(
+    git_repo: Path, marks: Path
+) -> None:
+    plan = write_plan(git_repo / "plan.yaml", [
+        {"id": f"t{i}", "agent": "A", "writes": [f"t{i}.txt"], "run": f"echo {i} > t{i}.txt"}
+        for i in range(3)
+    ])
+    crashed = run_versatil("wave", "run", str(plan), "--max-agents", "1", cwd=git_repo,
+                           env={"VERSATIL_FAULT": "wave.before-state-write:5"})
+    assert crashed.returncode == -signal.SIGKILL
+    status = run_versatil("wave", "status", cwd=git_repo)
+    assert status.returncode == 0 and ": interrupted" in status.stdout
+    resumed = run_versatil("wave", "resume", cwd=git_repo)
+    assert resumed.returncode == 0, resumed.stderr
+    assert all((git_repo / f"t{i}.txt").read_text() == f"{i}\n" for i in range(3))
+
+
+def test_wave_run_cli_plain_progress_report_and_exit_codes(git_repo: Path) -> None:
+    plan = write_plan(git_repo / "plan.yaml", [
+        {"id": "ok", "agent": "Dana-Database", "writes": ["a"], "run": "echo a > a",
+         "estimate": 1},
+        {"id": "bad", "agent": "Marcus-Backend", "writes": ["b"], "run": "echo b > b; exit 1",
+         "estimate": 1},
+    ])
+    result = run_versatil("wave", "run", str(plan), cwd=git_repo)
+    assert result.returncode == 1
+    out = result.stdout
+    assert "start    ok (Dana-Database)" in out and "done     ok (Dana-Database)" in out
+    assert "FAILED   bad (Marcus-Backend): exited with 1; rolled back 1 file" in out
+    assert "x faster" in out and "Lower bound" in out
+    assert "One after another" in out and "In waves" in out and "% idle)" in out
+    run_id = RunStore().runs()[-1].id
+    status = run_versatil("wave", "status", run_id[:12], "--json", cwd=git_repo)
+    view = json.loads(status.stdout)
+    assert view["status"] == "failed" and view["report"]["failed"] == ["bad"]
+    # A finished run is not resumed: its finished tasks are never run again.
+    again = run_versatil("wave", "resume", run_id, cwd=git_repo)
+    assert "already finished" in assert_one_line_error(again, 1)
+    nothing = run_versatil("wave", "resume", cwd=git_repo)
+    assert "No interrupted wave run" in assert_one_line_error(nothing, 2)
+    logs = run_versatil("logs", "wave-execution", "--json", cwd=git_repo)
+    kinds = [json.loads(line)["kind"] for line in logs.stdout.splitlines()]
+    for kind in ("run-start", "wave-start", "task-start", "task-done", "task-failed",
+                 "run-done"):
+        assert kind in kinds
+
+
+def test_wave_run_json(git_repo: Path) -> None:
+    plan = write_plan(git_repo / "plan.yaml", [{"id": "a", "agent": "A", "run": "true"}])
+    result = run_versatil("wave", "run", str(plan), "--json", cwd=git_repo)
+    assert result.returncode == 0
+    doc = json.loads(result.stdout)
+    assert doc["status"] == "succeeded" and doc["tasks"][0]["id"] == "a"
+
+
+def test_a_bad_plan_exits_2_naming_file_line_and_task(git_repo: Path) -> None:
+    plan = git_repo / "plan.yaml"
+    plan.write_text("tasks:\n  - id: a\n    agent: A\n    run: x\n    needs: [b]\n")
+    result = run_versatil("wave", "run", str(plan), cwd=git_repo)
+    line = assert_one_line_error(result, 2)
+    assert f"{plan}:5: task 'a': needs 'b'" in line
+    outside = write_plan(git_repo / "p2.yaml", [
+        {"id": "x", "agent": "A", "run": "true", "writes": ["link/f"]}
+    ])
+    (git_repo / "link").symlink_to("/tmp")
+    result = run_versatil("wave", "run", str(outside), cwd=git_repo)
+    assert "task 'x'" in assert_one_line_error(result, 2)
+
+
+def test_the_state_is_msgpack_and_a_damaged_one_is_moved_aside(git_repo: Path) -> None:
+    plan = write_plan(git_repo / "plan.yaml", [{"id": "a", "agent": "A", "run": "true"}])
+    run = run_plan(git_repo, plan)
+    path = RunStore().path(run.id)
+    decoded = msgspec.msgpack.decode(path.read_bytes())
+    assert decoded["tasks"]["a"]["status"] == "succeeded"
+    assert oct(path.stat().st_mode & 0o777) == "0o600"
+    path.write_bytes(b"\x00garbage")
+    result = run_versatil("wave", "status", run.id, cwd=git_repo)
+    assert result.returncode == 2 and "moved aside" in result.stderr
+    assert list(path.parent.glob(f"{path.name}.corrupt-*"))
+
+
+def test_sigterm_stops_rolls_back_and_leaves_a_resumable_run(
+    git_repo: Path, marks: Path, spawn: Spawner
+) -> None:
+    plan = crash_plan(git_repo, marks)
+    executor = spawn.popen(versatil_argv("wave", "run", str(plan)), cwd=git_repo, name="wave")
+    wait_for_file(marks / "slow-started")
+    os.kill(executor.pid, signal.SIGTERM)
+    assert executor.wait() == 130
+    assert not (git_repo / "build/slow.txt").exists()  # its half-written file rolled back
+    run = RunStore().runs()[-1]
+    assert run.tasks["slow"].status == "pending"
+    resumed = run_versatil("wave", "resume", run.id, cwd=git_repo)
+    assert resumed.returncode == 0
+    assert (git_repo / "build/after.txt").read_text() == "q\nfull\n"
+
+
+def test_live_progress_on_a_terminal(git_repo: Path) -> None:
+    import pty
+    import subprocess
+
+    plan = write_plan(git_repo / "plan.yaml", [
+        {"id": f"t{i}", "agent": f"Agent{i}", "run": "sleep 0.6", "writes": [f"f{i}"]}
+        for i in range(3)
+    ])
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen(
+        versatil_argv("wave", "run", str(plan)), cwd=git_repo, stdin=follower,
+        stdout=follower, stderr=follower, env={**os.environ, "COLUMNS": "120"},
+    )
+    os.close(follower)
+    chunks = []
+    try:
+        while True:
+            try:
+                data = os.read(leader, 4096)
+            except OSError:
+                break
+            if not data:
+                break
+            chunks.append(data)
+    finally:
+        os.close(leader)
+        proc.wait(timeout=30)
+    text = b"".join(chunks).decode(errors="replace")
+    assert proc.returncode == 0
+    assert "waves 0/1" in text  # the live panel
+    assert "⏵" in text  # a running task's line
+    assert "x faster" in text
+
+
+def test_overlapping_waves_take_a_fresh_baseline_for_a_task_after_a_conflicting_one(
+    git_repo: Path, marks: Path
+) -> None:
+    # `long` (wave 1) still runs when wave 2 starts; `fix` (wave 2, conflicting with `long`)
+    # must not be rolled back to wave 2's checkpoint, which holds long's half-written file.
+    tasks = [
+        {"id": "long", "agent": "Dana", "writes": ["shared.txt"],
+         "run": f'echo half > shared.txt; {WAIT_FOR.format(path=marks / "wave2")}; '
+                'echo whole > shared.txt'},
+        {"id": "short", "agent": "Marcus", "writes": ["other.txt"], "run": "echo o > other.txt"},
+        {"id": "next", "agent": "Marcus", "writes": ["next.txt"], "needs": ["short"],
+         "run": f'touch "{marks / "wave2"}"; echo n > next.txt'},
+        {"id": "fix", "agent": "James", "writes": ["shared.txt"], "needs": ["short"],
+         "run": "echo broken >> shared.txt; exit 1"},
+    ]
+    run = run_plan(git_repo, write_plan(git_repo / "plan.yaml", tasks))
+    assert run.tasks["fix"].status == "failed"
+    assert (git_repo / "shared.txt").read_text() == "whole\n"
+    assert run.tasks["fix"].checkpoint != run.wave_checkpoints[2]
+
+
+def test_overlapping_wave_intervals_show_in_the_report(git_repo: Path, marks: Path) -> None:
+    tasks = [{"id": f"t{i}", "agent": f"A{i % 2}", "writes": [f"f{i}"],
+              "run": timed(marks, f"t{i}", "sleep 0.2")} for i in range(4)]
+    run = run_plan(git_repo, write_plan(git_repo / "plan.yaml", tasks))
+    spans = [interval(marks, f"t{i}") for i in range(4)]
+    assert any(a[0] < b[1] and b[0] < a[1] for a, b in itertools.combinations(spans, 2))
+    result = report(run)
+    assert result.speedup is not None and result.speedup > 1.5
+    assert result.efficiency is not None and 0 < result.efficiency <= 1.0
+    assert {u.agent for u in result.utilization} == {"A0", "A1"}
+    assert all(len(u.timeline) == 20 for u in result.utilization)
+
+
+def test_python_api_from_the_package(git_repo: Path) -> None:
+    import versatil_fs
+
+    assert sys.modules["versatil_fs"] is versatil_fs
+    plan = write_plan(git_repo / "plan.yaml", [{"id": "a", "agent": "A", "run": "true"}])
+    assert Plan.load(plan).waves()[0][0].id == "a"

@@ -1,0 +1,1251 @@
+"""The wave executor: runs a plan's tasks in parallel under locks, checkpoints before every wave,
+isolates failures, and resumes after a crash.
+
+How a run goes
+--------------
+The resolver (:mod:`versatil_fs.plan`) gives each task a wave. A task starts as soon as
+
+* everything it ``needs`` has succeeded,
+* every task of an earlier wave whose claims conflict with its own has ended (so two tasks that
+  touch the same files run in the plan's order, never at once),
+* its wave is within ``max_concurrent_waves`` of the lowest wave not yet done (so a slow task
+  holds back at most that many waves, not a whole barrier), and
+* one of the ``max_concurrent_agents`` slots is free;
+
+then, in a worker thread, it takes its locks (waiting in the lock queue like any agent),
+records which files under its write paths exist and how (``stat``), runs its command in its own
+process group with ``VERSATIL_AGENT`` set and its output in a per-task log file, and compares
+the files afterwards: what changed under its write paths is what it modified. Only those files
+are attributed to it (``files-modified`` events, which ``checkpoint restore --agent`` reads) and
+only those are rolled back if it fails. Writes outside its declared paths are the monitor's
+business (unlocked writes), not the executor's.
+
+Checkpoints and rollback
+------------------------
+A checkpoint is made when a wave's first task is about to start. A failed task (non-zero exit,
+timeout, or locks it could not get) has its modified files restored from its *baseline*, while
+it still holds its locks. The baseline is its wave's checkpoint, unless a task that conflicts
+with it ended after that checkpoint was made (possible when waves overlap): then the checkpoint
+may hold that task's half-written files, and a fresh checkpoint is made just before this task
+starts. Tasks that need a failed task are skipped, and named in the report; every other task
+goes on.
+
+Crash safety
+------------
+The run's state is one msgpack document, written durably (fsync, rename, fsync of the
+directory) on every transition. A task is recorded as running — with its file snapshot —
+*before* its process is started. ``resume`` after a ``kill -9`` of the executor kills what is
+left of the tasks that were running (found by the ``VERSATIL_WAVE_TASK`` marker in their
+environment, which every descendant inherits, so no PID has to be trusted), rolls their files
+back from the snapshot, and runs them again; tasks recorded as succeeded, failed or skipped are
+never run again. A task that ended in the instant between its exit and the state write is seen
+as running and is rolled back and re-run: its outcome was never recorded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import itertools
+import os
+import queue
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import msgspec
+
+from versatil_fs import events, faults
+from versatil_fs.errors import Refused, StateError, UsageError, VersatilError
+from versatil_fs.locks.table import Claim
+from versatil_fs.plan import ConflictIndex, Plan, Task, critical_path, lower_bound
+from versatil_fs.repo import Repository
+from versatil_fs.state import StateDir
+
+SCHEMA_VERSION = 1
+STREAM = "wave-execution"
+MARKER = "VERSATIL_WAVE_TASK"  # run-id/task-id, inherited by everything a task starts
+TERM_GRACE = 3.0  # seconds between SIGTERM and SIGKILL for a task that is stopped
+
+Status = Literal["pending", "waiting", "running", "succeeded", "failed", "skipped"]
+RunStatus = Literal["running", "succeeded", "failed", "interrupted"]
+TERMINAL: frozenset[str] = frozenset({"succeeded", "failed", "skipped"})
+# The `stat` fields that tell whether a file was modified: size, mtime, inode, mode.
+Stamp = tuple[int, int, int, int]
+
+
+# The persisted records --------------------------------------------------------------------------
+class TaskRun(msgspec.Struct, kw_only=True):
+    """One task of a run: where it is, and what happened the last time it ran."""
+
+    id: str
+    agent: str
+    wave: int
+    status: Status = "pending"
+    attempts: int = 0
+    started: float | None = None  # its process started (after its locks were granted)
+    finished: float | None = None
+    lock_wait: float = 0.0  # seconds spent in the lock queue
+    exit_code: int | None = None
+    error: str = ""
+    files: list[str] = []  # files it modified, under its write paths
+    rolled_back: list[str] = []
+    skipped_because: str = ""
+    log: str = ""
+    pid: int = 0
+    checkpoint: str | None = None  # the baseline its files are rolled back to
+    # While running: its write paths as they were when it started (path -> stat stamp), so a
+    # resume can tell what it changed. Cleared when it ends.
+    before: dict[str, Stamp] | None = None
+
+    @property
+    def duration(self) -> float | None:
+        if self.started is None or self.finished is None:
+            return None
+        return max(0.0, self.finished - self.started)
+
+
+class Session(msgspec.Struct, kw_only=True):
+    """One stretch of the executor running (a run has one, plus one per resume)."""
+
+    pid: int
+    started: float
+    ended: float | None = None
+
+
+class RunState(msgspec.Struct, kw_only=True):
+    """A wave run: the schema on disk (msgpack), in the API and in ``wave status --json``."""
+
+    version: int = SCHEMA_VERSION
+    id: str
+    status: RunStatus = "running"
+    plan: Plan
+    plan_file: str
+    repo: str  # the working tree
+    repo_key: str  # its git common directory
+    created: float
+    finished: float | None = None
+    max_agents: int
+    max_waves: int
+    checkpoints: bool = True
+    waves: list[list[str]]
+    wave_checkpoints: dict[int, str] = {}
+    tasks: dict[str, TaskRun]
+    sessions: list[Session] = []
+    lower_bound_estimate: float = 0.0
+
+    @property
+    def done(self) -> bool:
+        return all(t.status in TERMINAL for t in self.tasks.values())
+
+    def counts(self) -> dict[str, int]:
+        found: dict[str, int] = {}
+        for task in self.tasks.values():
+            found[task.status] = found.get(task.status, 0) + 1
+        return found
+
+    def waves_done(self) -> int:
+        return sum(
+            1 for wave in self.waves if all(self.tasks[t].status in TERMINAL for t in wave)
+        )
+
+
+_encoder = msgspec.msgpack.Encoder()
+_decoder = msgspec.msgpack.Decoder(RunState)
+
+
+# Where runs are kept ----------------------------------------------------------------------------
+class RunStore:
+    """``waves/<run>.msgpack`` (the state), ``waves/<run>.lock`` (flocked by the executor
+    running it) and ``waves/<run>/`` (one log file per task) under the state directory."""
+
+    def __init__(self, state: StateDir | None = None) -> None:
+        self.state = state or StateDir()
+        self.root = self.state.subdir("waves")
+
+    def path(self, run_id: str) -> Path:
+        return self.root / f"{run_id}.msgpack"
+
+    def log_dir(self, run_id: str) -> Path:
+        return self.state.subdir("waves", run_id)
+
+    def save(self, run: RunState) -> None:
+        faults.point("wave.before-state-write")
+        self.state.write_atomic(self.path(run.id), _encoder.encode(run), durable=True)
+
+    def load(self, run_id: str) -> RunState:
+        path = self.path(self.resolve_id(run_id))
+        data = self.state.read_bytes(path)
+        if data is None:
+            raise UsageError(f"No wave run {run_id!r}; `versatil wave status` lists the latest.")
+        try:
+            return _decoder.decode(data)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            self.state.move_aside(path, str(exc))
+            raise StateError(
+                f"The state of wave run {run_id} could not be read ({exc}); it was moved aside. "
+                "Its checkpoints are still listed by `versatil checkpoint list`."
+            ) from None
+
+    def resolve_id(self, run_id: str) -> str:
+        """A full run id from a unique prefix."""
+        names = [p.name[: -len(".msgpack")] for p in self.root.glob("*.msgpack")]
+        if run_id in names:
+            return run_id
+        matches = [n for n in names if n.startswith(run_id)]
+        if len(matches) == 1:
+            return matches[0]
+        if matches:
+            raise UsageError(f"{run_id!r} matches several wave runs: {', '.join(sorted(matches))}.")
+        raise UsageError(f"No wave run {run_id!r}; `versatil wave status` shows the latest.")
+
+    def runs(self, repo_key: str | None = None) -> list[RunState]:
+        """Every readable run (of one repository), oldest first; damaged ones are skipped."""
+        found = []
+        for path in sorted(self.root.glob("*.msgpack")):
+            data = self.state.read_bytes(path)
+            if data is None:
+                continue
+            try:
+                run = _decoder.decode(data)
+            except (msgspec.DecodeError, msgspec.ValidationError):
+                continue  # reported when it is asked for by name
+            if repo_key is None or run.repo_key == repo_key:
+                found.append(run)
+        return sorted(found, key=lambda r: r.created)
+
+    @contextlib.contextmanager
+    def locked(self, run_id: str) -> Iterator[None]:
+        """Hold the run's lock for the block; :class:`Refused` if an executor holds it now."""
+        fd = self.state.open_lock_file(self.root / f"{run_id}.lock")
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise Refused(
+                    f"Wave run {run_id} is being executed by another process right now; "
+                    "watch it with `versatil wave status`."
+                ) from None
+            yield
+        finally:
+            os.close(fd)  # the flock goes with the descriptor
+
+    def is_live(self, run_id: str) -> bool:
+        """Whether an executor is running this run now (it holds the run's flock)."""
+        path = self.root / f"{run_id}.lock"
+        if not path.exists():
+            return False
+        fd = self.state.open_lock_file(path, create=False)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)
+        return False
+
+
+def effective_status(run: RunState, store: RunStore) -> str:
+    """``interrupted`` for a run recorded as running whose executor is gone."""
+    if run.status == "running" and not store.is_live(run.id):
+        return "interrupted"
+    return run.status
+
+
+# Progress ---------------------------------------------------------------------------------------
+class Observer:
+    """Told about every transition, from the executor's main thread only; the CLI draws it."""
+
+    def event(self, run: RunState, kind: str, task: TaskRun | None, detail: str) -> None:
+        """``kind``: run-start, resume, wave-start, task-waiting, task-start, task-done,
+        task-failed, task-skipped, task-interrupted, rollback, run-done, run-interrupted."""
+
+    def tick(self, run: RunState) -> None:
+        """Called a few times a second while tasks run."""
+
+    def close(self) -> None:
+        """The run is over (or interrupted); let go of the terminal."""
+
+
+# Files a task modifies ---------------------------------------------------------------------------
+def snapshot(repo: Path, paths: Sequence[str]) -> dict[str, Stamp]:
+    """Every tracked or untracked, non-ignored file under ``paths``, with its ``stat`` stamp.
+
+    git lists the files so that ignored ones (build output, caches) are left out, as they are
+    from checkpoints: what cannot be checkpointed cannot be rolled back either.
+    """
+    if not paths:
+        return {}
+    env = {**os.environ, "GIT_LITERAL_PATHSPECS": "1"}
+    for name in ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE"):
+        env.pop(name, None)
+    result = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard", "--", *paths],
+        cwd=repo, env=env, capture_output=True, check=False,
+    )
+    if result.returncode != 0:
+        raise VersatilError(
+            f"git ls-files failed in {repo}: {result.stderr.decode(errors='replace').strip()}"
+        )
+    stamps: dict[str, Stamp] = {}
+    for raw in result.stdout.split(b"\0"):
+        if not raw:
+            continue
+        name = os.fsdecode(raw).rstrip("/")
+        try:
+            info = os.lstat(repo / name)
+        except FileNotFoundError:
+            continue  # in the index, deleted from the working tree
+        stamps[name] = (info.st_size, info.st_mtime_ns, info.st_ino, info.st_mode)
+    return stamps
+
+
+def modified(before: Mapping[str, Stamp], after: Mapping[str, Stamp]) -> list[str]:
+    """Files created, deleted or changed between two snapshots."""
+    return sorted(
+        {p for p in before if after.get(p) != before[p]} | {p for p in after if p not in before}
+    )
+
+
+def leftover_processes(run_id: str, task_id: str | None = None) -> list[int]:
+    """PIDs of processes started for this run (or one of its tasks) that are still alive."""
+    wanted = f"{MARKER}={run_id}/".encode()
+    exact = f"{MARKER}={run_id}/{task_id}".encode() if task_id else None
+    found = []
+    me = os.getpid()
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit() or int(entry.name) == me:
+            continue
+        try:
+            with open(f"/proc/{entry.name}/environ", "rb") as handle:
+                environ = handle.read().split(b"\0")
+        except OSError:
+            continue  # gone, a zombie, or not ours
+        for item in environ:
+            if item.startswith(wanted) and (exact is None or item == exact):
+                found.append(int(entry.name))
+                break
+    return found
+
+
+def kill_leftovers(run_id: str, task_id: str | None = None, timeout: float = 10.0) -> list[int]:
+    """SIGKILL what is left of a task (or a whole run) and wait until it is gone."""
+    pids = leftover_processes(run_id, task_id)
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and leftover_processes(run_id, task_id):
+        time.sleep(0.01)  # the kernel tears the processes down asynchronously
+    return pids
+
+
+# The report --------------------------------------------------------------------------------------
+class TaskReport(msgspec.Struct, kw_only=True):
+    id: str
+    agent: str
+    wave: int
+    status: str
+    duration: float | None
+    lock_wait: float
+    exit_code: int | None
+    error: str = ""
+    files: list[str] = []
+    rolled_back: list[str] = []
+    skipped_because: str = ""
+    attempts: int = 0
+    log: str = ""
+
+
+class WaveReport(msgspec.Struct, kw_only=True):
+    number: int
+    tasks: list[str]
+    duration: float | None  # first start to last end of its tasks that ran
+    checkpoint: str | None = None
+
+
+class AgentUse(msgspec.Struct, kw_only=True):
+    agent: str
+    busy: float  # seconds its tasks ran
+    utilization: float  # busy / makespan
+    timeline: str  # 20 cells: busy (█) or idle (░) over the run
+    sequential_timeline: str  # the same tasks, one after another
+
+
+class Report(msgspec.Struct, kw_only=True):
+    """The end-of-run report; the schema of ``wave run --json`` and ``wave status --json``."""
+
+    version: int = SCHEMA_VERSION
+    run: str
+    status: str
+    makespan: float  # executor running time from the first task start to the last end
+    sequential: float  # every task that ran, one after another
+    speedup: float | None
+    lower_bound: float  # max(critical path, sequential / agents), from the actual durations
+    lower_bound_estimate: float  # the same from the plan's estimates
+    efficiency: float | None  # lower_bound / makespan: 1.0 is as fast as possible
+    agents: int
+    tasks: list[TaskReport]
+    waves: list[WaveReport]
+    utilization: list[AgentUse]
+    failed: list[str] = []
+    skipped: list[str] = []
+
+
+BAR = 20
+
+
+def report(run: RunState, status: str | None = None) -> Report:
+    """Durations, speedup, the lower bound and utilization, from a run's state (pure)."""
+    tasks = list(run.tasks.values())
+    ran = [t for t in tasks if t.duration is not None and t.status in ("succeeded", "failed")]
+    timeline = _Timeline(run.sessions, ran)
+    makespan = timeline.length
+    sequential = sum(t.duration or 0.0 for t in ran)
+    durations = {t.id: t.duration or 0.0 for t in tasks}
+    _, critical = critical_path(run.plan.tasks, durations)
+    bound = lower_bound(critical, sequential, run.max_agents) if ran else 0.0
+    waves = []
+    for number, ids in enumerate(run.waves, start=1):
+        members = [run.tasks[t] for t in ids]
+        starts = [t.started for t in members if t.started is not None and t.finished is not None]
+        ends = [t.finished for t in members if t.finished is not None and t.started is not None]
+        duration = timeline.span(min(starts), max(ends)) if starts and ends else None
+        waves.append(WaveReport(
+            number=number, tasks=ids, duration=duration,
+            checkpoint=run.wave_checkpoints.get(number),
+        ))
+    agents = sorted({t.agent for t in tasks}, key=lambda a: _first_wave(run, a))
+    use = []
+    cursor = 0.0
+    for agent in agents:
+        mine = [t for t in ran if t.agent == agent]
+        busy = sum(t.duration or 0.0 for t in mine)
+        spans = [timeline.interval(t) for t in mine]
+        sequential_spans = []
+        for task in sorted(mine, key=lambda t: (t.wave, t.started or 0.0)):
+            sequential_spans.append((cursor, cursor + (task.duration or 0.0)))
+            cursor += task.duration or 0.0
+        use.append(AgentUse(
+            agent=agent, busy=busy, utilization=busy / makespan if makespan else 0.0,
+            timeline=_bar(spans, makespan), sequential_timeline=_bar(sequential_spans, sequential),
+        ))
+    return Report(
+        run=run.id, status=status or run.status, makespan=makespan, sequential=sequential,
+        speedup=sequential / makespan if makespan > 0 else None,
+        lower_bound=bound, lower_bound_estimate=run.lower_bound_estimate,
+        efficiency=bound / makespan if makespan > 0 else None, agents=run.max_agents,
+        tasks=[
+            TaskReport(
+                id=t.id, agent=t.agent, wave=t.wave, status=t.status, duration=t.duration,
+                lock_wait=t.lock_wait, exit_code=t.exit_code, error=t.error, files=t.files,
+                rolled_back=t.rolled_back, skipped_because=t.skipped_because,
+                attempts=t.attempts, log=t.log,
+            )
+            for t in tasks
+        ],
+        waves=waves, utilization=use,
+        failed=[t.id for t in tasks if t.status == "failed"],
+        skipped=[t.id for t in tasks if t.status == "skipped"],
+    )
+
+
+def _first_wave(run: RunState, agent: str) -> tuple[int, int]:
+    order = list(run.tasks)
+    return min((t.wave, order.index(t.id)) for t in run.tasks.values() if t.agent == agent)
+
+
+class _Timeline:
+    """Wall-clock times mapped onto the executor's running time: the gaps between a crash and
+    its resume are left out, so a resumed run's makespan is the time it actually ran."""
+
+    def __init__(self, sessions: Sequence[Session], ran: Sequence[TaskRun]) -> None:
+        starts = [t.started for t in ran if t.started is not None]
+        ends = [t.finished for t in ran if t.finished is not None]
+        self.origin = min(starts) if starts else 0.0
+        self.end = max(ends) if ends else self.origin
+        # Gaps: from the end of one session to the start of the next. A session killed with
+        # -9 recorded no end: its last recorded task start or end stands in for it.
+        stamps = [s for t in ran for s in (t.started, t.finished) if s is not None]
+        self.gaps = []
+        for a, b in itertools.pairwise(sessions):
+            end = a.ended
+            if end is None:
+                end = max((s for s in stamps if a.started <= s <= b.started), default=a.started)
+            self.gaps.append((end, b.started))
+        self.length = self.offset(self.end)
+
+    def offset(self, when: float) -> float:
+        skipped = sum(
+            max(0.0, min(when, end) - start) for start, end in self.gaps if start >= self.origin
+        )
+        return max(0.0, when - self.origin - skipped)
+
+    def span(self, start: float, end: float) -> float:
+        return self.offset(end) - self.offset(start)
+
+    def interval(self, task: TaskRun) -> tuple[float, float]:
+        assert task.started is not None and task.finished is not None
+        return self.offset(task.started), self.offset(task.finished)
+
+
+def _bar(spans: Sequence[tuple[float, float]], length: float) -> str:
+    """20 cells over ``length`` seconds: a cell is busy when spans cover half of it or more."""
+    if length <= 0:
+        return "░" * BAR
+    cell = length / BAR
+    out = []
+    for i in range(BAR):
+        lo, hi = i * cell, (i + 1) * cell
+        covered = sum(max(0.0, min(hi, b) - max(lo, a)) for a, b in spans)
+        out.append("█" if covered >= cell / 2 else "░")
+    return "".join(out)
+
+
+# The executor ----------------------------------------------------------------------------------
+@dataclass
+class _Outcome:
+    """What a worker thread reports to the main thread."""
+
+    task: str
+    kind: Literal["started", "finished", "waiting"]
+    status: Status = "running"
+    exit_code: int | None = None
+    error: str = ""
+    files: list[str] = field(default_factory=list)
+    rolled_back: list[str] = field(default_factory=list)
+    interrupted: bool = False
+
+
+@dataclass
+class _Worker:
+    task: Task
+    thread: threading.Thread
+    proc: subprocess.Popen[bytes] | None = None
+
+
+class WaveExecutor:
+    """Run a :class:`~versatil_fs.plan.Plan` in waves: ``WaveExecutor(plan).run()``.
+
+    ``repo`` is any directory of the working tree the tasks run in (their commands start at its
+    root, and their paths are relative to it). ``max_agents`` / ``max_waves`` default to the
+    configuration's ``parallel`` section; ``lock_wait`` (seconds a task may wait in the lock
+    queue before it fails) to ``retry_attempts × retry_delay``.
+    """
+
+    def __init__(
+        self,
+        plan: Plan,
+        *,
+        repo: str | os.PathLike[str] = ".",
+        max_agents: int | None = None,
+        max_waves: int | None = None,
+        lock_wait: float | None = None,
+        observer: Observer | None = None,
+        state: StateDir | None = None,
+    ) -> None:
+        from versatil_fs import config as config_module
+
+        self.plan = plan
+        self.repo = Repository.find(repo)
+        self.state = state or StateDir()
+        self.store = RunStore(self.state)
+        self.config = config_module.load(self.repo.toplevel, state=self.state)
+        parallel = self.config.parallel
+        self.max_agents = max_agents or parallel.max_concurrent_agents
+        self.max_waves = max_waves or parallel.max_concurrent_waves
+        if self.max_agents < 1 or self.max_waves < 1:
+            raise UsageError("--max-agents and --max-waves must be 1 or more.")
+        self.lock_wait = self.config.default_wait if lock_wait is None else lock_wait
+        self.observer = observer or Observer()
+        self.tasks = {t.id: t for t in plan.tasks}
+        self._mutex = threading.Lock()  # guards self.run and its writes to disk
+        self._inbox: queue.Queue[_Outcome] = queue.Queue()
+        self._workers: dict[str, _Worker] = {}
+        self._stopping = threading.Event()
+        self._git = threading.Lock()  # one checkpoint create/restore at a time in this process
+        self._seq = 0  # orders checkpoint creations and task ends (see _baseline)
+        self._checkpoint_seq: dict[str, int] = {}
+        self._ended_seq: dict[str, int] = {}
+        self._failed_root: dict[str, str] = {}  # skipped task -> the failed task behind it
+        self.run_state: RunState | None = None
+        self._claims = self._resolve_claims()
+        self.schedule = plan.schedule(agents=self.max_agents, claims=self._claims)
+        self._after = self._conflict_predecessors()
+        self._checkpoints: Any = None
+
+    # Public entry points ------------------------------------------------------------------------
+    def run(self) -> RunState:
+        """Run the plan from the start as a new run; returns its final state."""
+        now = time.time()
+        run_id = f"{time.strftime('%Y%m%d-%H%M%S', time.localtime(now))}-{os.urandom(2).hex()}"
+        enabled = self.config.checkpoints.enabled
+        run = RunState(
+            id=run_id, plan=self.plan, plan_file=self.plan.path, repo=str(self.repo.toplevel),
+            repo_key=self.repo.key, created=now, max_agents=self.max_agents,
+            max_waves=self.max_waves, checkpoints=enabled,
+            waves=[list(w.tasks) for w in self.schedule.waves],
+            tasks={
+                t.id: TaskRun(id=t.id, agent=t.agent, wave=self.schedule.wave_of[t.id])
+                for t in self.plan.tasks
+            },
+            lower_bound_estimate=self.schedule.lower_bound,
+        )
+        with self.store.locked(run_id):
+            self.run_state = run
+            self._emit("run-start", None, plan=self.plan.path, tasks=len(run.tasks),
+                       waves=len(run.waves), max_agents=self.max_agents, max_waves=self.max_waves)
+            return self._execute("run-start", f"{len(run.tasks)} tasks in {len(run.waves)} waves")
+
+    @classmethod
+    def resume(
+        cls,
+        run_id: str | None = None,
+        *,
+        repo: str | os.PathLike[str] = ".",
+        max_agents: int | None = None,
+        lock_wait: float | None = None,
+        observer: Observer | None = None,
+        state: StateDir | None = None,
+    ) -> RunState:
+        """Go on with an interrupted run (default: the latest one of this repository).
+
+        Tasks that were running are stopped if anything of them survived, rolled back and run
+        again; tasks that ended are never run again.
+        """
+        store = RunStore(state)
+        if run_id is None:
+            here = Repository.find(repo)
+            candidates = [
+                r for r in store.runs(here.key) if effective_status(r, store) == "interrupted"
+            ]
+            if not candidates:
+                raise UsageError(
+                    "No interrupted wave run in this repository; `versatil wave status` shows "
+                    "the latest run."
+                )
+            run_id = candidates[-1].id
+        run = store.load(run_id)
+        with store.locked(run.id):
+            # Read again under the lock: the last executor may have ended in between.
+            run = store.load(run.id)
+            if run.status in ("succeeded", "failed"):
+                raise Refused(
+                    f"Wave run {run.id} already finished ({run.status}); nothing to resume. "
+                    "Finished tasks are never run again: start a new run with `versatil wave run`."
+                )
+            executor = cls(
+                run.plan, repo=run.repo, max_agents=max_agents or run.max_agents,
+                max_waves=run.max_waves, lock_wait=lock_wait, observer=observer,
+                state=store.state,
+            )
+            return executor._resume(run)
+
+    # Resume ------------------------------------------------------------------------------------
+    def _resume(self, run: RunState) -> RunState:
+        run.max_agents = self.max_agents
+        run.status = "running"
+        self.run_state = run
+        interrupted = [t for t in run.tasks.values() if t.status in ("running", "waiting")]
+        self._emit("resume", None, tasks=[t.id for t in interrupted],
+                   done=sum(1 for t in run.tasks.values() if t.status in TERMINAL))
+        for task_run in interrupted:
+            killed = kill_leftovers(run.id, task_run.id)
+            if task_run.status == "running":
+                self._recover(task_run, killed)
+            task_run.status = "pending"
+            task_run.before = None
+            task_run.pid = 0
+        # Waves not finished get a fresh checkpoint when they go on: the tree has moved since.
+        for number, ids in enumerate(run.waves, start=1):
+            if any(run.tasks[t].status not in TERMINAL for t in ids):
+                run.wave_checkpoints.pop(number, None)
+        leftovers = kill_leftovers(run.id)  # anything a task started that outlived the executor
+        if leftovers:
+            self._emit("leftovers-killed", None, pids=leftovers)
+        with self._mutex:
+            self.store.save(run)
+        pending = sum(1 for t in run.tasks.values() if t.status not in TERMINAL)
+        return self._execute("resume", f"run {run.id}: {pending} tasks to go")
+
+    def _recover(self, task_run: TaskRun, killed: list[int]) -> None:
+        """Roll back the files of a task that was running when the executor died."""
+        task = self.tasks[task_run.id]
+        detail = f"{len(killed)} leftover processes killed" if killed else "no process left"
+        before = task_run.before or {}
+        with self._task_locks(task, wait=self.lock_wait) as _:
+            after = snapshot(self.repo.toplevel, self._write_paths(task))
+            files = modified(before, after)
+            rolled = self._rollback(task_run, files) if files else []
+        task_run.rolled_back = rolled
+        self._emit("rollback", task_run, files=rolled, reason="interrupted", detail=detail)
+        self.observer.event(
+            self._state(), "rollback", task_run,
+            f"was running when the executor stopped ({detail}); "
+            f"{_files(rolled)} rolled back; running it again",
+        )
+
+    # The main loop ----------------------------------------------------------------------------
+    def _execute(self, kind: str, detail: str) -> RunState:
+        run = self._state()
+        run.sessions.append(Session(pid=os.getpid(), started=time.time()))
+        with self._mutex:
+            self.store.save(run)
+        self.observer.event(run, kind, None, detail)
+        previous = _terminate_as_interrupt()
+        try:
+            while True:
+                self._drain(block=False)
+                self._skip_blocked()
+                self._start_ready()
+                if run.done:
+                    break
+                if not self._workers:
+                    self._stuck()
+                    continue
+                self._drain(block=True)
+                self.observer.tick(run)
+        except KeyboardInterrupt:
+            self._interrupt()
+            return run
+        finally:
+            _restore_signal(previous)
+            self.observer.close()
+        return self._finish()
+
+    def _finish(self) -> RunState:
+        run = self._state()
+        run.status = "succeeded" if all(
+            t.status == "succeeded" for t in run.tasks.values()
+        ) else "failed"
+        run.finished = time.time()
+        run.sessions[-1].ended = run.finished
+        with self._mutex:
+            self.store.save(run)
+        if run.checkpoints:
+            with contextlib.suppress(VersatilError):
+                self._checkpoints_api().prune()  # the run made them with prune=False
+        counts = run.counts()
+        self._emit("run-done", None, status=run.status, **counts)
+        self.observer.event(run, "run-done", None, run.status)
+        return run
+
+    def _interrupt(self) -> None:
+        """Ctrl-C or SIGTERM: stop the running tasks, roll them back, leave the run resumable."""
+        run = self._state()
+        self._stopping.set()
+        for worker in list(self._workers.values()):
+            if worker.proc is not None:
+                _signal_group(worker.proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + TERM_GRACE
+        while self._workers and time.monotonic() < deadline:
+            with contextlib.suppress(KeyboardInterrupt):
+                self._drain(block=True)
+        for worker in list(self._workers.values()):
+            if worker.proc is not None:
+                _signal_group(worker.proc.pid, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while any(w.proc is not None for w in self._workers.values()) and (
+            time.monotonic() < deadline
+        ):
+            with contextlib.suppress(KeyboardInterrupt):
+                self._drain(block=True)
+        # Workers still queueing for locks never started anything: they are simply pending.
+        for task_id in list(self._workers):
+            task_run = run.tasks[task_id]
+            if task_run.status == "waiting":
+                task_run.status = "pending"
+        run.status = "running"  # resumable; `status` shows it as interrupted once we are gone
+        run.sessions[-1].ended = time.time()
+        with self._mutex:
+            self.store.save(run)
+        self._emit("run-interrupted", None, **run.counts())
+        self.observer.event(run, "run-interrupted", None, f"resume with: versatil wave resume "
+                                                          f"{run.id}")
+
+    def _stuck(self) -> None:
+        # Cannot happen with a plan the resolver accepted (every pending task waits only for
+        # tasks that will end); kept so that a bug shows as skipped tasks, not a hung executor.
+        run = self._state()
+        for task_run in run.tasks.values():
+            if task_run.status == "pending":
+                task_run.status = "skipped"
+                task_run.skipped_because = "could not be scheduled (please report this)"
+        with self._mutex:
+            self.store.save(run)
+
+    def _drain(self, *, block: bool) -> None:
+        """Apply what the workers reported; waits up to 0.2 s for the first report if ``block``."""
+        try:
+            outcome = self._inbox.get(timeout=0.2) if block else self._inbox.get_nowait()
+        except queue.Empty:
+            return
+        while True:
+            self._apply(outcome)
+            try:
+                outcome = self._inbox.get_nowait()
+            except queue.Empty:
+                return
+
+    def _apply(self, outcome: _Outcome) -> None:
+        run = self._state()
+        task_run = run.tasks[outcome.task]
+        if outcome.kind == "waiting":
+            self.observer.event(run, "task-waiting", task_run, "waiting for its locks")
+            return
+        if outcome.kind == "started":
+            self.observer.event(run, "task-start", task_run, self.tasks[outcome.task].agent)
+            return
+        self._workers.pop(outcome.task, None)
+        self._seq += 1
+        self._ended_seq[outcome.task] = self._seq
+        with self._mutex:
+            task_run.finished = time.time() if task_run.started is not None else None
+            task_run.exit_code = outcome.exit_code
+            task_run.error = outcome.error
+            task_run.files = outcome.files
+            task_run.rolled_back = outcome.rolled_back
+            task_run.before = None
+            task_run.pid = 0
+            if outcome.interrupted:
+                task_run.status = "pending"
+                task_run.started = task_run.finished = None
+            else:
+                task_run.status = outcome.status
+            self.store.save(run)
+        if outcome.interrupted:
+            self._emit("task-interrupted", task_run, rolled_back=outcome.rolled_back)
+            self.observer.event(run, "task-interrupted", task_run,
+                                f"stopped; {_files(outcome.rolled_back)} rolled back")
+            return
+        kind = "task-done" if outcome.status == "succeeded" else "task-failed"
+        self._emit(kind, task_run, exit_code=outcome.exit_code, duration=task_run.duration,
+                   files=outcome.files, rolled_back=outcome.rolled_back, error=outcome.error)
+        self.observer.event(run, kind, task_run, outcome.error)
+        if self._wave_done(task_run.wave):
+            self._wave_ended(task_run.wave)
+
+    def _wave_done(self, number: int) -> bool:
+        run = self._state()
+        return all(run.tasks[t].status in TERMINAL for t in run.waves[number - 1])
+
+    def _wave_ended(self, number: int) -> None:
+        run = self._state()
+        self._emit("wave-done", None, wave=number)
+        self.observer.event(run, "wave-done", None, f"wave {number}")
+
+    def _skip_blocked(self) -> None:
+        """Skip every pending task that needs a task that failed or was skipped."""
+        run = self._state()
+        changed = True
+        skipped: list[TaskRun] = []
+        while changed:  # a skip can make the tasks that need it skippable in turn
+            changed = False
+            for task in self.plan.tasks:
+                task_run = run.tasks[task.id]
+                if task_run.status != "pending":
+                    continue
+                for need in task.needs:
+                    other = run.tasks[need]
+                    if other.status == "failed":
+                        reason = f"needs {need}, which failed"
+                        self._failed_root[task.id] = need
+                    elif other.status == "skipped":
+                        root = self._failed_root.get(need)
+                        reason = f"needs {need}, which was skipped" + (
+                            f" ({root} failed)" if root else ""
+                        )
+                        if root:
+                            self._failed_root[task.id] = root
+                    else:
+                        continue
+                    task_run.status = "skipped"
+                    task_run.skipped_because = reason
+                    skipped.append(task_run)
+                    changed = True
+                    break
+        if not skipped:
+            return
+        with self._mutex:
+            self.store.save(run)
+        for task_run in skipped:
+            self._emit("task-skipped", task_run, reason=task_run.skipped_because)
+            self.observer.event(run, "task-skipped", task_run, task_run.skipped_because)
+        for number in sorted({t.wave for t in skipped}):
+            if self._wave_done(number):
+                self._wave_ended(number)
+
+    def _start_ready(self) -> None:
+        if self._stopping.is_set():
+            return
+        run = self._state()
+        slots = self.max_agents - len(self._workers)
+        if slots <= 0:
+            return
+        unfinished = [
+            n for n, ids in enumerate(run.waves, start=1)
+            if any(run.tasks[t].status not in TERMINAL for t in ids)
+        ]
+        if not unfinished:
+            return
+        window = unfinished[0] + self.max_waves
+        ready = []
+        for task in self.plan.tasks:
+            task_run = run.tasks[task.id]
+            if task_run.status != "pending" or task_run.wave >= window:
+                continue
+            if any(run.tasks[n].status != "succeeded" for n in task.needs):
+                continue
+            if any(run.tasks[p].status not in TERMINAL for p in self._after[task.id]):
+                continue
+            ready.append(task)
+        order = {t.id: i for i, t in enumerate(self.plan.tasks)}
+        ready.sort(key=lambda t: (run.tasks[t.id].wave, -t.priority, order[t.id]))
+        for task in ready[:slots]:
+            self._start(task)
+
+    def _start(self, task: Task) -> None:
+        run = self._state()
+        task_run = run.tasks[task.id]
+        baseline = self._baseline(task, task_run.wave)
+        with self._mutex:
+            task_run.status = "waiting"
+            task_run.checkpoint = baseline
+            task_run.exit_code = None
+            task_run.error = ""
+            task_run.files = []
+            task_run.rolled_back = []
+        thread = threading.Thread(
+            target=self._work, args=(task,), name=f"task-{task.id}", daemon=True
+        )
+        self._workers[task.id] = _Worker(task=task, thread=thread)
+        thread.start()
+
+    # Checkpoints --------------------------------------------------------------------------------
+    def _checkpoints_api(self) -> Any:
+        if self._checkpoints is None:
+            from versatil_fs.checkpoints import Checkpoints
+
+            self._checkpoints = Checkpoints(self.repo.toplevel, state=self.state)
+        return self._checkpoints
+
+    def _baseline(self, task: Task, wave: int) -> str | None:
+        """The checkpoint this task's files go back to if it fails (see the module docstring)."""
+        run = self._state()
+        if not run.checkpoints:
+            return None
+        checkpoint = run.wave_checkpoints.get(wave)
+        if checkpoint is None:
+            checkpoint = self._checkpoint(f"before wave {wave}", wave)
+            with self._mutex:
+                run.wave_checkpoints[wave] = checkpoint
+                self.store.save(run)
+            faults.point("wave.after-wave-checkpoint")
+            self._emit("wave-start", None, wave=wave, checkpoint=checkpoint)
+            self.observer.event(run, "wave-start", None, f"wave {wave} (checkpoint {checkpoint})")
+        made = self._checkpoint_seq.get(checkpoint, 0)
+        if any(self._ended_seq.get(p, 0) > made for p in self._after[task.id]):
+            # A conflicting task ended after the wave checkpoint: it may hold that task's
+            # half-written files, which must not be what this task's failure restores.
+            checkpoint = self._checkpoint(f"wave {wave}, before task {task.id}", wave)
+        return checkpoint
+
+    def _checkpoint(self, message: str, wave: int) -> str:
+        run = self._state()
+        states = {t.id: t.status for t in run.tasks.values()}
+        with self._git:
+            record = self._checkpoints_api().create(
+                f"{message} of wave run {run.id}", wave=wave, agent="wave-executor",
+                tasks=states, prune=False,
+            )
+        self._seq += 1
+        self._checkpoint_seq[record.id] = self._seq
+        return str(record.id)
+
+    def _rollback(self, task_run: TaskRun, files: list[str]) -> list[str]:
+        """Restore ``files`` from the task's baseline, on its behalf; returns what changed."""
+        if not files or task_run.checkpoint is None:
+            return []
+        api = self._checkpoints_api()
+        with self._git:
+            record = api.show(task_run.checkpoint)
+            # A file the task deleted that the checkpoint does not hold either (made after it
+            # by someone else) cannot be restored; restore() would refuse the whole selection.
+            present = set(_tree_files(self.repo.toplevel, record.commit, files))
+            wanted = [f for f in files if f in present or (self.repo.toplevel / f).exists()
+                      or os.path.islink(self.repo.toplevel / f)]
+            if not wanted:
+                return []
+            result = api.restore(task_run.checkpoint, paths=wanted, by=task_run.agent)
+        return list(result.changed)
+
+    # One task, in its worker thread ----------------------------------------------------------
+    def _work(self, task: Task) -> None:
+        run = self._state()
+        task_run = run.tasks[task.id]
+        queued = time.time()
+        try:
+            with self._task_locks(task, wait=self.lock_wait, on_wait=self._announce_wait):
+                if self._stopping.is_set():
+                    raise _Stopped
+                outcome = self._run_locked(task, task_run, queued)
+        except _Stopped:
+            outcome = _Outcome(task=task.id, kind="finished", status="pending", interrupted=True)
+        except VersatilError as exc:  # the locks could not be had: a lock conflict or deadlock
+            outcome = _Outcome(
+                task=task.id, kind="finished", status="failed", error=f"locks: {exc}"
+            )
+        except Exception as exc:  # a bug or an OS failure: fail the task, keep the run going
+            outcome = _Outcome(
+                task=task.id, kind="finished", status="failed",
+                error=f"internal error: {type(exc).__name__}: {exc}",
+            )
+        self._inbox.put(outcome)
+
+    def _announce_wait(self, task: Task) -> None:
+        self._inbox.put(_Outcome(task=task.id, kind="waiting"))
+        self._emit("task-waiting", self._state().tasks[task.id])
+
+    def _run_locked(self, task: Task, task_run: TaskRun, queued: float) -> _Outcome:
+        run = self._state()
+        paths = self._write_paths(task)
+        before = snapshot(self.repo.toplevel, paths)
+        log_path = self.store.log_dir(run.id) / f"{_safe_name(task.id)}.log"
+        with self._mutex:
+            task_run.status = "running"
+            task_run.attempts += 1
+            task_run.started = time.time()
+            task_run.finished = None
+            task_run.lock_wait = round(task_run.started - queued, 6)
+            task_run.before = before
+            task_run.log = str(log_path)
+            self.store.save(run)  # durable before the process exists: see the module docstring
+        self._emit(
+            "task-start", task_run, attempt=task_run.attempts, checkpoint=task_run.checkpoint,
+            lock_wait=task_run.lock_wait, command=task.describe_run(),
+        )
+        exit_code, error, interrupted = self._spawn_and_wait(task, task_run, log_path)
+        faults.point("wave.task-exited")
+        after = snapshot(self.repo.toplevel, paths)
+        files = modified(before, after)
+        status: Status = "succeeded" if exit_code == 0 and not error else "failed"
+        rolled: list[str] = []
+        if status == "failed" or interrupted:
+            try:
+                rolled = self._rollback(task_run, files)
+            except VersatilError as exc:
+                error = f"{error}; rollback failed: {exc}" if error else f"rollback failed: {exc}"
+        # Attribute what it changed and kept: a rolled-back file is no longer its work, and
+        # counting it would make a later `restore --agent` refuse over a change that is gone.
+        kept = [f for f in files if f not in set(rolled)]
+        if kept:
+            from versatil_fs.checkpoints import record_files_modified
+
+            with contextlib.suppress(VersatilError):
+                record_files_modified(
+                    self.repo, task.agent, kept, wave=task_run.wave, task=task.id
+                )
+        return _Outcome(
+            task=task.id, kind="finished", status=status, exit_code=exit_code, error=error,
+            files=files, rolled_back=rolled, interrupted=interrupted,
+        )
+
+    def _spawn_and_wait(
+        self, task: Task, task_run: TaskRun, log_path: Path
+    ) -> tuple[int | None, str, bool]:
+        """Run the command; returns (exit code, error, interrupted)."""
+        run = self._state()
+        env = dict(os.environ)
+        env.pop("VERSATIL_FAULT", None)  # a fault armed for the executor is not the task's
+        plan_dir = run.plan.directory
+        env.update({
+            "VERSATIL_AGENT": task.agent,
+            "VERSATIL_TASK": task.id,
+            "VERSATIL_WAVE": str(task_run.wave),
+            "VERSATIL_RUN": run.id,
+            "VERSATIL_PLAN_DIR": str(plan_dir) if plan_dir else "",
+            MARKER: f"{run.id}/{task.id}",
+        })
+        # Opened like the state's lock files: 0600, no symlink followed, close-on-exec.
+        log_fd = self.state.open_lock_file(log_path)
+        try:
+            os.lseek(log_fd, 0, os.SEEK_END)
+            header = f"== {task.id} ({task.agent}), attempt {task_run.attempts}: " \
+                     f"{task.describe_run()}\n"
+            os.write(log_fd, header.encode())
+            try:
+                proc = subprocess.Popen(
+                    task.command, cwd=self.repo.toplevel, env=env, stdin=subprocess.DEVNULL,
+                    stdout=log_fd, stderr=subprocess.STDOUT, start_new_session=True,
+                )
+            except OSError as exc:
+                return None, f"could not start: {exc.strerror or exc}", False
+        finally:
+            os.close(log_fd)
+        self._workers[task.id].proc = proc
+        task_run.pid = proc.pid
+        self._inbox.put(_Outcome(task=task.id, kind="started"))
+        faults.point("wave.task-started")
+        timed_out = False
+        try:
+            code = proc.wait(timeout=task.timeout)
+        except subprocess.TimeoutExpired:
+            timed_out = True
+            _signal_group(proc.pid, signal.SIGTERM)
+            try:
+                code = proc.wait(timeout=TERM_GRACE)
+            except subprocess.TimeoutExpired:
+                _signal_group(proc.pid, signal.SIGKILL)
+                code = proc.wait()
+        # The task is its process group: anything it left running would go on writing
+        # without its locks, so it ends with the task.
+        _signal_group(proc.pid, signal.SIGKILL)
+        self._workers[task.id].proc = None
+        if self._stopping.is_set() and not timed_out:
+            return code, "", True
+        if timed_out:
+            return code, f"timed out after {task.timeout:g} s", False
+        if code < 0:
+            return 128 - code, f"killed by signal {-code}", False
+        return code, "" if code == 0 else f"exited with {code}", False
+
+    @contextlib.contextmanager
+    def _task_locks(
+        self, task: Task, *, wait: float, on_wait: Callable[[Task], None] | None = None
+    ) -> Iterator[None]:
+        """Hold the task's locks, as its agent, for the block (nothing to hold: no locks)."""
+        if not task.writes and not task.reads:
+            yield
+            return
+        from versatil_fs.locks.manager import LockManager
+
+        # One manager per task: a manager's table transactions are not safe to share between
+        # threads (they flock one descriptor), and each task is a thread here.
+        manager = LockManager(self.repo, state=self.state, config=self.config)
+        try:
+            claims = self._claims[task.id]
+            writes = [c.resource for c in claims if c.mode == "write"]
+            reads = [c.resource for c in claims if c.mode == "read"]
+            # Not granted within a moment means queued behind a holder: say so. (A first try
+            # with wait=0 would tell for sure, but logs a lock conflict for a normal wait.)
+            granted = threading.Event()
+            timer = threading.Timer(
+                0.1, lambda: None if granted.is_set() or on_wait is None else on_wait(task)
+            )
+            timer.daemon = True
+            timer.start()
+            try:
+                lease = manager.acquire(
+                    writes, reads=reads, agent=task.agent, wait=wait, priority=task.priority
+                )
+            finally:
+                granted.set()
+                timer.cancel()
+            try:
+                yield
+            finally:
+                lease.release()
+        finally:
+            manager.close()
+
+    # Helpers ---------------------------------------------------------------------------------
+    def _state(self) -> RunState:
+        assert self.run_state is not None
+        return self.run_state
+
+    def _resolve_claims(self) -> dict[str, list[Claim]]:
+        from versatil_fs.locks.manager import LockManager
+
+        manager = LockManager(self.repo, state=self.state, config=self.config)
+        claims: dict[str, list[Claim]] = {}
+        try:
+            for task in self.plan.tasks:
+                if not task.writes and not task.reads:
+                    claims[task.id] = []
+                    continue
+                try:
+                    claims[task.id] = manager.claims(task.writes, task.reads)
+                except UsageError as exc:
+                    line = self.plan.lines.get(task.id)
+                    where = f"{self.plan.path}:{line}: " if self.plan.path and line else ""
+                    raise UsageError(f"{where}task {task.id!r}: {exc}") from None
+        finally:
+            manager.close()
+        return claims
+
+    def _conflict_predecessors(self) -> dict[str, set[str]]:
+        """For each task, the tasks of earlier waves whose claims conflict with its own."""
+        index: ConflictIndex[str] = ConflictIndex()
+        after: dict[str, set[str]] = {}
+        for wave in self.schedule.waves:
+            for task_id in wave.tasks:
+                after[task_id] = index.conflicting(self._claims[task_id])
+            for task_id in wave.tasks:
+                index.add(task_id, self._claims[task_id])
+        return after
+
+    def _write_paths(self, task: Task) -> list[str]:
+        return [
+            c.resource.path for c in self._claims[task.id]
+            if c.mode == "write" and c.resource.is_path
+        ]
+
+    def _emit(self, kind: str, task: TaskRun | None, **data: Any) -> None:
+        run = self._state()
+        if task is not None:
+            data = {"task": task.id, "wave": task.wave, **data}
+        events.emit(STREAM, kind, agent=task.agent if task else None, repo=run.repo_key,
+                    state=self.state, run=run.id, **data)
+
+
+class _Stopped(Exception):
+    """The run was interrupted while this task waited for its locks."""
+
+
+def _files(paths: Sequence[str]) -> str:
+    return "1 file" if len(paths) == 1 else f"{len(paths)} files"
+
+
+def _safe_name(task_id: str) -> str:
+    return task_id.replace("/", "_").replace(":", "_")
+
+
+def _tree_files(repo: Path, commit: str, paths: Sequence[str]) -> list[str]:
+    """Which of ``paths`` the commit's tree holds."""
+    env = {**os.environ, "GIT_LITERAL_PATHSPECS": "1"}
+    result = subprocess.run(
+        ["git", "ls-tree", "-r", "-z", "--name-only", commit, "--", *paths],
+        cwd=repo, env=env, capture_output=True, check=False,
+    )
+    return [os.fsdecode(p) for p in result.stdout.split(b"\0") if p]
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+def _terminate_as_interrupt() -> Any:
+    """Make SIGTERM stop a run the way Ctrl-C does (tasks stopped, rolled back, resumable)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    return signal.signal(signal.SIGTERM, handler)
+
+
+def _restore_signal(previous: Any) -> None:
+    if previous is not None:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def latest_run(store: RunStore, repo: Repository) -> RunState | None:
+    runs = store.runs(repo.key)
+    return runs[-1] if runs else None
