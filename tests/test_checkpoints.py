@@ -838,3 +838,30 @@ def test_restore_without_a_lock_manager_module_still_works(repo: Path) -> None:
     write(repo, "src/a.py", "changed\n")
     cps.restore(record.id)
     assert (repo / "src/a.py").read_text() == "a = 1\n"
+
+
+def test_a_removal_never_follows_a_symlink_out_of_the_repository(
+    repo: Path, tmp_path: Path
+) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "precious.txt").write_text("not the repository's\n")
+    os.symlink(outside, repo / "escape")
+    Checkpoints(repo)._remove("escape/precious.txt")
+    assert (outside / "precious.txt").read_text() == "not the repository's\n"
+
+
+def test_restore_for_an_agent_is_not_blocked_by_that_agents_own_locks(repo: Path) -> None:
+    manager = _lock_manager(repo)
+    the_repo = Repository.find(repo)
+    cps = Checkpoints(repo)
+    record = cps.create()
+    write(repo, "src/a.py", "Marcus's failed attempt\n")
+    record_files_modified(the_repo, "Marcus", ["src/a.py"])
+    lease = manager.acquire(["src/"], agent="Marcus", mode="write")
+    try:
+        result = cps.restore(record.id, agent="Marcus")
+        assert result.changed == ["src/a.py"]
+        assert (repo / "src/a.py").read_text() == "a = 1\n"
+    finally:
+        lease.release()

@@ -592,7 +592,9 @@ class Checkpoints:
     def _snapshot(self, index: Path) -> _Snapshot:
         head_proc = self._spawn("rev-parse", "-q", "--verify", "HEAD^{commit}")
         try:
-            _, err = self._finish(self._spawn("add", "-A", index=index), ("add", "-A"))
+            # LC_ALL=C: the "adding embedded git repository" warning is parsed below.
+            add = self._spawn("add", "-A", index=index, extra={"LC_ALL": "C"})
+            _, err = self._finish(add, ("add", "-A"))
             tree = self._git("write-tree", index=index).decode().strip()
         finally:
             head_out, _ = head_proc.communicate()
@@ -934,6 +936,10 @@ class Checkpoints:
 
     def _remove(self, rel: str) -> None:
         path = self.repo.toplevel / rel
+        if self._leading_symlink(path.parent):
+            # Git never tracks a file below a symlink, so one appeared after the snapshot;
+            # unlinking through it could delete a file outside the repository.
+            return
         try:
             os.unlink(path)
         except FileNotFoundError:
@@ -952,6 +958,9 @@ class Checkpoints:
             except OSError:
                 break
             parent = parent.parent
+
+    def _leading_symlink(self, directory: Path) -> bool:
+        return os.path.realpath(directory) != str(directory)
 
     def _write_from_checkpoint(self, writes: builtins.list[Change]) -> None:
         info = b"".join(
