@@ -274,35 +274,46 @@ class Observer:
 
 # Files a task modifies ---------------------------------------------------------------------------
 def snapshot(repo: Path, paths: Sequence[str]) -> dict[str, Stamp]:
-    """Every tracked or untracked, non-ignored file under ``paths``, with its ``stat`` stamp.
+    """Every file under ``paths`` (repo-relative) with its ``stat`` stamp.
 
-    git lists the files so that ignored ones (build output, caches) are left out, as they are
-    from checkpoints: what cannot be checkpointed cannot be rolled back either.
+    A path that is a file (or does not exist) is one ``lstat``. Directories are listed by git
+    (``ls-files --cached --others --exclude-standard``) so that ignored files (build output,
+    caches) are left out, as they are from checkpoints: what cannot be checkpointed cannot be
+    rolled back either. The stamp (size, mtime, inode, mode) changes on every write or rename.
     """
-    if not paths:
-        return {}
+    stamps: dict[str, Stamp] = {}
+    directories = []
+    for path in paths:
+        if path == "." or (os.path.isdir(repo / path) and not os.path.islink(repo / path)):
+            directories.append(path)
+        else:
+            _stamp(repo, path, stamps)
+    if not directories:
+        return stamps
     env = {**os.environ, "GIT_LITERAL_PATHSPECS": "1"}
     for name in ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE"):
         env.pop(name, None)
     result = subprocess.run(
-        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard", "--", *paths],
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard", "--",
+         *directories],
         cwd=repo, env=env, capture_output=True, check=False,
     )
     if result.returncode != 0:
         raise VersatilError(
             f"git ls-files failed in {repo}: {result.stderr.decode(errors='replace').strip()}"
         )
-    stamps: dict[str, Stamp] = {}
     for raw in result.stdout.split(b"\0"):
-        if not raw:
-            continue
-        name = os.fsdecode(raw).rstrip("/")
-        try:
-            info = os.lstat(repo / name)
-        except FileNotFoundError:
-            continue  # in the index, deleted from the working tree
-        stamps[name] = (info.st_size, info.st_mtime_ns, info.st_ino, info.st_mode)
+        if raw:
+            _stamp(repo, os.fsdecode(raw).rstrip("/"), stamps)
     return stamps
+
+
+def _stamp(repo: Path, path: str, into: dict[str, Stamp]) -> None:
+    try:
+        info = os.lstat(repo / path)
+    except (FileNotFoundError, NotADirectoryError):
+        return  # not there (or in the index but deleted from the working tree)
+    into[path] = (info.st_size, info.st_mtime_ns, info.st_ino, info.st_mode)
 
 
 def modified(before: Mapping[str, Stamp], after: Mapping[str, Stamp]) -> list[str]:
@@ -520,6 +531,7 @@ class _Outcome:
     files: list[str] = field(default_factory=list)
     rolled_back: list[str] = field(default_factory=list)
     interrupted: bool = False
+    ended: float | None = None  # when its process exited (rollback time is not its duration)
 
 
 @dataclass
@@ -805,7 +817,9 @@ class WaveExecutor:
         self._seq += 1
         self._ended_seq[outcome.task] = self._seq
         with self._mutex:
-            task_run.finished = time.time() if task_run.started is not None else None
+            task_run.finished = (
+                (outcome.ended or time.time()) if task_run.started is not None else None
+            )
             task_run.exit_code = outcome.exit_code
             task_run.error = outcome.error
             task_run.files = outcome.files
@@ -1030,6 +1044,7 @@ class WaveExecutor:
             lock_wait=task_run.lock_wait, command=task.describe_run(),
         )
         exit_code, error, interrupted = self._spawn_and_wait(task, task_run, log_path)
+        ended = time.time()
         faults.point("wave.task-exited")
         after = snapshot(self.repo.toplevel, paths)
         files = modified(before, after)
@@ -1040,6 +1055,8 @@ class WaveExecutor:
                 rolled = self._rollback(task_run, files)
             except VersatilError as exc:
                 error = f"{error}; rollback failed: {exc}" if error else f"rollback failed: {exc}"
+            if files and not run.checkpoints:
+                error += "; its files were kept (checkpoints.enabled is false: no rollback)"
         # Attribute what it changed and kept: a rolled-back file is no longer its work, and
         # counting it would make a later `restore --agent` refuse over a change that is gone.
         kept = [f for f in files if f not in set(rolled)]
@@ -1052,7 +1069,7 @@ class WaveExecutor:
                 )
         return _Outcome(
             task=task.id, kind="finished", status=status, exit_code=exit_code, error=error,
-            files=files, rolled_back=rolled, interrupted=interrupted,
+            files=files, rolled_back=rolled, interrupted=interrupted, ended=ended,
         )
 
     def _spawn_and_wait(
