@@ -865,3 +865,14 @@ def test_restore_for_an_agent_is_not_blocked_by_that_agents_own_locks(repo: Path
         assert (repo / "src/a.py").read_text() == "a = 1\n"
     finally:
         lease.release()
+
+
+def test_restore_without_pruning_keeps_the_oldest_checkpoints(repo: Path) -> None:
+    cps = Checkpoints(repo)
+    made = [cps.create(str(i), prune=False).id for i in range(10)]
+    write(repo, "src/a.py", "changed\n")
+    result = cps.restore(made[0], prune=False)
+    assert [r.id for r in cps.list()] == [*made, result.safety_checkpoint]
+    write(repo, "src/a.py", "changed again\n")
+    cps.restore(made[0])  # the default prunes to max_checkpoints afterwards
+    assert len(cps.list()) == 10

@@ -393,6 +393,7 @@ class Checkpoints:
         wave: int | None = None,
         force: bool = False,
         by: str | None = None,
+        prune: bool = True,
     ) -> RestoreResult:
         """Bring the working tree (all of it, or a selection) back to the checkpoint.
 
@@ -402,6 +403,8 @@ class Checkpoints:
         one restoring is refused (``Refused``) unless ``force``. The one restoring is ``by``,
         else ``agent`` (rolling back an agent's files is done on its behalf, so its own locks do
         not block it), else the current agent ($VERSATIL_AGENT, git config, login name).
+        The safety checkpoint counts towards ``max_checkpoints``; ``prune=False`` skips the
+        pruning after it (for callers that still need the oldest checkpoints).
         """
         target = self._resolve(checkpoint_id)
         restorer = by or agent or default_agent(self.repo)
@@ -444,7 +447,8 @@ class Checkpoints:
             safety=safety.id, restored=len(result.restored), removed=len(result.removed),
             paths=result.changed[:100], forced=force,
         )
-        self._auto_prune()
+        if prune:
+            self._auto_prune()
         return result
 
     # Prune ----------------------------------------------------------------------------------
