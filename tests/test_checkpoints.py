@@ -876,3 +876,25 @@ def test_restore_without_pruning_keeps_the_oldest_checkpoints(repo: Path) -> Non
     write(repo, "src/a.py", "changed again\n")
     cps.restore(made[0])  # the default prunes to max_checkpoints afterwards
     assert len(cps.list()) == 10
+
+
+def test_a_real_submodule_is_a_gitlink_and_its_checkout_is_left_alone(
+    repo: Path, tmp_path: Path
+) -> None:
+    upstream = init_repo(tmp_path / "upstream")
+    subprocess.run(
+        ["git", "-c", "protocol.file.allow=always", "submodule", "add", "-q", str(upstream),
+         "libs/upstream"],
+        cwd=repo, check=True, capture_output=True,
+    )
+    git(repo, "commit", "-qm", "add a submodule")
+    cps = Checkpoints(repo)
+    record = cps.create("with a submodule")
+    assert record.gitlinks == ["libs/upstream"]
+    assert "libs/upstream" in record.warnings[0] and "nested" not in record.warnings[0]
+    sub = repo / "libs" / "upstream"
+    write(sub, "README.md", "edited inside the submodule\n")
+    write(repo, "README.md", "edited outside\n")
+    result = cps.restore(record.id)
+    assert result.changed == ["README.md"]
+    assert (sub / "README.md").read_text() == "edited inside the submodule\n"

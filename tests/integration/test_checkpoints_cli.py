@@ -380,3 +380,23 @@ def test_an_agents_mess_is_rolled_back_while_another_agents_edits_stay(
     assert (repo / "README.md").read_text() == "James documented the feature\n"
     (event,) = [e for e in events.read("checkpoints") if e.kind == "restore"]
     assert event.data["checkpoint"] == cid and event.agent == "Marcus"
+
+
+def test_create_warns_about_gitlinks_and_large_files_and_show_says_so(
+    repo: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(repo)
+    monkeypatch.setenv("VERSATIL_CHECKPOINT_LARGE_FILE_MB", "0.001")
+    nested = repo / "nested"
+    nested.mkdir()
+    git(nested, "init", "-q")
+    write(nested, "x.txt", "x\n")
+    git(nested, "add", "x.txt")
+    git(nested, "-c", "user.name=n", "-c", "user.email=n@n", "commit", "-qm", "x")
+    write(repo, "big.bin", "b" * 4096)
+    code, out, err = cli_run(capsys, "checkpoint", "create")
+    assert code == 0
+    assert "gitlinks" in err and "nested (nested repository)" in err
+    assert "big.bin" in err
+    code, shown, _ = cli_run(capsys, "checkpoint", "show", out.strip())
+    assert "gitlinks  nested" in shown and "note: Stored as gitlinks" in shown
