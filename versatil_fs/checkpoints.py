@@ -367,9 +367,13 @@ class Checkpoints:
             snapshot = self._snapshot(index)
         return self._git("diff", "--no-color", "--binary", record.tree, snapshot.tree)
 
-    def interrupted_restores(self) -> builtins.list[CheckpointRecord]:
-        """Safety checkpoints of restores whose process died before finishing."""
-        pending = [r for r in self.list() if r.kind == "safety" and r.restore_complete is False]
+    def interrupted_restores(
+        self, records: Sequence[CheckpointRecord] | None = None
+    ) -> builtins.list[CheckpointRecord]:
+        """Safety checkpoints of restores whose process died before finishing (among
+        ``records``, default every checkpoint)."""
+        listed = self.list() if records is None else records
+        pending = [r for r in listed if r.kind == "safety" and r.restore_complete is False]
         if not pending:
             return []
         fd = self._state.open_lock_file(self._dir / "restore.lock")

@@ -52,10 +52,9 @@ def list_(tail: int | None, as_json: bool) -> None:
 
 def print_list(checkpoints: Checkpoints, tail: int | None, as_json: bool) -> None:
     """The listing shared with ``versatil-daemon list-checkpoints``."""
-    records = checkpoints.list()
-    if tail:
-        records = records[-tail:]
-    interrupted = checkpoints.interrupted_restores()
+    every = checkpoints.list()
+    records = every[-tail:] if tail else every
+    interrupted = checkpoints.interrupted_restores(every)
     if as_json:
         echo_json({"repo": str(checkpoints.repo.toplevel), "checkpoints": records})
         return
