@@ -90,6 +90,10 @@ STREAM = "collision-detection"
 SETTLE_SECONDS = 0.002
 # A new file whose name looks temporary is reported only if it still exists this much later.
 TEMPORARY_GRACE_SECONDS = 0.1
+# A file being written is reported when its writer closes it (IN_CLOSE_WRITE), so that
+# create-then-write is one report, not two; one that stays open (a log being appended, a chmod,
+# an mmap) is reported this long after its first event instead.
+OPEN_GRACE_SECONDS = 0.05
 # After the watch limit is hit, directories without a watch are caught by rescans this often.
 LIMIT_RESCAN_SECONDS = 1.0
 # Largest batch handled at once; the rest waits for the next turn of the loop.
@@ -647,7 +651,8 @@ class Monitor:
         self.ready = threading.Event()
         self.failure: BaseException | None = None
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._pending: dict[str, float] = {}  # temporary-looking new files -> report-after time
+        # Files held back -> when to report them anyway: open for writing, or temporary-looking.
+        self._pending: dict[str, float] = {}
         self._stopping = threading.Event()
         self._final_scan = True
         self._thread: threading.Thread | None = None
@@ -845,7 +850,7 @@ class Monitor:
             else:
                 rel = visible(raw.src)
                 if rel is not None:
-                    self._changed(rel)
+                    self._changed(rel, closed=raw.kind == "closed")
 
     def _stat(self, rel: str) -> os.stat_result | None:
         try:
@@ -854,25 +859,35 @@ class Monitor:
             return None
         return None if stat.S_ISDIR(info.st_mode) else info
 
-    def _changed(self, rel: str, *, hold: bool = True) -> None:
+    def _changed(self, rel: str, *, closed: bool, hold: bool = True) -> None:
         info = self._stat(rel)
         if info is None:
+            self._pending.pop(rel, None)
             return  # already gone: its delete or move event follows
         sig = signature(info)
         before = self.snapshot.get(rel)
         if before == sig:
+            self._pending.pop(rel, None)
             return  # this write was reported already (IN_MODIFY then IN_CLOSE_WRITE, a rescan)
-        if before is None and hold and (rel in self._pending or _looks_temporary(rel)):
-            # Possibly the temporary half of an atomic save: report it only if it stays.
-            self._pending.setdefault(rel, time.monotonic() + TEMPORARY_GRACE_SECONDS)
-            return
+        if hold:
+            now = time.monotonic()
+            if not closed:
+                self._pending.setdefault(rel, now + OPEN_GRACE_SECONDS)
+                return
+            if before is None and _looks_temporary(rel):
+                # Possibly the temporary half of an atomic save: report it only if it stays.
+                self._pending[rel] = max(
+                    self._pending.get(rel, 0.0), now + TEMPORARY_GRACE_SECONDS
+                )
+                return
+        self._pending.pop(rel, None)
         self.snapshot[rel] = sig
         self._report(rel, "created" if before is None else "modified")
 
     def _deleted(self, rel: str) -> None:
         self._pending.pop(rel, None)
         if self._stat(rel) is not None:
-            self._changed(rel)  # replaced already
+            self._changed(rel, closed=True)  # replaced already
             return
         if self.snapshot.pop(rel, None) is not None:
             self._report(rel, "deleted")
@@ -925,7 +940,7 @@ class Monitor:
         due = [p for p, when in self._pending.items() if force or when <= now]
         for path in due:
             del self._pending[path]
-            self._changed(path, hold=False)
+            self._changed(path, closed=True, hold=False)
 
     def _rescan(self, reason: str | None, *, periodic: bool = False) -> None:
         """Compare the tree with the snapshot and report the differences."""
@@ -1230,10 +1245,19 @@ def writes_from_event(event: events.Event) -> list[Write]:
     return []
 
 
+def log_size(state: StateDir) -> int:
+    """Where the collision-detection log ends now: :func:`follow` reads from here on."""
+    try:
+        return state.event_log(STREAM).stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
 def follow(
-    repo: Repository, state: StateDir, stop: threading.Event
+    repo: Repository, state: StateDir, stop: threading.Event, offset: int
 ) -> Iterator[events.Event]:
-    """Events logged for ``repo`` in the collision-detection stream from now on, until ``stop``.
+    """Events logged for ``repo`` in the collision-detection stream after ``offset``, until
+    ``stop``.
 
     Woken by inotify (through watchdog) when the log grows; the one-second timeout is only a
     safety net for a missed wake-up.
@@ -1257,10 +1281,8 @@ def follow(
     observer.start()
     decoder = msgspec.json.Decoder(events.Event)
     try:
-        offset = path.stat().st_size if path.exists() else 0
         pending = b""
         while not stop.is_set():
-            grew.wait(1.0)
             grew.clear()
             try:
                 size = path.stat().st_size
@@ -1269,6 +1291,7 @@ def follow(
             if size < offset:
                 offset, pending = 0, b""
             if size == offset:
+                grew.wait(1.0)
                 continue
             with open(path, "rb") as handle:
                 handle.seek(offset)
@@ -1323,9 +1346,9 @@ def watch(
         out.put(f"watching {', '.join(m.guards)} in {repo.toplevel} for unlocked writes")
         return m
 
-    def follower() -> None:
+    def follower(offset: int) -> None:
         try:
-            for event in follow(repo, state, following):
+            for event in follow(repo, state, following, offset):
                 if event.kind == "rescan":
                     out.put(
                         f"the observing monitor rescanned ({event.data.get('reason')}): "
@@ -1347,7 +1370,10 @@ def watch(
         else:
             pid = election.holder_pid()
             who = f"process {pid}" if pid else "another process"
-            threading.Thread(target=follower, name="versatil-follow", daemon=True).start()
+            # From this offset on, before saying so: nothing logged after the notice is missed.
+            threading.Thread(
+                target=follower, args=(log_size(state),), name="versatil-follow", daemon=True
+            ).start()
             threading.Thread(target=candidate, name="versatil-elect", daemon=True).start()
             out.put(
                 f"{who} is already watching {repo.toplevel}; showing what it reports "
