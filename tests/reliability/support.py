@@ -27,25 +27,27 @@ from versatil_fs.locks.table import SCHEMA_VERSION, Table
 # The tally ------------------------------------------------------------------------------------
 @dataclass
 class Tally:
-    """Counters for the whole session; the last three must stay zero."""
+    """Counters for the whole session; all but the first two must stay zero."""
 
     faults_injected: int = 0
     bad_inputs: int = 0
     locks_stuck: int = 0
     overlaps: int = 0
     files_lost: int = 0
+    queue_jumps: int = 0  # grants out of priority/arrival order (the linearizability check)
     tests: int = 0  # tests that asked for the tally
 
     def line(self) -> str:
         return (
             f"versatil reliability: faults injected {self.faults_injected}, "
             f"bad inputs tried {self.bad_inputs}, locks stuck {self.locks_stuck}, "
-            f"overlaps {self.overlaps}, files lost {self.files_lost}"
+            f"overlaps {self.overlaps}, files lost {self.files_lost}, "
+            f"out-of-order grants {self.queue_jumps}"
         )
 
     @property
     def clean(self) -> bool:
-        return self.locks_stuck == self.overlaps == self.files_lost == 0
+        return self.locks_stuck == self.overlaps == self.files_lost == self.queue_jumps == 0
 
     def killed(self, returncode: int | None) -> bool:
         """Count a fault if the process died of SIGKILL; returns whether it did."""
