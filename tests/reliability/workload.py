@@ -490,6 +490,19 @@ class Workers:
         self.children[agent] = child
         return child
 
+    def grants(self) -> int:
+        """How many grants the children have logged so far (read incrementally)."""
+        offsets = self.__dict__.setdefault("_offsets", {})
+        counted = self.__dict__.setdefault("_grants", [0])
+        for path in (self.directory / "logs").glob("*.jsonl"):
+            with open(path, "rb") as handle:
+                handle.seek(offsets.get(path, 0))
+                chunk = handle.read()
+            complete = chunk[: chunk.rfind(b"\n") + 1]
+            offsets[path] = offsets.get(path, 0) + len(complete)
+            counted[0] += complete.count(b'"e":"grant"')
+        return int(counted[0])
+
     def requests(self) -> list[Request]:
         return read_requests(sorted((self.directory / "logs").glob("*.jsonl")))
 
