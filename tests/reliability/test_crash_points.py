@@ -386,3 +386,117 @@ def test_a_killed_restore_leaves_whole_files_and_a_way_back(
     expected = dict(target_files)
     expected.pop("debug.log", None)
     assert restored == expected
+
+
+# Wave run scenarios -----------------------------------------------------------------------------
+WAVE_PLAN = """\
+version: 1
+tasks:
+  - {{id: one, agent: Ann, writes: [src/a.py], run: 'echo one >> src/a.py; echo one >> "{ran}"'}}
+  - {{id: two, agent: Bob, writes: [docs/], run: 'echo two >> docs/guide.md; echo two >> "{ran}"'}}
+  - id: three
+    agent: Cid
+    needs: [one, two]
+    writes: [src/a.py, src/new.txt]
+    run: 'echo three >> src/a.py; echo three > src/new.txt; echo three >> "{ran}"'
+"""
+# What the tree holds once every task ran exactly once (a task that ran half-way and was
+# re-run must have been rolled back first, or its line would be there twice).
+WAVE_RESULT = {
+    "src/a.py": "a = 1\none\nthree\n",
+    "docs/guide.md": "# guide\ntwo\n",
+    "src/new.txt": "three\n",
+}
+
+WAVE_FAULTS = [
+    "wave.before-state-write:1",  # before the run's first state was ever written
+    "wave.before-state-write:4",
+    "wave.before-state-write:7",
+    "wave.after-wave-checkpoint:2",  # wave 2's checkpoint made, nothing of it started
+    "wave.task-started:1",  # a task's process started, the executor gone
+    "wave.task-exited:3",  # the last task ended, its end not yet recorded
+]
+WAVE_FAULTS_SLOW = [
+    *(f"wave.before-state-write:{n}" for n in (2, 3, 5, 6, 8, 9, 10)),
+    "wave.after-wave-checkpoint:1", "wave.task-started:2", "wave.task-started:3",
+    "wave.task-exited:1", "wave.task-exited:2", "state.before-rename:3", "state.before-rename:6",
+]
+
+
+@pytest.fixture
+def wave_runs() -> Iterator[None]:
+    """Whatever tasks a killed executor left running are killed when the test ends."""
+    yield
+    from versatil_fs.executor import RunStore, kill_leftovers
+
+    for run in RunStore().runs():
+        kill_leftovers(run.id)
+
+
+def _wave_states(home: Path) -> list[str]:
+    from versatil_fs.executor import _decoder
+
+    problems = []
+    for path in sorted(home.glob("waves/*.msgpack")):
+        try:
+            run = _decoder.decode(path.read_bytes())
+        except Exception as exc:  # any failure to read it back is what we are looking for
+            problems.append(f"{path.name}: {exc}")
+        else:
+            assert run.version == 1
+    return problems
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [*WAVE_FAULTS, *(pytest.param(f, marks=pytest.mark.slow) for f in WAVE_FAULTS_SLOW)],
+)
+def test_a_killed_wave_run_resumes_without_running_a_finished_task_twice(
+    fault: str, repo: Path, tmp_path: Path, manager: LockManager, tally: Tally,
+    wave_runs: None,
+) -> None:
+    home = StateDir().root
+    ran = tmp_path / "ran.txt"
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(WAVE_PLAN.format(ran=ran))
+    result = versatil_process("wave", "run", str(plan), "--json", cwd=repo,
+                              env={"VERSATIL_FAULT": fault})
+    assert tally.killed(result.code), result
+
+    # Readable state, and a status that says what happened.
+    assert tally.lost(_wave_states(home) + state_problems(home)) == []
+    assert ref_problems(repo) == []
+    status = versatil("wave", "status", "--json", cwd=repo)
+    assert status.code == 0, status
+    view = json.loads(status.out)
+    finished = set()
+    if view["run"] is None:
+        assert fault == "wave.before-state-write:1"  # no state yet: nothing to resume
+        again = versatil_process("wave", "run", str(plan), cwd=repo)
+    else:
+        assert view["status"] == "interrupted", view["status"]
+        finished = {k for k, t in view["run"]["tasks"].items() if t["status"] == "succeeded"}
+        ran_before = ran.read_text().split() if ran.exists() else []
+        assert finished <= set(ran_before)
+        again = versatil_process("wave", "resume", cwd=repo)
+    assert again.code == 0, again
+
+    # Every task ran to the end exactly once in effect; a finished one never ran again.
+    runs = ran.read_text().split()
+    for task in finished:
+        assert runs.count(task) == 1, f"{task} was recorded as finished and ran again: {runs}"
+    files = working_files(repo)
+    for path, text in WAVE_RESULT.items():
+        assert files.get(path, b"").decode() == text, f"{path}: {files.get(path)!r}"
+    assert tally.lost(_wave_states(home) + state_problems(home)) == []
+    # No lock is left behind by the dead executor or its tasks.
+    stuck = []
+    for resource in ("src/a.py", "docs", "src/new.txt"):
+        try:
+            manager.acquire([resource], agent="Checker", wait=0).release()
+        except Exception as exc:
+            stuck.append(f"{resource}: {exc}")
+    tally.locks_stuck += len(stuck)
+    assert stuck == []
+    final = json.loads(versatil("wave", "status", "--json", cwd=repo).out)
+    assert final["status"] == "succeeded"
