@@ -30,6 +30,7 @@ tasks from writing the same file at once; the plan has to.
 from __future__ import annotations
 
 import difflib
+import functools
 import math
 import os
 import posixpath
@@ -576,9 +577,10 @@ class ConflictIndex(Generic[K]):
             if resource.name:
                 self._names.setdefault(resource.name, []).append(entry)
                 continue
-            self._at.setdefault((resource.repo, resource.path), []).append(entry)
+            repo = resource.repo
+            self._at.setdefault((repo, resource.path), []).append(entry)
             for ancestor in _ancestors(resource.path):
-                self._below.setdefault((resource.repo, ancestor), []).append(entry)
+                self._below.setdefault((repo, ancestor), []).append(entry)
 
     def conflicting(self, claims: Iterable[Claim]) -> set[K]:
         found: set[K] = set()
@@ -603,7 +605,7 @@ class ConflictIndex(Generic[K]):
                     yield claim, entries
                 continue
             repo, path = resource.repo, resource.path
-            for spot in (*_ancestors(path), path):
+            for spot in _spots(path):
                 entries = self._at.get((repo, spot))
                 if entries:
                     yield claim, entries
@@ -612,12 +614,19 @@ class ConflictIndex(Generic[K]):
                 yield claim, entries
 
 
-def _ancestors(path: str) -> list[str]:
+@functools.lru_cache(maxsize=65536)
+def _ancestors(path: str) -> tuple[str, ...]:
     """The proper ancestors of a repo-relative path, ``"."`` (the root) first."""
     if path == ".":
-        return []
+        return ()
     parts = path.split("/")
-    return ["."] + ["/".join(parts[:i]) for i in range(1, len(parts))]
+    return (".", *("/".join(parts[:i]) for i in range(1, len(parts))))
+
+
+@functools.lru_cache(maxsize=65536)
+def _spots(path: str) -> tuple[str, ...]:
+    """Where entries overlapping ``path`` are stored: its ancestors and itself."""
+    return (*_ancestors(path), path)
 
 
 # The resolver -----------------------------------------------------------------------------------
