@@ -18,7 +18,7 @@ _remaining = int(_COUNT) if _COUNT.isdigit() else 1
 def point(name: str) -> None:
     """Die here with SIGKILL when ``VERSATIL_FAULT`` names this point."""
     global _remaining
-    if _NAME != name:
+    if name != _NAME:
         return
     _remaining -= 1
     if _remaining <= 0:
