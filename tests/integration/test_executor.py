@@ -511,3 +511,29 @@ def test_python_api_from_the_package(git_repo: Path) -> None:
     assert sys.modules["versatil_fs"] is versatil_fs
     plan = write_plan(git_repo / "plan.yaml", [{"id": "a", "agent": "A", "run": "true"}])
     assert Plan.load(plan).waves()[0][0].id == "a"
+
+
+def test_the_demo_chapter_tells_the_whole_wave_story(git_repo: Path) -> None:
+    from versatil_fs.demo import Demo
+    from versatil_fs.wave_demo import chapter_waves
+
+    lines: list[str] = []
+    demo = Demo(repo=git_repo, out=lines.append)
+    try:
+        chapter_waves(demo)
+    finally:
+        for proc in demo.processes:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    text = "\n".join(lines)
+    assert "wave 4 (20m): e2e (Maria-QA), security (Victor-Verifier)" in text
+    assert "waiting  frontend (James-Frontend) for its locks" in text
+    assert "Alex-BA releases app/ui/: handed to James-Frontend" in text
+    assert "FAILED   connect-api (James-Frontend)" in text
+    assert "rolled back only its own files (app/ui/api.ts): // Mock API" in text
+    assert "e2e (Maria-QA) skipped: needs connect-api, which failed" in text
+    assert "unlocked-write modified README.md" in text
+    assert "before wave 4 of wave run" in text
+    assert "x faster" in text and "% idle)" in text
+    assert (git_repo / "docs/auth/security-review.md").exists()

@@ -359,6 +359,8 @@ def progress(*, quiet: bool = False) -> Iterator[Observer]:
 def event_line(run: RunState, kind: str, task: TaskRun | None, detail: str) -> str | None:
     """One line for a transition (None: not worth a line)."""
     if task is None:
+        if kind == "note":
+            return detail
         if kind in ("run-start", "resume"):
             verb = "Resuming" if kind == "resume" else "Running"
             return (f"{verb} wave run {run.id}: {detail} (up to {run.max_agents} tasks at once, "
