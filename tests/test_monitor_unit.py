@@ -164,20 +164,23 @@ def test_extra_patterns_add_to_the_users_own(repo: Repository, tmp_path: Path) -
 
 
 # Snapshots --------------------------------------------------------------------------------------
-def test_scan_skips_git_and_ignored_directories(repo: Repository) -> None:
+def test_scan_lists_what_git_counts_as_the_tree(repo: Repository) -> None:
     root = repo.toplevel
     (root / "build" / "deep").mkdir(parents=True)
     (root / "build" / "deep" / "o.o").write_text("o")
-    (root / "vendor" / "lib" / ".git").mkdir(parents=True)
-    (root / "vendor" / "lib" / ".git" / "HEAD").write_text("ref")
+    (root / "vendor" / "lib").mkdir(parents=True)
+    git(root / "vendor" / "lib", "init", "-q")
     (root / "vendor" / "lib" / "x.c").write_text("x")
     os.symlink("src/a.py", root / "link.py")
     with IgnoreMatcher(repo) as matcher:
         found = scan(root, ["."], matcher)
+        # Not .git, not ignored files, not a nested repository's files; tracked files even
+        # when a pattern matches them, and symlinks as themselves.
         assert sorted(found) == [
             ".gitignore", "README.md", "docs/x.md", "link.py", "src/a.py", "src/sub/b.py",
-            "tracked.log", "vendor/lib/x.c",
+            "tracked.log",
         ]
+        assert matcher.nested == {"vendor/lib"}
         assert sorted(scan(root, ["src", "docs/x.md", "missing"], matcher)) == [
             "docs/x.md", "src/a.py", "src/sub/b.py",
         ]

@@ -381,7 +381,7 @@ class _Run:
                 self.election.resign()
 
     def _files_modified(self) -> list[str]:
-        if self.before is None or self.repo is None:
+        if self.before is None or self.repo is None or self.matcher is None:
             return []
         from versatil_fs.monitor import diff_snapshots, scan
 
