@@ -499,9 +499,14 @@ class LockView:
         self._grants: list[Grant] = []
         self._decoder = msgspec.json.Decoder(Table)
 
-    def holder(self, path: str) -> Grant | None:
-        """The live write lock covering the repo-relative ``path``, if any."""
-        self._refresh()
+    def holder(self, path: str, *, refresh: bool = True) -> Grant | None:
+        """The live write lock covering the repo-relative ``path``, if any.
+
+        ``refresh=False`` skips the check for a newer table: for the second and later paths of
+        one batch of events, all of which happened before the batch's first look.
+        """
+        if refresh:
+            self.refresh()
         now = time.time()
         for grant in self._grants:
             for claim in grant.claims:
@@ -511,7 +516,8 @@ class LockView:
                     break
         return None
 
-    def _refresh(self) -> None:
+    def refresh(self) -> None:
+        """Re-read the table if it changed since the last look."""
         try:
             info = os.stat(self.state.lock_table)
         except FileNotFoundError:
@@ -789,6 +795,7 @@ class Monitor:
         return max(0.0005, min(deadlines) - time.monotonic())
 
     def _finish(self) -> None:
+        self.locks.refresh()
         leftovers: list[Any] = []
         while True:
             try:
@@ -804,6 +811,9 @@ class Monitor:
             self._rescan(None)
 
     def _handle(self, items: Iterable[Any]) -> None:
+        # One look at the lock table per batch: a lock taken before a write is in the table
+        # before the write's event can be in this batch.
+        self.locks.refresh()
         raws: list[_Raw] = []
         overflow = first_limit = False
         for item in items:
@@ -942,8 +952,8 @@ class Monitor:
                         # A real rename: one line, for the new path; a separate deletion only
                         # if the old path is guarded by someone else's lock (or by none).
                         self.snapshot.pop(src, None)
-                        src_holder = self.locks.holder(src)
-                        dest_holder = self.locks.holder(dest)
+                        src_holder = self.locks.holder(src, refresh=False)
+                        dest_holder = self.locks.holder(dest, refresh=False)
                         self._report(dest, "moved", source=src, holder=dest_holder)
                         if _agent(src_holder) != _agent(dest_holder):
                             self._report(src, "deleted", holder=src_holder)
@@ -969,6 +979,7 @@ class Monitor:
     def _rescan(self, reason: str | None, *, periodic: bool = False) -> None:
         """Compare the tree with the snapshot and report the differences."""
         fresh = scan(self.repo.toplevel, self.guards, self.matcher)
+        self.locks.refresh()
         changes = diff_snapshots(self.snapshot, fresh)
         self._pending.clear()
         if reason is not None:
@@ -998,7 +1009,7 @@ class Monitor:
         rescan: bool = False,
         holder: Grant | Literal[False] | None = False,
     ) -> None:
-        grant = self.locks.holder(rel) if holder is False else holder
+        grant = self.locks.holder(rel, refresh=False) if holder is False else holder
         now = time.time()
         if grant is None:
             self.unlocked += 1
