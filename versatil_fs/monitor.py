@@ -550,7 +550,11 @@ def _alive(grant: Grant, now: float) -> bool:
 
 # The election -----------------------------------------------------------------------------------
 class Election:
-    """Who observes a repository: the process holding ``run/monitors/<repo>.lock`` exclusively.
+    """Who observes a working tree: the process holding ``run/monitors/<tree>.lock``
+    exclusively.
+
+    One per working tree rather than per repository: linked worktrees share their locks (the
+    git common directory) but not their files, so each needs an observer of its own.
 
     The lock is a ``flock``, so it goes when its process goes, however that happens, and a
     candidate blocked in :meth:`wait_to_win` is woken by the kernel at that moment. The winner
@@ -559,7 +563,7 @@ class Election:
 
     def __init__(self, repo: Repository, state: StateDir | None = None) -> None:
         self.state = state or StateDir()
-        digest = hashlib.sha256(repo.key.encode()).hexdigest()[:16]
+        digest = hashlib.sha256(str(repo.toplevel).encode()).hexdigest()[:16]
         self.path = self.state.subdir("run", "monitors") / f"{digest}.lock"
         self._fd: int | None = None
 
@@ -754,7 +758,8 @@ class Monitor:
         # hand-overs, and tests synchronise on them.
         if self.record:
             events.emit(
-                STREAM, kind, repo=self.repo.key, state=self.state, guards=self.guards,
+                STREAM, kind, repo=self.repo.key, state=self.state, worktree=self.root,
+                guards=self.guards,
                 unlocked=self.unlocked, locked=self.locked, rescans=self.rescans,
             )
 
@@ -992,7 +997,8 @@ class Monitor:
         if reason is not None:
             if self.record:
                 events.emit(
-                    STREAM, "rescan", repo=self.repo.key, state=self.state, reason=reason,
+                    STREAM, "rescan", repo=self.repo.key, state=self.state, worktree=self.root,
+                    reason=reason,
                     changes=len(changes),
                 )
             if self.notify is not None:
@@ -1025,7 +1031,7 @@ class Monitor:
                     extra["rescan"] = True
                 events.emit(
                     STREAM, "unlocked-write", repo=self.repo.key, state=self.state, path=rel,
-                    event=event, **extra,
+                    event=event, worktree=self.root, **extra,
                 )
         else:
             self.locked += 1
@@ -1038,7 +1044,7 @@ class Monitor:
                 events.emit(
                     STREAM, "files-modified", agent=grant.agent, repo=self.repo.key,
                     state=self.state, paths=[rel], wave=None, task=None, event=event,
-                    source="monitor", lease=grant.id,
+                    source="monitor", lease=grant.id, worktree=self.root,
                 )
         if self.sink is not None:
             self.sink(write)
@@ -1304,6 +1310,7 @@ def follow(
 
     path = state.event_log(STREAM)
     state.ensure_dir(path.parent)
+    root = str(repo.toplevel)
     grew = threading.Event()
 
     class Grew(FileSystemEventHandler):
@@ -1340,7 +1347,7 @@ def follow(
                     event = decoder.decode(raw)
                 except (msgspec.DecodeError, msgspec.ValidationError):
                     continue
-                if event.repo == repo.key:
+                if event.repo == repo.key and event.data.get("worktree", root) == root:
                     yield event
     finally:
         observer.stop()

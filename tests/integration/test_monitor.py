@@ -315,3 +315,23 @@ def test_sigterm_stops_the_monitor_cleanly(monitor: MonitorProcess, repo: Path) 
     stopped = log("monitor-stopped")
     assert [e.pid for e in stopped] == [monitor.pid]
     assert json.dumps(stopped[0].data["guards"]) == '["."]'
+
+
+def test_each_worktree_has_its_own_observer(spawn: Spawner, repo: Path) -> None:
+    # Linked worktrees share their locks but not their files: one observer for each.
+    tree = repo.parent / "second-tree"
+    git(repo, "worktree", "add", "-q", str(tree), "-b", "second")
+    main_watcher = start_monitor(spawn, repo)
+    tree_watcher = start_monitor(spawn, tree.resolve())
+    assert "already watching" not in tree_watcher.child.stderr
+    (tree / "docs" / "x.md").write_text("written in the second tree\n")
+    line = tree_watcher.next()
+    assert (line["path"], line["kind"]) == ("docs/x.md", "unlocked-write")
+    assert main_watcher.sentinel() == []
+    assert tree_watcher.sentinel() == []
+    # A lock is one for the whole repository, whichever tree takes it.
+    manager = LockManager(repo=repo)
+    with manager.hold(["docs/x.md"], agent="Dana"):
+        (tree / "docs" / "x.md").write_text("under Dana's lock\n")
+        assert tree_watcher.next()["agent"] == "Dana"
+    manager.close()
