@@ -395,6 +395,23 @@ print(json.dumps({"ended": time.time()}), flush=True)
     assert started - ended < 1.0
 
 
+def test_ctrl_c_while_waiting_for_a_lock_gives_up_without_running(
+    spawn: Spawner, repo: Path, manager: LockManager
+) -> None:
+    with manager.hold(["src/a.py"], agent="Marcus"):
+        waiting = wrapper(
+            spawn, repo, "--agent", "James", "--lock", "src/a.py", "--wait", "60",
+            code="open('ran', 'w').close()",
+        )
+        wait_for(lambda: [w.agent for w in manager.snapshot().waiters] == ["James"])
+        os.kill(waiting.pid, signal.SIGINT)
+        assert waiting.wait() == 128 + signal.SIGINT
+        assert "interrupted (SIGINT) while waiting for locks" in waiting.stderr
+        # Its place in the queue went with its process.
+        assert manager.snapshot().waiters == []
+    assert not (repo / "ran").exists()
+
+
 # Checkpoints and rollback ------------------------------------------------------------------------
 def test_rollback_on_failure_restores_only_what_the_run_changed(
     spawn: Spawner, repo: Path
