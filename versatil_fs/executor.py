@@ -33,13 +33,20 @@ goes on.
 Crash safety
 ------------
 The run's state is one msgpack document, written durably (fsync, rename, fsync of the
-directory) on every transition. A task is recorded as running — with its file snapshot —
-*before* its process is started. ``resume`` after a ``kill -9`` of the executor kills what is
-left of the tasks that were running (found by the ``VERSATIL_WAVE_TASK`` marker in their
-environment, which every descendant inherits, so no PID has to be trusted), rolls their files
-back from the snapshot, and runs them again; tasks recorded as succeeded, failed or skipped are
-never run again. A task that ended in the instant between its exit and the state write is seen
-as running and is rolled back and re-run: its outcome was never recorded.
+directory) after every transition by one writer thread; transitions that happen together share
+a write (see :class:`_Journal`). A task is recorded as running — with its file snapshot — and
+that record is on disk *before* its process is started. ``resume`` after a ``kill -9`` of the
+executor kills what is left of the tasks that were running (found by the ``VERSATIL_WAVE_TASK``
+marker in their environment, which every descendant inherits, so no PID has to be trusted),
+rolls their files back from the snapshot, and runs them again; tasks recorded as succeeded,
+failed or skipped are never run again. A task that ended in the instant between its exit and
+the state write is seen as running and is rolled back and re-run: its outcome was never
+recorded.
+
+What it does not do: roll back writes outside a task's declared write paths, or files git
+ignores. And a file a failed task modified goes back to the task's baseline checkpoint, so a
+change someone else made to that same file between the checkpoint and the task's start (under
+their own lock) goes with it.
 """
 
 from __future__ import annotations
@@ -272,8 +279,9 @@ class Observer:
     """Told about every transition, from the executor's main thread only; the CLI draws it."""
 
     def event(self, run: RunState, kind: str, task: TaskRun | None, detail: str) -> None:
-        """``kind``: run-start, resume, wave-start, task-waiting, task-start, task-done,
-        task-failed, task-skipped, task-interrupted, rollback, run-done, run-interrupted."""
+        """``kind``: run-start, resume, wave-start, wave-done, task-waiting, task-start,
+        task-done, task-failed, task-skipped, task-interrupted, rollback, run-done,
+        run-interrupted; ``note`` is free text from whoever drives the run (the demo)."""
 
     def tick(self, run: RunState) -> None:
         """Called a few times a second while tasks run."""

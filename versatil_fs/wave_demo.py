@@ -81,8 +81,9 @@ def _tell_outcome(demo: Demo, run: RunState, unlocked: list[str]) -> None:
     skipped = [t for t in run.tasks.values() if t.status == "skipped"]
     for task in skipped:
         demo.step(f"{task.id} ({task.agent}) skipped: {task.skipped_because}; the rest went on.")
-    if unlocked:
-        demo.step(f"The monitor caught an unlocked write: {unlocked[0]}")
+    stray = [line for line in unlocked if line.endswith(" README.md")]
+    if stray:
+        demo.step(f"The monitor caught {STRAY}'s unlocked write: {stray[0]}")
     from versatil_fs.checkpoints import Checkpoints
 
     mine = [c for c in Checkpoints(demo.repo).list() if run.id in c.message]
