@@ -537,3 +537,40 @@ def test_the_demo_chapter_tells_the_whole_wave_story(git_repo: Path) -> None:
     assert "before wave 4 of wave run" in text
     assert "x faster" in text and "% idle)" in text
     assert (git_repo / "docs/auth/security-review.md").exists()
+
+
+def test_max_waves_lets_the_next_wave_start_but_not_the_one_after(
+    git_repo: Path, marks: Path
+) -> None:
+    # `slow` (wave 1) runs until `b` (wave 2) has started: waves overlap. With two waves in
+    # flight, `c` (wave 3) must still wait for `slow`.
+    tasks = [
+        {"id": "slow", "agent": "Dana", "writes": ["slow"],
+         "run": timed(marks, "slow", WAIT_FOR.format(path=marks / "b.start"))},
+        {"id": "a", "agent": "Marcus", "writes": ["a"], "run": timed(marks, "a", "true")},
+        {"id": "b", "agent": "Marcus", "writes": ["b"], "needs": ["a"],
+         "run": timed(marks, "b", "true")},
+        {"id": "c", "agent": "James", "writes": ["c"], "needs": ["b"],
+         "run": timed(marks, "c", "true")},
+    ]
+    run = run_plan(git_repo, write_plan(git_repo / "plan.yaml", tasks), max_waves=2)
+    assert run.status == "succeeded"
+    assert [run.tasks[t].wave for t in ("slow", "a", "b", "c")] == [1, 1, 2, 3]
+    slow, b, c = (interval(marks, n) for n in ("slow", "b", "c"))
+    assert b[0] < slow[1]  # wave 2 ran while wave 1 was still in flight
+    assert c[0] >= slow[1]  # wave 3 waited: at most two waves at once
+
+
+def test_with_checkpoints_off_a_failed_task_keeps_its_files_and_says_so(
+    git_repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("VERSATIL_CHECKPOINTS_ENABLED", "false")
+    plan = write_plan(git_repo / "plan.yaml", [
+        {"id": "bad", "agent": "A", "writes": ["out.txt"], "run": "echo x > out.txt; exit 1"}
+    ])
+    run = run_plan(git_repo, plan)
+    bad = run.tasks["bad"]
+    assert bad.status == "failed" and bad.rolled_back == [] and bad.checkpoint is None
+    assert "checkpoints.enabled is false" in bad.error
+    assert (git_repo / "out.txt").exists()
+    assert run.wave_checkpoints == {}
