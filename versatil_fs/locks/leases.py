@@ -33,7 +33,7 @@ import threading
 from collections.abc import Iterable
 from pathlib import Path
 
-from versatil_fs.state import StateDir, overwrite
+from versatil_fs.state import StateDir, _state_error, overwrite
 
 
 class HolderFile:
@@ -73,7 +73,12 @@ class HolderFile:
     def write(self, data: bytes) -> None:
         """Replace the records in place (under the table lock: no reader sees a partial one)."""
         if self._fd is not None:
-            overwrite(self._fd, data)
+            try:
+                overwrite(self._fd, data)
+            except OSError as exc:
+                # A full disk: a StateError fails the transaction (nothing is recorded) with
+                # one sentence, instead of an internal error.
+                raise _state_error(self.path, exc) from exc
 
     def close(self) -> None:
         """Remove the file, then drop the flock: waiters wake and find it gone."""
@@ -110,6 +115,8 @@ def rewrite_foreign(path: str | Path, data: bytes) -> None:
         return
     try:
         overwrite(fd, data)
+    except OSError as exc:
+        raise _state_error(Path(path), exc) from exc
     finally:
         os.close(fd)
 
