@@ -336,8 +336,12 @@ _renameat2: list[Any] = []
 def _nobody_else_has_open(fd: int) -> bool:
     """Whether ``fd`` is the only open descriptor of its file (a write lease taken and dropped)."""
     import fcntl
+    import signal
 
     try:
+        # Should anyone open the spare in the microseconds we hold the lease, the kernel
+        # signals us; SIGIO would terminate the process, SIGURG is ignored by default.
+        fcntl.fcntl(fd, fcntl.F_SETSIG, signal.SIGURG)
         fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_WRLCK)
     except BlockingIOError:
         return False  # a reader still has the old document open

@@ -207,9 +207,14 @@ class LockManager:
         bell: Doorbell | None = None
         try:
             outcome = self._decide(request, first=True)
+            if isinstance(outcome, list):
+                # The doorbell only hears what happens after it exists, so look once more
+                # before the first sleep: a release between the first look and the bell
+                # would otherwise go unheard until the wait deadline.
+                bell = self.store.doorbell()
+                outcome = self._decide(request, first=False)
             while isinstance(outcome, list):
-                if bell is None:
-                    bell = self.store.doorbell()
+                assert bell is not None
                 bell.watch(self.store.holder_files(outcome))
                 bell.wait(_sleep_budget(request, outcome))
                 outcome = self._decide(request, first=False)
@@ -222,6 +227,10 @@ class LockManager:
         lease = Lease(self, outcome)
         if owner == "process":
             self._track(lease)
+        else:
+            # Only now that the table holds the grant does its rebuild record count: a process
+            # killed before this point leaves a pending record that no rebuild trusts.
+            self.store.confirm_shell_lease(outcome)
         return lease
 
     @contextmanager
@@ -250,6 +259,10 @@ class LockManager:
         try:
             with self.store.transaction() as table:
                 now = time.time()
+                if not request.seq:
+                    # Our place in the queue is taken on the first look, before any decision:
+                    # a newcomer must rank behind every request already waiting.
+                    request.seq = table.next_seq()
                 found = self._live_blockers(table, request, now, logged)
                 mine = next((w for w in table.waiters if w.id == request.id), None)
                 if not found:
@@ -260,9 +273,9 @@ class LockManager:
                     if grant.owner == "shell":
                         # The shell lease outlives this process: it ends at unlock or expiry.
                         self.store.record_shell_lease(grant)
-                        self._own(request.id, None)
+                        self._own(table, request.id, None)
                     else:
-                        self._own(grant.id, grant)
+                        self._own(table, grant.id, grant)
                     waited = round(now - request.since, 6)
                     logged.append(("grant", grant, {"waited": waited}))
                     # A crash here, granted but not yet recorded, must leave nothing behind.
@@ -273,14 +286,13 @@ class LockManager:
                     # yet): join the queue, unless there is no time to wait at all.
                     if request.deadline <= now:
                         raise self._conflict(request, found, now)
-                    request.seq = request.seq or table.next_seq()
                     table.waiters.append(request)
-                    self._own(request.id, request)
+                    self._own(table, request.id, request)
                     mine = request
                 cycle = find_cycle(table, request)
                 if cycle and _youngest_in_cycle(table, request, cycle):
                     table.waiters.remove(mine)
-                    self._own(request.id, None)
+                    self._own(table, request.id, None)
                     logged.append(("deadlock", request, {"cycle": cycle}))
                     raise Deadlock(
                         f"Waiting for {_describe(request)} as {request.agent} would deadlock: "
@@ -288,7 +300,7 @@ class LockManager:
                     )
                 if now >= request.deadline:
                     table.waiters.remove(mine)
-                    self._own(request.id, None)
+                    self._own(table, request.id, None)
                     raise self._conflict(request, found, now)
                 if first:
                     logged.append(("wait", request, {"blocked_by": _agents(found)}))
@@ -365,7 +377,7 @@ class LockManager:
                     logged.append(("release", grant, {"held_for": held}))
                     if grant.owner == "shell":
                         self.store.forget(grant)
-                self._own(lease.id, None)
+                self._own(table, lease.id, None)
         finally:
             self._untrack(lease)
             self._emit_all(logged)
@@ -374,15 +386,20 @@ class LockManager:
         """Take a request that gave up (timeout, deadlock, Ctrl-C) out of the queue."""
         with self.store.transaction() as table:
             table.waiters[:] = [w for w in table.waiters if w.id != request.id]
-            self._own(request.id, None)
+            self._own(table, request.id, None)
 
-    def _own(self, record_id: str, record: Holder | None) -> None:
-        """Update this process's published records (called inside a transaction)."""
+    def _own(self, table: Table, record_id: str, record: Holder | None) -> None:
+        """Update this process's published records (called inside a transaction).
+
+        Records the table no longer has (force-released, or reaped) are dropped first: a
+        record published again after a forced release would come back at the next rebuild.
+        """
         if record is None:
-            if self._records.pop(record_id, None) is None:
-                return
+            self._records.pop(record_id, None)
         else:
             self._records[record_id] = record
+        present = {g.id for g in table.locks} | {w.id for w in table.waiters}
+        self._records = {k: v for k, v in self._records.items() if k in present}
         self.store.publish(self._records.values())
 
     def close(self) -> None:
@@ -411,7 +428,7 @@ class LockManager:
                     table.locks.remove(grant)
                     self.store.forget(grant)
                 elif grant.id in self._records:
-                    self._own(grant.id, grant)
+                    self._own(table, grant.id, grant)
                 else:
                     self.store.amend(grant)
         self._emit_all(logged)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
@@ -51,6 +52,9 @@ class LockStore(Protocol):
     def record_shell_lease(self, grant: Grant) -> None:
         """Keep a shell lease (no live process) until it is unlocked or expires."""
 
+    def confirm_shell_lease(self, grant: Grant) -> None:
+        """The table now holds the shell lease: let a rebuild trust its record."""
+
     def doorbell(self) -> leases.Doorbell:
         """Something a blocked request sleeps on until its blockers may have gone."""
 
@@ -87,6 +91,7 @@ class LocalStore:
     def __init__(self, state: StateDir | None = None) -> None:
         self.state = state or StateDir()
         self._lock_fd: int | None = None
+        self._mutex = threading.RLock()
         self._holder: leases.HolderFile | None = None
         self._probed: dict[str, bool] = {}
         self.on_damage: list[str] = []  # reasons of tables moved aside, for the manager to log
@@ -94,6 +99,12 @@ class LocalStore:
     # Transactions ---------------------------------------------------------------------------
     @contextmanager
     def transaction(self) -> Iterator[Table]:
+        # flock excludes other processes but not other threads sharing our descriptor (it
+        # belongs to the open file description), so threads queue on a mutex first.
+        with self._mutex:
+            yield from self._locked_transaction()
+
+    def _locked_transaction(self) -> Iterator[Table]:
         fd = self._table_lock_fd()
         fcntl.flock(fd, fcntl.LOCK_EX)
         self._probed = {}  # liveness is only stable while we hold the table lock
@@ -175,8 +186,13 @@ class LocalStore:
         """Remove holder files of processes that died without cleaning up; returns how many."""
         removed = 0
         self.state.ensure_dir(self.state.leases)
-        for path in self.state.leases.glob("*.lease"):
-            if not leases.is_held(path):
+        now = time.time()
+        for path in self.state.leases.iterdir():
+            if path.suffix == ".lease" and not leases.is_held(path):
+                self.state.remove(path)
+                removed += 1
+            elif path.suffix == ".pending" and _older_than(path, now, 60.0):
+                # A `versatil lock` killed between its record and its table write.
                 self.state.remove(path)
                 removed += 1
         return removed
@@ -196,10 +212,11 @@ class LocalStore:
         return alive
 
     def liveness_token(self) -> str:
-        if self._holder is None or not self._holder.usable:
-            holder_id = f"{time.time_ns() // 1_000_000:x}-{os.getpid()}-{os.urandom(3).hex()}"
-            self._holder = leases.HolderFile.create(self.state, holder_id)
-        return str(self._holder.path)
+        with self._mutex:
+            if self._holder is None or not self._holder.usable:
+                holder_id = f"{time.time_ns() // 1_000_000:x}-{os.getpid()}-{os.urandom(3).hex()}"
+                self._holder = leases.HolderFile.create(self.state, holder_id)
+            return str(self._holder.path)
 
     def publish(self, records: Iterable[Holder]) -> None:
         if self._holder is None:
@@ -210,18 +227,36 @@ class LocalStore:
         self._holder.write(_encoder.encode(mine))
 
     def record_shell_lease(self, grant: Grant) -> None:
-        """Keep a shell lease (no live process) where a rebuild finds it until it expires."""
-        self.state.write_atomic(self.state.leases / f"{grant.id}.shell", _encoder.encode(grant))
+        """Keep a shell lease (no live process) where a rebuild finds it until it expires.
+
+        Written as ``<id>.pending`` inside the granting transaction and renamed to
+        ``<id>.shell`` by :meth:`confirm_shell_lease` once the table holds the grant; a rebuild
+        ignores pending records, so a command killed before the table was written leaves no
+        lock to resurrect.
+        """
+        self.state.write_atomic(
+            self.state.leases / f"{grant.id}.pending", _encoder.encode(grant)
+        )
+
+    def confirm_shell_lease(self, grant: Grant) -> None:
+        pending = self.state.leases / f"{grant.id}.pending"
+        try:
+            os.replace(pending, self.state.leases / f"{grant.id}.shell")
+        except FileNotFoundError:
+            pass  # unlocked or expired already
 
     def forget(self, holder: Holder) -> None:
         if holder.owner == "shell" and isinstance(holder, Grant):
             self.state.remove(self.state.leases / f"{holder.id}.shell")
+            self.state.remove(self.state.leases / f"{holder.id}.pending")
         else:
             self._rewrite_foreign(holder, None)
 
     def amend(self, grant: Grant) -> None:
         if grant.owner == "shell":
-            self.record_shell_lease(grant)
+            self.state.write_atomic(
+                self.state.leases / f"{grant.id}.shell", _encoder.encode(grant)
+            )
         else:
             self._rewrite_foreign(grant, grant)
 
@@ -252,3 +287,10 @@ class LocalStore:
 
     def holder_files(self, holders: Iterable[Holder]) -> list[str]:
         return sorted({h.lease_file for h in holders if h.lease_file})
+
+
+def _older_than(path: Path, now: float, seconds: float) -> bool:
+    try:
+        return now - path.stat().st_mtime > seconds
+    except FileNotFoundError:
+        return False
