@@ -21,14 +21,18 @@ from versatil_fs.errors import (
 )
 
 if TYPE_CHECKING:
+    from versatil_fs.checkpoints import Checkpoints, checkpoint
     from versatil_fs.locks.manager import Lease, LockManager
 
 _LAZY = {
     "LockManager": "versatil_fs.locks.manager",
     "Lease": "versatil_fs.locks.manager",
+    "Checkpoints": "versatil_fs.checkpoints",
+    "checkpoint": "versatil_fs.checkpoints",
 }
 
 __all__ = [
+    "Checkpoints",
     "ConfigError",
     "Deadlock",
     "Lease",
@@ -39,6 +43,7 @@ __all__ = [
     "StateError",
     "UsageError",
     "VersatilError",
+    "checkpoint",
 ]
 
 

@@ -183,12 +183,38 @@ def chapter_refused_commit(demo: Demo) -> None:
     demo.git("checkout", "--", "src/models/user.py")
 
 
+def chapter_rollback(demo: Demo) -> None:
+    demo.say("6. A checkpoint, then one agent's mess rolled back while another's edits stay.")
+    from versatil_fs.checkpoints import Checkpoints, record_files_modified
+    from versatil_fs.repo import Repository
+
+    checkpoints = Checkpoints(demo.repo)
+    before = checkpoints.create("before wave 2")
+    demo.step(f"Checkpoint {before.id}: the whole working tree, without touching git's index.")
+    repo = Repository.find(demo.repo)
+    (demo.repo / "src/api/auth.py").write_text("def login(user, password):\n    return 'oops'\n")
+    (demo.repo / "src/api/tokens.py").write_text("SECRET = 'half-written'\n")
+    record_files_modified(repo, "Marcus-Backend", ["src/api/auth.py", "src/api/tokens.py"])
+    (demo.repo / "src/ui/login.tsx").write_text("export const Login = () => 'sign in';\n")
+    record_files_modified(repo, "James-Frontend", ["src/ui/login.tsx"])
+    demo.step("Marcus-Backend breaks src/api/auth.py and adds src/api/tokens.py; "
+              "James-Frontend edits src/ui/login.tsx.")
+    result = checkpoints.restore(before.id, agent="Marcus-Backend", by="demo")
+    demo.step(
+        f"Restore Marcus-Backend's files only: restored {', '.join(result.restored) or '-'}; "
+        f"removed {', '.join(result.removed) or '-'} (undo: restore {result.safety_checkpoint})."
+    )
+    kept = (demo.repo / "src/ui/login.tsx").read_text().strip()
+    demo.step(f"James-Frontend's edit is still there: {kept}")
+
+
 CHAPTERS: list[Callable[[Demo], None]] = [
     chapter_handoff,
     chapter_shared_read,
     chapter_deadlock,
     chapter_reclaim,
     chapter_refused_commit,
+    chapter_rollback,
 ]
 
 
