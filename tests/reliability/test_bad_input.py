@@ -110,7 +110,7 @@ class Case:
     damaged: str = ""  # a state file that may be moved aside (exit 0 with a notice allowed)
     usage: bool = False  # a click usage error: "Usage:"/"Try" lines, then one "Error:" line
     limit: int = 0  # RLIMIT_FSIZE for the process, in bytes (writes past it fail with EFBIG)
-    after: Callable[[World], list[str]] | None = None  # more checks: problems found
+    after: Callable[[World], list[str]] | None = None  # locks taken by a failed command
 
 
 def _fill(text: str, w: World) -> str:
@@ -231,6 +231,38 @@ for name, damage in {
         ("checkpoint", "list"), codes=(0,), mentions=("{cp0}",),
         plant=_write("home:checkpoints/*/{cp0}.json", damage), damaged="{cp0}.json",
     )
+
+# Wave run state (msgpack): damaged or from another schema version; moved aside, reported.
+def _wave_state(damage: bytes | Callable[[bytes], bytes]) -> Callable[[World], None]:
+    def plant(w: World) -> None:
+        ran = versatil("wave", "run", str(DATA / "valid-plan.yaml"), "--json", cwd=w.repo)
+        assert ran.code == 0, ran
+        (state,) = w.home.glob("waves/*.msgpack")
+        old = state.read_bytes()
+        state.write_bytes(damage(old) if callable(damage) else damage)
+
+    return plant
+
+
+def _msgpack_version(old: bytes) -> bytes:
+    import msgspec
+
+    doc = msgspec.msgpack.decode(old)
+    doc["version"] = 99
+    return msgspec.msgpack.encode(doc)
+
+
+for name, command, damage in [
+    ("truncated", "status", lambda old: old[: len(old) // 2]),
+    ("empty", "resume", b""),
+    ("binary", "resume", GARBAGE),
+    ("wrong-version", "status", _msgpack_version),
+]:
+    CASES[f"state/wave-run-{name}-{command}"] = Case(
+        ("wave", command, "2"), mentions=("moved aside",), plant=_wave_state(damage),
+        damaged=".msgpack",
+    )
+
 
 # Checkpoint ids that name nothing, or more than one thing.
 CASES["checkpoint/unknown-id-show"] = Case(("checkpoint", "show", "cp-nope"),
@@ -391,6 +423,19 @@ CASES["full-disk/event-log"] = Case(
     mentions=("locks.jsonl",), plant=_big_log, after=_not_held("T", "db:full"),
 )
 KNOWN_BUGS_LATER = {
+    **{
+        f"state/wave-run-{name}-{command}": (
+            "bug: a damaged wave-run state file is reported twice, and the first line is "
+            "wrong: StateDir.move_aside prints '... moved it aside ... and rebuilt it from what "
+            "is live' (nothing is rebuilt), then RunStore.load raises its own StateError "
+            "(executor.py RunStore.load)"
+        )
+        for name, command in [("truncated", "status"), ("empty", "resume"), ("binary", "resume")]
+    },
+    "state/wave-run-wrong-version-status": (
+        "bug: a wave-run state of another schema version (version 99) is read as version 1, "
+        "silently (executor.py RunStore.load: no version check after decoding)"
+    ),
     "full-disk/tmpfs-checkpoint": (
         "bug: `checkpoint create` on a full state directory ends in 'internal error: OSError: "
         "[Errno 28] No space left on device' (exit 70): checkpoints.py _copy_index writes the "
@@ -580,9 +625,9 @@ def test_bad_input(name: str, world: World, tally: Tally) -> None:
         if undo is not None:
             undo()
     if case.after is not None:
-        extra = case.after(world)
-        tally.lost(extra)
-        assert extra == []
+        taken = case.after(world)
+        tally.locks_stuck += len(taken)
+        assert taken == []
     _check_still_working(world, tally)
 
 
