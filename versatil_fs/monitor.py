@@ -86,8 +86,8 @@ STREAM = "collision-detection"
 
 # Wait this long after the first event of a batch for the rest of it: an editor's
 # write-temp-then-rename takes microseconds, and seeing both in one batch is what lets the
-# temporary file go unreported. Well inside the 10 ms p99 detection budget.
-SETTLE_SECONDS = 0.002
+# temporary file go unreported. A tenth of the 10 ms p99 detection budget.
+SETTLE_SECONDS = 0.001
 # A new file whose name looks temporary is reported only if it still exists this much later.
 TEMPORARY_GRACE_SECONDS = 0.1
 # A file being written is reported when its writer closes it (IN_CLOSE_WRITE), so that
