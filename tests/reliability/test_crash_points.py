@@ -500,3 +500,31 @@ def test_a_killed_wave_run_resumes_without_running_a_finished_task_twice(
     assert stuck == []
     final = json.loads(versatil("wave", "status", "--json", cwd=repo).out)
     assert final["status"] == "succeeded"
+
+
+# The run wrapper --------------------------------------------------------------------------------
+@pytest.mark.parametrize("fault", ["locks.before-record", "state.before-rename"])
+def test_a_run_killed_while_taking_its_locks_never_runs_the_command(
+    fault: str, repo: Path, tmp_path: Path, manager: LockManager, tally: Tally
+) -> None:
+    home = StateDir().root
+    ran = tmp_path / "ran"
+    result = versatil_process(
+        "run", "--agent", "Runner", "--lock", "src/a.py", "--read", "docs", "--",
+        "touch", str(ran), cwd=repo, env={"VERSATIL_FAULT": fault},
+    )
+    assert tally.killed(result.code), result
+    assert not ran.exists(), "the command ran although its wrapper died taking the locks"
+    assert tally.lost(state_problems(home)) == []
+    stuck = []
+    for resource in ("src/a.py", "docs"):
+        try:
+            manager.acquire([resource], agent="Checker", wait=0).release()
+        except Exception as exc:
+            stuck.append(f"{resource}: {exc}")
+    tally.locks_stuck += len(stuck)
+    assert stuck == []
+    again = versatil_process("run", "--agent", "Runner", "--lock", "src/a.py", "--",
+                             "touch", str(ran), cwd=repo)
+    assert again.code == 0, again
+    assert ran.exists()
