@@ -187,14 +187,6 @@ def test_no_two_conflicting_holds_overlap(history: History, tally: Tally) -> Non
     assert overlaps == []
 
 
-@pytest.mark.xfail(
-    strict=False,  # a fix (the seq taken on the first look) is in progress in manager.py
-    reason="bug: a request's first look at the table is made with seq=0, so "
-    "table.blockers() ranks it ahead of every queued waiter of its priority "
-    "(ahead_of(waiter, request) is false for them): a newcomer that conflicts only with "
-    "queued requests is granted past them (manager.py acquire: Waiter(seq=0), "
-    "_decide(first=True)); also found by tests/integration/test_locks.py (NEWCOMER_BUG)",
-)
 def test_no_request_is_granted_past_a_conflicting_request_ahead_of_it(
     history: History, tally: Tally
 ) -> None:
