@@ -565,8 +565,8 @@ def _check_nothing_lost(
     tally.lost(lost)
     assert lost == []
     if damaged:  # set aside whole, not silently replaced
-        original = next(v for k, v in before["home"].items() if k.endswith(damaged))
-        name = Path(damaged).name
+        rel, original = next((k, v) for k, v in before["home"].items() if k.endswith(damaged))
+        name = Path(rel).name
         kept = [p.read_bytes() for p in [*w.home.rglob(f"{name}.corrupt-*"),
                                          *w.home.rglob(name)]]
         tally.lost([] if original in kept else [damaged])
@@ -604,9 +604,15 @@ KNOWN_BUGS = {
 KNOWN_BUGS.update(KNOWN_BUGS_LATER)
 
 
+# Fixes in progress in the working tree (plan.py, executor.py) when these were found: not
+# strict, so the suite stays green when they land; drop them from KNOWN_BUGS once they have.
+BEING_FIXED = {"plan/alias-bomb", *(n for n in KNOWN_BUGS if n.startswith("state/wave-run-"))}
+
+
 def _params() -> list[object]:
     return [
-        pytest.param(name, marks=pytest.mark.xfail(strict=True, reason=KNOWN_BUGS[name]))
+        pytest.param(name, marks=pytest.mark.xfail(
+            strict=name not in BEING_FIXED, reason=KNOWN_BUGS[name]))
         if name in KNOWN_BUGS else name
         for name in sorted(CASES)
     ]
