@@ -389,3 +389,19 @@ def test_wave_plan_error_exits_2_with_one_line(
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"versatil: {path}:5: task 'a': is in a dependency cycle: a -> a; "
                    "remove one of these needs."]
+
+
+def test_a_billion_laughs_of_yaml_aliases_is_read_in_linear_time(tmp_path: Path) -> None:
+    lines = ['a: &a ["x","x","x","x","x","x","x","x","x","x"]']
+    for prev, name in zip("abcdef", "bcdefg", strict=True):
+        lines.append(f"{name}: &{name} [{','.join(['*' + prev] * 10)}]")
+    lines.append("tasks: [*g, *g]")
+    path = tmp_path / "bomb.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    started = time.perf_counter()
+    with pytest.raises(PlanError, match="unknown key `a`"):
+        Plan.load(path)
+    assert time.perf_counter() - started < 2.0
+    path.write_text("a: &a [x, *a]\ntasks: *a\n")
+    with pytest.raises(PlanError, match="alias refers to the node that contains it"):
+        Plan.load(path)

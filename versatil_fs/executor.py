@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import io
 import itertools
 import os
 import queue
@@ -196,18 +197,33 @@ class RunStore:
         self.state.write_atomic(self.path(run_id), data, durable=True)
 
     def load(self, run_id: str) -> RunState:
-        path = self.path(self.resolve_id(run_id))
+        run_id = self.resolve_id(run_id)
+        path = self.path(run_id)
         data = self.state.read_bytes(path)
         if data is None:
             raise UsageError(f"No wave run {run_id!r}; `versatil wave status` lists the latest.")
         try:
-            return _decoder.decode(data)
+            run = _decoder.decode(data)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            self.state.move_aside(path, str(exc))
-            raise StateError(
-                f"The state of wave run {run_id} could not be read ({exc}); it was moved aside. "
-                "Its checkpoints are still listed by `versatil checkpoint list`."
-            ) from None
+            raise self._damaged(path, run_id, f"it does not parse: {exc}") from None
+        if run.version != SCHEMA_VERSION:
+            # Decoding is lenient about what it does not know, so a state of another schema
+            # would be read as this one and quietly misunderstood: refuse it instead.
+            raise self._damaged(
+                path, run_id, f"it is schema version {run.version}; this versatil reads "
+                f"version {SCHEMA_VERSION}",
+            )
+        return run
+
+    def _damaged(self, path: Path, run_id: str, reason: str) -> StateError:
+        # move_aside prints its own notice, written for state rebuilt from what is live; a
+        # wave run is not rebuilt, so this error is the one sentence the user gets.
+        with contextlib.redirect_stderr(io.StringIO()):
+            target = self.state.move_aside(path, reason)
+        return StateError(
+            f"The state of wave run {run_id} could not be used ({reason}); it was moved aside "
+            f"to {target.name}. Its checkpoints are still in `versatil checkpoint list`."
+        )
 
     def resolve_id(self, run_id: str) -> str:
         """A full run id from a unique prefix."""
@@ -232,6 +248,8 @@ class RunStore:
                 run = _decoder.decode(data)
             except (msgspec.DecodeError, msgspec.ValidationError):
                 continue  # reported when it is asked for by name
+            if run.version != SCHEMA_VERSION:
+                continue
             if repo_key is None or run.repo_key == repo_key:
                 found.append(run)
         return sorted(found, key=lambda r: r.created)

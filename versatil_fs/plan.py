@@ -164,6 +164,8 @@ class _Loader:
         self.source = source
         self.path = path
         self.lines: dict[Where, int] = {}
+        self._done: dict[int, Any] = {}  # id(node) -> its value (nodes live as long as we do)
+        self._walking: set[int] = set()
 
     def error(self, where: Where, message: str, task: str | None = None) -> PlanError:
         line = self._line(where)
@@ -197,6 +199,24 @@ class _Loader:
         return self._plan(data)
 
     def _data(self, loader: Any, node: Any, where: Where) -> Any:
+        # An alias is the very node it names: convert each node once and share the result, as
+        # PyYAML itself does. Walking it again for every reference would make a 400-byte plan
+        # of nested aliases (a "billion laughs") take for ever.
+        key = id(node)
+        if key in self._done:
+            self.lines.setdefault(where, node.start_mark.line + 1)
+            return self._done[key]
+        if key in self._walking:
+            raise self.error(where, "a YAML alias refers to the node that contains it.")
+        self._walking.add(key)
+        try:
+            value = self._convert_node(loader, node, where)
+        finally:
+            self._walking.discard(key)
+        self._done[key] = value
+        return value
+
+    def _convert_node(self, loader: Any, node: Any, where: Where) -> Any:
         import yaml
 
         self.lines[where] = node.start_mark.line + 1

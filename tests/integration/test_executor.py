@@ -417,7 +417,7 @@ def test_the_state_is_msgpack_and_a_damaged_one_is_moved_aside(git_repo: Path) -
     assert oct(path.stat().st_mode & 0o777) == "0o600"
     path.write_bytes(b"\x00garbage")
     result = run_versatil("wave", "status", run.id, cwd=git_repo)
-    assert result.returncode == 2 and "moved aside" in result.stderr
+    assert "moved aside" in assert_one_line_error(result, 2)  # one sentence, not two
     assert list(path.parent.glob(f"{path.name}.corrupt-*"))
 
 
@@ -574,3 +574,15 @@ def test_with_checkpoints_off_a_failed_task_keeps_its_files_and_says_so(
     assert "checkpoints.enabled is false" in bad.error
     assert (git_repo / "out.txt").exists()
     assert run.wave_checkpoints == {}
+
+
+def test_a_state_of_another_schema_version_is_set_aside_not_misread(git_repo: Path) -> None:
+    plan = write_plan(git_repo / "plan.yaml", [{"id": "a", "agent": "A", "run": "true"}])
+    run = run_plan(git_repo, plan)
+    path = RunStore().path(run.id)
+    doc = msgspec.msgpack.decode(path.read_bytes())
+    doc["version"] = 99
+    path.write_bytes(msgspec.msgpack.encode(doc))
+    result = run_versatil("wave", "status", run.id[:8], cwd=git_repo)
+    line = assert_one_line_error(result, 2)
+    assert f"wave run {run.id}" in line and "schema version 99" in line and "moved aside" in line
