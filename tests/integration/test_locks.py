@@ -8,7 +8,6 @@ lock table itself (a waiter is "queued" once ``LockManager.snapshot()`` lists it
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -69,36 +68,12 @@ def queued(manager: LockManager, *names: str) -> bool:
     return all(name in waiting for name in names)
 
 
-def wait_queued(manager: LockManager, *names: str, armed: LockAgent | None = None) -> None:
-    """Wait until the named agents are queued (and ``armed``'s doorbell is set, see below)."""
+def wait_queued(manager: LockManager, *names: str) -> None:
+    """Wait until every named agent has a request in the queue."""
     wait_for(
         lambda: queued(manager, *names),
         message=lambda: f"{names} to be queued; table: {manager.snapshot()}",
     )
-    if armed is not None:
-        wait_armed(armed)
-
-
-def wait_armed(agent: LockAgent) -> None:
-    """Wait until a waiting child listens for table changes (has an inotify descriptor).
-
-    A waiter joins the queue and only then arms its doorbell, so a release in between is missed
-    (see test_a_release_right_after_queueing_is_not_missed). Tests about other things wait for
-    the doorbell so that race does not make them flaky; on a system without inotify (or a
-    doorbell built otherwise) this gives up after a moment and lets the test go on.
-    """
-
-    def has_inotify() -> bool:
-        fds = Path(f"/proc/{agent.pid}/fd")
-        try:
-            return any("inotify" in os.readlink(fd) for fd in fds.iterdir())
-        except OSError:
-            return False
-
-    try:
-        wait_for(has_inotify, timeout=2.0)
-    except AssertionError:
-        pass
 
 
 def holders_of(manager: LockManager, resource: str) -> list[str]:
@@ -304,7 +279,7 @@ def test_kill_9_of_a_holder_grants_the_waiter_within_a_second(
     waiter = agents()  # type: ignore[operator]
     holder.acquire(["src/a.py"], agent="Holder")
     waiter.request(["src/a.py"], agent="Waiter", wait=30)
-    wait_queued(manager, "Waiter", armed=waiter)
+    wait_queued(manager, "Waiter")
     assert not waiter.child.has_output()  # still waiting: the holder lives
     killed_at = holder.kill9()
     granted = waiter.reply()
@@ -333,10 +308,11 @@ def test_a_killed_waiter_leaves_the_queue(agents: object, manager: LockManager) 
     first.request(["db:users"], agent="First", wait=30)
     wait_queued(manager, "First")
     second.request(["db:users"], agent="Second", wait=30)
-    wait_queued(manager, "Second", armed=second)
+    wait_queued(manager, "Second")
     first.kill9()
     assert [w.agent for w in manager.snapshot().waiters] == ["Second"]
-    assert [e.agent for e in lock_events("waiter-gone")] == ["First"]
+    # Logged by whichever process dropped it (perhaps Second), just after its transaction.
+    wait_for(lambda: [e.agent for e in lock_events("waiter-gone")] == ["First"])
     # The dead waiter was ahead of Second: it must not hold Second back.
     holder.release()
     assert second.reply()["ok"]
@@ -355,6 +331,208 @@ def test_a_waiter_that_gives_up_leaves_the_queue(agents: object, manager: LockMa
     assert manager.snapshot().waiters == []
 
 
+LOCK_POINTS = ["locks.before-record", "state.before-rename", "state.before-rename:2",
+               "state.before-rename:3", "state.before-rename:4"]
+
+DIES_AT_A_FAULT_POINT = """
+    from versatil_fs import LockManager
+    manager = LockManager(repo=".")
+    for _ in range(3):
+        with manager.hold(["src/a.py", "db:users"], agent="Doomed"):
+            pass
+        manager.acquire(["docs"], agent="Doomed", owner="shell", ttl=600).release()
+"""
+
+
+@pytest.mark.parametrize("point", LOCK_POINTS)
+def test_a_process_killed_at_a_fault_point_leaves_no_lock_or_damage_behind(
+    spawn: Spawner, repo: Path, manager: LockManager, point: str,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    child = spawn(DIES_AT_A_FAULT_POINT, cwd=repo, env={"VERSATIL_FAULT": point}, stdin=False)
+    assert child.wait() == -9, f"never reached {point}: {child.stderr}"
+    for resource in ("src/a.py", "db:users"):
+        manager.acquire([resource], agent="Survivor", wait=0).release()
+    table = manager.snapshot()
+    assert [g.agent for g in table.locks if g.owner == "process"] == []
+    assert table.waiters == []
+    assert not list(StateDir().logs.glob("*.corrupt-*"))
+    assert lock_events("table-damaged") == []
+    assert "could not be read" not in capfd.readouterr().err
+
+
+CHAOS_WORKER = r"""
+import json, os, random, sys, time
+from pathlib import Path
+from versatil_fs import LockManager, VersatilError
+
+witness, problems, stop = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
+
+def identity(pid):
+    # pid plus its start time: a pid reused by an unrelated process is not mistaken for us.
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    # Dead too: killed but not yet reaped (Z), or exiting (PF_EXITING: the kernel sets it before
+    # it closes the process's files and so drops its flocks, letting others take its locks).
+    if fields[0] in ("Z", "X") or int(fields[6]) & 0x4:
+        return None
+    return f"{pid}.{fields[19]}"
+
+me = identity(os.getpid())
+rng = random.Random(os.getpid())
+REQUESTS = [(["src"], []), (["src/a.py"], []), (["src/a.py", "db:users"], []),
+            ([], ["src"]), ([], ["src/a.py", "db:users"]), (["db:users"], [])]
+LEAVES = {"src": ["a", "b"], "src/a.py": ["a"], "db:users": ["db"]}
+
+def report(text):
+    fd = os.open(problems, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    os.write(fd, (f"{me}: {text}" + chr(10)).encode())
+    os.close(fd)
+
+def alive(who):
+    return bool(who) and identity(who.split(".")[0]) == who
+
+def owner(path):
+    try:
+        return path.read_text()
+    except OSError:
+        return ""
+
+def claim(leaf):
+    path = witness / f"w-{leaf}"
+    while True:
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+        except FileExistsError:
+            other = owner(path)
+            if alive(other):
+                report(f"writing {leaf} while {other} writes it")
+                return None
+            path.unlink(missing_ok=True)  # left by a killed holder, whose lock was reclaimed
+            continue
+        os.write(fd, me.encode())
+        os.close(fd)
+        for reader in witness.glob(f"r-{leaf}-*"):
+            other = reader.name.split("-", 2)[2]
+            if other != me and alive(other):
+                report(f"writing {leaf} while {other} reads it")
+        return path
+
+def read(leaf):
+    path = witness / f"r-{leaf}-{me}"
+    path.touch()
+    other = owner(witness / f"w-{leaf}")
+    if other and other != me and alive(other):
+        report(f"reading {leaf} while {other} writes it")
+    return path
+
+manager = LockManager(repo=".")
+print("ready", flush=True)
+while not stop.exists():
+    writes, reads = rng.choice(REQUESTS)
+    try:
+        with manager.hold(writes, reads=reads, agent=f"chaos-{me}", wait=60) as lease:
+            made = [claim(l) for r in writes for l in LEAVES[r]]
+            made += [read(l) for r in reads for l in LEAVES[r]]
+            if len(made) != len([m for m in made if m]):
+                report(f"while holding {lease!r}; table: {manager.snapshot()!r}")
+            for path in made:
+                if path is not None:
+                    path.unlink(missing_ok=True)
+    except VersatilError as exc:
+        report(f"{type(exc).__name__}: {exc}")
+"""
+
+
+def _chaos(spawn: Spawner, repo: Path, tmp_path: Path, workers: int, kills: int) -> None:
+    """Workers lock and check witnesses while the test SIGKILLs them at arbitrary moments."""
+    import random
+
+    witness, problems, stop = tmp_path / "witness", tmp_path / "problems", tmp_path / "stop"
+    witness.mkdir()
+    rng = random.Random(kills)
+
+    def start() -> object:
+        child = spawn(CHAOS_WORKER, str(witness), str(problems), str(stop), cwd=repo,
+                      stdin=False, name="chaos")
+        assert child.read_line() == "ready", child.stderr
+        return child
+
+    running = [start() for _ in range(workers)]
+    for _ in range(kills):
+        # Kill after a random number of further grants: arbitrary moments, synchronised on
+        # progress rather than on time.
+        target = len(lock_events("grant")) + rng.randint(1, 6)
+        wait_for(lambda: len(lock_events("grant")) >= target, interval=0.002)  # noqa: B023
+        victim = running.pop(rng.randrange(len(running)))
+        victim.kill9()  # type: ignore[attr-defined]
+        running.append(start())
+    stop.touch()
+    for child in running:
+        assert child.wait(timeout=60) == 0, child.stderr  # type: ignore[attr-defined]
+    assert not problems.exists(), problems.read_text()
+    table = LockManager(repo=repo).snapshot()
+    assert table.locks == [] and table.waiters == []  # every dead holder's lock was reclaimed
+    assert not list(StateDir().logs.glob("*.corrupt-*"))
+
+
+def test_holders_killed_at_random_moments_never_break_exclusion(
+    spawn: Spawner, repo: Path, tmp_path: Path
+) -> None:
+    _chaos(spawn, repo, tmp_path, workers=4, kills=8)
+
+
+@pytest.mark.slow
+def test_holders_killed_at_random_moments_never_break_exclusion_soak(
+    spawn: Spawner, repo: Path, tmp_path: Path
+) -> None:
+    _chaos(spawn, repo, tmp_path, workers=6, kills=80)
+
+
+THREADS = r"""
+import json, os, sys, threading
+from versatil_fs import LockManager, VersatilError
+
+witness = sys.argv[1]
+manager = LockManager(repo=".")  # one manager, shared by every thread of the process
+problems = []
+
+def work(i):
+    for n in range(300):
+        if problems:
+            return
+        try:
+            with manager.hold(["src/a.py"], agent=f"thread-{i}", wait=60):
+                try:
+                    os.close(os.open(witness, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+                except FileExistsError:
+                    problems.append(f"thread-{i} round {n}: another thread holds src/a.py too")
+                    continue
+                os.unlink(witness)
+        except VersatilError as exc:
+            problems.append(f"thread-{i}: {exc}")
+
+threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+print(json.dumps(problems), flush=True)
+"""
+
+
+def test_threads_sharing_one_lock_manager_exclude_each_other(
+    spawn: Spawner, repo: Path, tmp_path: Path
+) -> None:
+    child = spawn(THREADS, str(tmp_path / "witness"), cwd=repo, stdin=False, name="threads")
+    code = child.wait(timeout=120)
+    assert code == 0, f"the process died (exit {code}); stderr: {child.stderr}"
+    problems = child.read_json()
+    assert problems == [], "\n".join(problems)
+
+
 # Hand-off without polling -----------------------------------------------------------------------
 def test_a_release_hands_the_lock_to_the_waiter_promptly(
     agents: object, manager: LockManager
@@ -362,7 +540,7 @@ def test_a_release_hands_the_lock_to_the_waiter_promptly(
     holder, waiter = agents(), agents()  # type: ignore[operator]
     holder.acquire(["src/b.py"], agent="Holder")
     waiter.request(["src/b.py"], agent="Waiter", wait=30)
-    wait_queued(manager, "Waiter", armed=waiter)
+    wait_queued(manager, "Waiter")
     released = holder.release()
     granted = waiter.reply()
     assert granted["ok"]
@@ -377,8 +555,8 @@ SLOW_TO_ARM = """
     arm = store.LocalStore.doorbell
 
     def doorbell(self):
-        # The request has just been queued and its transaction closed; the doorbell is not
-        # armed yet. Widen that moment so the test can release the lock inside it.
+        # The request has been queued and its transaction closed, and the doorbell is not
+        # armed yet: widen that moment so the test can release the lock inside it.
         print("queued", flush=True)
         sys.stdin.readline()
         return arm(self)
@@ -389,14 +567,6 @@ SLOW_TO_ARM = """
 """
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="LockManager.acquire creates its Doorbell (the inotify watch) only after the first "
-    "_decide() transaction has queued the request: a release between the two is never seen "
-    "and the waiter sleeps until its wait deadline (manager.py, acquire: `bell = "
-    "self.store.doorbell()` inside the loop)",
-)
 def test_a_release_right_after_queueing_is_not_missed(
     agents: object, spawn: Spawner, repo: Path, manager: LockManager
 ) -> None:
@@ -404,7 +574,6 @@ def test_a_release_right_after_queueing_is_not_missed(
     holder.acquire(["db:users"], agent="Holder")
     waiter = spawn(SLOW_TO_ARM, cwd=repo, name="slow-to-arm")
     assert waiter.read_line() == "queued", waiter.stderr
-    assert queued(manager, "Waiter")
     holder.release()
     waiter.send("go")
     # Free since the release: granted at once, not when its 30 s wait runs out.
@@ -426,7 +595,7 @@ def test_readers_share_and_a_writer_waits_for_all_of_them(
     r1.acquire(["docs"], agent="Reader1", mode="read")
     r2.acquire(["docs/x.md"], agent="Reader2", mode="read")
     writer.request(["docs/x.md"], agent="Writer", wait=30)
-    wait_queued(manager, "Writer", armed=writer)
+    wait_queued(manager, "Writer")
     r1.release()
     wait_for(lambda: holders_of(manager, "docs") == ["Reader2"])
     assert not writer.child.has_output()  # Reader2 still reads
@@ -449,7 +618,7 @@ def test_two_worktrees_of_one_repository_block_each_other(
     assert refused["error"] == "LockConflict" and "Main" in refused["message"]
     # A directory lock in the worktree covers the file locked in the main tree too.
     there.request(["src"], agent="Feature", wait=30)
-    wait_queued(manager, "Feature", armed=there)
+    wait_queued(manager, "Feature")
     here.release()
     assert there.reply()["ok"]
     assert holders_of(manager, "src/a.py") == ["Feature"]
@@ -472,7 +641,7 @@ def _grant_order(
         child.request(
             ["src/a.py"], agent=name, wait=60, record=str(order), release_after=True, **options
         )
-        wait_queued(manager, name, armed=child)
+        wait_queued(manager, name)
         started.append(child)
     holder.release()
     for child in started:
@@ -528,7 +697,7 @@ def test_a_request_is_granted_all_at_once_or_not_at_all(
     # Waiting: it holds nothing meanwhile, and is then granted both together.
     greedy = agents()  # type: ignore[operator]
     greedy.request(["db:free", "db:held"], agent="Greedy", wait=30)
-    wait_queued(manager, "Greedy", armed=greedy)
+    wait_queued(manager, "Greedy")
     assert "Greedy" not in {g.agent for g in manager.snapshot().locks}
     assert holders_of(manager, "db:free") == []
     unrelated = manager.acquire(["db:unrelated"], agent="Other", wait=0)
@@ -537,13 +706,6 @@ def test_a_request_is_granted_all_at_once_or_not_at_all(
     assert greedy.reply()["ok"]
     (grant,) = [g for g in manager.snapshot().locks if g.agent == "Greedy"]
     assert sorted(str(c.resource) for c in grant.claims) == ["db:free", "db:held"]
-
-
-NEWCOMER_BUG = (
-    "LockManager.acquire builds its request with seq=0 and table.blockers() only counts waiters "
-    "ahead_of() it, so on its first look a newcomer ranks ahead of every queued waiter and is "
-    "granted past them (manager.py, Waiter(... seq=0 ...) then _decide(first=True))"
-)
 
 
 def _try_lock(manager: LockManager, resource: str, agent: str, mode: str = "write") -> str | None:
@@ -556,7 +718,6 @@ def _try_lock(manager: LockManager, resource: str, agent: str, mode: str = "writ
     return None
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=NEWCOMER_BUG)
 def test_a_newcomer_does_not_overtake_a_queued_request(
     agents: object, manager: LockManager
 ) -> None:
@@ -569,7 +730,6 @@ def test_a_newcomer_does_not_overtake_a_queued_request(
     assert message is not None and "First" in message
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=NEWCOMER_BUG)
 def test_a_stream_of_readers_does_not_starve_a_queued_writer(
     agents: object, manager: LockManager
 ) -> None:
@@ -590,7 +750,7 @@ def test_a_waiter_closing_a_cycle_is_refused_at_once(
     alice.acquire(["src/a.py"], agent="Alice")
     mine = manager.acquire(["src/b.py"], agent="Bob")
     alice.request(["src/b.py"], agent="Alice", wait=30)  # Alice -> Bob
-    wait_queued(manager, "Alice", armed=alice)
+    wait_queued(manager, "Alice")
     started = time.monotonic()
     with pytest.raises(Deadlock) as caught:
         manager.acquire(["src/a.py"], agent="Bob", wait=20)  # Bob -> Alice: a cycle
@@ -646,7 +806,7 @@ def test_a_damaged_table_is_moved_aside_and_rebuilt_from_what_is_live(
     waiter.request(["src/a.py"], agent="Waiter", wait=60)
     shell = LockManager(repo=repo)
     shell.acquire(["db:shell"], agent="Shell", owner="shell")
-    wait_queued(shell, "Waiter", armed=waiter)
+    wait_queued(shell, "Waiter")
     capfd.readouterr()
     bad = _damage(kind, table_path)
 
@@ -696,7 +856,7 @@ def test_release_agent_frees_a_live_holders_locks(agents: object, manager: LockM
     holder, waiter = agents(), agents()  # type: ignore[operator]
     holder.acquire(["src/a.py", "db:users"], agent="Stuck")
     waiter.request(["db:users"], agent="Waiter", wait=30)
-    wait_queued(manager, "Waiter", armed=waiter)
+    wait_queued(manager, "Waiter")
     gone = manager.release_agent("Stuck")
     assert [g.agent for g in gone] == ["Stuck"]
     assert waiter.reply()["ok"]  # woken by the forced release, not by a poll
@@ -719,12 +879,6 @@ def test_a_forced_release_survives_a_table_rebuild(agents: object, manager: Lock
     mine.release()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="LockManager._records still lists a force-released grant; the holder's next publish "
-    "writes it back to its holder file and a table rebuild resurrects it (see report)",
-)
 def test_a_forced_release_survives_the_holders_next_lock_and_a_rebuild(
     agents: object, manager: LockManager
 ) -> None:
@@ -794,3 +948,26 @@ def test_unlock_releases_part_of_a_lease(manager: LockManager) -> None:
         manager.unlock(["db:users"], agent="Marcus")
     manager.unlock(["src/a.py"], agent="Marcus")
     assert manager.holders() == []
+
+
+def test_every_step_of_a_lock_is_an_event(agents: object, manager: LockManager) -> None:
+    holder, waiter = agents(), agents()  # type: ignore[operator]
+    holder.acquire(["src/a.py"], agent="Holder")
+    waiter.request(["src/a.py"], agent="Waiter", wait=30)
+    wait_queued(manager, "Waiter")
+    with pytest.raises(LockConflict):
+        manager.acquire(["src/a.py"], agent="Impatient", wait=0)
+    holder.release()
+    assert waiter.reply()["ok"]
+    story = [(e.kind, e.agent) for e in events.read("locks")]
+    assert story == [
+        ("grant", "Holder"),
+        ("wait", "Waiter"),
+        ("conflict", "Impatient"),
+        ("release", "Holder"),
+        ("grant", "Waiter"),
+    ]
+    grant = events.read("locks", word="Waiter")[-1]
+    assert grant.data["resources"] == ["src/a.py (write)"]
+    assert grant.data["waited"] > 0
+

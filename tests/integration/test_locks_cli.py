@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 from integration.helpers import (
-    LockAgent,
     Spawner,
     assert_one_line_error,
     git,
@@ -65,13 +64,9 @@ def locks_json(repo: Path, *args: str) -> dict[str, object]:
     return doc
 
 
-def wait_queued(manager: LockManager, name: str, agent: LockAgent | None = None) -> None:
+def wait_queued(manager: LockManager, name: str) -> None:
     wait_for(lambda: name in {w.agent for w in manager.snapshot().waiters},
              message=f"{name} to be queued")
-    if agent is not None:
-        from integration.test_locks import wait_armed
-
-        wait_armed(agent)
 
 
 # Shell leases -----------------------------------------------------------------------------------
@@ -99,7 +94,7 @@ def test_unlock_frees_the_lock_and_a_waiting_process_is_granted_promptly(
     ok(versatil(repo, "lock", "--agent", "Shell", "src/a.py"))
     waiter = lock_agent(spawn, repo)
     waiter.request(["src/a.py"], agent="Waiter", wait=30)
-    wait_queued(manager, "Waiter", waiter)
+    wait_queued(manager, "Waiter")
     out = ok(versatil(repo, "unlock", "--agent", "Shell", str(repo / "src" / "a.py")))
     unlocked_at = time.time()
     assert "src/a.py" in out
@@ -147,7 +142,7 @@ def test_release_agent_frees_every_lock_of_that_agent(
     ok(versatil(repo, "lock", "--agent", "Keeper", "db:users"))
     waiter = lock_agent(spawn, repo)
     waiter.request(["src/b.py"], agent="Waiter", wait=30)
-    wait_queued(manager, "Waiter", waiter)
+    wait_queued(manager, "Waiter")
     out = ok(versatil(repo, "release", "--agent", "Stuck"))
     assert len(out.splitlines()) == 2 and "Stuck" in out
     assert waiter.reply()["ok"]
