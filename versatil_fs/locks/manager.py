@@ -10,6 +10,7 @@ of the conflict clearing, and burns no CPU while it waits.
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import time
 import weakref
@@ -19,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from versatil_fs import events, faults
-from versatil_fs.errors import Deadlock, LockConflict, UsageError
+from versatil_fs.errors import Deadlock, LockConflict, StateError, UsageError
 from versatil_fs.locks.leases import Doorbell
 from versatil_fs.locks.store import LocalStore, LockStore
 from versatil_fs.locks.table import (
@@ -510,17 +511,31 @@ class LockManager:
                     grant.expires_at = now + grant.ttl
 
     def _emit_all(self, logged: Logged) -> None:
-        for reason in self.store.on_damage:
-            events.emit("locks", "table-damaged", state=self.state, reason=reason)
+        damaged = list(self.store.on_damage)
         self.store.on_damage.clear()
-        for kind, holder, data in logged:
-            fields: dict[str, Any] = {
-                "lease": holder.id,
-                "resources": [f"{c.resource} ({c.mode})" for c in holder.claims],
-                "holder_pid": holder.pid,
-            }
-            fields.update(data)
-            events.emit("locks", kind, agent=holder.agent, state=self.state, **fields)
+        try:
+            for reason in damaged:
+                events.emit("locks", "table-damaged", state=self.state, reason=reason)
+            for kind, holder, data in logged:
+                fields: dict[str, Any] = {
+                    "lease": holder.id,
+                    "resources": [f"{c.resource} ({c.mode})" for c in holder.claims],
+                    "holder_pid": holder.pid,
+                }
+                fields.update(data)
+                events.emit("locks", kind, agent=holder.agent, state=self.state, **fields)
+        except StateError as exc:
+            # The table transaction has committed: the grant or release stands whatever becomes
+            # of its log line. Raising here told the caller "nothing was changed" about a lock
+            # it now held (a full disk left shell leases nobody knew they had), so say what
+            # happened instead and let the operation succeed.
+            cause = exc.__cause__
+            detail = cause.strerror if isinstance(cause, OSError) and cause.strerror else exc
+            print(
+                f"versatil: the locks were changed as asked, but the event could not be "
+                f"written to {self.state.event_log('locks')} ({detail}).",
+                file=sys.stderr,
+            )
 
 
 def _youngest_in_cycle(table: Table, request: Waiter, cycle: list[str]) -> bool:
