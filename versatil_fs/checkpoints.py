@@ -43,6 +43,7 @@ import importlib
 import os
 import secrets
 import shutil
+import signal
 import subprocess
 import threading
 import time
@@ -56,7 +57,7 @@ import msgspec
 from versatil_fs import events, faults
 from versatil_fs.errors import Refused, UsageError, VersatilError
 from versatil_fs.repo import Repository, default_agent
-from versatil_fs.state import StateDir, flocked
+from versatil_fs.state import StateDir, _state_error, flocked
 
 SCHEMA_VERSION = 1
 REF_PREFIX = "refs/versatil/checkpoints/"
@@ -571,7 +572,7 @@ class Checkpoints:
     ) -> tuple[bytes, bytes]:
         out, err = proc.communicate(stdin)
         if proc.returncode != 0:
-            raise _git_error(args, err)
+            raise _git_error(args, err, proc.returncode)
         return out, err
 
     def _git(
@@ -594,7 +595,11 @@ class Checkpoints:
         """A scratch directory holding a copy of the user's index; removed on the way out."""
         with _scratch_dir(self._scratch) as directory:
             index = directory / "index"
-            _copy_index(self.repo.git_dir / "index", index)
+            try:
+                _copy_index(self.repo.git_dir / "index", index)
+            except OSError as exc:
+                # The copy goes to the state directory: a full disk there is a StateError.
+                raise _state_error(index, exc) from exc
             yield index
 
     def _snapshot(self, index: Path) -> _Snapshot:
@@ -655,9 +660,9 @@ class Checkpoints:
             ls_out, ls_err = ls_proc.communicate()
             diff_out, diff_err = diff_proc.communicate() if diff_proc else (b"", b"")
         if ls_proc.returncode != 0:
-            raise _git_error(("ls-files",), ls_err)
+            raise _git_error(("ls-files",), ls_err, ls_proc.returncode)
         if diff_proc is not None and diff_proc.returncode != 0:
-            raise _git_error(("diff-tree",), diff_err)
+            raise _git_error(("diff-tree",), diff_err, diff_proc.returncode)
         files, gitlinks = _count_index(ls_out)
         # On an unborn branch every file is new.
         against_head = _parse_raw_diff(diff_out) if snapshot.head else _all_added(ls_out)
@@ -748,10 +753,16 @@ class Checkpoints:
             except (msgspec.DecodeError, msgspec.ValidationError) as exc:
                 self._state.move_aside(path, f"not a checkpoint record: {exc}")
             else:
-                if record.commit == oid and record.id == checkpoint_id:
+                if record.version != SCHEMA_VERSION:
+                    # Decoding ignores what it does not know: a record of another schema would
+                    # be read as this one and quietly misunderstood.
+                    self._state.move_aside(path, f"schema version {record.version}; this "
+                                                 f"versatil reads version {SCHEMA_VERSION}")
+                elif record.commit == oid and record.id == checkpoint_id:
                     return record
-                self._state.move_aside(path, f"it describes commit {record.commit[:12]}, "
-                                             f"but the ref points at {oid[:12]}")
+                else:
+                    self._state.move_aside(path, f"it describes commit {record.commit[:12]}, "
+                                                 f"but the ref points at {oid[:12]}")
             rebuilt = self._from_commit(checkpoint_id, oid)
             self._write_record(rebuilt)
             return rebuilt
@@ -1141,12 +1152,22 @@ def _warnings(gitlinks: builtins.list[str], embedded: Iterable[str],
     return notes
 
 
-def _git_error(args: Sequence[str], err: bytes) -> GitFailed:
+def _git_error(args: Sequence[str], err: bytes, returncode: int | None = None) -> GitFailed:
+    command = f"git {' '.join(args[:2])}"
+    if returncode is not None and returncode < 0:
+        # Killed by a signal, so git said nothing: name the signal, and what SIGXFSZ means.
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = f"signal {-returncode}"
+        hint = (" (it reached the file-size limit: is the disk or a quota full?)"
+                if -returncode == signal.SIGXFSZ else "")
+        return GitFailed(f"{command} was killed by {name}{hint}.")
     detail = " ".join(
         line.strip() for line in err.decode("utf-8", "replace").splitlines()
         if line.strip() and not line.startswith("hint:")
     )
-    return GitFailed(f"git {' '.join(args[:2])} failed: {detail or 'no message'}".rstrip("."))
+    return GitFailed(f"{command} failed: {detail or 'no message'}".rstrip("."))
 
 
 def _copy_index(source: Path, target: Path) -> None:
@@ -1193,7 +1214,11 @@ def _scratch_dir(scratch: Path) -> Iterator[Path]:
     while True:
         name = f"{os.getpid()}-{secrets.token_hex(4)}"
         lock_path = scratch / f"{name}.lock"
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        try:
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            # A read-only or full state directory: one sentence, not an internal error.
+            raise _state_error(lock_path, exc) from exc
         fcntl.flock(fd, fcntl.LOCK_EX)
         if os.fstat(fd).st_nlink == 0:
             os.close(fd)
@@ -1201,7 +1226,10 @@ def _scratch_dir(scratch: Path) -> Iterator[Path]:
         break
     directory = scratch / name
     try:
-        os.mkdir(directory, 0o700)
+        try:
+            os.mkdir(directory, 0o700)
+        except OSError as exc:
+            raise _state_error(directory, exc) from exc
         yield directory
     finally:
         shutil.rmtree(directory, ignore_errors=True)
