@@ -445,23 +445,6 @@ KNOWN_BUGS_LATER = {
         "bug: a wave-run state of another schema version (version 99) is read as version 1, "
         "silently (executor.py RunStore.load: no version check after decoding)"
     ),
-    "full-disk/tmpfs-checkpoint": (
-        "bug: `checkpoint create` on a full state directory ends in 'internal error: OSError: "
-        "[Errno 28] No space left on device' (exit 70): checkpoints.py _copy_index writes the "
-        "scratch index with os.sendfile, outside StateDir, and nothing turns ENOSPC into a "
-        "StateError"
-    ),
-    "full-disk/checkpoint-create": (
-        "bug: a git command killed by a signal (here SIGXFSZ, the file-size limit) is "
-        "reported as 'git add -A failed: no message': checkpoints.py _git_error ignores the "
-        "return code, so the one line names neither the cause nor what to do"
-    ),
-    "state-dir/read-only-checkpoint": (
-        "bug: on a read-only state directory every checkpoint command ends in 'internal "
-        "error: OSError: [Errno 30] Read-only file system' (exit 70): checkpoints.py "
-        "_scratch_dir and _sweep call os.open/os.mkdir on the scratch directory directly, "
-        "without StateDir's translation into a StateError"
-    ),
 }
 
 
@@ -591,11 +574,6 @@ def _snapshot(w: World) -> dict[str, dict[str, bytes]]:
 
 
 KNOWN_BUGS = {
-    "state/checkpoint-metadata-wrong-version": (
-        "bug: checkpoint metadata of another schema version (version 99) is read as if it "
-        "were version 1, silently; the lock table refuses one and sets it aside "
-        "(checkpoints.py _load: no version check after decoding)"
-    ),
     "plan/alias-bomb": (
         "bug: a 400-byte plan of nested YAML aliases (a 'billion laughs') makes `versatil "
         "wave plan` run for ever: plan.py _Loader._data walks an aliased node again for every "
