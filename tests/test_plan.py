@@ -67,7 +67,7 @@ def conflict(a: Task, b: Task) -> bool:
 
 
 # Resolver properties --------------------------------------------------------------------------
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=120, deadline=None)
 @given(task_lists())
 def test_waves_respect_needs_and_conflicts_and_place_each_task_early(tasks: list[Task]) -> None:
     schedule = resolve(tasks)
@@ -115,7 +115,7 @@ def test_critical_path_is_the_longest_chain_and_bounds_the_makespan(tasks: list[
     assert schedule.unestimated == [t.id for t in tasks if t.estimate is None]
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=120, deadline=None)
 @given(task_lists(max_size=10), st.data())
 def test_a_cycle_is_always_found_and_is_a_real_cycle(
     tasks: list[Task], data: st.DataObject
@@ -159,7 +159,7 @@ claims = st.builds(
 )
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=250, deadline=None)
 @given(st.lists(st.lists(claims, max_size=3), max_size=6), st.lists(claims, max_size=3))
 def test_conflict_index_answers_like_the_lock_rules(
     held: list[list[Claim]], request: list[Claim]

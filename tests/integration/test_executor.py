@@ -339,6 +339,7 @@ def test_kill_9_right_after_a_task_starts_then_resume(
     assert (git_repo / "two.txt").read_text() == "2\n"
 
 
+@pytest.mark.slow  # tests/reliability kills at every wave fault point; this is the quick look
 def test_a_kill_at_the_state_write_leaves_a_readable_resumable_run(
     git_repo: Path, marks: Path
 ) -> None:
