@@ -14,6 +14,8 @@ BENCHMARKS = {
     "locks": "bench.bench_locks",
     "hook": "bench.bench_hook",
     "checkpoints": "bench.bench_checkpoints",
+    "monitor": "bench.bench_monitor",
+    "waves": "bench.bench_waves",
 }
 
 

@@ -218,13 +218,21 @@ CHAPTERS: list[Callable[[Demo], None]] = [
 ]
 
 
+def chapters() -> list[Callable[[Demo], None]]:
+    """The lock story, then the whole plan run in waves (its own module: it needs the
+    executor, the monitor and the example plan)."""
+    from versatil_fs import wave_demo
+
+    return [*CHAPTERS, *wave_demo.CHAPTERS]
+
+
 def run(out: Callable[[str], None] = print, keep: bool = False) -> None:
     with _throwaway(keep) as (repo, home):
         out(f"versatil demo: a throwaway repository at {repo}")
         out(f"(state in {home}; your own ~/.versatil is not touched)\n")
         demo = Demo(repo=repo, out=out)
         try:
-            for chapter in CHAPTERS:
+            for chapter in chapters():
                 chapter(demo)
                 out("")
         finally:
