@@ -45,6 +45,7 @@ import secrets
 import shutil
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -55,7 +56,7 @@ from typing import Any, Protocol, TypeVar
 import msgspec
 
 from versatil_fs import events, faults
-from versatil_fs.errors import Refused, UsageError, VersatilError
+from versatil_fs.errors import Refused, StateError, UsageError, VersatilError
 from versatil_fs.repo import Repository, default_agent
 from versatil_fs.state import StateDir, _state_error, flocked
 
@@ -341,7 +342,7 @@ class Checkpoints:
                 tests_run=tests_run,
                 errors=errors,
             )
-        events.emit(
+        self._emit_done(
             "checkpoints", "create", agent=agent, repo=self.key, id=record.id,
             message=record.message, wave=wave, files=record.files, commit=record.commit,
         )
@@ -425,7 +426,7 @@ class Checkpoints:
                 if selective:
                     changes = self._select(changes, target, wanted, agent, wave, force)
                 if not changes:
-                    events.emit(
+                    self._emit_done(
                         "checkpoints", "restore", agent=restorer, repo=self.key,
                         checkpoint=target.id, safety=None, restored=0, removed=0,
                     )
@@ -447,7 +448,7 @@ class Checkpoints:
                 self._write_record(safety, durable=False)
         finally:
             os.close(lock_fd)
-        events.emit(
+        self._emit_done(
             "checkpoints", "restore", agent=restorer, repo=self.key, checkpoint=target.id,
             safety=safety.id, restored=len(result.restored), removed=len(result.removed),
             paths=result.changed[:100], forced=force,
@@ -487,7 +488,7 @@ class Checkpoints:
             os.close(lock_fd)
         removed = [r.id for r in doomed]
         if removed:
-            events.emit("checkpoints", "prune", repo=self.key, removed=removed, kept=keep)
+            self._emit_done("checkpoints", "prune", repo=self.key, removed=removed, kept=keep)
         return PruneResult(kept=len(records) - len(removed), removed=removed)
 
     def _remove_stale_temporaries(self) -> None:
@@ -539,6 +540,24 @@ class Checkpoints:
             records.append(self._load(checkpoint_id, oid))
         records.sort(key=lambda r: (r.time, r.id))
         return records
+
+    def _emit_done(self, stream: str, kind: str, **fields: Any) -> None:
+        """Log something that has already happened to the refs, the metadata or the tree.
+
+        A full disk on the event log must not turn a change that was made into an error that
+        says nothing was changed (a checkpoint the user then believes missing), so the
+        failure is one line on stderr and the change stands.
+        """
+        try:
+            events.emit(stream, kind, **fields)
+        except StateError as exc:
+            cause = exc.__cause__
+            detail = cause.strerror if isinstance(cause, OSError) and cause.strerror else exc
+            print(
+                f"versatil: done, but the {kind!r} event could not be written to "
+                f"{StateDir().event_log(stream)} ({detail}).",
+                file=sys.stderr,
+            )
 
     # Internals: git ---------------------------------------------------------------------------
     def _env(self, index: Path | None, extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -921,7 +940,7 @@ class Checkpoints:
         restorer: str,
         conflicts: builtins.list[tuple[str, str]],
     ) -> Refused:
-        events.emit(
+        self._emit_done(
             "checkpoints", "restore-refused", agent=restorer or None, repo=self.key,
             checkpoint=target.id, conflicts=[f"{p} ({a})" for p, a in conflicts[:20]],
         )
