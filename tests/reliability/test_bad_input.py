@@ -112,6 +112,7 @@ class Case:
     limit: int = 0  # RLIMIT_FSIZE for the process, in bytes (writes past it fail with EFBIG)
     after: Callable[[World, Result], list[str]] | None = None  # locks not as the exit said
     changes: tuple[str, ...] = ()  # state files a succeeding command may rewrite
+    after_counts_as_stuck: bool = True  # what `after` finds is a lock held against the exit
 
 
 def _fill(text: str, w: World) -> str:
@@ -431,6 +432,28 @@ CASES["full-disk/event-log"] = Case(
     mentions=("locks.jsonl",), plant=_big_log, after=_held_as_told("T", "db:full"),
     changes=("logs/resource-locks.json",),
 )
+def _big_checkpoint_log(w: World) -> None:
+    log = w.home / "logs" / "checkpoints.jsonl"
+    line = log.read_bytes().splitlines(keepends=True)[-1]
+    log.write_bytes(log.read_bytes() + line * (64 * 1024 // len(line) + 1))
+
+
+def _checkpoint_as_told(w: World, result: Result) -> list[str]:
+    """A checkpoint was added exactly when the command said it made one (exit 0)."""
+    listing = versatil("checkpoint", "list", "--json", cwd=w.repo)
+    made = len(json.loads(listing.out)["checkpoints"]) - len(w.checkpoints)
+    if (made == 1) != (result.code == 0):
+        return [f"{made} checkpoint(s) made after exit {result.code}"]
+    return []
+
+
+CASES["full-disk/checkpoint-event-log"] = Case(
+    ("checkpoint", "create", "-m", "unlogged"), process=True, limit=32 * 1024, codes=(0,),
+    mentions=("checkpoints.jsonl",), plant=_big_checkpoint_log, after=_checkpoint_as_told,
+    changes=("checkpoints/",), after_counts_as_stuck=False,
+)
+
+
 KNOWN_BUGS_LATER = {
     **{
         f"state/wave-run-{name}-{command}": (
@@ -613,7 +636,7 @@ def test_bad_input(name: str, world: World, tally: Tally) -> None:
             undo()
     if case.after is not None:
         taken = case.after(world, result)
-        tally.locks_stuck += len(taken)
+        tally.locks_stuck += len(taken) if case.after_counts_as_stuck else 0
         assert taken == []
     _check_still_working(world, tally)
 
