@@ -361,7 +361,15 @@ class _Run:
                 if modified and self.repo is not None:
                     from versatil_fs.checkpoints import record_files_modified
 
-                    record_files_modified(self.repo, self.agent, modified)
+                    try:
+                        record_files_modified(self.repo, self.agent, modified)
+                    except VersatilError as exc:
+                        # The command has run and its files are changed: a full disk on the
+                        # log must not replace its exit code with one saying nothing was.
+                        self.say(
+                            f"the command's changes stand, but the files it modified could "
+                            f"not be recorded for `checkpoint restore --agent`: {exc}"
+                        )
                 result.checkpoint = self.checkpoint_id
                 if self.rollback and result.exit_code != 0 and self.checkpoint_id:
                     self._roll_back(result)
