@@ -112,6 +112,7 @@ class Case:
     limit: int = 0  # RLIMIT_FSIZE for the process, in bytes (writes past it fail with EFBIG)
     after: Callable[[World, Result], list[str]] | None = None  # locks not as the exit said
     changes: tuple[str, ...] = ()  # state files a succeeding command may rewrite
+    repo_changes: tuple[str, ...] = ()  # repository files a succeeding command may change
     after_counts_as_stuck: bool = True  # what `after` finds is a lock held against the exit
 
 
@@ -553,7 +554,8 @@ def _check_nothing_lost(
     case: Case, w: World, before: dict[str, dict[str, bytes]], tally: Tally
 ) -> None:
     damaged = _fill(case.damaged, w)
-    lost = lost_files(before["repo"], w.repo)
+    lost = lost_files(before["repo"], w.repo,
+                      may_change=lambda rel: rel.startswith(case.repo_changes))
     lost += lost_files(before["home"], w.home, may_change=lambda rel: (
         bool(damaged) and rel.endswith(damaged)) or rel.startswith(case.changes))
     tally.lost(lost)
@@ -579,6 +581,31 @@ def _check_still_working(w: World, tally: Tally) -> None:
 
 def _snapshot(w: World) -> dict[str, dict[str, bytes]]:
     return {"repo": snapshot_files(w.repo), "home": snapshot_files(w.home)}
+
+
+def _big_collision_log(w: World) -> None:
+    log = w.home / "logs" / "collision-detection.jsonl"
+    line = b'{"version":1,"time":1.0,"stream":"collision-detection","kind":"padding"}\n'
+    log.write_bytes(line * (64 * 1024 // len(line) + 1))
+    log.chmod(0o600)
+
+
+def _ran_and_released(w: World, result: Result) -> list[str]:
+    problems = []
+    if b"ran\n" not in (w.repo / "src/a.py").read_bytes():
+        problems.append("the command did not run")
+    if any(g.agent == "R" for g in LockManager(repo=w.repo).holders()):
+        problems.append("R still holds its lock after the run")
+    return problems
+
+
+CASES["full-disk/run-files-modified-log"] = Case(
+    ("run", "--agent", "R", "--no-monitor", "--lock", "src/a.py", "--", "sh", "-c",
+     "echo ran >> src/a.py"),
+    process=True, limit=32 * 1024, codes=(0,), mentions=("collision-detection.jsonl",),
+    plant=_big_collision_log, after=_ran_and_released, repo_changes=("src/a.py",),
+    changes=("logs/resource-locks.json",),
+)
 
 
 # Bugs this corpus found that are not fixed yet: case name -> reason (the case is an xfail).
