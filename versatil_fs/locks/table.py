@@ -72,8 +72,8 @@ class Claim(msgspec.Struct, frozen=True, order=True):
         )
 
 
-class Grant(msgspec.Struct, kw_only=True):
-    """A lease that holds its claims now."""
+class _Request(msgspec.Struct, kw_only=True):
+    """What a grant and a waiting request share: who asks for what, and how to reach them."""
 
     version: int = SCHEMA_VERSION
     id: str
@@ -83,38 +83,33 @@ class Grant(msgspec.Struct, kw_only=True):
     pid: int = 0
     host: str = ""
     priority: int = 0
-    acquired_at: float
-    expires_at: float
     ttl: float = 300.0
     # The waiters' wake-up target and the liveness proof of a process lease: a file its process
     # keeps flocked for as long as it lives. Shell leases have none and end at `expires_at`.
     lease_file: str = ""
 
 
-class Waiter(msgspec.Struct, kw_only=True):
+class Grant(_Request, kw_only=True):
+    """A lease that holds its claims now."""
+
+    acquired_at: float
+    expires_at: float
+
+
+class Waiter(_Request, kw_only=True):
     """A request waiting in the queue; its process keeps ``lease_file`` flocked while it waits."""
 
-    version: int = SCHEMA_VERSION
-    id: str
-    agent: str
-    claims: list[Claim]
-    owner: Owner = "process"
-    pid: int = 0
-    host: str = ""
-    priority: int = 0
     seq: int
     since: float
     deadline: float
-    ttl: float
-    lease_file: str
 
     def granted(self, now: float) -> Grant:
         """The grant this request becomes."""
         return Grant(
             id=self.id, agent=self.agent, claims=self.claims, owner=self.owner, pid=self.pid,
-            host=self.host, priority=self.priority, acquired_at=now, expires_at=now + self.ttl,
-            ttl=self.ttl,
+            host=self.host, priority=self.priority, ttl=self.ttl,
             lease_file=self.lease_file if self.owner == "process" else "",
+            acquired_at=now, expires_at=now + self.ttl,
         )
 
 
