@@ -31,9 +31,11 @@ How it stays complete and reports each write once:
   patterns of ``guard.ignore``. Ignored directories are not even watched.
 
 What it does not guarantee: a write is attributed to whoever holds the covering lock, not to the
-process that wrote it (inotify does not say who wrote); and between one elected monitor's exit
-and its successor's watches being in place (milliseconds), writes can go unseen — the successor
-has no snapshot of what the tree looked like before.
+process that wrote it (inotify does not say who wrote). Between one elected monitor's exit and
+its successor's watches being in place (milliseconds), writes can go unseen: the successor has no
+snapshot of what the tree looked like before. And a file rewritten with the same size within one
+timestamp tick of the previous report looks unchanged (kernels without multigrain timestamps
+keep mtime to the jiffy): the two writes are reported as one.
 """
 
 from __future__ import annotations
