@@ -185,7 +185,7 @@ class _Run:
         result = RunResult(exit_code=1, agent=self.agent)
         with _SignalRouter(self) as signals:
             try:
-                self._acquire(signals)
+                self._acquire()
                 signals.acquired()
                 self._prepare()
                 if signals.pending is not None:
@@ -202,7 +202,7 @@ class _Run:
                 self._finish(result)
         return result
 
-    def _acquire(self, signals: _SignalRouter) -> None:
+    def _acquire(self) -> None:
         if not (self.writes or self.reads):
             return
         if not self.config.collision_detection.enabled:
