@@ -24,10 +24,14 @@ from versatil_fs.cli._common import agent_option
     "--read", "reads", multiple=True, metavar="RES", help="Read-lock a resource; repeatable."
 )
 @click.option("--wait", type=float, metavar="S", help="Seconds to wait in the lock queue.")
-@click.option("--checkpoint", is_flag=True, help="Take a checkpoint before the command.")
+@click.option(
+    "--checkpoint", is_flag=True,
+    help="Checkpoint before the command, and every checkpoints.interval while it runs.",
+)
 @click.option(
     "--rollback-on-failure", is_flag=True,
-    help="If the command fails, restore the files it changed under its locks.",
+    help="If the command fails, restore the files it changed under its locks (implies "
+    "--checkpoint).",
 )
 @click.option(
     "--no-monitor", "no_monitor", is_flag=True,
