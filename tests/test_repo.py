@@ -133,6 +133,33 @@ def test_a_path_outside_the_repository_is_a_usage_error(
         LockManager(repo=tree["root"]).resolve(spelling)
 
 
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    st.sampled_from(CWDS),
+    st.integers(1, 3),
+    st.lists(st.sampled_from(["x", "repo", "outside", "src"]), max_size=3),
+    st.booleans(),
+)
+def test_any_spelling_that_leaves_the_repository_is_refused(
+    tree: dict[str, Path], cwd_rel: str, extra_ups: int, below: list[str], absolute: bool
+) -> None:
+    root, base = tree["root"], tree["base"]
+    cwd = root / cwd_rel if cwd_rel else root
+    depth = len(cwd_rel.split("/")) if cwd_rel else 0
+    if absolute:
+        spelling = str(base.joinpath("outside", *below))
+    else:
+        spelling = os.path.join(*([".."] * (depth + extra_ups)), *below)
+        if extra_ups == 1 and below[:1] == ["repo"]:
+            return  # `../repo/...` from the root climbs out and straight back in
+    with pytest.raises(UsageError, match="outside the repository"):
+        Repository.find(root).relpath(spelling, cwd=cwd)
+    with pytest.raises(UsageError):
+        LockManager(repo=cwd).resolve(spelling)
+
+
 def test_git_internals_and_empty_paths_are_refused(tree: dict[str, Path]) -> None:
     repo = Repository.find(tree["root"])
     with pytest.raises(UsageError, match=r"\.git"):

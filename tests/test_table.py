@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 
+import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
@@ -283,15 +284,34 @@ def test_queue_order_is_priority_then_arrival() -> None:
     assert ahead_of(urgent, early) and ahead_of(urgent, late)
 
 
+OPERATIONS = st.lists(st.tuples(AGENTS, claim_lists, st.booleans()), min_size=1, max_size=25)
+
+
 @settings(max_examples=80, deadline=None)
-@given(
-    st.lists(
-        st.tuples(AGENTS, claim_lists, st.booleans()), min_size=1, max_size=25
-    )
-)
+@given(OPERATIONS)
 def test_granting_only_unblocked_requests_never_grants_two_conflicting_locks(
     operations: list[tuple[str, list[Claim], bool]],
 ) -> None:
+    _simulate(operations)
+
+
+@pytest.mark.slow
+@settings(max_examples=1500, deadline=None)
+@given(OPERATIONS)
+def test_granting_only_unblocked_requests_never_grants_two_conflicting_locks_soak(
+    operations: list[tuple[str, list[Claim], bool]],
+) -> None:
+    _simulate(operations)
+
+
+@pytest.mark.slow
+@settings(max_examples=1500, deadline=None)
+@given(st.data())
+def test_blockers_are_empty_exactly_when_grantable_soak(data: st.DataObject) -> None:
+    test_blockers_are_empty_exactly_when_grantable.hypothesis.inner_test(data)  # type: ignore[attr-defined]
+
+
+def _simulate(operations: list[tuple[str, list[Claim], bool]]) -> None:
     """Simulate arrivals and releases; the live grants never conflict, whatever the order."""
     table = Table()
     counter = itertools.count()
