@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import errno
 import hashlib
-import logging
 import os
 import queue
 import selectors
@@ -1183,7 +1182,13 @@ def _make_observer(monitor: Monitor) -> Any:
     directories). With another watchdog the stock observer is used and an overflow is noticed
     through watchdog's log warning instead; the watch limit then goes unnoticed.
     """
-    logging.getLogger("watchdog").addHandler(logging.NullHandler())  # no stray stderr lines
+    import logging
+
+    logger = logging.getLogger("watchdog")
+    if not any(isinstance(h, logging.NullHandler) for h in logger.handlers):
+        # watchdog's warnings would otherwise reach stderr through logging's last resort,
+        # across the screen of the agent a wrapper runs; we say what matters ourselves.
+        logger.addHandler(logging.NullHandler())
     try:
         from watchdog.observers.inotify import (
             InotifyEmitter,
@@ -1250,20 +1255,19 @@ def _make_observer(monitor: Monitor) -> Any:
     return observer
 
 
-class _OverflowLogHandler(logging.Handler):
-    def __init__(self, sink: queue.SimpleQueue[Any]) -> None:
-        super().__init__(logging.WARNING)
-        self._sink = sink
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if "overflow" in record.getMessage().lower():
-            self._sink.put(_OVERFLOW)
-
-
 def _stock_observer(monitor: Monitor) -> Any:
+    import logging
+
     from watchdog.observers import Observer
 
-    logging.getLogger("watchdog").addHandler(_OverflowLogHandler(monitor._queue))
+    events_queue = monitor._queue
+
+    class OverflowLogHandler(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if "overflow" in record.getMessage().lower():
+                events_queue.put(_OVERFLOW)
+
+    logging.getLogger("watchdog").addHandler(OverflowLogHandler(logging.WARNING))
     return Observer()
 
 
