@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 import click
+import msgspec
 
 from versatil_fs.cli._common import agent_option, echo, echo_json, json_option
 from versatil_fs.errors import UsageError
@@ -94,10 +95,30 @@ def locks(agent: str | None, as_json: bool) -> None:
             waiters=[w for w in table.waiters if w.agent == agent],
         )
     table.waiters.sort(key=lambda w: (-w.priority, w.seq))
+    unlocked = _unlocked_writes()
     if as_json:
-        echo_json(table)
+        document = msgspec.to_builtins(table)
+        document["unlocked_writes"] = unlocked
+        echo_json(document)
         return
     echo(render(table))
+    if unlocked:
+        echo(f"\n{unlocked} unlocked write(s) recorded in this repository by the monitor; "
+             "see `versatil logs collision-detection --filter unlocked-write`.")
+
+
+def _unlocked_writes() -> int | None:
+    """The monitor's count for the current repository (None outside a repository)."""
+    from versatil_fs.errors import NotARepository
+    from versatil_fs.repo import Repository
+
+    try:
+        repo = Repository.find(".")
+    except NotARepository:
+        return None
+    from versatil_fs.monitor import unlocked_write_count  # not on `lock`'s path
+
+    return unlocked_write_count(repo)
 
 
 def render(table: Table) -> str:
