@@ -407,16 +407,18 @@ WAVE_RESULT = {
     "src/new.txt": "three\n",
 }
 
+# The executor group-commits its state, so how many state writes a run makes depends on timing:
+# the first few always happen; later ones may not, and then the run simply ends (see below).
 WAVE_FAULTS = [
     "wave.before-state-write:1",  # before the run's first state was ever written
-    "wave.before-state-write:4",
-    "wave.before-state-write:7",
+    "wave.before-state-write:2",
+    "wave.before-state-write:3",
     "wave.after-wave-checkpoint:2",  # wave 2's checkpoint made, nothing of it started
     "wave.task-started:1",  # a task's process started, the executor gone
     "wave.task-exited:3",  # the last task ended, its end not yet recorded
 ]
 WAVE_FAULTS_SLOW = [
-    *(f"wave.before-state-write:{n}" for n in (2, 3, 5, 6, 8, 9, 10)),
+    *(f"wave.before-state-write:{n}" for n in (4, 5, 6, 7, 8, 9, 10)),
     "wave.after-wave-checkpoint:1", "wave.task-started:2", "wave.task-started:3",
     "wave.task-exited:1", "wave.task-exited:2", "state.before-rename:3", "state.before-rename:6",
 ]
@@ -460,6 +462,13 @@ def test_a_killed_wave_run_resumes_without_running_a_finished_task_twice(
     plan.write_text(WAVE_PLAN.format(ran=ran))
     result = versatil_process("wave", "run", str(plan), "--json", cwd=repo,
                               env={"VERSATIL_FAULT": fault})
+    name, _, count = fault.partition(":")
+    batched = name in ("wave.before-state-write", "state.before-rename") and int(count or 1) > 1
+    if result.code == 0 and batched:
+        # This run committed its state in fewer writes than the point's count: it was never
+        # reached. The run must then simply have succeeded.
+        assert json.loads(result.out)["status"] == "succeeded"
+        pytest.skip(f"{fault} was not reached: this run made fewer state writes")
     assert tally.killed(result.code), result
 
     # Readable state, and a status that says what happened.
