@@ -263,3 +263,34 @@ def test_move_aside_renames_with_a_timestamp_and_reports_once(
     # A second mover (another process that saw the same damage) finds nothing and stays quiet.
     sd.move_aside(sd.lock_table, "not valid JSON")
     assert capfd.readouterr().err == ""
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="StateDir.move_aside names the copy <name>.corrupt-<UTC second>-<pid> and uses "
+    "os.replace: a second damaged file set aside by one process within the same second "
+    "overwrites the first copy (state.py, move_aside)",
+)
+def test_move_aside_never_overwrites_an_earlier_copy(
+    versatil_home: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    import time as real_time
+
+    class FrozenClock:
+        def __getattr__(self, name: str) -> object:
+            return getattr(real_time, name)
+
+        def gmtime(self, *args: object) -> real_time.struct_time:
+            return real_time.gmtime(1_800_000_000)  # both moves in the same second
+
+    sd = StateDir()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(state, "time", FrozenClock())
+        sd.write_atomic(sd.lock_table, b"first damage")
+        first = sd.move_aside(sd.lock_table, "bad")
+        sd.write_atomic(sd.lock_table, b"second damage")
+        second = sd.move_aside(sd.lock_table, "bad")
+    copies = sorted(p.read_bytes() for p in sd.logs.glob("resource-locks.json.corrupt-*"))
+    assert copies == [b"first damage", b"second damage"], (first, second)
+

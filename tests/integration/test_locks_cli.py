@@ -284,6 +284,59 @@ def test_bad_input_exits_2_with_one_line(repo: Path, args: list[str], words: lis
     assert not StateDir().lock_table.exists() or LockManager(repo=repo).holders() == []
 
 
+NON_FINITE = (
+    "cli/locks.py only checks `wait < 0` and LockManager.acquire only `ttl <= 0`: --ttl inf/nan "
+    "are written to the lock table as null (every later reader finds it damaged; --wait inf "
+    "re-damages it in a loop), --ttl 1e300 takes the lock then exits 70 'internal error', and "
+    "--wait nan silently means 0"
+)
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=NON_FINITE)
+@pytest.mark.parametrize(
+    "args",
+    [["--ttl", "inf"], ["--ttl", "nan"], ["--ttl", "1e300"], ["--wait", "nan"]],
+    ids=["ttl-inf", "ttl-nan", "ttl-1e300", "wait-nan"],
+)
+def test_non_finite_numbers_are_bad_input_and_never_reach_the_table(
+    repo: Path, args: list[str]
+) -> None:
+    ok(versatil(repo, "lock", "--agent", "Keeper", "db:kept"))
+    result = versatil(repo, "lock", "--agent", "A", *args, "db:x")
+    after = versatil(repo, "locks", "--json")
+    assert not list(StateDir().logs.glob("resource-locks.json.corrupt-*")), "table damaged"
+    assert after.stderr == ""  # type: ignore[attr-defined]
+    assert [g["agent"] for g in json.loads(ok(after))["locks"]] == ["Keeper"]
+    assert_one_line_error(result, 2)
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=NON_FINITE)
+def test_waiting_for_ever_does_not_damage_the_table(
+    repo: Path, manager: LockManager, spawn: Spawner
+) -> None:
+    """`--wait inf` either waits for ever (a sound table meanwhile) or is refused (exit 2)."""
+    ok(versatil(repo, "lock", "--agent", "Holder", "db:held"))
+    from integration.helpers import versatil_argv
+
+    forever = spawn.popen(
+        versatil_argv("lock", "--agent", "Patient", "--wait", "inf", "db:held"), cwd=repo,
+        stdin=False, name="wait-inf",
+    )
+    wait_for(
+        lambda: not forever.alive or "Patient" in {w.agent for w in manager.snapshot().waiters},
+        timeout=5,
+        message="`lock --wait inf` to be refused or queued",
+    )
+    if not forever.alive:
+        assert forever.wait() == 2 and "Traceback" not in forever.stderr
+        return
+    for _ in range(3):
+        manager.snapshot()  # a few more transactions while it waits
+    assert not list(StateDir().logs.glob("resource-locks.json.corrupt-*")), forever.stderr
+    ok(versatil(repo, "unlock", "--agent", "Holder", "db:held"))
+    assert forever.wait() == 0, forever.stderr
+
+
 def test_a_path_outside_any_repository_exits_2(tmp_path: Path) -> None:
     plain = tmp_path / "plain"
     plain.mkdir()
