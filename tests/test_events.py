@@ -239,6 +239,35 @@ def test_logs_cli_tail_filter_json(versatil_home: Path, tmp_path: Path) -> None:
     assert len(result.stdout.splitlines()) == 1 and "agent-3" in result.stdout
 
 
+def test_logs_cli_follow_streams_new_events(
+    versatil_home: Path, tmp_path: Path, spawn: Spawner
+) -> None:
+    from integration.helpers import versatil_argv
+
+    events.emit("locks", "before", agent="wanted")
+    follower = spawn.popen(
+        versatil_argv("logs", "locks", "--follow", "--json", "--filter", "wanted"),
+        cwd=tmp_path, stdin=False, name="logs-follow",
+    )
+    seen: list[str] = []
+
+    def drain() -> list[str]:
+        while follower.has_output():
+            seen.append(json.loads(follower.read_line())["kind"])
+        return seen
+
+    def following() -> bool:
+        events.emit("locks", "ping", agent="wanted")  # until the follower is running
+        return "ping" in drain()
+
+    wait_for(following, interval=0.05, message="the follower to print a new event")
+    events.emit("locks", "noise", agent="other")
+    events.emit("locks", "last", agent="wanted")
+    wait_for(lambda: "last" in drain(), message=lambda: f"the last event; saw {seen}")
+    assert seen[0] == "before"  # the backlog first, then new events as they come
+    assert "noise" not in seen
+
+
 def test_logs_cli_rejects_an_unknown_stream(versatil_home: Path, tmp_path: Path) -> None:
     result = run_versatil("logs", "nonsense", cwd=tmp_path)
     assert result.returncode == 2

@@ -933,6 +933,24 @@ def test_a_forced_release_survives_the_holders_next_lock_and_a_rebuild(
     mine.release()
 
 
+def test_a_shell_unlock_of_part_of_a_process_lease_survives_a_rebuild(
+    agents: object, manager: LockManager
+) -> None:
+    holder = agents()  # type: ignore[operator]
+    holder.acquire(["src/a.py", "db:users"], agent="Marcus")
+    released = manager.unlock(["db:users"], agent="Marcus")  # from a shell, as Marcus
+    assert [str(c.resource) for c in released] == ["db:users"]
+    mine = manager.acquire(["db:users"], agent="Other", wait=0)
+    _damage("garbage", StateDir().lock_table)
+    table = manager.snapshot()
+    assert_no_conflicting_grants(table)
+    assert holders_of(manager, "db:users") == ["Other"]
+    assert holders_of(manager, "src/a.py") == ["Marcus"]
+    mine.release()
+    holder.release()  # the holder's own release of what is left still works
+    assert manager.holders() == []
+
+
 # The Python API --------------------------------------------------------------------------------
 def test_hold_renews_a_process_lease_while_it_lives(agents: object, manager: LockManager) -> None:
     holder = agents()  # type: ignore[operator]
