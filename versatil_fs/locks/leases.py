@@ -138,11 +138,23 @@ class Doorbell:
         os.set_blocking(self._read, False)
         os.set_blocking(self._write, False)
         self._inotify = _inotify_watch(table_dir)
+        self._closed = False
 
     def watch(self, holder_files: Iterable[str]) -> None:
         for path in holder_files:
             if path:
                 _watch_holder(path, self._write)
+
+    def drain(self) -> None:
+        """Forget rings from before now (a doorbell is reused from one request to the next)."""
+        for fd in (self._read, self._inotify):
+            if fd is None:
+                continue
+            try:
+                while os.read(fd, 4096):
+                    pass
+            except BlockingIOError:
+                pass
 
     def wait(self, timeout: float) -> None:
         """Sleep until rung or ``timeout`` seconds pass; drains what rang."""
@@ -160,6 +172,9 @@ class Doorbell:
                 pass
 
     def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
         _unwatch(self._write)
         for fd in (self._read, self._write, self._inotify):
             if fd is not None:

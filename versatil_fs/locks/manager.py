@@ -9,6 +9,7 @@ of the conflict clearing, and burns no CPU while it waits.
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 import threading
@@ -116,8 +117,8 @@ class LockManager:
         # Let go of the holder file when the manager is collected or the interpreter exits
         # (a kill -9 skips this; the kernel drops the flock and the next sweep the file).
         weakref.finalize(self, self.store.close)
-        self._renewer: threading.Thread | None = None
-        self._renew_wakeup = threading.Event()
+        self._bells = threading.local()
+        self._finalizers: list[weakref.finalize[[], LockManager]] = []
         self._guard = threading.Lock()
 
     # Context --------------------------------------------------------------------------------
@@ -194,8 +195,8 @@ class LockManager:
         claims = self.claims(writes, reads_)
         agent = agent or default_agent(self._repo)
         settings = self.config.collision_detection
-        wait = self.config.default_wait if wait is None else max(0.0, wait)
-        ttl = settings.lock_timeout if ttl is None else ttl
+        wait = self.config.default_wait if wait is None else _seconds("wait", wait, forever=True)
+        ttl = settings.lock_timeout if ttl is None else _seconds("lease lifetime (ttl)", ttl)
         if ttl <= 0:
             raise UsageError(f"A lease lifetime must be positive, got {ttl} seconds.")
         now = time.time()
@@ -205,26 +206,22 @@ class LockManager:
             seq=0, since=now, deadline=now + wait, ttl=ttl,
             lease_file=self.store.liveness_token(),
         )
-        bell: Doorbell | None = None
         try:
             outcome = self._decide(request, first=True)
             if isinstance(outcome, list):
-                # The doorbell only hears what happens after it exists, so look once more
-                # before the first sleep: a release between the first look and the bell
+                # The doorbell only hears what happens after it is armed, so look once more
+                # before the first sleep: a release between the first look and the arming
                 # would otherwise go unheard until the wait deadline.
-                bell = self.store.doorbell()
+                bell = self._doorbell()
+                bell.drain()
                 outcome = self._decide(request, first=False)
-            while isinstance(outcome, list):
-                assert bell is not None
-                bell.watch(self.store.holder_files(outcome))
-                bell.wait(_sleep_budget(request, outcome))
-                outcome = self._decide(request, first=False)
+                while isinstance(outcome, list):
+                    bell.watch(self.store.holder_files(outcome))
+                    bell.wait(_sleep_budget(request, outcome))
+                    outcome = self._decide(request, first=False)
         except BaseException:
             self._abandon(request)
             raise
-        finally:
-            if bell is not None:
-                bell.close()
         lease = Lease(self, outcome)
         if owner == "process":
             self._track(lease)
@@ -321,6 +318,9 @@ class LockManager:
             found = blockers(table, request)
             dead = [h for h in found if not self.store.is_live(h, now)]
             if not dead:
+                for holder in found:
+                    if isinstance(holder, Grant):
+                        _renew(holder, now)
                 return found
             for holder in dead:
                 self._drop(table, holder, now, logged)
@@ -389,6 +389,20 @@ class LockManager:
             table.waiters[:] = [w for w in table.waiters if w.id != request.id]
             self._own(table, request.id, None)
 
+    def _doorbell(self) -> Doorbell:
+        """This thread's doorbell, kept for the manager's life.
+
+        Closing an inotify descriptor waits for an RCU grace period (measured: up to 20 ms on
+        a busy machine), which would sit between a grant and the caller; so a doorbell is made
+        once per thread and closed with the manager. One per thread, because draining a shared
+        one could swallow another thread's wake-up.
+        """
+        bell: Doorbell | None = getattr(self._bells, "bell", None)
+        if bell is None:
+            bell = self._bells.bell = self.store.doorbell()
+            self._finalizers.append(weakref.finalize(self, bell.close))
+        return bell
+
     def _own(self, table: Table, record_id: str, record: Holder | None) -> None:
         """Update this process's published records (called inside a transaction).
 
@@ -407,6 +421,8 @@ class LockManager:
         """Release every lease this manager holds and let go of its holder file."""
         for lease in list(self._leases.values()):
             lease.release()
+        for finalizer in self._finalizers:
+            finalizer()
         self.store.close()
 
     def unlock(self, resources: Iterable[ResourceSpec], *, agent: str | None = None) -> list[Claim]:
@@ -461,6 +477,8 @@ class LockManager:
             for holder in everyone:
                 if not self.store.is_live(holder, now):
                     self._drop(table, holder, now, logged)
+                elif isinstance(holder, Grant):
+                    _renew(holder, now)
             result = Table(seq=table.seq, locks=list(table.locks), waiters=list(table.waiters))
             self.store.sweep()
         self._emit_all(logged)
@@ -470,45 +488,14 @@ class LockManager:
         """The live lock records."""
         return self.snapshot().locks
 
-    # Renewal --------------------------------------------------------------------------------
+    # Leases of this manager ----------------------------------------------------------------
     def _track(self, lease: Lease) -> None:
         with self._guard:
             self._leases[lease.id] = lease
-            if self._renewer is None or not self._renewer.is_alive():
-                self._renewer = threading.Thread(
-                    target=self._renew_loop, name="versatil-renew", daemon=True
-                )
-                self._renewer.start()
 
     def _untrack(self, lease: Lease) -> None:
         with self._guard:
             self._leases.pop(lease.id, None)
-
-    def _renew_loop(self) -> None:
-        """Push the displayed expiry of this process's leases forward while it lives.
-
-        Liveness itself is the flock; renewal keeps `versatil locks` and the commit guard
-        truthful about "until when", and is what a store without flocks would rely on.
-        """
-        while True:
-            with self._guard:
-                if not self._leases:
-                    self._renewer = None
-                    return
-                ttl = min(lease.grant.ttl for lease in self._leases.values())
-            self._renew_wakeup.wait(max(ttl / 3, 0.05))
-            with self._guard:
-                ids = set(self._leases)
-            if ids:
-                self.renew(ids)
-
-    def renew(self, lease_ids: Iterable[str]) -> None:
-        wanted = set(lease_ids)
-        with self.store.transaction() as table:
-            now = time.time()
-            for grant in table.locks:
-                if grant.id in wanted:
-                    grant.expires_at = now + grant.ttl
 
     def _emit_all(self, logged: Logged) -> None:
         damaged = list(self.store.on_damage)
@@ -536,6 +523,34 @@ class LockManager:
                 f"written to {self.state.event_log('locks')} ({detail}).",
                 file=sys.stderr,
             )
+
+
+# About 31 years: as good as for ever, and still a finite number the JSON table can hold.
+FOREVER = 1e9
+
+
+def _seconds(what: str, value: float, *, forever: bool = False) -> float:
+    """A duration from a caller, checked: never NaN or negative, infinity only where it means
+    "wait for ever" (stored as FOREVER), never beyond FOREVER."""
+    if math.isnan(value) or value < 0:
+        raise UsageError(f"The {what} must be zero or more seconds, got {value}.")
+    if math.isinf(value) and forever:
+        return FOREVER
+    if value > FOREVER:
+        raise UsageError(f"The {what} must be at most {FOREVER:.0e} seconds, got {value}.")
+    return float(value)
+
+
+def _renew(grant: Grant, now: float) -> None:
+    """Renew a process lease that was just proven alive (its flock is held).
+
+    A process lease is renewed for as long as its process lives, so there is no renewal thread:
+    whoever looks at a lease and finds its process alive pushes the expiry shown in the table
+    forward. Only when half the lifetime is used up, to keep the table from being rewritten
+    on every look. Shell leases are never renewed: they end at unlock or expiry.
+    """
+    if grant.owner == "process" and grant.expires_at - now < grant.ttl / 2:
+        grant.expires_at = now + grant.ttl
 
 
 def _youngest_in_cycle(table: Table, request: Waiter, cycle: list[str]) -> bool:
