@@ -1,4 +1,4 @@
-"""The monitor: one watchdog observer per repository, reporting every unlocked write.
+"""The monitor: one watchdog observer per working tree, reporting every unlocked write.
 
 A *write* is a create, modify, delete or move of a guarded (``guard.paths``), non-ignored file.
 A write that a live ``write`` lock covers is attributed to that lock's agent (a *locked write*,
@@ -8,14 +8,16 @@ in ``versatil locks`` (:func:`unlocked_write_count`).
 
 How it stays complete and reports each write once:
 
-* **One observer per repository.** Every candidate (``versatil monitor``, each ``versatil run``)
-  takes part in an election: a non-blocking ``flock`` on ``run/monitors/<repo>.lock`` in the
-  state directory. The winner observes and logs; the others wait in a blocking ``flock`` and
-  take over the moment it exits, however it exits (the kernel drops the lock). A foreground
-  monitor that lost the election prints what the winner logs, so its output is the same.
-* **A snapshot of every reported file** (mode, size, mtime, inode). Each event is checked
-  against it: an ``IN_MODIFY`` followed by ``IN_CLOSE_WRITE`` for one save is reported once,
-  and whether a write is a creation or a modification comes from what the file was, not from
+* **One observer per repository** (per working tree: linked worktrees share locks, not files).
+  Every candidate (``versatil monitor``, each ``versatil run``) takes part in an election: a
+  non-blocking ``flock`` on ``run/monitors/<tree>.lock`` in the state directory. The winner
+  observes and logs; the others wait in a blocking ``flock`` and take over the moment it
+  exits, however it exits (the kernel drops the lock). A foreground monitor that lost the
+  election prints what the winner logs, so its output is the same.
+* **A snapshot of every reported file** (mode, size, mtime, inode), listed by ``git ls-files``.
+  Each event is checked against it, and a file being written is reported when its writer
+  closes it: create-then-write, or ``IN_MODIFY`` then ``IN_CLOSE_WRITE``, is one report, and
+  whether a write is a creation or a modification comes from what the file was, not from
   which inotify flags arrived.
 * **Rescans.** watchdog 7.1 keeps ``IN_Q_OVERFLOW`` to itself: it re-adds its watches and
   queues nothing, so a burst past the kernel queue (16,384 events) loses writes silently. We
@@ -26,9 +28,12 @@ How it stays complete and reports each write once:
   as a move whose ``dest_path`` is the target; it is reported once, as a write to the target.
   A new file with a temporary-looking name is held back briefly so that the temporary file of a
   slower save (one that fsyncs) is not reported on its own.
-* **What is never reported**: anything under a ``.git`` directory, and files git ignores —
-  asked of git itself (``git check-ignore --stdin`` in one long-lived process), plus the extra
-  patterns of ``guard.ignore``. Ignored directories are not even watched.
+* **What is never reported**: anything under a ``.git`` directory, files git ignores — asked
+  of git itself (``git check-ignore --stdin`` in one long-lived process for new paths, ``git
+  ls-files --exclude-standard`` for scans), plus the extra patterns of ``guard.ignore``, which
+  git reads like a global excludes file (so, like ``.gitignore``, they never hide a tracked
+  file) — and the contents of nested repositories and submodules. Ignored directories are not
+  even watched.
 
 What it does not guarantee: a write is attributed to whoever holds the covering lock, not to the
 process that wrote it (inotify does not say who wrote). Between one elected monitor's exit and
