@@ -44,7 +44,8 @@ class LockStore(Protocol):
         """This process's own grants and waits, kept where a table rebuild can find them."""
 
     def forget(self, holder: Holder) -> None:
-        """Drop what the store keeps for a holder that has left the table."""
+        """Drop what the store keeps for a holder that has left the table (inside a
+        transaction; done once the table without it is written)."""
 
     def amend(self, grant: Grant) -> None:
         """Keep what the store holds for a grant whose claims were partly unlocked."""
@@ -92,6 +93,7 @@ class LocalStore:
         self.state = state or StateDir()
         self._lock_fd: int | None = None
         self._mutex = threading.RLock()
+        self._forgotten: list[Holder] = []
         self._holder: leases.HolderFile | None = None
         self._probed: dict[str, bool] = {}
         self.on_damage: list[str] = []  # reasons of tables moved aside, for the manager to log
@@ -118,7 +120,12 @@ class LocalStore:
             document = msgspec.json.format(_encoder.encode(table), indent=2) + b"\n"
             if document != raw:
                 self.state.write_swapped(self.state.lock_table, document)
+            # Only once the table no longer holds them may their rebuild records go: a crash
+            # before the table write must leave both, or a rebuild would drop a live lock.
+            for holder in self._forgotten:
+                self._forget_now(holder)
         finally:
+            self._forgotten = []
             fcntl.flock(fd, fcntl.LOCK_UN)
 
     def _table_lock_fd(self) -> int:
@@ -246,6 +253,10 @@ class LocalStore:
             pass  # unlocked or expired already
 
     def forget(self, holder: Holder) -> None:
+        # Called inside a transaction: deferred until the table write has committed.
+        self._forgotten.append(holder)
+
+    def _forget_now(self, holder: Holder) -> None:
         if holder.owner == "shell" and isinstance(holder, Grant):
             self.state.remove(self.state.leases / f"{holder.id}.shell")
             self.state.remove(self.state.leases / f"{holder.id}.pending")
