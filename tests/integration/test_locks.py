@@ -827,7 +827,14 @@ def _damage(kind: str, path: Path) -> bytes:
     return bad
 
 
-@pytest.mark.parametrize("kind", ["garbage", "truncated", "wrong-version", "wrong-shape", "empty"])
+@pytest.mark.parametrize(
+    "kind",
+    [
+        "garbage", "truncated", "wrong-version",
+        pytest.param("wrong-shape", marks=pytest.mark.slow),
+        pytest.param("empty", marks=pytest.mark.slow),
+    ],
+)
 def test_a_damaged_table_is_moved_aside_and_rebuilt_from_what_is_live(
     agents: object, repo: Path, kind: str, capfd: pytest.CaptureFixture[str]
 ) -> None:
