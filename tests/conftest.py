@@ -96,6 +96,4 @@ def lock_manager(git_repo: Path) -> Iterator[object]:
     try:
         yield manager
     finally:
-        for lease in list(manager._leases.values()):
-            lease.release()
-        manager.store.close()
+        manager.close()  # releases whatever it still holds

@@ -47,9 +47,7 @@ def manager(repo: Path) -> Iterator[LockManager]:
     try:
         yield m
     finally:
-        for lease in list(m._leases.values()):
-            lease.release()
-        m.store.close()
+        m.close()  # releases whatever it still holds
 
 
 @pytest.fixture
