@@ -203,13 +203,6 @@ def test_two_clones_have_different_keys(git_repo: Path, tmp_path: Path) -> None:
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="LockManager.resolve keys a path by the repository of the manager's directory "
-    "(Repository.find(cwd)), not the innermost repository holding the path: `sub/f.py` from a "
-    "superproject and `f.py` inside its submodule are two resources, so both get write locks",
-)
 def test_a_file_in_a_submodule_is_one_resource_from_either_side(
     git_repo: Path, tmp_path: Path
 ) -> None:

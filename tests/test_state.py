@@ -265,13 +265,6 @@ def test_move_aside_renames_with_a_timestamp_and_reports_once(
     assert capfd.readouterr().err == ""
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="StateDir.move_aside names the copy <name>.corrupt-<UTC second>-<pid> and uses "
-    "os.replace: a second damaged file set aside by one process within the same second "
-    "overwrites the first copy (state.py, move_aside)",
-)
 def test_move_aside_never_overwrites_an_earlier_copy(
     versatil_home: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:

@@ -74,6 +74,23 @@ class Repository:
             raise UsageError(f"{raw} is inside .git; versatil does not lock git's own files.")
         return rel.as_posix() if rel.parts else "."
 
+    def innermost(self, relpath: str) -> tuple[Repository, str]:
+        """The innermost repository holding ``relpath`` (a submodule or a nested repository
+        below this working tree), and the path relative to it.
+
+        A file of a submodule is one resource whether it is named from the superproject
+        (``sub/f.py``) or from inside the submodule (``f.py``).
+        """
+        if relpath == ".":
+            return self, relpath
+        parts = relpath.split("/")
+        # From the path itself (a lock on `sub/` is the whole submodule) up to our root.
+        for depth in range(len(parts), 0, -1):
+            candidate = self.toplevel.joinpath(*parts[:depth])
+            if (candidate / ".git").exists():
+                return Repository.find(candidate), "/".join(parts[depth:]) or "."
+        return self, relpath
+
 
 def _read_gitfile(dotgit: Path) -> Path:
     text = dotgit.read_text(encoding="utf-8", errors="replace").strip()

@@ -251,13 +251,26 @@ class StateDir:
     def move_aside(self, path: Path, reason: str) -> Path:
         """Rename a damaged file to ``<name>.corrupt-<UTC time>`` and say so once on stderr."""
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-        target = path.with_name(f"{path.name}.corrupt-{stamp}-{os.getpid()}")
+        base = f"{path.name}.corrupt-{stamp}-{os.getpid()}"
+        for attempt in range(1000):
+            target = path.with_name(base if attempt == 0 else f"{base}-{attempt}")
+            try:
+                # link + unlink, not rename: link refuses to replace an earlier copy set
+                # aside in the same second, where rename would silently overwrite it.
+                os.link(path, target, follow_symlinks=False)
+            except FileExistsError:
+                continue
+            except FileNotFoundError:
+                return target  # another process already moved it aside and reported it
+            except OSError as exc:
+                raise _state_error(path, exc) from exc
+            break
+        else:
+            raise StateError(f"Could not move {path} aside: too many damaged copies beside it.")
         try:
-            os.replace(path, target)
+            os.unlink(path)
         except FileNotFoundError:
-            return target  # another process already moved it aside and reported it
-        except OSError as exc:
-            raise _state_error(path, exc) from exc
+            pass
         print(
             f"versatil: {path} could not be read ({reason}); moved it aside to {target.name} "
             "and rebuilt it from what is live.",

@@ -152,8 +152,8 @@ class LockManager:
                     f"The named resource {text!r} has an empty name; write it as {kind}:NAME."
                 )
             return Resource(name=f"{kind}:{name}")
-        repo = self.repo
-        return Resource(repo=repo.key, path=repo.relpath(text, cwd=self._base))
+        owner, path = self.repo.innermost(self.repo.relpath(text, cwd=self._base))
+        return Resource(repo=owner.key, path=path)
 
     def claims(
         self, writes: Iterable[ResourceSpec] = (), reads: Iterable[ResourceSpec] = ()
