@@ -256,6 +256,7 @@ class LockManager:
         logged: Logged = []
         try:
             with self.store.transaction() as table:
+                self.store.after_commit(lambda: self._emit_all(logged))
                 now = time.time()
                 if not request.seq:
                     # Our place in the queue is taken on the first look, before any decision:
@@ -370,6 +371,7 @@ class LockManager:
             # The table first, then the flock: a waiter woken by the flock must find the grant
             # already gone, or it would take a clean release for a dead holder.
             with self.store.transaction() as table:
+                self.store.after_commit(lambda: self._emit_all(logged))
                 grant = next((g for g in table.locks if g.id == lease.id), None)
                 if grant is not None:
                     table.locks.remove(grant)
@@ -434,6 +436,7 @@ class LockManager:
         released: list[Claim] = []
         logged: Logged = []
         with self.store.transaction() as table:
+            self.store.after_commit(lambda: self._emit_all(logged))
             for grant in [g for g in table.locks if g.agent == agent]:
                 gone = [c for c in grant.claims if c.resource in wanted]
                 if not gone:
@@ -459,6 +462,7 @@ class LockManager:
         """Force-release every lock ``agent`` holds (its processes keep running unguarded)."""
         logged: Logged = []
         with self.store.transaction() as table:
+            self.store.after_commit(lambda: self._emit_all(logged))
             gone = [g for g in table.locks if g.agent == agent]
             for grant in gone:
                 table.locks.remove(grant)
@@ -472,6 +476,7 @@ class LockManager:
         """The live table: dead and expired entries are dropped (and logged) first."""
         logged: Logged = []
         with self.store.transaction() as table:
+            self.store.after_commit(lambda: self._emit_all(logged))
             now = time.time()
             everyone: list[Holder] = [*table.locks, *table.waiters]
             for holder in everyone:
@@ -498,12 +503,20 @@ class LockManager:
             self._leases.pop(lease.id, None)
 
     def _emit_all(self, logged: Logged) -> None:
+        """Log what a transaction did, and empty ``logged``.
+
+        Registered with ``after_commit``, so a transaction that commits logs while it still
+        holds the table lock: the log's order is then the table's order (a holder's release
+        always comes before its waiter's grant). A transaction that raised logs afterwards.
+        """
         damaged = list(self.store.on_damage)
         self.store.on_damage.clear()
+        pending = list(logged)
+        logged.clear()
         try:
             for reason in damaged:
                 events.emit("locks", "table-damaged", state=self.state, reason=reason)
-            for kind, holder, data in logged:
+            for kind, holder, data in pending:
                 fields: dict[str, Any] = {
                     "lease": holder.id,
                     "resources": [f"{c.resource} ({c.mode})" for c in holder.claims],

@@ -15,7 +15,7 @@ import fcntl
 import os
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Protocol
@@ -42,6 +42,10 @@ class LockStore(Protocol):
 
     def publish(self, records: Iterable[Holder]) -> None:
         """This process's own grants and waits, kept where a table rebuild can find them."""
+
+    def after_commit(self, hook: Callable[[], None]) -> None:
+        """Run ``hook`` once this transaction's table is written, before its lock is let go
+        (dropped if the transaction raises)."""
 
     def forget(self, holder: Holder) -> None:
         """Drop what the store keeps for a holder that has left the table (inside a
@@ -94,6 +98,7 @@ class LocalStore:
         self._lock_fd: int | None = None
         self._mutex = threading.RLock()
         self._forgotten: list[Holder] = []
+        self._on_commit: list[Callable[[], None]] = []
         self._holder: leases.HolderFile | None = None
         self._probed: dict[str, bool] = {}
         self.on_damage: list[str] = []  # reasons of tables moved aside, for the manager to log
@@ -124,8 +129,11 @@ class LocalStore:
             # before the table write must leave both, or a rebuild would drop a live lock.
             for holder in self._forgotten:
                 self._forget_now(holder)
+            for hook in self._on_commit:
+                hook()
         finally:
             self._forgotten = []
+            self._on_commit = []
             fcntl.flock(fd, fcntl.LOCK_UN)
 
     def _table_lock_fd(self) -> int:
@@ -251,6 +259,9 @@ class LocalStore:
             os.replace(pending, self.state.leases / f"{grant.id}.shell")
         except FileNotFoundError:
             pass  # unlocked or expired already
+
+    def after_commit(self, hook: Callable[[], None]) -> None:
+        self._on_commit.append(hook)
 
     def forget(self, holder: Holder) -> None:
         # Called inside a transaction: deferred until the table write has committed.
