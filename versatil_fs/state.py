@@ -59,6 +59,7 @@ class StateDir:
     def __init__(self, root: Path | None = None) -> None:
         self.root = (root if root is not None else home()).absolute()
         self._checked: set[Path] = set()
+        self._parents_checked: set[str] = set()
         # The layout, computed once: these paths are used on every lock transaction.
         self.logs = self.root / "logs"
         self.lock_table = self.logs / "resource-locks.json"
@@ -100,10 +101,18 @@ class StateDir:
             _check_owned(directory, want_dir=True)
             self._checked.add(directory)
 
+    def _ensure_parent(self, path: Path) -> None:
+        # On every lock transaction: a string lookup instead of building and hashing a parent
+        # Path each time (pathlib's parsing showed up in profiles of the lock path).
+        key = str(path)
+        if key not in self._parents_checked:
+            self.ensure_dir(path.parent)
+            self._parents_checked.add(key)
+
     # Reading and writing --------------------------------------------------------------------
     def read_bytes(self, path: Path) -> bytes | None:
         """The file's bytes, or None when it does not exist; refuses symlinks and foreign files."""
-        self.ensure_dir(path.parent)
+        self._ensure_parent(path)
         try:
             fd = os.open(path, os.O_RDONLY | _OPEN_FLAGS)
         except FileNotFoundError:
@@ -121,7 +130,7 @@ class StateDir:
 
     def write_atomic(self, path: Path, data: bytes, *, durable: bool = False) -> None:
         """Replace ``path`` with ``data``: readers see the old file or the new one, never a mix."""
-        self.ensure_dir(path.parent)
+        self._ensure_parent(path)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.{time.monotonic_ns()}.tmp")
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _OPEN_FLAGS, FILE_MODE)
@@ -168,7 +177,7 @@ class StateDir:
         :meth:`write_atomic`. Not durable: use it only for state a reader can rebuild.
         """
         spare = path.with_name(f".{path.name}.spare")
-        self.ensure_dir(path.parent)
+        self._ensure_parent(path)
         if not _exchange_supported():
             self.write_atomic(path, data)
             return
@@ -211,7 +220,7 @@ class StateDir:
         """
         if not line.endswith(b"\n"):
             line += b"\n"
-        self.ensure_dir(path.parent)
+        self._ensure_parent(path)
         try:
             fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | _OPEN_FLAGS, FILE_MODE)
         except OSError as exc:
@@ -230,7 +239,7 @@ class StateDir:
 
     def open_lock_file(self, path: Path, *, create: bool = True) -> int:
         """Open (and create 0600) a file used only for its flock; returns the descriptor."""
-        self.ensure_dir(path.parent)
+        self._ensure_parent(path)
         flags = os.O_RDWR | _OPEN_FLAGS | (os.O_CREAT if create else 0)
         try:
             fd = os.open(path, flags, FILE_MODE)

@@ -156,16 +156,18 @@ class ClaimIndex:
 
     def __init__(self, claims: Iterable[Claim]) -> None:
         self.names: dict[str, bool] = {}  # name -> claimed for writing
-        # repo -> [(path, write, path + "/")]
-        self.paths: dict[str, list[tuple[str, bool, str]]] = {}
+        # repo -> [(the path and all its ancestors, "path/", claimed for writing)]: another
+        # path overlaps ours when it is one of those, or starts with "path/".
+        self.paths: dict[str, list[tuple[frozenset[str], str, bool]]] = {}
         for claim in claims:
             write = claim.mode == "write"
             resource = claim.resource
             if resource.name:
                 self.names[resource.name] = self.names.get(resource.name, False) or write
             else:
+                prefix = "" if resource.path == "." else resource.path + "/"
                 self.paths.setdefault(resource.repo, []).append(
-                    (resource.path, write, resource.path + "/")
+                    (frozenset(_ancestors_and_self(resource.path)), prefix, write)
                 )
 
     def conflicts(self, claims: Iterable[Claim]) -> bool:
@@ -178,18 +180,19 @@ class ClaimIndex:
                     return True
                 continue
             theirs = resource.path
-            for path, mine_write, prefix in self.paths.get(resource.repo, ()):
-                if not (mine_write or write):
-                    continue
-                # path_overlaps, inlined: this is the innermost loop of every transaction.
-                if path == theirs or path == "." or theirs == ".":
-                    return True
-                if len(theirs) > len(path):
-                    if theirs.startswith(prefix):
-                        return True
-                elif path.startswith(theirs) and path[len(theirs)] == "/":
+            for above, prefix, mine_write in self.paths.get(resource.repo, ()):
+                # The innermost loop of every transaction: a set lookup and a prefix test.
+                if (mine_write or write) and (theirs in above or theirs.startswith(prefix)):
                     return True
         return False
+
+
+def _ancestors_and_self(path: str) -> list[str]:
+    """``a/b/c`` -> ``[".", "a", "a/b", "a/b/c"]``."""
+    if path == ".":
+        return ["."]
+    parts = path.split("/")
+    return [".", *("/".join(parts[: i + 1]) for i in range(len(parts)))]
 
 
 def blockers(table: Table, request: Waiter) -> list[Holder]:
