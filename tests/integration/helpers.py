@@ -77,13 +77,19 @@ def make_git_repo(path: Path, files: Mapping[str, str] | None = None) -> Path:
     """
     path.mkdir(parents=True, exist_ok=True)
     git(path, "init", "-q", "-b", "main")
-    for name, text in (files or {"README.md": "hello\n"}).items():
-        target = path / name
+    commit_files(path, files or {"README.md": "hello\n"}, message="initial")
+    return path.resolve()
+
+
+def commit_files(repo: Path, files: Mapping[str, str], message: str = "files") -> Path:
+    """Write ``files`` (path -> text) into ``repo`` and commit everything; returns ``repo``."""
+    for name, text in files.items():
+        target = repo / name
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(text)
-    git(path, "add", "-A")
-    git(path, "commit", "-q", "-m", "initial")
-    return path.resolve()
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", message)
+    return repo
 
 
 # Processes ----------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import msgspec
 import pytest
-from integration.helpers import LockAgent, Spawner, git, lock_agent, wait_for
+from integration.helpers import LockAgent, Spawner, commit_files, git, lock_agent, wait_for
 
 from versatil_fs import Deadlock, LockConflict, LockManager, UsageError, events
 from versatil_fs.locks.table import Table, conflicts
@@ -31,13 +31,7 @@ FILES = {
 
 @pytest.fixture
 def repo(git_repo: Path) -> Path:
-    for name, text in FILES.items():
-        target = git_repo / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(text)
-    git(git_repo, "add", "-A")
-    git(git_repo, "commit", "-q", "-m", "files")
-    return git_repo
+    return commit_files(git_repo, FILES)
 
 
 @pytest.fixture

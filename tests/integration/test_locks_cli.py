@@ -12,6 +12,7 @@ import pytest
 from integration.helpers import (
     Spawner,
     assert_one_line_error,
+    commit_files,
     git,
     lock_agent,
     run_versatil,
@@ -21,16 +22,12 @@ from integration.helpers import (
 from versatil_fs import LockConflict, LockManager, events
 from versatil_fs.state import StateDir
 
+FILES = {name: f"{name}\n" for name in ("src/a.py", "src/b.py", "docs/x.md")}
+
 
 @pytest.fixture
 def repo(git_repo: Path) -> Path:
-    for name in ("src/a.py", "src/b.py", "docs/x.md"):
-        target = git_repo / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(f"{name}\n")
-    git(git_repo, "add", "-A")
-    git(git_repo, "commit", "-q", "-m", "files")
-    return git_repo
+    return commit_files(git_repo, FILES)
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from integration.helpers import Child, Spawner, git, versatil_argv, wait_for
+from integration.helpers import Child, Spawner, commit_files, git, versatil_argv, wait_for
 
 from versatil_fs import events
 from versatil_fs.locks.manager import LockManager
@@ -36,13 +36,7 @@ FILES = {
 
 @pytest.fixture
 def repo(git_repo: Path) -> Path:
-    for name, text in FILES.items():
-        target = git_repo / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(text)
-    git(git_repo, "add", "-A")
-    git(git_repo, "commit", "-q", "-m", "files")
-    return git_repo
+    return commit_files(git_repo, FILES)
 
 
 class MonitorProcess:

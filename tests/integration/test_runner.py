@@ -29,7 +29,7 @@ from integration.helpers import (
     Child,
     Spawner,
     assert_one_line_error,
-    git,
+    commit_files,
     run_versatil,
     versatil_argv,
     wait_for,
@@ -90,13 +90,7 @@ for line in sys.stdin:
 
 @pytest.fixture
 def repo(git_repo: Path) -> Path:
-    for name, text in FILES.items():
-        target = git_repo / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(text)
-    git(git_repo, "add", "-A")
-    git(git_repo, "commit", "-q", "-m", "files")
-    return git_repo
+    return commit_files(git_repo, FILES)
 
 
 @pytest.fixture

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from integration.helpers import Child, LockAgent, Spawner, git, lock_agent, wait_for
+from integration.helpers import Child, LockAgent, Spawner, commit_files, git, lock_agent, wait_for
 from reliability.support import (
     Tally,
     checkpoint_refs,
@@ -58,13 +58,7 @@ FILES = {
 
 @pytest.fixture
 def repo(git_repo: Path) -> Path:
-    for name, text in FILES.items():
-        target = git_repo / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(text)
-    git(git_repo, "add", "-A")
-    git(git_repo, "commit", "-q", "-m", "files")
-    return git_repo
+    return commit_files(git_repo, FILES)
 
 
 @pytest.fixture

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from integration.helpers import Spawner, git, wait_for
+from integration.helpers import Spawner, commit_files, wait_for
 from reliability.support import Tally, state_problems
 from reliability.workload import (
     FILES,
@@ -48,13 +48,7 @@ POOL = 4
 
 @pytest.fixture
 def repo(git_repo: Path) -> Path:
-    for name, text in FILES.items():
-        target = git_repo / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(text)
-    git(git_repo, "add", "-A")
-    git(git_repo, "commit", "-q", "-m", "files")
-    return git_repo
+    return commit_files(git_repo, FILES)
 
 
 def _table(path: Path) -> dict[str, Any]:
