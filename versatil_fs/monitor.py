@@ -65,7 +65,7 @@ import msgspec
 from versatil_fs import events
 from versatil_fs.errors import VersatilError
 from versatil_fs.locks import leases
-from versatil_fs.locks.table import Grant, Table
+from versatil_fs.locks.table import Grant, Table, path_contains
 from versatil_fs.repo import Repository
 from versatil_fs.state import StateDir, overwrite
 
@@ -548,6 +548,57 @@ class LockView:
         self._stamp = stamp
 
 
+# File timestamps come from the kernel's coarse clock, up to one tick (4 ms at HZ=250) behind
+# the real time. So an mtime within a tick before a release may belong to a write just after
+# it: only an mtime clearly inside a lock's logged interval counts as written under it.
+_TICK = 0.005
+_LOG_TAIL = 1 << 20
+
+
+def lock_held_at(state: StateDir, repo_key: str, path: str, written: float) -> Grant | None:
+    """A write lock of ``repo_key`` that covered ``path`` when a file got mtime ``written``.
+
+    Read from the locks log (its last MiB: this answers for writes seen moments after a
+    release). In doubt, within a tick of a release, it answers None: better a write reported
+    unlocked than an unlocked write hidden behind a lock that was already gone.
+    """
+    log = state.event_log("locks")
+    try:
+        with open(log, "rb") as handle:
+            size = handle.seek(0, os.SEEK_END)
+            handle.seek(max(0, size - _LOG_TAIL))
+            data = handle.read()
+    except FileNotFoundError:
+        return None
+    decoder = msgspec.json.Decoder(events.Event)
+    started: dict[str, events.Event] = {}
+    ended: dict[str, float] = {}
+    for raw in data.splitlines():
+        if b'"write_paths"' not in raw:
+            continue
+        try:
+            entry = decoder.decode(raw)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            continue  # the first, partial line of the tail
+        lease = str(entry.data.get("lease", ""))
+        if entry.kind == "grant":
+            started[lease] = entry
+        elif entry.kind in ("release", "expire", "reclaim", "forced-release"):
+            ended[lease] = entry.time
+    for lease, grant in started.items():
+        if grant.repo != repo_key or grant.agent is None:
+            continue
+        if not grant.time <= written <= ended.get(lease, written + _TICK) - _TICK:
+            continue
+        paths = grant.data.get("write_paths") or []
+        if any(path_contains(str(p), path) for p in paths):
+            return Grant(
+                id=lease, agent=grant.agent, claims=[], acquired_at=grant.time,
+                expires_at=ended.get(lease, grant.time),
+            )
+    return None
+
+
 def _alive(grant: Grant, now: float) -> bool:
     if grant.owner == "shell":
         return now < grant.expires_at
@@ -1023,6 +1074,8 @@ class Monitor:
     ) -> None:
         grant = self.locks.holder(rel, refresh=False) if holder is False else holder
         now = time.time()
+        if grant is None and holder is False:
+            grant = self._held_then(rel, event)
         if grant is None:
             self.unlocked += 1
             write = Write(
@@ -1054,6 +1107,19 @@ class Monitor:
                 )
         if self.sink is not None:
             self.sink(write)
+
+    def _held_then(self, rel: str, event: EventName) -> Grant | None:
+        """The write lock that covered ``rel`` when it was written, if it is gone by now.
+
+        Events reach us after the write (a file is reported when its writer closes it), so a
+        short task can release its lock before we look: the locks log says who held what,
+        when, and the file's mtime says when it was written. A deletion leaves no time behind
+        and gets no such benefit of the doubt.
+        """
+        info = self._stat(rel) if event != "deleted" else None
+        if info is None:
+            return None
+        return lock_held_at(self.state, self.repo.key, rel, info.st_mtime)
 
     # watchdog -----------------------------------------------------------------------------
     def _start_observer(self) -> None:

@@ -522,8 +522,18 @@ class LockManager:
                     "resources": [f"{c.resource} ({c.mode})" for c in holder.claims],
                     "holder_pid": holder.pid,
                 }
+                # Structured, for the monitor: a write it sees after the lock is gone is
+                # still attributed by the grant and release times logged here.
+                writes = [
+                    c.resource for c in holder.claims if c.mode == "write" and c.resource.is_path
+                ]
+                if writes:
+                    fields["write_paths"] = [r.path for r in writes]
                 fields.update(data)
-                events.emit("locks", kind, agent=holder.agent, state=self.state, **fields)
+                events.emit(
+                    "locks", kind, agent=holder.agent, state=self.state,
+                    repo=writes[0].repo if writes else None, **fields,
+                )
         except StateError as exc:
             # The table transaction has committed: the grant or release stands whatever becomes
             # of its log line. Raising here told the caller "nothing was changed" about a lock
