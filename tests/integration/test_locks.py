@@ -35,13 +35,9 @@ def repo(git_repo: Path) -> Path:
 
 
 @pytest.fixture
-def manager(repo: Path) -> Iterator[LockManager]:
-    """The test process's own lock manager; whatever it still holds is released at the end."""
-    m = LockManager(repo=repo)
-    try:
-        yield m
-    finally:
-        m.close()  # releases whatever it still holds
+def manager(repo: Path, lock_manager: LockManager) -> LockManager:
+    """conftest's ``lock_manager``, made after ``repo`` is committed; closed at the end."""
+    return lock_manager
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -31,12 +30,9 @@ def repo(git_repo: Path) -> Path:
 
 
 @pytest.fixture
-def manager(repo: Path) -> Iterator[LockManager]:
-    m = LockManager(repo=repo)
-    try:
-        yield m
-    finally:
-        m.close()  # releases whatever it still holds
+def manager(repo: Path, lock_manager: LockManager) -> LockManager:
+    """conftest's ``lock_manager``, made after ``repo`` is committed; closed at the end."""
+    return lock_manager
 
 
 def versatil(repo: Path, *args: str, **kwargs: object) -> object:

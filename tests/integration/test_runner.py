@@ -94,12 +94,9 @@ def repo(git_repo: Path) -> Path:
 
 
 @pytest.fixture
-def manager(repo: Path) -> Iterator[LockManager]:
-    m = LockManager(repo=repo)
-    try:
-        yield m
-    finally:
-        m.close()
+def manager(repo: Path, lock_manager: LockManager) -> LockManager:
+    """conftest's ``lock_manager``, made after ``repo`` is committed; closed at the end."""
+    return lock_manager
 
 
 def wrapper(

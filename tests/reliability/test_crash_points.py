@@ -62,14 +62,9 @@ def repo(git_repo: Path) -> Path:
 
 
 @pytest.fixture
-def manager(repo: Path) -> Iterator[LockManager]:
-    m = LockManager(repo=repo)
-    try:
-        yield m
-    finally:
-        for lease in list(m._leases.values()):
-            lease.release()
-        m.store.close()
+def manager(repo: Path, lock_manager: LockManager) -> LockManager:
+    """conftest's ``lock_manager``, made after ``repo`` is committed; closed at the end."""
+    return lock_manager
 
 
 # Lock scenarios ---------------------------------------------------------------------------------
