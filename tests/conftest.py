@@ -88,6 +88,17 @@ def spawn() -> Iterator[Spawner]:
 
 
 @pytest.fixture
+def tester_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """VERSATIL_HOME under ``tmp_path``, agent ``Tester``, no ``VERSATIL_FAULT`` from the shell.
+
+    Modules use it with ``pytestmark = pytest.mark.usefixtures("tester_env")``.
+    """
+    monkeypatch.setenv("VERSATIL_HOME", str(tmp_path / "versatil-home"))
+    monkeypatch.delenv("VERSATIL_FAULT", raising=False)
+    monkeypatch.setenv("VERSATIL_AGENT", "Tester")
+
+
+@pytest.fixture
 def lock_manager(git_repo: Path) -> Iterator[object]:
     """A LockManager on ``git_repo``; every lease it still holds is released at teardown."""
     from versatil_fs import LockManager

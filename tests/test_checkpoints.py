@@ -16,6 +16,8 @@ from typing import Any
 
 import msgspec
 import pytest
+from integration.helpers import git_output as git
+from integration.helpers import write_file as write
 
 from versatil_fs import events
 from versatil_fs.checkpoints import (
@@ -30,20 +32,9 @@ from versatil_fs.checkpoints import (
 from versatil_fs.errors import NotARepository, Refused, UsageError
 from versatil_fs.repo import Repository
 
-
 # Fixtures and helpers ---------------------------------------------------------------------------
-@pytest.fixture(autouse=True)
-def _own_state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every test gets its own VERSATIL_HOME and no fault or agent from the caller's shell."""
-    monkeypatch.setenv("VERSATIL_HOME", str(tmp_path / "versatil-home"))
-    monkeypatch.delenv("VERSATIL_FAULT", raising=False)
-    monkeypatch.setenv("VERSATIL_AGENT", "Tester")
-
-
-def git(cwd: Path, *args: str) -> str:
-    result = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=False)
-    assert result.returncode == 0, f"git {' '.join(args)}: {result.stderr}"
-    return result.stdout
+# Every test gets its own VERSATIL_HOME and no fault or agent from the caller's shell.
+pytestmark = pytest.mark.usefixtures("tester_env")
 
 
 def init_repo(path: Path, *, commit: bool = True) -> Path:
@@ -66,13 +57,6 @@ def init_repo(path: Path, *, commit: bool = True) -> Path:
 @pytest.fixture
 def repo(tmp_path: Path) -> Path:
     return init_repo(tmp_path / "repo")
-
-
-def write(root: Path, rel: str, text: str) -> Path:
-    target = root / rel
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(text)
-    return target
 
 
 def tree_state(root: Path) -> dict[str, tuple[Any, ...]]:

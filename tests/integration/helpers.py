@@ -60,14 +60,27 @@ def wait_for_file(path: str | os.PathLike[str], timeout: float = DEFAULT_TIMEOUT
 
 
 # git ----------------------------------------------------------------------------------------
-def git(cwd: str | os.PathLike[str], *args: str, check: bool = True) -> str:
-    """Run git in ``cwd`` and return its stdout (stripped)."""
+def git(cwd: str | os.PathLike[str], *args: str, check: bool = True, strip: bool = True) -> str:
+    """Run git in ``cwd`` and return its stdout (stripped unless ``strip=False``)."""
     result = subprocess.run(
         ["git", *args], cwd=cwd, capture_output=True, text=True, check=False
     )
     if check and result.returncode != 0:
         raise AssertionError(f"git {' '.join(args)} failed ({result.returncode}): {result.stderr}")
-    return result.stdout.strip()
+    return result.stdout.strip() if strip else result.stdout
+
+
+def git_output(cwd: str | os.PathLike[str], *args: str) -> str:
+    """Run git in ``cwd``, which must succeed; its stdout exactly as printed (newline kept)."""
+    return git(cwd, *args, strip=False)
+
+
+def write_file(root: Path, rel: str, text: str) -> Path:
+    """Write ``text`` to ``root / rel``, creating parent directories; returns the file's path."""
+    target = root / rel
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(text)
+    return target
 
 
 def make_git_repo(path: Path, files: Mapping[str, str] | None = None) -> Path:
@@ -84,9 +97,7 @@ def make_git_repo(path: Path, files: Mapping[str, str] | None = None) -> Path:
 def commit_files(repo: Path, files: Mapping[str, str], message: str = "files") -> Path:
     """Write ``files`` (path -> text) into ``repo`` and commit everything; returns ``repo``."""
     for name, text in files.items():
-        target = repo / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(text)
+        write_file(repo, name, text)
     git(repo, "add", "-A")
     git(repo, "commit", "-q", "-m", message)
     return repo

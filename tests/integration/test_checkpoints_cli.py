@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from integration.helpers import git_output as git
+from integration.helpers import write_file as write
 
 from versatil_fs import events
 from versatil_fs.checkpoints import REF_PREFIX, Checkpoints, record_files_modified
@@ -25,24 +27,8 @@ DAEMON_PRELUDE = "from versatil_fs.cli.daemon import main; main()"
 CLI_PRELUDE = "from versatil_fs.cli import main; main()"
 
 
-@pytest.fixture(autouse=True)
-def _own_state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every test gets its own VERSATIL_HOME and no fault or agent from the caller's shell."""
-    monkeypatch.setenv("VERSATIL_HOME", str(tmp_path / "versatil-home"))
-    monkeypatch.delenv("VERSATIL_FAULT", raising=False)
-    monkeypatch.setenv("VERSATIL_AGENT", "Tester")
-
-
-def git(cwd: Path, *args: str) -> str:
-    result = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=False)
-    assert result.returncode == 0, f"git {' '.join(args)}: {result.stderr}"
-    return result.stdout
-
-
-def write(root: Path, rel: str, text: str) -> None:
-    target = root / rel
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(text)
+# Every test gets its own VERSATIL_HOME and no fault or agent from the caller's shell.
+pytestmark = pytest.mark.usefixtures("tester_env")
 
 
 @pytest.fixture
