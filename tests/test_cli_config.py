@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from integration.helpers import tmp_versatil_home
 
 from versatil_fs.cli import cli, run_cli
 from versatil_fs.config import Config
@@ -16,13 +17,7 @@ from versatil_fs.config import Config
 
 @pytest.fixture(autouse=True)
 def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    for name in list(os.environ):
-        if name.startswith("VERSATIL_"):
-            monkeypatch.delenv(name)
-    state = tmp_path / "home"
-    state.mkdir()
-    monkeypatch.setenv("VERSATIL_HOME", str(state))
-    return state
+    return tmp_versatil_home(tmp_path, monkeypatch)
 
 
 @pytest.fixture

@@ -16,6 +16,7 @@ import msgspec
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from integration.helpers import tmp_versatil_home
 
 from versatil_fs.config import Config, format_key, load, parse_key
 from versatil_fs.errors import ConfigError
@@ -27,13 +28,7 @@ EXAMPLE = Path(__file__).resolve().parents[1] / ".versatil.example"
 @pytest.fixture(autouse=True)
 def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """VERSATIL_HOME in tmp_path, and no configuration variables leaking in from the caller."""
-    for name in list(os.environ):
-        if name.startswith("VERSATIL_"):
-            monkeypatch.delenv(name)
-    home = tmp_path / "home"
-    home.mkdir()
-    monkeypatch.setenv("VERSATIL_HOME", str(home))
-    return home
+    return tmp_versatil_home(tmp_path, monkeypatch)
 
 
 @pytest.fixture

@@ -23,7 +23,10 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    import pytest
 
 TESTS_DIR = Path(__file__).resolve().parent.parent
 REPO_ROOT = TESTS_DIR.parent
@@ -101,6 +104,18 @@ def commit_files(repo: Path, files: Mapping[str, str], message: str = "files") -
     git(repo, "add", "-A")
     git(repo, "commit", "-q", "-m", message)
     return repo
+
+
+# Environment --------------------------------------------------------------------------------
+def tmp_versatil_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Drop every ``VERSATIL_*`` variable; VERSATIL_HOME is a fresh ``tmp_path / "home"``."""
+    for name in list(os.environ):
+        if name.startswith("VERSATIL_"):
+            monkeypatch.delenv(name)
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("VERSATIL_HOME", str(home))
+    return home
 
 
 # Processes ----------------------------------------------------------------------------------
