@@ -20,7 +20,7 @@ _TESTS_DIR = str(Path(__file__).resolve().parent)
 if _TESTS_DIR not in sys.path:
     sys.path.insert(0, _TESTS_DIR)
 
-from integration.helpers import Spawner, make_git_repo  # noqa: E402
+from integration.helpers import Spawner, commit_files, make_git_repo  # noqa: E402
 
 _LEAKY_VARIABLES = (
     "VERSATIL_AGENT",
@@ -75,6 +75,15 @@ def git_repo(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
+def repo(git_repo: Path, request: pytest.FixtureRequest) -> Path:
+    """``git_repo`` with the test module's ``FILES`` (relative path -> text) committed in it.
+
+    A module whose tests need a different repository defines its own ``repo`` fixture.
+    """
+    return commit_files(git_repo, request.module.FILES)
+
+
+@pytest.fixture
 def spawn() -> Iterator[Spawner]:
     """Start child processes (``spawn(code, *args, cwd=...)`` runs ``python -c code``).
 
@@ -108,3 +117,9 @@ def lock_manager(git_repo: Path) -> Iterator[object]:
         yield manager
     finally:
         manager.close()  # releases whatever it still holds
+
+
+@pytest.fixture
+def manager(repo: Path, lock_manager: object) -> object:
+    """``lock_manager``, made once the module's ``repo`` holds its files."""
+    return lock_manager

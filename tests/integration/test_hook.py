@@ -21,6 +21,7 @@ import pytest
 from integration.helpers import (
     REPO_ROOT,
     Spawner,
+    commit_files,
     git,
     lock_agent,
     make_git_repo,
@@ -44,12 +45,8 @@ def versatil_on_path(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 def repo(git_repo: Path) -> Path:
     """A repository with a few files and the guard installed."""
-    for name in ("src/a.py", "src/deep/b.py", "docs/guide.md", "free.py", "srcfoo.py"):
-        path = git_repo / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(f"# {name}\n")
-    git(git_repo, "add", "-A")
-    git(git_repo, "commit", "-q", "-m", "files")
+    names = ("src/a.py", "src/deep/b.py", "docs/guide.md", "free.py", "srcfoo.py")
+    commit_files(git_repo, {name: f"# {name}\n" for name in names})
     hook.install(git_repo)
     return git_repo
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import msgspec
 import pytest
-from integration.helpers import LockAgent, Spawner, commit_files, git, lock_agent, wait_for
+from integration.helpers import LockAgent, Spawner, git, lock_agent, wait_for
 
 from versatil_fs import Deadlock, LockConflict, LockManager, UsageError, events
 from versatil_fs.locks.table import Table, conflicts
@@ -27,17 +27,6 @@ FILES = {
     "docs/x.md": "# x\n",
     "README.md": "hello\n",
 }
-
-
-@pytest.fixture
-def repo(git_repo: Path) -> Path:
-    return commit_files(git_repo, FILES)
-
-
-@pytest.fixture
-def manager(repo: Path, lock_manager: LockManager) -> LockManager:
-    """conftest's ``lock_manager``, made after ``repo`` is committed; closed at the end."""
-    return lock_manager
 
 
 @pytest.fixture

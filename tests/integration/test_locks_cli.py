@@ -11,7 +11,6 @@ import pytest
 from integration.helpers import (
     Spawner,
     assert_one_line_error,
-    commit_files,
     git,
     lock_agent,
     run_versatil,
@@ -22,17 +21,6 @@ from versatil_fs import LockConflict, LockManager, events
 from versatil_fs.state import StateDir
 
 FILES = {name: f"{name}\n" for name in ("src/a.py", "src/b.py", "docs/x.md")}
-
-
-@pytest.fixture
-def repo(git_repo: Path) -> Path:
-    return commit_files(git_repo, FILES)
-
-
-@pytest.fixture
-def manager(repo: Path, lock_manager: LockManager) -> LockManager:
-    """conftest's ``lock_manager``, made after ``repo`` is committed; closed at the end."""
-    return lock_manager
 
 
 def versatil(repo: Path, *args: str, **kwargs: object) -> object:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from integration.helpers import Child, Spawner, commit_files, git, versatil_argv, wait_for
+from integration.helpers import Child, Spawner, git, versatil_argv, wait_for
 
 from versatil_fs import events
 from versatil_fs.locks.manager import LockManager
@@ -32,11 +32,6 @@ FILES = {
     "README.md": "hello\n",
     ".gitignore": "build/\n*.log\n!keep.log\n",
 }
-
-
-@pytest.fixture
-def repo(git_repo: Path) -> Path:
-    return commit_files(git_repo, FILES)
 
 
 class MonitorProcess:

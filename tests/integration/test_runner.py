@@ -29,7 +29,6 @@ from integration.helpers import (
     Child,
     Spawner,
     assert_one_line_error,
-    commit_files,
     run_versatil,
     versatil_argv,
     wait_for,
@@ -86,17 +85,6 @@ for line in sys.stdin:
         sys.exit(int(rest))
     print(json.dumps({"done": line.strip()}), flush=True)
 """
-
-
-@pytest.fixture
-def repo(git_repo: Path) -> Path:
-    return commit_files(git_repo, FILES)
-
-
-@pytest.fixture
-def manager(repo: Path, lock_manager: LockManager) -> LockManager:
-    """conftest's ``lock_manager``, made after ``repo`` is committed; closed at the end."""
-    return lock_manager
 
 
 def wrapper(

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from integration.helpers import Child, LockAgent, Spawner, commit_files, git, lock_agent, wait_for
+from integration.helpers import Child, LockAgent, Spawner, git, lock_agent, wait_for
 from reliability.support import (
     Tally,
     checkpoint_refs,
@@ -54,17 +54,6 @@ FILES = {
     "docs/guide.md": "# guide\n",
     ".gitignore": "*.log\n",
 }
-
-
-@pytest.fixture
-def repo(git_repo: Path) -> Path:
-    return commit_files(git_repo, FILES)
-
-
-@pytest.fixture
-def manager(repo: Path, lock_manager: LockManager) -> LockManager:
-    """conftest's ``lock_manager``, made after ``repo`` is committed; closed at the end."""
-    return lock_manager
 
 
 # Lock scenarios ---------------------------------------------------------------------------------

@@ -25,10 +25,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from integration.helpers import Spawner, commit_files, wait_for
+from integration.helpers import Spawner, wait_for
 from reliability.support import Tally, state_problems
 from reliability.workload import (
-    FILES,
+    FILES,  # noqa: F401 (the repo fixture of tests/conftest.py commits the module's FILES)
     RESOURCES,
     Death,
     Workers,
@@ -44,11 +44,6 @@ from versatil_fs.state import StateDir
 STUCK_LIMIT = 1.0  # a dead holder's lock, beyond its death (the bound)
 HANDOFF_LIMIT = 10.0  # any other free request (liveness: a missed wake-up waits 120 s)
 POOL = 4
-
-
-@pytest.fixture
-def repo(git_repo: Path) -> Path:
-    return commit_files(git_repo, FILES)
 
 
 def _table(path: Path) -> dict[str, Any]:
