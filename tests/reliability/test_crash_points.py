@@ -100,6 +100,17 @@ def queued(manager: LockManager, agent: str) -> bool:
     return any(w.agent == agent for w in manager.snapshot().waiters)
 
 
+def stuck_locks(manager: LockManager, *resources: str) -> list[str]:
+    """Each of ``resources`` a Checker cannot take at once (no wait), with the reason."""
+    stuck = []
+    for resource in resources:
+        try:
+            manager.acquire([resource], agent="Checker", wait=0).release()
+        except Exception as exc:  # counted, then reported by the caller's assertion
+            stuck.append(f"{resource}: {exc}")
+    return stuck
+
+
 def armed(agent: LockAgent) -> bool:
     """Whether a waiting child listens for table changes (its doorbell has an inotify fd)."""
     fds = Path(f"/proc/{agent.pid}/fd")
@@ -157,17 +168,9 @@ def test_a_holder_killed_inside_the_lock_manager_leaves_nothing_stuck(
     assert late <= STUCK_LIMIT, f"granted {late:.3f} s after the holder died"
 
     # Whatever the crasher was taking is free now (no wait at all), and the table is whole.
-    stuck = []
-    for resource in ("src/b.py", "db:users"):
-        try:
-            manager.acquire([resource], agent="Checker", wait=0).release()
-        except Exception as exc:  # counted, then reported by the assertion below
-            stuck.append(f"{resource}: {exc}")
+    stuck = stuck_locks(manager, "src/b.py", "db:users")
     other.release()
-    try:
-        manager.acquire(["db:queue"], agent="Checker", wait=0).release()
-    except Exception as exc:
-        stuck.append(f"db:queue: {exc}")
+    stuck += stuck_locks(manager, "db:queue")
     tally.locks_stuck += len(stuck)
     assert stuck == []
     assert tally.lost(state_problems(home)) == []
@@ -476,12 +479,7 @@ def test_a_killed_wave_run_resumes_without_running_a_finished_task_twice(
         assert files.get(path, b"").decode() == text, f"{path}: {files.get(path)!r}"
     assert tally.lost(_wave_states(home) + state_problems(home)) == []
     # No lock is left behind by the dead executor or its tasks.
-    stuck = []
-    for resource in ("src/a.py", "docs", "src/new.txt"):
-        try:
-            manager.acquire([resource], agent="Checker", wait=0).release()
-        except Exception as exc:
-            stuck.append(f"{resource}: {exc}")
+    stuck = stuck_locks(manager, "src/a.py", "docs", "src/new.txt")
     tally.locks_stuck += len(stuck)
     assert stuck == []
     final = json.loads(versatil("wave", "status", "--json", cwd=repo).out)
@@ -502,12 +500,7 @@ def test_a_run_killed_while_taking_its_locks_never_runs_the_command(
     assert tally.killed(result.code), result
     assert not ran.exists(), "the command ran although its wrapper died taking the locks"
     assert tally.lost(state_problems(home)) == []
-    stuck = []
-    for resource in ("src/a.py", "docs"):
-        try:
-            manager.acquire([resource], agent="Checker", wait=0).release()
-        except Exception as exc:
-            stuck.append(f"{resource}: {exc}")
+    stuck = stuck_locks(manager, "src/a.py", "docs")
     tally.locks_stuck += len(stuck)
     assert stuck == []
     again = versatil_process("run", "--agent", "Runner", "--lock", "src/a.py", "--",
