@@ -16,6 +16,7 @@ from typing import Any
 
 import msgspec
 import pytest
+from integration.helpers import commit_files
 from integration.helpers import git_output as git
 from integration.helpers import write_file as write
 
@@ -37,6 +38,15 @@ from versatil_fs.repo import Repository
 pytestmark = pytest.mark.usefixtures("tester_env")
 
 
+INITIAL_FILES = {
+    "README.md": "hello\n",
+    ".gitignore": "*.log\nbuild/\n",
+    "src/a.py": "a = 1\n",
+    "src/b.py": "b = 1\n",
+    "docs/guide.md": "guide\n",
+}
+
+
 def init_repo(path: Path, *, commit: bool = True) -> Path:
     path.mkdir(parents=True)
     git(path, "init", "-q", "-b", "main")
@@ -44,13 +54,7 @@ def init_repo(path: Path, *, commit: bool = True) -> Path:
     git(path, "config", "user.email", "test@example.invalid")
     git(path, "config", "commit.gpgSign", "false")
     if commit:
-        write(path, "README.md", "hello\n")
-        write(path, ".gitignore", "*.log\nbuild/\n")
-        write(path, "src/a.py", "a = 1\n")
-        write(path, "src/b.py", "b = 1\n")
-        write(path, "docs/guide.md", "guide\n")
-        git(path, "add", "-A")
-        git(path, "commit", "-q", "-m", "initial")
+        commit_files(path, INITIAL_FILES, message="initial")
     return path.resolve()
 
 

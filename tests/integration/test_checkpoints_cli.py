@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from integration.helpers import commit_files
 from integration.helpers import git_output as git
 from integration.helpers import write_file as write
 
@@ -38,12 +39,13 @@ def repo(tmp_path: Path) -> Path:
     git(path, "init", "-q", "-b", "main")
     git(path, "config", "user.name", "Test User")
     git(path, "config", "user.email", "test@example.invalid")
-    write(path, "README.md", "hello\n")
-    write(path, "src/a.py", "a = 1\n")
-    write(path, "src/b.py", "b = 1\n")
-    write(path, ".gitignore", "*.log\n")
-    git(path, "add", "-A")
-    git(path, "commit", "-q", "-m", "initial")
+    files = {
+        "README.md": "hello\n",
+        "src/a.py": "a = 1\n",
+        "src/b.py": "b = 1\n",
+        ".gitignore": "*.log\n",
+    }
+    commit_files(path, files, message="initial")
     return path.resolve()
 
 
