@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from integration.helpers import git, make_git_repo
+from integration.helpers import environment, git, make_git_repo
 
 from versatil_fs.errors import NotARepository, UsageError
 from versatil_fs.locks.manager import LockManager
@@ -30,16 +30,8 @@ def tree(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "GIT_COMMITTER_EMAIL": "t@t", "GIT_CONFIG_NOSYSTEM": "1",
         "GIT_CONFIG_GLOBAL": str(base / "gitconfig"),
     }
-    old = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
+    with environment(env):
         root = make_git_repo(base / "repo", {name: f"{name}\n" for name in FILES})
-    finally:
-        for key, value in old.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
     # A symlink inside the repository to one of its directories, and one from outside into it.
     (root / "link-to-src").symlink_to("src", target_is_directory=True)
     (base / "outside-link").symlink_to(root / "src" / "api", target_is_directory=True)

@@ -12,6 +12,7 @@ this module cheaply (see :func:`lock_agent`).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
@@ -21,7 +22,7 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -107,6 +108,25 @@ def commit_files(repo: Path, files: Mapping[str, str], message: str = "files") -
 
 
 # Environment --------------------------------------------------------------------------------
+@contextlib.contextmanager
+def environment(env: Mapping[str, str | None] | None) -> Iterator[None]:
+    """Set (or, for ``None``, remove) these variables in ``os.environ``; restore them after."""
+    saved = {key: os.environ.get(key) for key in (env or {})}
+    try:
+        for key, value in (env or {}).items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
 def tmp_versatil_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Drop every ``VERSATIL_*`` variable; VERSATIL_HOME is a fresh ``tmp_path / "home"``."""
     for name in list(os.environ):

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import msgspec
-from integration.helpers import git, versatil_argv
+from integration.helpers import environment, git, versatil_argv
 
 from versatil_fs.checkpoints import REF_PREFIX, CheckpointRecord
 from versatil_fs.locks.table import SCHEMA_VERSION, Table
@@ -96,7 +96,7 @@ def versatil(
 
     out, err = io.StringIO(), io.StringIO()
     with (
-        _environment(env),
+        environment(env),
         _working_directory(cwd),
         contextlib.redirect_stdout(out),
         contextlib.redirect_stderr(err),
@@ -124,24 +124,6 @@ def versatil_process(
         timeout=timeout, preexec_fn=preexec_fn, check=False,
     )
     return Result(proc.returncode, proc.stdout, proc.stderr)
-
-
-@contextlib.contextmanager
-def _environment(env: Mapping[str, str | None] | None) -> Iterator[None]:
-    saved = {key: os.environ.get(key) for key in (env or {})}
-    try:
-        for key, value in (env or {}).items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 @contextlib.contextmanager
