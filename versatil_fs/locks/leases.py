@@ -30,6 +30,7 @@ import os
 import select
 import sys
 import threading
+import weakref
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -138,7 +139,11 @@ class Doorbell:
         os.set_blocking(self._read, False)
         os.set_blocking(self._write, False)
         self._inotify = _inotify_watch(table_dir)
-        self._closed = False
+        # Closed when dropped too (a thread's doorbell, when the thread ends), not only by
+        # close(): a process that starts many threads must not collect descriptors.
+        self._finalizer = weakref.finalize(
+            self, _close_bell, self._read, self._write, self._inotify
+        )
 
     def watch(self, holder_files: Iterable[str]) -> None:
         for path in holder_files:
@@ -172,14 +177,7 @@ class Doorbell:
                 pass
 
     def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        _unwatch(self._write)
-        for fd in (self._read, self._write, self._inotify):
-            if fd is not None:
-                os.close(fd)
-        self._inotify = None
+        self._finalizer()  # runs once, whether called here or at collection
 
 
 # One watcher thread per holder file per process, however many requests wait on that holder:
@@ -198,6 +196,13 @@ def _watch_holder(path: str, bell: int) -> None:
     threading.Thread(
         target=_wait_for_release, args=(path,), daemon=True, name=f"versatil-wait-{path}"
     ).start()
+
+
+def _close_bell(read: int, write: int, inotify: int | None) -> None:
+    _unwatch(write)
+    for fd in (read, write, inotify):
+        if fd is not None:
+            os.close(fd)
 
 
 def _unwatch(bell: int) -> None:

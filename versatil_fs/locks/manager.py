@@ -117,8 +117,7 @@ class LockManager:
         # Let go of the holder file when the manager is collected or the interpreter exits
         # (a kill -9 skips this; the kernel drops the flock and the next sweep the file).
         weakref.finalize(self, self.store.close)
-        self._bells = threading.local()
-        self._finalizers: list[weakref.finalize[[], LockManager]] = []
+        self._bells = threading.local()  # each closes itself when its thread ends
         self._guard = threading.Lock()
 
     # Context --------------------------------------------------------------------------------
@@ -396,13 +395,12 @@ class LockManager:
 
         Closing an inotify descriptor waits for an RCU grace period (measured: up to 20 ms on
         a busy machine), which would sit between a grant and the caller; so a doorbell is made
-        once per thread and closed with the manager. One per thread, because draining a shared
-        one could swallow another thread's wake-up.
+        once per thread and closed when the thread ends or the manager closes. One per thread,
+        because draining a shared one could swallow another thread's wake-up.
         """
         bell: Doorbell | None = getattr(self._bells, "bell", None)
         if bell is None:
             bell = self._bells.bell = self.store.doorbell()
-            self._finalizers.append(weakref.finalize(self, bell.close))
         return bell
 
     def _own(self, table: Table, record_id: str, record: Holder | None) -> None:
@@ -423,8 +421,10 @@ class LockManager:
         """Release every lease this manager holds and let go of its holder file."""
         for lease in list(self._leases.values()):
             lease.release()
-        for finalizer in self._finalizers:
-            finalizer()
+        bell: Doorbell | None = getattr(self._bells, "bell", None)
+        if bell is not None:
+            bell.close()
+            del self._bells.bell
         self.store.close()
 
     def unlock(self, resources: Iterable[ResourceSpec], *, agent: str | None = None) -> list[Claim]:
