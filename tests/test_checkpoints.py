@@ -26,11 +26,11 @@ from versatil_fs.checkpoints import (
     CheckpointRecord,
     Checkpoints,
     checkpoint,
-    covers,
     record_files_modified,
     write_lock_conflicts,
 )
 from versatil_fs.errors import NotARepository, Refused, UsageError
+from versatil_fs.locks.table import Claim, Grant, Mode, Resource
 from versatil_fs.repo import Repository
 
 # Fixtures and helpers ---------------------------------------------------------------------------
@@ -117,51 +117,24 @@ def metadata_dir(cps: Checkpoints) -> Path:
 
 
 # Pure helpers -------------------------------------------------------------------------------------
-@pytest.mark.parametrize(
-    ("parent", "path", "expected"),
-    [
-        (".", "anything/at/all", True),
-        ("src", "src/a.py", True),
-        ("src/", "src/a.py", True),
-        ("src", "src", True),
-        ("src", "srcx/a.py", False),
-        ("src/a.py", "src/a.py", True),
-        ("src/a.py", "src/a.pyc", False),
-        ("docs", "src/a.py", False),
-    ],
-)
-def test_covers_means_the_path_itself_or_below_it(parent: str, path: str, expected: bool) -> None:
-    assert covers(parent, path) is expected
-
-
-class _Res(msgspec.Struct, frozen=True):
-    repo: str
-    path: str
-
-
-class _Claim(msgspec.Struct, frozen=True):
-    mode: str
-    resource: _Res
-
-
-class _Grant(msgspec.Struct, frozen=True):
-    agent: str
-    claims: list[_Claim]
+def _grant(agent: str, mode: Mode, resource: Resource) -> Grant:
+    return Grant(id=agent, agent=agent, claims=[Claim(resource, mode)], acquired_at=0.0,
+                 expires_at=1.0)
 
 
 def test_write_lock_conflicts_only_counts_other_agents_write_locks_in_this_repo() -> None:
     grants = [
-        _Grant("Dana", [_Claim("write", _Res("/r/.git", "src"))]),
-        _Grant("Reader", [_Claim("read", _Res("/r/.git", "docs"))]),
-        _Grant("Elsewhere", [_Claim("write", _Res("/other/.git", "docs"))]),
-        _Grant("Named", [_Claim("write", _Res("", ""))]),
-        _Grant("Me", [_Claim("write", _Res("/r/.git", "."))]),
+        _grant("Dana", "write", Resource(repo="/r/.git", path="src")),
+        _grant("Reader", "read", Resource(repo="/r/.git", path="docs")),
+        _grant("Elsewhere", "write", Resource(repo="/other/.git", path="docs")),
+        _grant("Named", "write", Resource(name="db:users")),
+        _grant("Me", "write", Resource(repo="/r/.git", path=".")),
     ]
     paths = ["src/a.py", "docs/guide.md", "README.md"]
     assert write_lock_conflicts(grants, paths, repo_key="/r/.git", agent="Me") == [
         ("src/a.py", "Dana")
     ]
-    whole = [_Grant("Ops", [_Claim("write", _Res("/r/.git", "."))])]
+    whole = [_grant("Ops", "write", Resource(repo="/r/.git", path="."))]
     assert [a for _, a in write_lock_conflicts(whole, paths, repo_key="/r/.git", agent="Me")] == [
         "Ops", "Ops", "Ops"
     ]

@@ -51,12 +51,13 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 import msgspec
 
 from versatil_fs import events, faults
 from versatil_fs.errors import Refused, StateError, UsageError, VersatilError
+from versatil_fs.locks.table import Grant, WriteLocks, ancestors
 from versatil_fs.repo import Repository, default_agent
 from versatil_fs.state import StateDir, _state_error, flocked
 
@@ -160,72 +161,29 @@ _record_decoder = msgspec.json.Decoder(CheckpointRecord)
 
 
 # The lock manager's records, as far as a restore needs them ------------------------------------
-class _Resource(Protocol):
-    @property
-    def repo(self) -> str: ...
-    @property
-    def path(self) -> str: ...
-
-
-class _Claim(Protocol):
-    @property
-    def mode(self) -> str: ...
-    @property
-    def resource(self) -> _Resource: ...
-
-
-class _Grant(Protocol):
-    @property
-    def agent(self) -> str: ...
-    @property
-    def claims(self) -> Sequence[_Claim]: ...
-
-
 def _ancestors(path: str) -> Iterator[str]:
     """``a/b/c`` -> ``a/b/c``, ``a/b``, ``a``, ``.``: every selection that would cover it."""
-    while path:
-        yield path
-        path = path.rpartition("/")[0]
-    yield "."
+    return ancestors(path)
 
 
 def _covered(path: str, selection: set[str] | dict[str, str]) -> bool:
     return any(candidate in selection for candidate in _ancestors(path))
 
 
-def covers(parent: str, path: str) -> bool:
-    """Whether the repo-relative ``parent`` ("." = everything, a directory = below it) covers it."""
-    parent = parent.strip("/") or "."
-    if parent == ".":
-        return True
-    return path == parent or path.startswith(parent + "/")
-
-
 def write_lock_conflicts(
-    grants: Iterable[_Grant], paths: Iterable[str], *, repo_key: str, agent: str
+    grants: Iterable[Grant], paths: Iterable[str], *, repo_key: str, agent: str
 ) -> builtins.list[tuple[str, str]]:
     """``(path, holder)`` for each path write-locked by an agent other than ``agent``.
 
     Read locks do not protect against a restore: a reader expects the file to change under it no
     more than under any other writer, and only writers lose work when it is overwritten.
     """
-    locked: builtins.list[tuple[str, str]] = [
-        (claim.resource.path, grant.agent)
-        for grant in grants
-        if grant.agent != agent
-        for claim in grant.claims
-        if claim.mode == "write" and claim.resource.repo == repo_key
-    ]
-    if not locked:
-        return []
-    holders: dict[str, str] = {}
-    for lock_path, holder in locked:
-        holders.setdefault(lock_path.strip("/") or ".", holder)
+    locks = WriteLocks(grants, repo_key, except_agent=agent)
     conflicts = []
     for path in paths:
-        found = next((holders[a] for a in _ancestors(path) if a in holders), None)
-        if found is not None:
-            conflicts.append((path, found))
+        hit = locks.holder(path)
+        if hit is not None:
+            conflicts.append((path, hit[0].agent))
     return conflicts
 
 

@@ -158,39 +158,20 @@ def find_blocked(
     """Staged paths covered by a write lock of an agent other than ``committer`` (any agent
     when ``committer`` is None: a human).
 
-    The same rule as :func:`versatil_fs.locks.table.write_holder`, indexed by locked path: a
-    commit of 1,000 files against 100 locks costs a few thousand dict probes, not 100,000
-    ``covers`` calls.
+    Indexed by locked path (:class:`~versatil_fs.locks.table.WriteLocks`): a commit of 1,000
+    files against 100 locks costs a few thousand dict probes, not 100,000 comparisons.
     """
-    index: dict[str, tuple[Grant, Claim]] = {}
-    for grant in grants:
-        if committer is not None and grant.agent == committer:
-            continue
-        for claim in grant.claims:
-            resource = claim.resource
-            if claim.mode == "write" and resource.is_path and resource.repo == repo_key:
-                index.setdefault(resource.path, (grant, claim))
-    if not index:
+    from versatil_fs.locks.table import WriteLocks
+
+    locks = WriteLocks(grants, repo_key, except_agent=committer)
+    if not locks:
         return []
-    whole_repo = index.get(".")
     blocked: list[Blocked] = []
     for item in staged:
-        hit = whole_repo or _covering(index, item.path)
+        hit = locks.holder(item.path)
         if hit is not None:
             blocked.append(Blocked(item, *hit))
     return blocked
-
-
-def _covering(index: dict[str, tuple[Grant, Claim]], path: str) -> tuple[Grant, Claim] | None:
-    # The path itself, then each ancestor directory: `a/b/c`, `a/b`, `a`.
-    while True:
-        hit = index.get(path)
-        if hit is not None:
-            return hit
-        cut = path.rfind("/")
-        if cut <= 0:
-            return None
-        path = path[:cut]
 
 
 def check(start: str | os.PathLike[str] = ".") -> CheckResult:

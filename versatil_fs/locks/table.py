@@ -10,7 +10,7 @@ and queueing behind it would be a deadlock of our own making.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Literal
 
 import msgspec
@@ -167,7 +167,7 @@ class ClaimIndex:
             else:
                 prefix = "" if resource.path == "." else resource.path + "/"
                 self.paths.setdefault(resource.repo, []).append(
-                    (frozenset(_ancestors_and_self(resource.path)), prefix, write)
+                    (frozenset(ancestors(resource.path)), prefix, write)
                 )
 
     def conflicts(self, claims: Iterable[Claim]) -> bool:
@@ -187,12 +187,12 @@ class ClaimIndex:
         return False
 
 
-def _ancestors_and_self(path: str) -> list[str]:
-    """``a/b/c`` -> ``[".", "a", "a/b", "a/b/c"]``."""
-    if path == ".":
-        return ["."]
-    parts = path.split("/")
-    return [".", *("/".join(parts[: i + 1]) for i in range(len(parts)))]
+def ancestors(path: str) -> Iterator[str]:
+    """``a/b/c`` -> ``a/b/c``, ``a/b``, ``a``, ``.``: the path and every lock that covers it."""
+    while path and path != ".":
+        yield path
+        path = path.rpartition("/")[0]
+    yield "."
 
 
 def blockers(table: Table, request: Waiter) -> list[Holder]:
@@ -248,14 +248,41 @@ def find_cycle(table: Table, request: Waiter) -> list[str] | None:
     return walk(start)
 
 
+class WriteLocks:
+    """The write locks on one repository's paths, indexed for "who holds this path?".
+
+    Asked once per staged file by the commit guard and once per restored file by a restore:
+    a few dict probes per path (:func:`ancestors`) instead of a scan of every grant.
+    """
+
+    def __init__(
+        self, grants: Iterable[Grant], repo: str, *, except_agent: str | None = None
+    ) -> None:
+        self._by_path: dict[str, tuple[Grant, Claim]] = {}
+        for grant in grants:
+            if except_agent is not None and grant.agent == except_agent:
+                continue
+            for claim in grant.claims:
+                resource = claim.resource
+                if claim.mode == "write" and resource.is_path and resource.repo == repo:
+                    self._by_path.setdefault(resource.path, (grant, claim))
+
+    def __bool__(self) -> bool:
+        return bool(self._by_path)
+
+    def holder(self, path: str) -> tuple[Grant, Claim] | None:
+        """The write lock covering the repo-relative ``path``, if any."""
+        if not self._by_path:
+            return None
+        for candidate in ancestors(path):
+            hit = self._by_path.get(candidate)
+            if hit is not None:
+                return hit
+        return None
+
+
 def write_holder(
     grants: Iterable[Grant], repo: str, path: str, *, except_agent: str | None = None
 ) -> tuple[Grant, Claim] | None:
     """The write lock of another agent that covers ``path`` (repo-relative), if any."""
-    for grant in grants:
-        if except_agent is not None and grant.agent == except_agent:
-            continue
-        for claim in grant.claims:
-            if claim.mode == "write" and claim.resource.covers(repo, path):
-                return grant, claim
-    return None
+    return WriteLocks(grants, repo, except_agent=except_agent).holder(path)
