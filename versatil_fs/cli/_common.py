@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import click
@@ -24,3 +25,29 @@ def echo_json(value: Any) -> None:
 
 def echo(line: str = "") -> None:
     click.echo(line)
+
+
+def restore_options(command: Callable[..., None]) -> Callable[..., None]:
+    """The ID argument and options of a restore, shared with ``versatil-daemon``."""
+    for decorate in reversed((
+        click.argument("checkpoint_id", metavar="ID"),
+        click.option(
+            "--path", "paths", multiple=True, metavar="P",
+            help="Restore only this file or directory (repeatable).",
+        ),
+        click.option(
+            "--agent", metavar="NAME",
+            help="Restore only the files this agent modified since the checkpoint "
+            "(also: who restores).",
+        ),
+        click.option(
+            "--wave", type=click.IntRange(min=0), metavar="N",
+            help="Restore only the files wave N modified since the checkpoint.",
+        ),
+        click.option(
+            "--force", is_flag=True, help="Overwrite files other agents have write-locked."
+        ),
+        json_option,
+    )):
+        command = decorate(command)
+    return command

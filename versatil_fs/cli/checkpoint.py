@@ -9,7 +9,7 @@ import time
 import click
 
 from versatil_fs.checkpoints import Change, CheckpointRecord, Checkpoints, RestoreResult
-from versatil_fs.cli._common import echo, echo_json, json_option
+from versatil_fs.cli._common import echo, echo_json, json_option, restore_options
 
 
 def _checkpoints() -> Checkpoints:
@@ -139,21 +139,7 @@ def diff(checkpoint_id: str, patch: bool, as_json: bool) -> None:
 
 
 @checkpoint.command()
-@click.argument("checkpoint_id", metavar="ID")
-@click.option(
-    "--path", "paths", multiple=True, metavar="P",
-    help="Restore only this file or directory (repeatable).",
-)
-@click.option(
-    "--agent", metavar="NAME",
-    help="Restore only the files this agent modified since the checkpoint (also: who restores).",
-)
-@click.option(
-    "--wave", type=click.IntRange(min=0), metavar="N",
-    help="Restore only the files wave N modified since the checkpoint.",
-)
-@click.option("--force", is_flag=True, help="Overwrite files other agents have write-locked.")
-@json_option
+@restore_options
 def restore(
     checkpoint_id: str,
     paths: tuple[str, ...],

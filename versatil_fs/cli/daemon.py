@@ -13,7 +13,7 @@ from typing import Any
 import click
 
 from versatil_fs.cli import run_cli
-from versatil_fs.cli._common import echo, echo_json, json_option
+from versatil_fs.cli._common import echo, echo_json, json_option, restore_options
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -42,12 +42,7 @@ def list_checkpoints(tail: int | None, as_json: bool) -> None:
 
 
 @daemon.command(name="restore-checkpoint")
-@click.argument("checkpoint_id", metavar="ID")
-@click.option("--path", "paths", multiple=True, metavar="P", help="Only this file or directory.")
-@click.option("--agent", metavar="NAME", help="Only the files this agent modified since.")
-@click.option("--wave", type=click.IntRange(min=0), metavar="N", help="Only wave N's files.")
-@click.option("--force", is_flag=True, help="Overwrite files other agents have write-locked.")
-@json_option
+@restore_options
 def restore_checkpoint(
     checkpoint_id: str,
     paths: tuple[str, ...],
