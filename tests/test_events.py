@@ -4,34 +4,38 @@ from __future__ import annotations
 
 import json
 import os
+import textwrap
 import threading
 from collections import Counter
 from pathlib import Path
 
 import msgspec
 import pytest
-from integration.helpers import Spawner, assert_one_line_error, run_versatil, wait_for
+from integration.helpers import (
+    WAIT_AT_START_LINE,
+    Spawner,
+    StartLine,
+    assert_one_line_error,
+    run_versatil,
+    wait_for,
+)
 
 from versatil_fs import events
 from versatil_fs.errors import UsageError
 from versatil_fs.state import StateDir
 
-WRITER = """
+WRITER = WAIT_AT_START_LINE + textwrap.dedent("""
     import os, sys, time
     from pathlib import Path
     from versatil_fs import events
     name, count, go = sys.argv[1], int(sys.argv[2]), Path(sys.argv[3])
     print("ready", flush=True)
-    deadline = time.monotonic() + 30
-    while not go.exists():  # a start line with a deadline, so all writers overlap
-        if time.monotonic() > deadline:
-            sys.exit("no start signal")
-        time.sleep(0.001)
+    wait_at_start_line(go)  # all writers start together, so their appends overlap
     # Payloads from tiny to larger than a pipe buffer page, so a torn write would show.
     for i in range(count):
         events.emit("locks", "soak", agent=name, i=i, payload=name[-1] * (50 + (i * 97) % 6000))
     print("done", flush=True)
-"""
+""")
 
 
 def test_emit_and_read_back(versatil_home: Path) -> None:
@@ -91,13 +95,14 @@ def test_event_files_are_private(versatil_home: Path) -> None:
 
 
 def _concurrent_writers(spawn: Spawner, tmp_path: Path, writers: int, each: int) -> None:
-    go = tmp_path / "go"
+    start = StartLine(tmp_path / "go")
     children = [
-        spawn(WRITER, f"writer-{i}", str(each), str(go), name=f"writer-{i}") for i in range(writers)
+        spawn(WRITER, f"writer-{i}", str(each), str(start.path), name=f"writer-{i}")
+        for i in range(writers)
     ]
     for child in children:
         assert child.read_line() == "ready"
-    go.touch()
+    start.go()
     for child in children:
         assert child.read_line(timeout=60) == "done"
         assert child.wait() == 0, child.stderr

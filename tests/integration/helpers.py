@@ -13,6 +13,7 @@ this module cheaply (see :func:`lock_agent`).
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import queue
@@ -508,3 +509,33 @@ def lock_agent_main() -> None:  # pragma: no cover - runs in a child process
                 say({"ok": False, "error": "BadCommand", "message": op})
         except VersatilError as exc:
             say({"ok": False, "error": type(exc).__name__, "message": str(exc)})
+
+
+class StartLine:
+    """Lets child processes start together, woken by the kernel rather than by polling.
+
+    The test holds ``LOCK_EX`` on the file; each child blocks in ``flock(LOCK_SH)`` on it
+    (:data:`WAIT_AT_START_LINE`); :meth:`go` lets them all through at once.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fd: int | None = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        fcntl.flock(self._fd, fcntl.LOCK_EX)
+
+    def go(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+# For a child's code: blocks until the test's StartLine.go(); `path` is the start line's file.
+WAIT_AT_START_LINE = """
+def wait_at_start_line(path):
+    import fcntl, os
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH)
+    finally:
+        os.close(fd)
+"""

@@ -11,11 +11,12 @@ import json
 import os
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 from typing import Any
 
 import pytest
-from integration.helpers import commit_files
+from integration.helpers import WAIT_AT_START_LINE, StartLine, commit_files
 from integration.helpers import git_output as git
 from integration.helpers import write_file as write
 
@@ -251,21 +252,18 @@ def test_eight_parallel_creates_all_succeed(repo: Path, tmp_path: Path, spawn: A
         write(repo, f"untracked/{i}.txt", f"{i}\n")
     write(repo, "src/a.py", "a = 'dirty'\n")
     index_before = (repo / ".git/index").read_bytes()
-    go = tmp_path / "go"
-    code = f"""
+    start = StartLine(tmp_path / "go")
+    code = WAIT_AT_START_LINE + textwrap.dedent(f"""
         import os, sys, time
-        from pathlib import Path
-        go = Path({str(go)!r})
         print("ready", flush=True)
-        while not go.exists():
-            time.sleep(0.001)  # a start line for all eight; the file is the event
+        wait_at_start_line({str(start.path)!r})  # all eight start together
         from versatil_fs.checkpoints import Checkpoints
         print(Checkpoints(".").create("parallel " + sys.argv[1]).id, flush=True)
-    """
+    """)
     children = [spawn(code, str(i), cwd=repo, name=f"create-{i}") for i in range(8)]
     for child in children:
         assert child.read_line() == "ready"
-    go.write_text("go")
+    start.go()
     ids = [child.read_line(timeout=120) for child in children]
     assert [child.wait(timeout=120) for child in children] == [0] * 8, [
         c.stderr for c in children

@@ -14,7 +14,15 @@ from pathlib import Path
 
 import msgspec
 import pytest
-from integration.helpers import LockAgent, Spawner, git, lock_agent, wait_for
+from integration.helpers import (
+    WAIT_AT_START_LINE,
+    LockAgent,
+    Spawner,
+    StartLine,
+    git,
+    lock_agent,
+    wait_for,
+)
 
 from versatil_fs import Deadlock, LockConflict, LockManager, UsageError, events
 from versatil_fs.locks.table import Table, conflicts
@@ -72,7 +80,7 @@ def assert_no_conflicting_grants(table: Table) -> None:
 
 
 # Many processes, one witness per resource -------------------------------------------------------
-WORKER = r"""
+WORKER = WAIT_AT_START_LINE + r"""
 import json, os, random, sys, time
 from pathlib import Path
 import msgspec
@@ -98,11 +106,7 @@ LEAVES = {
 problems = []
 manager = LockManager(repo=".")
 print("ready", flush=True)
-deadline = time.monotonic() + 60
-while not go.exists():
-    if time.monotonic() > deadline:
-        sys.exit("no start signal")
-    time.sleep(0.001)
+wait_at_start_line(go)  # every worker starts at once, so their requests contend
 
 def enter(writes, reads):
     made = []
@@ -193,19 +197,19 @@ def _soak(spawn: Spawner, repo: Path, tmp_path: Path, workers: int, rounds: int)
     sd = StateDir()
     witness = tmp_path / "witness"
     witness.mkdir()
-    go, stop = tmp_path / "go", tmp_path / "stop"
+    start, stop = StartLine(tmp_path / "go"), tmp_path / "stop"
     LockManager(repo=repo).snapshot()  # create the table, so the reader never waits for it
     reader = spawn(
         TABLE_READER, str(sd.lock_table), str(stop), "-", "both", "0", name="table-reader"
     )
     children = [
-        spawn(WORKER, str(i), str(rounds), str(go), str(witness), str(stop), cwd=repo,
+        spawn(WORKER, str(i), str(rounds), str(start.path), str(witness), str(stop), cwd=repo,
               name=f"worker-{i}")
         for i in range(workers)
     ]
     for child in [reader, *children]:
         assert child.read_line() == "ready", child.stderr
-    go.touch()
+    start.go()
     problems: list[str] = []
     for child in children:
         report = child.read_json(timeout=240)

@@ -166,7 +166,7 @@ def history(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
                            priorities=[0, 0, 1, 2] if i % 2 else [0], hold_ms=[0.0, 6.0])
             for child in pool.children.values():
                 assert "ready" in child.read_json(), child.stderr
-            pool.go.touch()
+            pool.start_line.go()
             for child in pool.children.values():
                 assert child.wait(timeout=600) == 0, child.stderr
         finally:

@@ -90,7 +90,7 @@ def _random_kills(spawn: Spawner, repo: Path, tmp_path: Path, tally: Tally, runs
 
     for _ in range(POOL):
         start()
-    pool.go.touch()
+    pool.start_line.go()
     deaths: dict[int, Death] = {}
     holders_killed = 0
     for _ in range(runs):

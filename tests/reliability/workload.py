@@ -29,6 +29,7 @@ not share a bug with the code they check.
 
 from __future__ import annotations
 
+import fcntl
 import itertools
 import json
 import os
@@ -141,9 +142,12 @@ def main() -> None:  # pragma: no cover - runs in a child process
     log.write(e="start", pid=pid, agent=spec.agent, t=time.monotonic_ns())
     print(json.dumps({"ready": pid}), flush=True)
     if spec.go:
-        deadline = time.monotonic() + 120
-        while not os.path.exists(spec.go) and time.monotonic() < deadline:
-            time.sleep(0.001)  # polling for the start signal, with a deadline
+        # The parent holds LOCK_EX on the start file; every child is woken at its release.
+        fd = os.open(spec.go, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH)
+        finally:
+            os.close(fd)
     n = 0
     while (not spec.rounds or n < spec.rounds) and not (stop and stop.exists()):
         n += 1
@@ -476,7 +480,10 @@ class Workers:
     def __post_init__(self) -> None:
         for sub in ("logs", "tables", "witness"):
             (self.directory / sub).mkdir(parents=True, exist_ok=True)
-        self.go = self.directory / "go"
+        from integration.helpers import StartLine  # the parent's side only
+
+        self.start_line = StartLine(self.directory / "go")
+        self.go = self.start_line.path
         self.stop = self.directory / "stop"
 
     def start(self, agent: str, seed: int, **options: Any) -> Any:
