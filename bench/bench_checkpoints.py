@@ -104,6 +104,12 @@ def dirty(repo: Path, files: int, changed: int, tag: str, *, created: bool = Tru
     return paths
 
 
+def rewrite(repo: Path, paths: list[str], tag: str) -> None:
+    """New content in each of ``paths`` (which exist): changes no one has stored yet."""
+    for rel in paths:
+        (repo / rel).write_text(f"again {tag}\n")
+
+
 def clean(repo: Path) -> None:
     _git(repo, "checkout", "-q", "--", ".")
     _git(repo, "clean", "-qfd")
@@ -126,14 +132,23 @@ Row = tuple[str, Timing, str, Timing]  # operation, ours, anchor's name, anchor
 Slope = tuple[str, float, list[Timing]]  # name, ms per file, timings at 10 / 100 / 1,000
 
 
-def interleaved(rounds: int, prepare: Callable[[int], None],
-                contenders: dict[str, Callable[[int], float]]) -> dict[str, Timing]:
-    """Each contender's timing; in every round each one runs once, right after ``prepare``."""
+def interleaved(rounds: int, prepare: Callable[[str], None],
+                contenders: dict[str, Callable[[str], float]]) -> dict[str, Timing]:
+    """Each contender's timing; in every round each one runs once, right after ``prepare``.
+
+    Both get a tag unique to the contender and the round: ``prepare`` writes content of its own
+    with it, so every contender pays for storing new objects. Were the content shared, whoever
+    ran first would write the blobs and trees and the others would find them already stored
+    (on this disk a new loose object costs about a millisecond). The order rotates every round
+    so that no one always runs first on a cold cache.
+    """
     samples: dict[str, list[float]] = {name: [] for name in contenders}
+    names = list(contenders)
     for r in range(rounds):
-        for name, run in contenders.items():
-            prepare(r)
-            samples[name].append(run(r))
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            tag = f"{name}-{r}"
+            prepare(tag)
+            samples[name].append(contenders[name](tag))
     return {name: Timing(values) for name, values in samples.items()}
 
 
@@ -150,11 +165,11 @@ def bench_repo(root: Path, files: int, rounds: int) -> tuple[list[Row], list[Slo
 
     # Create with 100 changed files.
     clean(repo)
-    dirty(repo, files, 100, "base")
-    create = interleaved(rounds, lambda r: None, {
-        "ours": lambda r: timed(lambda: cps.create("bench")),
-        "floor": lambda r: _sh(FLOOR_CREATE, repo, idx, f"c{r}"),
-        "stash": lambda r: _sh(STASH_CREATE, repo),
+    changed = dirty(repo, files, 100, "base")
+    create = interleaved(rounds, lambda tag: rewrite(repo, changed, tag), {
+        "ours": lambda tag: timed(lambda: cps.create("bench")),
+        "floor": lambda tag: _sh(FLOOR_CREATE, repo, idx, tag),
+        "stash": lambda tag: _sh(STASH_CREATE, repo),
     })
     rows.append(("create", create["ours"], "plumbing script (floor)", create["floor"]))
     rows.append(("create", create["ours"], "git stash create", create["stash"]))
@@ -171,15 +186,11 @@ def bench_repo(root: Path, files: int, rounds: int) -> tuple[list[Row], list[Slo
         "--pathspec-file-nul"
     )
 
-    def redirty(r: int) -> None:
-        for rel in modified:
-            (repo / rel).write_text(f"again {r}\n")
-
-    partial = interleaved(rounds, redirty, {
-        "ours": lambda r: timed(lambda: cps.restore(base.id, paths=modified, by="bench")),
-        "git": lambda r: _sh(restore_anchor, repo),
-        "floor+safety": lambda r: _sh(
-            FLOOR_CREATE_THEN.format(then=restore_anchor), repo, idx, f"p{r}"
+    partial = interleaved(rounds, lambda tag: rewrite(repo, modified, tag), {
+        "ours": lambda tag: timed(lambda: cps.restore(base.id, paths=modified, by="bench")),
+        "git": lambda tag: _sh(restore_anchor, repo),
+        "floor+safety": lambda tag: _sh(
+            FLOOR_CREATE_THEN.format(then=restore_anchor), repo, idx, tag
         ),
     })
     rows.append((f"restore {len(modified)} paths", partial["ours"], "git restore --source",
@@ -196,13 +207,10 @@ def bench_repo(root: Path, files: int, rounds: int) -> tuple[list[Row], list[Slo
         then=f'GIT_INDEX_FILE="$idx" git read-tree --reset -u {base.commit}'
     )
 
-    def redirty_all(r: int) -> None:
-        dirty(repo, files, 100, f"f{r}")
-
-    full = interleaved(rounds, redirty_all, {
-        "ours": lambda r: timed(lambda: cps.restore(base.id, by="bench")),
-        "git": lambda r: _sh(full_anchor, repo),
-        "floor+safety": lambda r: _sh(full_with_safety, repo, idx, f"f{r}"),
+    full = interleaved(rounds, lambda tag: dirty(repo, files, 100, tag) and None, {
+        "ours": lambda tag: timed(lambda: cps.restore(base.id, by="bench")),
+        "git": lambda tag: _sh(full_anchor, repo),
+        "floor+safety": lambda tag: _sh(full_with_safety, repo, idx, tag),
     })
     rows.append(("full restore", full["ours"], "read-tree --reset -u, private index", full["git"]))
     rows.append(("full restore", full["ours"], "floor + read-tree (with safety)",
@@ -233,10 +241,10 @@ def _per_file(repo: Path, cps: Checkpoints, files: int, rounds: int, changed: in
     ``changed`` modified files (ours, floor + git restore)."""
     clean(repo)
     source = cps.create("slope source")
-    dirty(repo, files, changed, f"s{changed}")
-    create = interleaved(rounds, lambda r: None, {
-        "ours": lambda r: _timed(lambda: cps.create("slope")),
-        "floor": lambda r: _sh(FLOOR_CREATE, repo, idx, f"s{changed}-{r}"),
+    dirtied = dirty(repo, files, changed, f"s{changed}")
+    create = interleaved(rounds, lambda tag: rewrite(repo, dirtied, f"{changed}-{tag}"), {
+        "ours": lambda tag: _timed(lambda: cps.create("slope")),
+        "floor": lambda tag: _sh(FLOOR_CREATE, repo, idx, f"s{changed}-{tag}"),
     })
     clean(repo)
     paths = dirty(repo, files, changed, "p", created=False)
@@ -247,13 +255,9 @@ def _per_file(repo: Path, cps: Checkpoints, files: int, rounds: int, changed: in
         "--pathspec-file-nul"
     )
 
-    def redirty(r: int) -> None:
-        for rel in paths:
-            (repo / rel).write_text(f"again {r}\n")
-
-    restore = interleaved(rounds, redirty, {
-        "ours": lambda r: _timed(lambda: cps.restore(source.id, paths=paths, by="bench")),
-        "floor": lambda r: _sh(anchor, repo, idx, f"r{changed}-{r}"),
+    restore = interleaved(rounds, lambda tag: rewrite(repo, paths, f"{changed}-{tag}"), {
+        "ours": lambda tag: _timed(lambda: cps.restore(source.id, paths=paths, by="bench")),
+        "floor": lambda tag: _sh(anchor, repo, idx, f"r{changed}-{tag}"),
     })
     return create["ours"], create["floor"], restore["ours"], restore["floor"]
 
