@@ -37,8 +37,10 @@ from versatil_fs.executor import (
     RunStore,
     TaskRun,
     WaveExecutor,
+    admits,
     leftover_processes,
     report,
+    waves_in_flight,
 )
 from versatil_fs.plan import Plan
 
@@ -540,26 +542,66 @@ def test_the_demo_chapter_tells_the_whole_wave_story(git_repo: Path) -> None:
     assert (git_repo / "docs/auth/security-review.md").exists()
 
 
-def test_max_waves_lets_the_next_wave_start_but_not_the_one_after(
+def test_with_two_waves_in_flight_a_task_of_the_wave_after_next_does_not_start(
     git_repo: Path, marks: Path
 ) -> None:
-    # `slow` (wave 1) runs until `b` (wave 2) has started: waves overlap. With two waves in
-    # flight, `c` (wave 3) must still wait for `slow`.
+    # slow1 (wave 1) and slow2 (wave 2) run until `release` exists; only `opener` (wave 2)
+    # creates it. When `b` ends, one slot frees and both `c` (wave 3, ranked first by its
+    # priority) and `opener` are ready: with waves 1 and 2 in flight `c` must not take the
+    # slot, so `opener` gets it. Were `c` let in, `opener` would wait for a slot until the
+    # slow tasks gave up, and `c` would have started before slow1 ended.
+    release = WAIT_FOR.format(path=marks / "release")
+    tasks = [
+        {"id": "a", "agent": "Marcus", "writes": ["a"], "priority": 2, "run": "true"},
+        {"id": "slow1", "agent": "Dana", "writes": ["slow1"], "priority": 2,
+         "run": timed(marks, "slow1", release)},
+        {"id": "slow2", "agent": "James", "writes": ["slow2"], "needs": ["a"], "priority": 2,
+         "run": timed(marks, "slow2", release)},
+        {"id": "b", "agent": "Maria", "writes": ["b"], "needs": ["a"], "priority": 2,
+         "run": "true"},
+        {"id": "opener", "agent": "Alex", "writes": ["opener"], "needs": ["a"],
+         "run": timed(marks, "opener", f'touch "{marks / "release"}"')},
+        {"id": "c", "agent": "Victor", "writes": ["c"], "needs": ["b"], "priority": 9,
+         "run": timed(marks, "c", "true")},
+    ]
+    run = run_plan(git_repo, write_plan(git_repo / "plan.yaml", tasks), max_agents=3)
+    assert run.max_waves == 2  # the default
+    assert run.status == "succeeded", {t.id: t.error for t in run.tasks.values()}
+    assert {t: run.tasks[t].wave for t in ("a", "slow1", "slow2", "b", "opener", "c")} == {
+        "a": 1, "slow1": 1, "slow2": 2, "b": 2, "opener": 2, "c": 3,
+    }
+    slow1, opener, c = (interval(marks, n) for n in ("slow1", "opener", "c"))
+    assert opener[0] <= c[0]
+    assert slow1[1] <= c[0]  # wave 3 waited until wave 1 was no longer in flight
+
+
+def test_a_straggler_does_not_hold_back_waves_once_the_next_one_is_done(
+    git_repo: Path, marks: Path
+) -> None:
+    # `slow` (wave 1) runs until `c` (wave 3) has started. Once `b` (wave 2) is done only wave
+    # 1 is in flight, so `c` may start beside the straggler: counting every wave not done
+    # (wave 1 here) as in flight would keep `c` waiting for `slow`, which waits for `c`.
     tasks = [
         {"id": "slow", "agent": "Dana", "writes": ["slow"],
-         "run": timed(marks, "slow", WAIT_FOR.format(path=marks / "b.start"))},
-        {"id": "a", "agent": "Marcus", "writes": ["a"], "run": timed(marks, "a", "true")},
-        {"id": "b", "agent": "Marcus", "writes": ["b"], "needs": ["a"],
-         "run": timed(marks, "b", "true")},
+         "run": timed(marks, "slow", WAIT_FOR.format(path=marks / "c.start"))},
+        {"id": "a", "agent": "Marcus", "writes": ["a"], "run": "true"},
+        {"id": "b", "agent": "Marcus", "writes": ["b"], "needs": ["a"], "run": "true"},
         {"id": "c", "agent": "James", "writes": ["c"], "needs": ["b"],
          "run": timed(marks, "c", "true")},
     ]
     run = run_plan(git_repo, write_plan(git_repo / "plan.yaml", tasks), max_waves=2)
-    assert run.status == "succeeded"
+    assert run.status == "succeeded", {t.id: t.error for t in run.tasks.values()}
     assert [run.tasks[t].wave for t in ("slow", "a", "b", "c")] == [1, 1, 2, 3]
-    slow, b, c = (interval(marks, n) for n in ("slow", "b", "c"))
-    assert b[0] < slow[1]  # wave 2 ran while wave 1 was still in flight
-    assert c[0] >= slow[1]  # wave 3 waited: at most two waves at once
+    slow, c = (interval(marks, n) for n in ("slow", "c"))
+    assert c[0] < slow[1]
+
+
+def test_the_window_admits_a_wave_in_flight_or_one_more_up_to_the_limit() -> None:
+    assert waves_in_flight([3, 1, 3]) == {3: 2, 1: 1}
+    assert admits({}, 7, 1)
+    assert admits({1: 1}, 1, 1) and not admits({1: 1}, 2, 1)
+    assert admits({1: 2}, 5, 2)  # wave 5 beside a wave-1 straggler: two in flight
+    assert not admits({1: 1, 2: 3}, 3, 2) and admits({1: 1, 2: 3}, 2, 2)
 
 
 def test_with_checkpoints_off_a_failed_task_keeps_its_files_and_says_so(
