@@ -95,7 +95,14 @@ from versatil_fs.errors import (
     VersatilError,
 )
 from versatil_fs.locks.table import Claim
-from versatil_fs.plan import ConflictIndex, Plan, Task, critical_path, lower_bound
+from versatil_fs.plan import (
+    ConflictIndex,
+    Plan,
+    Schedule,
+    Task,
+    critical_path,
+    lower_bound,
+)
 from versatil_fs.repo import Repository
 from versatil_fs.state import StateDir
 
@@ -410,6 +417,26 @@ def kill_leftovers(run_id: str, task_id: str | None = None, timeout: float = 10.
 
 
 # The waves-in-flight window ----------------------------------------------------------------------
+def ranks(tasks: Sequence[Task], schedule: Schedule) -> dict[str, tuple[int, float, int, int]]:
+    """The order ready tasks start in, as sort keys: highest priority first, then the longest
+    estimated chain from the task to the end of the plan (the classic list-scheduling rule that
+    keeps the makespan near its lower bound), then the most tasks on it, then plan order."""
+    dependents: dict[str, list[str]] = {t.id: [] for t in tasks}
+    for task in tasks:
+        for need in task.needs:
+            dependents[need].append(task.id)
+    by_id = {t.id: t for t in tasks}
+    ahead: dict[str, tuple[float, int]] = {}
+    for wave in reversed(schedule.waves):  # dependents come in later waves
+        for task_id in wave.tasks:
+            after = max((ahead[d] for d in dependents[task_id]), default=(0.0, 0))
+            ahead[task_id] = (after[0] + (by_id[task_id].estimate or 0.0), after[1] + 1)
+    order = {t.id: i for i, t in enumerate(tasks)}
+    return {
+        t: (-by_id[t].priority, -length, -count, order[t]) for t, (length, count) in ahead.items()
+    }
+
+
 def waves_in_flight(waves: Iterable[int]) -> dict[int, int]:
     """Wave -> how many of its tasks are in flight, from the waves of the tasks in flight."""
     found: dict[int, int] = {}
@@ -741,7 +768,7 @@ class WaveExecutor:
         self._claims = self._resolve_claims()
         self.schedule = plan.schedule(agents=self.max_agents, claims=self._claims)
         self._after = self._conflict_predecessors()
-        self._rank = self._ranks()
+        self._rank = ranks(plan.tasks, self.schedule)
         self._checkpoints: Any = None
         self._journal: _Journal
 
@@ -1076,10 +1103,8 @@ class WaveExecutor:
             ready.append(task)
         if not ready:
             return
-        # Highest priority first, then the longest chain still ahead (critical path first:
-        # the classic list-scheduling rule that keeps the makespan near its lower bound),
-        # then the earlier wave and plan order.
-        ready.sort(key=lambda t: (-t.priority, self._rank[t.id], run.tasks[t.id].wave))
+        # Highest priority first, then critical path first (see ranks()).
+        ready.sort(key=lambda t: self._rank[t.id])
         in_flight = waves_in_flight(run.tasks[t].wave for t in self._workers)
         for task in ready:
             wave = run.tasks[task.id].wave
@@ -1402,21 +1427,6 @@ class WaveExecutor:
             for task_id in wave.tasks:
                 index.add(task_id, self._claims[task_id])
         return after
-
-    def _ranks(self) -> dict[str, tuple[float, int, int]]:
-        """Sort keys for ready tasks: the longest estimated chain from the task to the end of
-        the plan (negated, longest first), the number of tasks on it, and plan order."""
-        dependents: dict[str, list[str]] = {t.id: [] for t in self.plan.tasks}
-        for task in self.plan.tasks:
-            for need in task.needs:
-                dependents[need].append(task.id)
-        ahead: dict[str, tuple[float, int]] = {}
-        for wave in reversed(self.schedule.waves):  # dependents come in later waves
-            for task_id in wave.tasks:
-                after = max((ahead[d] for d in dependents[task_id]), default=(0.0, 0))
-                ahead[task_id] = (after[0] + (self.tasks[task_id].estimate or 0.0), after[1] + 1)
-        order = {t.id: i for i, t in enumerate(self.plan.tasks)}
-        return {t: (-length, -count, order[t]) for t, (length, count) in ahead.items()}
 
     def _write_paths(self, task: Task) -> list[str]:
         return [
