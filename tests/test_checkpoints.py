@@ -325,6 +325,80 @@ def test_awkward_names_exec_bits_and_symlinks_survive_a_round_trip(repo: Path) -
     assert os.stat(repo / "run.sh").st_mode & 0o111
 
 
+def test_the_checkpoint_tree_is_the_tree_add_and_write_tree_give(
+    repo: Path, tmp_path: Path
+) -> None:
+    """The commit is built by fast-import from HEAD's tree plus the changed paths; whatever the
+    mix of changes, its tree must be the one `add -A` + `write-tree` on a copy of the index
+    gives."""
+    for name in [*AWKWARD, 'quote".txt', "back\\slash.txt", "tab\tname.txt"]:
+        write(repo, name, f"content of {name}\n")
+    write(repo, "src/new/deep/er/file.py", "deep\n")
+    (repo / "src" / "b.py").unlink()
+    (repo / "docs" / "guide.md").unlink()
+    (repo / "docs").rmdir()
+    write(repo, "docs", "a file where a directory was\n")
+    (repo / "README.md").unlink()
+    write(repo, "README.md/inner.txt", "a directory where a file was\n")
+    write(repo, "src/a.py", "staged\n")
+    git(repo, "add", "src/a.py")
+    write(repo, "src/a.py", "changed again after staging\n")
+    write(repo, "run.sh", "#!/bin/sh\n").chmod(0o755)
+    os.symlink("src/a.py", repo / "link")
+    head = git(repo, "rev-parse", "HEAD")
+
+    record = Checkpoints(repo).create("a mix of changes")
+
+    index = tmp_path / "index"
+    index.write_bytes((repo / ".git" / "index").read_bytes())
+    env = {**os.environ, "GIT_INDEX_FILE": str(index)}
+    subprocess.run(["git", "add", "-A"], cwd=repo, env=env, check=True, capture_output=True)
+    tree = subprocess.run(["git", "write-tree"], cwd=repo, env=env, check=True,
+                          capture_output=True, text=True).stdout.strip()
+    assert record.tree == tree
+    assert git(repo, "rev-parse", f"{record.commit}^{{tree}}").strip() == tree
+    assert git(repo, "rev-parse", f"{record.commit}^").strip() == head.strip() == record.parent
+    assert git(repo, "rev-parse", REF_PREFIX + record.id).strip() == record.commit
+
+
+def test_an_id_drawn_twice_is_drawn_again_and_the_existing_ref_never_moves(
+    repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import versatil_fs.checkpoints as module
+
+    cps = Checkpoints(repo)
+    first = cps.create("first")
+    draws = iter([first.id])  # the next create draws the same id once
+    real = module._new_id
+    monkeypatch.setattr(module, "_new_id", lambda started, wave: next(draws, real(started, wave)))
+    write(repo, "src/a.py", "changed\n")
+    second = cps.create("second")
+    assert second.id != first.id
+    assert git(repo, "rev-parse", REF_PREFIX + first.id).strip() == first.commit
+    assert git(repo, "rev-parse", REF_PREFIX + second.id).strip() == second.commit
+    assert [r.id for r in cps.list()] == [first.id, second.id]
+    assert not list((repo / ".git").glob("fast_import_crash_*"))
+
+
+def test_a_checkpoint_writes_its_trees_and_commit_as_one_pack(repo: Path) -> None:
+    """20 new files two directories deep: 20 new blobs (stored loose by `git add`), and 42 new
+    trees plus the commit, which fast-import writes as one pack rather than 43 files."""
+    def loose() -> int:
+        counts = dict(line.split(": ") for line in git(repo, "count-objects", "-v").splitlines())
+        return int(counts["count"])
+
+    def packs() -> int:
+        return len(list((repo / ".git" / "objects" / "pack").glob("*.pack")))
+
+    for i in range(20):
+        write(repo, f"pkg/m{i}/deep/f.py", f"value = {i}\n")
+    loose_before, packs_before = loose(), packs()
+    record = Checkpoints(repo).create("many new files and trees")
+    assert loose() - loose_before == 20
+    assert packs() - packs_before == 1
+    assert record.files == len(INITIAL_FILES) + 20
+
+
 def test_partial_restore_of_a_name_that_looks_like_a_pattern(repo: Path) -> None:
     write(repo, "*.py", "star\n")
     cps = Checkpoints(repo)
