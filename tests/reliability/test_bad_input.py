@@ -108,7 +108,6 @@ class Case:
     process: bool = False  # a real process (rlimits, mounts), not run_cli in this process
     timeout: float = 120.0  # for a real process: an answer must come within this
     damaged: str = ""  # a state file that may be moved aside (exit 0 with a notice allowed)
-    usage: bool = False  # a click usage error: "Usage:"/"Try" lines, then one "Error:" line
     limit: int = 0  # RLIMIT_FSIZE for the process, in bytes (writes past it fail with EFBIG)
     after: Callable[[World, Result], list[str]] | None = None  # locks not as the exit said
     changes: tuple[str, ...] = ()  # state files a succeeding command may rewrite
@@ -158,6 +157,13 @@ GARBAGE = bytes(range(256)) * 3
 # The corpus -------------------------------------------------------------------------------------
 CASES: dict[str, Case] = {}
 
+# The command line itself: click's usage errors, one sentence each like every other error.
+CASES["usage/unknown-option"] = Case(("lock", "--bogus", "db:x"), mentions=("--bogus", "--help"))
+CASES["usage/missing-argument"] = Case(("wave", "run"), mentions=("FILE", "wave run --help"))
+CASES["usage/unknown-command"] = Case(("frobnicate",), mentions=("frobnicate",))
+CASES["usage/not-a-number"] = Case(("lock", "--wait", "soon", "db:x"), mentions=("--wait", "soon"))
+CASES["usage/out-of-range"] = Case(("checkpoint", "list", "--tail", "0"), mentions=("--tail",))
+
 # Repository configuration (.versatil): syntax, unknown keys, wrong types, bad values.
 for path in sorted((DATA / "config").glob("*.toml")):
     CASES[f"config/{path.stem}"] = Case(
@@ -201,7 +207,7 @@ for name in ("cycle", "duplicate-id", "unknown-need", "binary-garbage"):
     )
 CASES["plan/missing-file"] = Case(("wave", "plan", "{tmp}/no-such-plan.yaml"),
                                   mentions=("no-such-plan.yaml",))
-CASES["plan/a-directory"] = Case(("wave", "run", "{tmp}"), mentions=("{tmp}",), usage=True)
+CASES["plan/a-directory"] = Case(("wave", "run", "{tmp}"), mentions=("{tmp}",))
 
 # The lock table: damaged in every way; moved aside, reported once, rebuilt with Keeper's lock.
 TABLE = "home:logs/resource-locks.json"
@@ -311,8 +317,7 @@ CASES["path/lock-held-by-keeper"] = Case(
 CASES["path/restore-file-locked-by-keeper"] = Case(
     ("checkpoint", "restore", "{cp0}", "--path", "docs"), codes=(1,),
     mentions=("Keeper",), plant=_write("repo:docs/guide.md", b"# edited under a lock\n"))
-CASES["path/minus-C-missing"] = Case(("-C", "{tmp}/nowhere", "locks"), mentions=("nowhere",),
-                                     usage=True)
+CASES["path/minus-C-missing"] = Case(("-C", "{tmp}/nowhere", "locks"), mentions=("nowhere",))
 
 # Not a git repository.
 for name, args in {
@@ -537,13 +542,7 @@ def _run(case: Case, w: World) -> Result:
 def _check_answer(case: Case, w: World, result: Result, tally: Tally) -> None:
     tally.bad_inputs += 1
     mentions = [_fill(m, w) for m in case.mentions]
-    if case.usage:
-        lines = result.err_lines
-        problems = [] if lines and lines[-1].startswith("Error:") else ["no Error: line"]
-        problems += [f"missing {m!r}" for m in mentions if m not in result.err]
-        if result.code not in case.codes or "Traceback" in result.err:
-            problems.append(f"exit {result.code}")
-    elif case.damaged and result.code == 0:
+    if case.damaged and result.code == 0:
         problems = one_line_problems(result, (0,), [*mentions, "moved it aside"])
     else:
         problems = one_line_problems(result, case.codes, mentions)

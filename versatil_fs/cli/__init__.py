@@ -84,6 +84,14 @@ def run_cli(group: click.Command, args: list[str] | None = None, prog: str = "ve
         result = group.main(args=args, prog_name=prog, standalone_mode=False)
     except click.exceptions.Exit as exc:
         return exc.exit_code
+    except click.UsageError as exc:
+        # One sentence, not click's Usage / Try / blank / Error block: scripts and agents
+        # read stderr, and the command's --help is one call away.
+        where = exc.ctx.command_path if exc.ctx is not None else prog
+        message = " ".join(exc.format_message().split()).rstrip(".")
+        message = message[:1].lower() + message[1:]
+        print(f"{where}: {message} (`{where} --help` shows how to call it).", file=sys.stderr)
+        return exc.exit_code
     except click.ClickException as exc:
         exc.show()
         return exc.exit_code
