@@ -249,13 +249,15 @@ def test_large_new_file_is_reported(repo: Path) -> None:
     assert any("big.bin" in w and "MB" in w for w in record.warnings)
 
 
-def test_large_file_size_comes_from_the_environment(
+def test_large_file_size_comes_from_the_configuration(
     repo: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("VERSATIL_CHECKPOINT_LARGE_FILE_MB", "0.001")
     write(repo, "big.bin", "x" * 2048)
+    write(repo, ".versatil", "[checkpoints]\nlarge_file_mb = 0.001\n")
     assert Checkpoints(repo).create().large_files == {"big.bin": 2048}
-    monkeypatch.setenv("VERSATIL_CHECKPOINT_LARGE_FILE_MB", "lots")
+    monkeypatch.setenv("VERSATIL_CHECKPOINTS_LARGE_FILE_MB", "1")
+    assert Checkpoints(repo).create().large_files == {}
+    monkeypatch.setenv("VERSATIL_CHECKPOINTS_LARGE_FILE_MB", "lots")
     with pytest.raises(UsageError, match="megabytes"):
         Checkpoints(repo).create()
 

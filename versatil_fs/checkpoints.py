@@ -73,7 +73,6 @@ SCHEMA_VERSION = 1
 REF_PREFIX = "refs/versatil/checkpoints/"
 DEFAULT_MAX_CHECKPOINTS = 10
 DEFAULT_LARGE_FILE_MB = 50.0
-LARGE_FILE_ENV = "VERSATIL_CHECKPOINT_LARGE_FILE_MB"
 
 GITLINK_MODE = "160000"
 _COMMITTER_EMAIL = "versatil@localhost"
@@ -486,13 +485,11 @@ class Checkpoints:
 
     def large_file_bytes(self) -> int:
         """New files above this size get a warning: the constructor's ``large_file_mb``, else
-        ``checkpoints.large_file_mb`` in the configuration, else $VERSATIL_CHECKPOINT_LARGE_FILE_MB,
-        else 50 MB."""
+        ``checkpoints.large_file_mb`` in the configuration (files, or
+        $VERSATIL_CHECKPOINTS_LARGE_FILE_MB), else 50 MB."""
         megabytes = self._large_file_mb
         if megabytes is None:
-            megabytes = getattr(self._settings(), "large_file_mb", None)
-        if megabytes is None:
-            megabytes = _large_file_mb_from_env()
+            megabytes = getattr(self._settings(), "large_file_mb", DEFAULT_LARGE_FILE_MB)
         return int(float(megabytes) * 1024 * 1024)
 
     def _settings(self) -> Any:
@@ -1066,16 +1063,6 @@ def _in_background(work: Callable[[], _T]) -> Iterator[Callable[[], _T]]:
 def checkpoint(message: str, repo: str | os.PathLike[str] = ".") -> CheckpointRecord:
     """One line for long scripts: ``checkpoint("migration-step1")``."""
     return Checkpoints(repo).create(message)
-
-
-def _large_file_mb_from_env() -> float:
-    raw = os.environ.get(LARGE_FILE_ENV, "").strip()
-    if not raw:
-        return DEFAULT_LARGE_FILE_MB
-    try:
-        return float(raw)
-    except ValueError:
-        raise UsageError(f"{LARGE_FILE_ENV} must be a number of megabytes, not {raw!r}.") from None
 
 
 def _new_id(started: float, wave: int | None) -> str:

@@ -70,6 +70,10 @@ _Seconds = Annotated[
     float,
     Meta(gt=0, le=_MAX_SECONDS, description="a number of seconds greater than 0 (at most 1e9)"),
 ]
+_Megabytes = Annotated[
+    float,
+    Meta(gt=0, le=_MAX_SECONDS, description="a number of megabytes greater than 0 (at most 1e9)"),
+]
 _Delay = Annotated[
     float, Meta(ge=0, le=_MAX_SECONDS, description="a number of seconds, 0 or more (at most 1e9)")
 ]
@@ -111,6 +115,7 @@ class CheckpointSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=Tru
     interval: _Seconds = 60.0
     max_checkpoints: _Count = 10
     auto_recover: _Switch = True
+    large_file_mb: _Megabytes = 50.0  # a new file above this size gets a warning
 
 
 class Parallel(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):

@@ -372,7 +372,7 @@ def test_create_warns_about_gitlinks_and_large_files_and_show_says_so(
     repo: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(repo)
-    monkeypatch.setenv("VERSATIL_CHECKPOINT_LARGE_FILE_MB", "0.001")
+    monkeypatch.setenv("VERSATIL_CHECKPOINTS_LARGE_FILE_MB", "0.001")
     nested = repo / "nested"
     nested.mkdir()
     git(nested, "init", "-q")
