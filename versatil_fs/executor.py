@@ -698,7 +698,7 @@ class _Journal:
 class _Outcome:
     """What a worker thread reports to the main thread."""
 
-    task: str
+    task: str  # "" for a wave-start
     kind: Literal["started", "finished", "waiting", "wave-start"]
     status: Status = "running"
     exit_code: int | None = None
@@ -763,6 +763,7 @@ class WaveExecutor:
         self._checkpoint_seq: dict[str, int] = {}
         self._ended_seq: dict[str, int] = {}
         self._wave_gates: dict[int, threading.Lock] = {}  # one maker of each wave's checkpoint
+        self._making: set[int] = set()  # waves whose checkpoint _make_ahead started (main thread)
         self._failed_root: dict[str, str] = {}  # skipped task -> the failed task behind it
         self.run_state: RunState | None = None
         self._claims = self._resolve_claims()
@@ -989,10 +990,10 @@ class WaveExecutor:
 
     def _apply(self, outcome: _Outcome) -> None:
         run = self._state()
-        task_run = run.tasks[outcome.task]
         if outcome.kind == "wave-start":
             self.observer.event(run, "wave-start", None, outcome.detail)
             return
+        task_run = run.tasks[outcome.task]
         if outcome.kind == "waiting":
             self.observer.event(run, "task-waiting", task_run, "waiting for its locks")
             return
@@ -1103,6 +1104,8 @@ class WaveExecutor:
             ready.append(task)
         if not ready:
             return
+        for wave in {run.tasks[t.id].wave for t in ready}:
+            self._make_ahead(wave)
         # Highest priority first, then critical path first (see ranks()).
         ready.sort(key=lambda t: self._rank[t.id])
         in_flight = waves_in_flight(run.tasks[t].wave for t in self._workers)
@@ -1144,28 +1147,12 @@ class WaveExecutor:
         """The checkpoint this task's files go back to if it fails (see the module docstring).
 
         Called from the task's worker thread before it takes its locks, so the scheduler goes
-        on starting other tasks meanwhile. The wave's checkpoint is made once: the first of
-        its tasks to get here makes it (under the wave's gate), the others wait for it.
+        on starting other tasks meanwhile.
         """
         run = self._state()
         if not run.checkpoints:
             return None
-        with self._mutex:
-            gate = self._wave_gates.setdefault(wave, threading.Lock())
-        with gate:
-            with self._mutex:
-                checkpoint = run.wave_checkpoints.get(wave)
-            if checkpoint is None:
-                checkpoint = self._checkpoint(f"before wave {wave}", wave)
-                with self._mutex:
-                    run.wave_checkpoints[wave] = checkpoint
-                self._journal.note()
-                faults.point("wave.after-wave-checkpoint")
-                self._emit("wave-start", None, wave=wave, checkpoint=checkpoint)
-                self._inbox.put(_Outcome(
-                    task=task.id, kind="wave-start", wave=wave,
-                    detail=f"wave {wave} (checkpoint {checkpoint})",
-                ))
+        checkpoint = self._wave_checkpoint(wave)
         with self._mutex:
             # Every conflicting predecessor has ended (the scheduler starts a task only then)
             # and its end has its number; a checkpoint whose making began before one of those
@@ -1176,6 +1163,49 @@ class WaveExecutor:
         if stale:
             checkpoint = self._checkpoint(f"wave {wave}, before task {task.id}", wave)
         return checkpoint
+
+    def _wave_checkpoint(self, wave: int) -> str:
+        """The wave's checkpoint, made once: whoever comes first makes it under the wave's
+        gate (a task's worker, or :meth:`_make_ahead`), and the others wait for it."""
+        run = self._state()
+        with self._mutex:
+            gate = self._wave_gates.setdefault(wave, threading.Lock())
+        with gate:
+            with self._mutex:
+                checkpoint = run.wave_checkpoints.get(wave)
+            if checkpoint is not None:
+                return checkpoint
+            checkpoint = self._checkpoint(f"before wave {wave}", wave)
+            with self._mutex:
+                run.wave_checkpoints[wave] = checkpoint
+            self._journal.note()
+            faults.point("wave.after-wave-checkpoint")
+            self._emit("wave-start", None, wave=wave, checkpoint=checkpoint)
+            self._inbox.put(_Outcome(
+                task="", kind="wave-start", wave=wave,
+                detail=f"wave {wave} (checkpoint {checkpoint})",
+            ))
+            return checkpoint
+
+    def _make_ahead(self, wave: int) -> None:
+        """Start making the checkpoint of a wave that has a ready task, in the background.
+
+        A ready task often waits for a slot; its wave's checkpoint is then made meanwhile
+        instead of on its path once it starts. It is the same checkpoint its first task would
+        make (the task is ready: whatever conflicts with it has ended), only sooner; a task of
+        the wave for which it is too old gets a fresh one (:meth:`_baseline`).
+        """
+        run = self._state()
+        if not run.checkpoints or wave in self._making or wave in run.wave_checkpoints:
+            return
+        self._making.add(wave)
+
+        def make() -> None:
+            # A failure here is not lost: the wave's first task tries again and fails with it.
+            with contextlib.suppress(Exception):
+                self._wave_checkpoint(wave)
+
+        threading.Thread(target=make, name=f"checkpoint-wave-{wave}", daemon=True).start()
 
     def _checkpoint(self, message: str, wave: int) -> str:
         run = self._state()
