@@ -108,9 +108,10 @@ def dirty(repo: Path, files: int, changed: int, tag: str, *, created: bool = Tru
 
 
 def rewrite(repo: Path, paths: list[str], tag: str) -> None:
-    """New content in each of ``paths`` (which exist): changes no one has stored yet."""
+    """New content in each of ``paths``, different in every file: changes no one has stored
+    yet, one new blob each (as real edits are)."""
     for rel in paths:
-        (repo / rel).write_text(f"again {tag}\n")
+        (repo / rel).write_text(f"again {tag} {rel}\n")
 
 
 def clean(repo: Path) -> None:
