@@ -363,6 +363,22 @@ def test_the_checkpoint_tree_is_the_tree_add_and_write_tree_give(
     assert git(repo, "rev-parse", REF_PREFIX + record.id).strip() == record.commit
 
 
+def test_a_sha256_repository_round_trips(tmp_path: Path) -> None:
+    root = tmp_path / "sha256"
+    root.mkdir()
+    git(root, "init", "-q", "--object-format=sha256")
+    commit_files(root, INITIAL_FILES, message="initial")
+    write(root, "src/new/file.py", "new\n")
+    cps = Checkpoints(root)
+    record = cps.create("sha256")
+    expected = content_state(root)
+    assert len(record.commit) == len(record.tree) == 64
+    write(root, "src/a.py", "changed\n")
+    (root / "src" / "new" / "file.py").unlink()
+    cps.restore(record.id)
+    assert content_state(root) == expected
+
+
 def test_an_id_drawn_twice_is_drawn_again_and_the_existing_ref_never_moves(
     repo: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
