@@ -37,8 +37,10 @@ under every rule.
 
 Checkpoints and rollback
 ------------------------
-A checkpoint is made before a wave's first task runs, by that task's worker thread (the
-scheduler goes on meanwhile); the wave's other tasks wait for it rather than make their own.
+A checkpoint is made before a wave's first task runs, once for the wave and off the
+scheduler's thread: in the background as soon as one of the wave's tasks is ready (it often
+waits for a slot meanwhile), or else by the worker of the first task to start; the wave's other
+tasks wait for it rather than make their own.
 A failed task (non-zero exit, timeout, or locks it could not get) has its modified files
 restored from its *baseline*, while it still holds its locks. The baseline is its wave's
 checkpoint, unless a task that conflicts with it ended after that checkpoint's making began
@@ -52,13 +54,14 @@ Crash safety
 The run's state is one msgpack document, written durably (fsync, rename, fsync of the
 directory) after every transition by one writer thread; transitions that happen together share
 a write (see :class:`_Journal`). A task is recorded as running — with its file snapshot — and
-that record is on disk *before* its process is started. ``resume`` after a ``kill -9`` of the
-executor kills what is left of the tasks that were running (found by the ``VERSATIL_WAVE_TASK``
-marker in their environment, which every descendant inherits, so no PID has to be trusted),
-rolls their files back from the snapshot, and runs them again; tasks recorded as succeeded,
-failed or skipped are never run again. A task that ended in the instant between its exit and
-the state write is seen as running and is rolled back and re-run: its outcome was never
-recorded.
+that record is on disk *before* its process is started: appended to the run's write-ahead file
+and fdatasynced, which readers apply over the document until the document catches up.
+``resume`` after a ``kill -9`` of the executor kills what is left of the tasks that were running
+(found by the ``VERSATIL_WAVE_TASK`` marker in their environment, which every descendant
+inherits, so no PID has to be trusted), rolls their files back from the snapshot, and runs
+them again; tasks recorded as succeeded, failed or skipped are never run again. A task that
+ended in the instant between its exit and the state write is seen as running and is rolled
+back and re-run: its outcome was never recorded.
 
 What it does not do: roll back writes outside a task's declared write paths, or files git
 ignores. And a file a failed task modified goes back to the task's baseline checkpoint, so a
@@ -75,9 +78,11 @@ import itertools
 import os
 import queue
 import signal
+import struct
 import subprocess
 import threading
 import time
+import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -177,6 +182,9 @@ class RunState(msgspec.Struct, kw_only=True):
     tasks: dict[str, TaskRun]
     sessions: list[Session] = []
     lower_bound_estimate: float = 0.0
+    # The number of the last start record (see _Journal.log) whose transition this document
+    # holds: the records after it in waves/<run>.wal are newer than the document.
+    journal: int = 0
 
     @property
     def done(self) -> bool:
@@ -198,10 +206,43 @@ _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(RunState)
 
 
+class _Record(msgspec.Struct, array_like=True):
+    """One record of a run's write-ahead file: a task as it was when it started."""
+
+    number: int
+    task: TaskRun
+
+
+_record_decoder = msgspec.msgpack.Decoder(_Record)
+_FRAME = struct.Struct("<II")  # payload length, CRC-32 of the payload
+
+
+def _frame(record: _Record) -> bytes:
+    payload = _encoder.encode(record)
+    return _FRAME.pack(len(payload), zlib.crc32(payload)) + payload
+
+
+def _records(data: bytes) -> Iterator[_Record]:
+    """The whole records of a write-ahead file, up to the first torn or damaged one (a crash
+    in the middle of an append leaves at most the last one incomplete)."""
+    at = 0
+    while at + _FRAME.size <= len(data):
+        length, crc = _FRAME.unpack_from(data, at)
+        payload = data[at + _FRAME.size: at + _FRAME.size + length]
+        if len(payload) != length or zlib.crc32(payload) != crc:
+            return
+        try:
+            yield _record_decoder.decode(payload)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            return
+        at += _FRAME.size + length
+
+
 # Where runs are kept ----------------------------------------------------------------------------
 class RunStore:
-    """``waves/<run>.msgpack`` (the state), ``waves/<run>.lock`` (flocked by the executor
-    running it) and ``waves/<run>/`` (one log file per task) under the state directory."""
+    """``waves/<run>.msgpack`` (the state), ``waves/<run>.wal`` (task starts not yet in it, see
+    :class:`_Journal`), ``waves/<run>.lock`` (flocked by the executor running it) and
+    ``waves/<run>/`` (one log file per task) under the state directory."""
 
     def __init__(self, state: StateDir | None = None) -> None:
         self.state = state or StateDir()
@@ -212,6 +253,37 @@ class RunStore:
 
     def log_dir(self, run_id: str) -> Path:
         return self.state.subdir("waves", run_id)
+
+    def wal_path(self, run_id: str) -> Path:
+        return self.root / f"{run_id}.wal"
+
+    def open_wal(self, run_id: str) -> int:
+        """The run's write-ahead file, open for appending; its name is durable on return."""
+        fd = self.state.open_lock_file(self.wal_path(run_id))  # 0600, owned, close-on-exec
+        try:
+            fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_APPEND)
+            directory = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            try:
+                os.fsync(directory)
+            finally:
+                os.close(directory)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+    def drop_wal(self, run_id: str) -> None:
+        """Remove the write-ahead file once a durable state holds all of it."""
+        self.state.remove(self.wal_path(run_id))
+
+    def _replay(self, run: RunState) -> RunState:
+        """The state with the newer task starts of its write-ahead file applied."""
+        data = self.state.read_bytes(self.wal_path(run.id))
+        for record in _records(data or b""):
+            if record.number > run.journal and record.task.id in run.tasks:
+                run.tasks[record.task.id] = record.task
+                run.journal = record.number
+        return run
 
     def save(self, run: RunState) -> None:
         self.write(run.id, _encoder.encode(run))
@@ -237,7 +309,7 @@ class RunStore:
                 path, run_id, f"it is schema version {run.version}; this versatil reads "
                 f"version {SCHEMA_VERSION}",
             )
-        return run
+        return self._replay(run)
 
     def _damaged(self, path: Path, run_id: str, reason: str) -> StateError:
         # move_aside prints its own notice, written for state rebuilt from what is live; a
@@ -275,7 +347,7 @@ class RunStore:
             if run.version != SCHEMA_VERSION:
                 continue
             if repo_key is None or run.repo_key == repo_key:
-                found.append(run)
+                found.append(self._replay(run))
         return sorted(found, key=lambda r: r.created)
 
     @contextlib.contextmanager
@@ -623,11 +695,17 @@ class _Journal:
     within one write of happening, and transitions that come together share a write.
 
     A transition is made under ``mutex`` and followed by :meth:`note`; the writer encodes the
-    state under the same mutex, so it never sees half a transition. Whoever must not go on
-    before a transition is durable waits for it with :meth:`sync` — a task's process starts
-    only once its "running" record (with its file snapshot) is on disk. Before this, every
+    state under the same mutex, so it never sees half a transition. Before this, every
     transition paid its own fsync under the mutex, and with five tasks ending together the
     scheduler queued behind the disk.
+
+    A task's process starts only once its "running" record (with its file snapshot) is on
+    disk. Waiting for a state write for that took two fsyncs (file and directory) of the whole
+    document, often behind a write already under way; instead :meth:`log` appends the task's
+    record to the run's write-ahead file (``waves/<run>.wal``) with one ``fdatasync``, and the
+    document catches up in the background. Records are numbered; the document says up to
+    which number it holds (``RunState.journal``), and whoever reads the run applies the newer
+    records (:meth:`RunStore._replay`). The file goes once a durable document holds all of it.
     """
 
     def __init__(self, store: RunStore, run: RunState, mutex: threading.Lock) -> None:
@@ -639,8 +717,37 @@ class _Journal:
         self.written = 0
         self.failure: BaseException | None = None
         self.closing = False
+        self.wal_lock = threading.Lock()  # appends in the order of their numbers
+        self.wal_fd: int | None = None
         self.thread = threading.Thread(target=self._loop, name="wave-journal", daemon=True)
         self.thread.start()
+
+    def log(self, task: TaskRun) -> None:
+        """Make ``task`` as it now is durable before returning, ahead of the document.
+
+        The caller has made the transition under the mutex; the record is numbered and encoded
+        under it too, so a document encoded later holds the transition and a higher number.
+        The caller notes the transition for the document when it suits it (a task once its
+        process started: the document's write would otherwise compete with the spawn).
+        """
+        with self.wal_lock:
+            if self.closing:
+                raise _Stopped  # the run is over (interrupted): this task must not start
+            with self.mutex:
+                self.run.journal += 1
+                frame = _frame(_Record(number=self.run.journal, task=task))
+            try:
+                if self.wal_fd is None:
+                    self.wal_fd = self.store.open_wal(self.run.id)
+                view = memoryview(frame)
+                while view:
+                    view = view[os.write(self.wal_fd, view):]
+                os.fdatasync(self.wal_fd)
+            except OSError as exc:
+                raise StateError(
+                    f"Could not record the start of task {task.id} in "
+                    f"{self.store.wal_path(self.run.id)}: {exc.strerror or exc}"
+                ) from exc
 
     def note(self) -> int:
         """Ask for a write of the state as it now is; returns its number for :meth:`sync`."""
@@ -659,11 +766,17 @@ class _Journal:
             self._raise()
 
     def close(self) -> None:
-        """Write what is pending and stop the writer."""
+        """Write what is pending and stop the writer; the document then holds every record."""
         with self.cond:
             self.closing = True
             self.cond.notify_all()
         self.thread.join()
+        with self.wal_lock:
+            if self.wal_fd is not None:
+                os.close(self.wal_fd)
+                self.wal_fd = None
+                if self.failure is None:
+                    self.store.drop_wal(self.run.id)
         with self.cond:
             self._raise()
 
@@ -714,7 +827,6 @@ class _Outcome:
 @dataclass
 class _Worker:
     task: Task
-    thread: threading.Thread
     proc: subprocess.Popen[bytes] | None = None
 
 
@@ -755,7 +867,9 @@ class WaveExecutor:
         self.tasks = {t.id: t for t in plan.tasks}
         self._mutex = threading.Lock()  # guards self.run and its writes to disk
         self._inbox: queue.Queue[_Outcome] = queue.Queue()
-        self._workers: dict[str, _Worker] = {}
+        self._workers: dict[str, _Worker] = {}  # the tasks in flight
+        self._tasks_to_run: queue.SimpleQueue[Task | None] = queue.SimpleQueue()
+        self._pool: list[threading.Thread] = []  # at most max_agents
         self._stopping = threading.Event()
         self._git = threading.Lock()  # one checkpoint create/restore at a time in this process
         self._seq = 0  # orders checkpoint creations and task ends (see _baseline);
@@ -910,6 +1024,8 @@ class WaveExecutor:
             return run
         finally:
             _restore_signal(previous)
+            for _ in self._pool:
+                self._tasks_to_run.put(None)  # each pool thread ends once it is free
             self.observer.close()
             self._journal.close()
         return self._finish()
@@ -1129,11 +1245,22 @@ class WaveExecutor:
             task_run.error = ""
             task_run.files = []
             task_run.rolled_back = []
-        thread = threading.Thread(
-            target=self._work, args=(task,), name=f"task-{task.id}", daemon=True
-        )
-        self._workers[task.id] = _Worker(task=task, thread=thread)
-        thread.start()
+        self._workers[task.id] = _Worker(task=task)
+        self._tasks_to_run.put(task)
+        if len(self._pool) < len(self._workers):
+            # A thread per slot, kept for the run: starting a thread per task made the
+            # scheduler wait for each new thread to be scheduled before it went on.
+            thread = threading.Thread(target=self._serve, name="task-pool", daemon=True)
+            self._pool.append(thread)
+            thread.start()
+
+    def _serve(self) -> None:
+        """A pool thread: runs the tasks the scheduler hands over, one at a time."""
+        me = threading.current_thread()
+        while (task := self._tasks_to_run.get()) is not None:
+            me.name = f"task-{task.id}"
+            self._work(task)
+            me.name = "task-pool"
 
     # Checkpoints --------------------------------------------------------------------------------
     def _checkpoints_api(self) -> Any:
@@ -1290,7 +1417,7 @@ class WaveExecutor:
             task_run.before = before
             task_run.log = str(log_path)
         # Durable before the process exists: see the module docstring.
-        self._journal.sync(self._journal.note())
+        self._journal.log(task_run)
         self._emit(
             "task-start", task_run, attempt=task_run.attempts, checkpoint=task_run.checkpoint,
             lock_wait=task_run.lock_wait, command=task.describe_run(),
@@ -1357,7 +1484,9 @@ class WaveExecutor:
         finally:
             os.close(log_fd)
         self._workers[task.id].proc = proc
-        task_run.pid = proc.pid
+        with self._mutex:
+            task_run.pid = proc.pid
+        self._journal.note()  # the document catches up with the write-ahead record
         self._inbox.put(_Outcome(task=task.id, kind="started"))
         faults.point("wave.task-started")
         timed_out = False

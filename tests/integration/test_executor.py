@@ -37,6 +37,8 @@ from versatil_fs.executor import (
     RunStore,
     TaskRun,
     WaveExecutor,
+    _frame,
+    _Record,
     admits,
     leftover_processes,
     report,
@@ -335,6 +337,8 @@ def test_kill_9_right_after_a_task_starts_then_resume(
     crashed = run_versatil("wave", "run", str(plan), cwd=git_repo,
                            env={"VERSATIL_FAULT": "wave.task-started:2"})
     assert crashed.returncode == -signal.SIGKILL
+    # Its start was on disk before its process was (in the write-ahead file at least).
+    assert RunStore().runs()[-1].tasks["two"].status == "running"
     resumed = run_versatil("wave", "resume", cwd=git_repo)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert (marks / "one").read_text() == "x\n"  # never run again
@@ -357,6 +361,32 @@ def test_a_kill_at_the_state_write_leaves_a_readable_resumable_run(
     resumed = run_versatil("wave", "resume", cwd=git_repo)
     assert resumed.returncode == 0, resumed.stderr
     assert all((git_repo / f"t{i}.txt").read_text() == f"{i}\n" for i in range(3))
+
+
+def test_task_starts_written_ahead_of_the_state_are_read_over_it(git_repo: Path) -> None:
+    plan = write_plan(git_repo / "plan.yaml", [
+        {"id": "a", "agent": "A", "writes": ["a"], "run": "true"},
+        {"id": "b", "agent": "B", "writes": ["b"], "run": "true"},
+    ])
+    run = run_plan(git_repo, plan)
+    store = RunStore()
+    assert not store.wal_path(run.id).exists()  # removed once the state held all of it
+    # A state that holds records up to 4, with a write-ahead file after it: record 3 is older
+    # than the state, 5 is newer (task a started again), 6 was torn by a crash.
+    state = store.load(run.id)
+    state.journal = 4
+    store.save(state)
+    a, b = state.tasks["a"], state.tasks["b"]
+    again = msgspec.structs.replace(a, status="running", attempts=2, finished=None)
+    store.wal_path(run.id).write_bytes(
+        _frame(_Record(number=3, task=msgspec.structs.replace(b, status="running")))
+        + _frame(_Record(number=5, task=again))
+        + _frame(_Record(number=6, task=msgspec.structs.replace(b, status="failed")))[:-2]
+    )
+    loaded = store.load(run.id)
+    assert loaded.tasks["a"] == again and loaded.journal == 5
+    assert loaded.tasks["b"] == b
+    assert store.runs()[-1].tasks["a"].status == "running"  # listing reads it the same way
 
 
 def test_wave_run_cli_plain_progress_report_and_exit_codes(git_repo: Path) -> None:
