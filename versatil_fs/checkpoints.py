@@ -707,8 +707,9 @@ class Checkpoints:
             raise _state_error(path, exc) from exc
         faults.point("checkpoint.after-write-tree")  # blobs stored, no tree, commit or ref yet
         with open(path, "rb") as source:
+            # LC_ALL=C: its "Not updating" refusal is recognised below.
             proc = self._spawn(*_IMPORT_OPTIONS, "fast-import", "--quiet", "--done",
-                               stdin=source)
+                               stdin=source, extra={"LC_ALL": "C"})
             out, err = proc.communicate()
         lines = out.decode().splitlines()
         commit = lines[0].strip() if lines else ""
