@@ -1205,9 +1205,6 @@ class WaveExecutor:
         if self._stopping.is_set():
             return
         run = self._state()
-        slots = self.max_agents - len(self._workers)
-        if slots <= 0:
-            return
         ready = []
         for task in self.plan.tasks:
             task_run = run.tasks[task.id]
@@ -1218,10 +1215,12 @@ class WaveExecutor:
             if any(run.tasks[p].status not in TERMINAL for p in self._after[task.id]):
                 continue
             ready.append(task)
-        if not ready:
-            return
+        # Even with every slot taken: a ready task's wave gets its checkpoint while it waits.
         for wave in {run.tasks[t.id].wave for t in ready}:
             self._make_ahead(wave)
+        slots = self.max_agents - len(self._workers)
+        if not ready or slots <= 0:
+            return
         # Highest priority first, then critical path first (see ranks()).
         ready.sort(key=lambda t: self._rank[t.id])
         in_flight = waves_in_flight(run.tasks[t].wave for t in self._workers)
