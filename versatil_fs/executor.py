@@ -920,21 +920,28 @@ class WaveExecutor:
         lock_wait: float | None = None,
         observer: Observer | None = None,
         state: StateDir | None = None,
+        retry_failed: bool = False,
     ) -> RunState:
         """Go on with an interrupted run (default: the latest one of this repository).
 
         Tasks that were running are stopped if anything of them survived, rolled back and run
-        again; tasks that ended are never run again.
+        again; tasks that ended are never run again. With ``retry_failed`` a run that ended
+        failed goes on too (it is then the default, if it is the latest): its failed tasks,
+        whose files were rolled back when they failed, run again, and so do the tasks that
+        were skipped because of them. A retried task runs after every task that succeeded
+        meanwhile, including later tasks that share its files without needing it.
         """
         store = RunStore(state)
+        wanted = ("interrupted", "failed") if retry_failed else ("interrupted",)
         if run_id is None:
             here = Repository.find(repo)
             candidates = [
-                r for r in store.runs(here.key) if effective_status(r, store) == "interrupted"
+                r for r in store.runs(here.key) if effective_status(r, store) in wanted
             ]
             if not candidates:
+                what = "interrupted or failed" if retry_failed else "interrupted"
                 raise UsageError(
-                    "No interrupted wave run in this repository; `versatil wave status` shows "
+                    f"No {what} wave run in this repository; `versatil wave status` shows "
                     "the latest run."
                 )
             run_id = candidates[-1].id
@@ -942,23 +949,31 @@ class WaveExecutor:
         with store.locked(run.id):
             # Read again under the lock: the last executor may have ended in between.
             run = store.load(run.id)
-            if run.status in ("succeeded", "failed"):
+            if run.status == "succeeded" or (run.status == "failed" and not retry_failed):
+                hint = (
+                    " To run its failed tasks (and those skipped because of them) again: "
+                    f"`versatil wave resume --retry-failed {run.id}`."
+                    if run.status == "failed" else ""
+                )
                 raise Refused(
                     f"Wave run {run.id} already finished ({run.status}); nothing to resume. "
-                    "Finished tasks are never run again: start a new run with `versatil wave run`."
+                    "Finished tasks are never run again: start a new run with `versatil wave "
+                    f"run`.{hint}"
                 )
             executor = cls(
                 run.plan, repo=run.repo, max_agents=max_agents or run.max_agents,
                 max_waves=run.max_waves, lock_wait=lock_wait, observer=observer,
                 state=store.state,
             )
-            return executor._resume(run)
+            return executor._resume(run, retry_failed=retry_failed)
 
     # Resume ------------------------------------------------------------------------------------
-    def _resume(self, run: RunState) -> RunState:
+    def _resume(self, run: RunState, *, retry_failed: bool = False) -> RunState:
         run.max_agents = self.max_agents
         run.status = "running"
+        run.finished = None
         self.run_state = run
+        retried = self._reset_failed(run) if retry_failed else []
         interrupted = [t for t in run.tasks.values() if t.status in ("running", "waiting")]
         self._emit("resume", None, tasks=[t.id for t in interrupted],
                    done=sum(1 for t in run.tasks.values() if t.status in TERMINAL))
@@ -979,7 +994,25 @@ class WaveExecutor:
         with self._mutex:
             self.store.save(run)
         pending = sum(1 for t in run.tasks.values() if t.status not in TERMINAL)
-        return self._execute("resume", f"run {run.id}: {pending} tasks to go")
+        again = f" ({_tasks_word(len(retried))} failed or skipped run again)" if retried else ""
+        return self._execute("resume", f"run {run.id}: {pending} tasks to go{again}")
+
+    def _reset_failed(self, run: RunState) -> list[str]:
+        """Make the failed tasks, and those skipped because of them, pending again.
+
+        Nothing is rolled back here: a failed task's files were rolled back when it failed
+        (what could not be is named in its error), and a skipped task never ran.
+        """
+        retried = []
+        for task_run in run.tasks.values():
+            if task_run.status in ("failed", "skipped"):
+                retried.append(task_run.id)
+                task_run.status = "pending"
+                task_run.skipped_because = ""
+                task_run.started = task_run.finished = None
+        if retried:
+            self._emit("retry", None, tasks=retried)
+        return retried
 
     def _recover(self, task_run: TaskRun, killed: list[int]) -> None:
         """Roll back the files of a task that was running when the executor died."""
@@ -1602,6 +1635,10 @@ class WaveExecutor:
 
 class _Stopped(Exception):
     """The run was interrupted while this task waited for its locks."""
+
+
+def _tasks_word(count: int) -> str:
+    return "1 task" if count == 1 else f"{count} tasks"
 
 
 def _files(paths: Sequence[str]) -> str:

@@ -419,6 +419,46 @@ def test_wave_run_cli_plain_progress_report_and_exit_codes(git_repo: Path) -> No
         assert kind in kinds
 
 
+def test_resume_retry_failed_runs_failed_and_skipped_tasks_again_and_nothing_else(
+    git_repo: Path, marks: Path
+) -> None:
+    # `flaky` writes half its file and fails on its first attempt only; `after` needs it;
+    # `other` has nothing to do with it. Every attempt of each task is counted in marks/.
+    count = 'echo x >> "{}"'
+    plan = write_plan(git_repo / "plan.yaml", [
+        {"id": "flaky", "agent": "Dana", "writes": ["build/flaky.txt"],
+         "run": f'{count.format(marks / "flaky")}; mkdir -p build; echo half > build/flaky.txt; '
+                f'if [ ! -e "{marks / "tried"}" ]; then touch "{marks / "tried"}"; exit 4; fi; '
+                'echo whole > build/flaky.txt'},
+        {"id": "after", "agent": "Maria", "writes": ["build/after.txt"], "needs": ["flaky"],
+         "run": f'{count.format(marks / "after")}; cp build/flaky.txt build/after.txt'},
+        {"id": "other", "agent": "James", "writes": ["build/other.txt"],
+         "run": f'{count.format(marks / "other")}; mkdir -p build; echo o > build/other.txt'},
+    ])
+    first = run_versatil("wave", "run", str(plan), cwd=git_repo)
+    assert first.returncode == 1, first.stdout + first.stderr
+    assert not (git_repo / "build/flaky.txt").exists()  # rolled back when it failed
+    run_id = RunStore().runs()[-1].id
+    refused = run_versatil("wave", "resume", cwd=git_repo)
+    assert "No interrupted wave run" in assert_one_line_error(refused, 2)
+    refused = run_versatil("wave", "resume", run_id, cwd=git_repo)
+    assert "--retry-failed" in assert_one_line_error(refused, 1)
+
+    again = run_versatil("wave", "resume", "--retry-failed", cwd=git_repo)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert f"Resuming wave run {run_id}" in again.stdout
+    assert (git_repo / "build/after.txt").read_text() == "whole\n"
+    counts = {n: len((marks / n).read_text().split()) for n in ("flaky", "after", "other")}
+    assert counts == {"flaky": 2, "after": 1, "other": 1}
+    run = RunStore().load(run_id)
+    assert run.status == "succeeded" and len(run.sessions) == 2
+    assert run.tasks["flaky"].attempts == 2 and run.tasks["flaky"].error == ""
+    assert run.tasks["after"].skipped_because == ""
+    assert "retry" in [e.kind for e in events.read("wave-execution")]
+    done = run_versatil("wave", "resume", "--retry-failed", run_id, cwd=git_repo)
+    assert "already finished (succeeded)" in assert_one_line_error(done, 1)
+
+
 def test_wave_run_json(git_repo: Path) -> None:
     plan = write_plan(git_repo / "plan.yaml", [{"id": "a", "agent": "A", "run": "true"}])
     result = run_versatil("wave", "run", str(plan), "--json", cwd=git_repo)

@@ -165,18 +165,25 @@ def run_(
     "--lock-wait", type=click.FloatRange(min=0), metavar="S",
     help="Seconds a task may wait for its locks before it fails.",
 )
+@click.option(
+    "--retry-failed", is_flag=True,
+    help="Also go on with a run that ended failed: run its failed tasks (already rolled back) "
+    "and the tasks skipped because of them again.",
+)
 @json_option
 def resume(run_id: str | None, max_agents: int | None, lock_wait: float | None,
-           as_json: bool) -> int:
+           retry_failed: bool, as_json: bool) -> int:
     """Go on with an interrupted run (default: the latest of this repository).
 
-    Tasks that were running are rolled back and run again; finished tasks never are.
+    Tasks that were running are rolled back and run again; finished tasks never are, except
+    with --retry-failed the failed ones and those skipped because of them.
     """
     from versatil_fs.executor import WaveExecutor
 
     with progress(quiet=as_json) as observer:
         run = WaveExecutor.resume(
-            run_id, max_agents=max_agents, lock_wait=lock_wait, observer=observer
+            run_id, max_agents=max_agents, lock_wait=lock_wait, observer=observer,
+            retry_failed=retry_failed,
         )
     return _conclude(run, as_json)
 
