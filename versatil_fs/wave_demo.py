@@ -11,7 +11,9 @@ throwaway repository it shows, in a few seconds of real processes:
   others going on;
 * the checkpoints made before every wave, and the speedup report with utilization bars.
 
-The plan and its scripted agents are ``examples/auth`` of the source tree.
+The plan and its scripted agents are ``versatil_fs/examples/auth``: they ship inside the package
+(the source tree's top-level ``examples`` is a link to ``versatil_fs/examples``), so the chapter
+runs from a wheel install as from a checkout.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from versatil_fs.plan import Plan, format_duration
 if TYPE_CHECKING:
     from versatil_fs.demo import Agent, Demo
 
-EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "auth" / "plan.yaml"
+EXAMPLE = Path(__file__).resolve().parent / "examples" / "auth" / "plan.yaml"
 # Seconds of real time per minute of estimate: the 90-minute critical path runs in ~2.7 s.
 MINUTE = "0.03"
 FAILING = "connect-api"  # James-Frontend gives up half-way through wiring the UI to the API
@@ -39,7 +41,7 @@ BLOCKED_DIR = "app/ui/"
 
 
 def chapter_waves(demo: Demo) -> None:
-    demo.say("6. The auth feature as a plan: nine tasks for seven agents, run in waves.")
+    demo.say("7. The auth feature as a plan: nine tasks for seven agents, run in waves.")
     if not EXAMPLE.is_file():
         demo.step(f"(skipped: the example plan {EXAMPLE} is not in this installation)")
         return

@@ -612,6 +612,16 @@ def test_the_demo_chapter_tells_the_whole_wave_story(git_repo: Path) -> None:
     assert (git_repo / "docs/auth/security-review.md").exists()
 
 
+def test_the_demo_plan_ships_inside_the_package() -> None:
+    # A wheel holds the package directory only: the example must live there for `versatil
+    # demo` to run its wave chapter from a wheel install.
+    import versatil_fs
+    from versatil_fs.wave_demo import EXAMPLE
+
+    assert EXAMPLE.is_relative_to(Path(versatil_fs.__file__).resolve().parent)
+    assert EXAMPLE.is_file() and (EXAMPLE.parent / "agents" / "lib.sh").is_file()
+
+
 def test_with_two_waves_in_flight_a_task_of_the_wave_after_next_does_not_start(
     git_repo: Path, marks: Path
 ) -> None:
