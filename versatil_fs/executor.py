@@ -993,6 +993,9 @@ class WaveExecutor:
             self._emit("leftovers-killed", None, pids=leftovers)
         with self._mutex:
             self.store.save(run)
+        # The state now holds all of the last session's write-ahead file, whose tail a crash
+        # may have torn: this session's records go to a new one, not after the tear.
+        self.store.drop_wal(run.id)
         pending = sum(1 for t in run.tasks.values() if t.status not in TERMINAL)
         again = f" ({_tasks_word(len(retried))} failed or skipped run again)" if retried else ""
         return self._execute("resume", f"run {run.id}: {pending} tasks to go{again}")

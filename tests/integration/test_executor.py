@@ -345,6 +345,28 @@ def test_kill_9_right_after_a_task_starts_then_resume(
     assert (git_repo / "two.txt").read_text() == "2\n"
 
 
+def test_a_resumed_run_writes_ahead_to_a_new_file_not_after_a_torn_record(
+    git_repo: Path, marks: Path
+) -> None:
+    plan = write_plan(git_repo / "plan.yaml", [
+        {"id": "one", "agent": "Dana", "writes": ["one.txt"],
+         "run": f'echo x >> "{marks / "one"}"; echo 1 > one.txt'},
+    ])
+    crash = {"VERSATIL_FAULT": "wave.task-started:1"}
+    assert run_versatil("wave", "run", str(plan), cwd=git_repo, env=crash).returncode == -9
+    store = RunStore()
+    run_id = store.runs()[-1].id
+    with store.wal_path(run_id).open("ab") as wal:
+        wal.write(b"\x40\x00\x00\x00torn")  # what a crash in the middle of an append leaves
+    # The resumed session dies right after starting `one` again: its start must be readable.
+    assert run_versatil("wave", "resume", cwd=git_repo, env=crash).returncode == -9
+    one = store.load(run_id).tasks["one"]
+    assert one.status == "running" and one.attempts == 2
+    resumed = run_versatil("wave", "resume", cwd=git_repo)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert store.load(run_id).tasks["one"].attempts == 3
+
+
 @pytest.mark.slow  # tests/reliability kills at every wave fault point; this is the quick look
 def test_a_kill_at_the_state_write_leaves_a_readable_resumable_run(
     git_repo: Path, marks: Path
