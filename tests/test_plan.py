@@ -193,7 +193,7 @@ def test_priority_decides_who_goes_first_among_conflicting_tasks() -> None:
     assert resolve([low, high]).wave_of == {"high": 1, "low": 2}
 
 
-def test_a_thousand_tasks_resolve_quickly() -> None:
+def test_a_thousand_tasks_resolve() -> None:
     import random
 
     rng = random.Random(7)
@@ -205,11 +205,11 @@ def test_a_thousand_tasks_resolve_quickly() -> None:
             writes=[f"src/m{rng.randrange(200)}/f{rng.randrange(5)}.py"],
             reads=[f"src/m{rng.randrange(200)}"], estimate=float(rng.randint(1, 60)),
         ))
-    started = time.perf_counter()
+    # How fast is the bench's business (bench/bench_waves.py holds it to 100 ms): a wall-clock
+    # limit here failed on a loaded machine, not on slow code.
     schedule = resolve(tasks)
-    elapsed = time.perf_counter() - started
     assert len(schedule.wave_of) == 1000
-    assert elapsed < 1.0  # the bench holds it to 100 ms; this only catches a blow-up
+    assert all(schedule.wave_of[n] < schedule.wave_of[t.id] for t in tasks for n in t.needs)
 
 
 def test_a_long_chain_does_not_hit_the_recursion_limit() -> None:

