@@ -1453,6 +1453,7 @@ class WaveExecutor:
             task_run.log = str(log_path)
         # Durable before the process exists: see the module docstring.
         self._journal.log(task_run)
+        faults.point("wave.after-start-record")  # recorded as running, no process yet
         self._emit(
             "task-start", task_run, attempt=task_run.attempts, checkpoint=task_run.checkpoint,
             lock_wait=task_run.lock_wait, command=task.describe_run(),

@@ -395,12 +395,14 @@ WAVE_FAULTS = [
     "wave.before-state-write:2",
     "wave.before-state-write:3",
     "wave.after-wave-checkpoint:2",  # wave 2's checkpoint made, nothing of it started
+    "wave.after-start-record:2",  # a task recorded as running (write-ahead), never started
     "wave.task-started:1",  # a task's process started, the executor gone
     "wave.task-exited:3",  # the last task ended, its end not yet recorded
 ]
 WAVE_FAULTS_SLOW = [
     *(f"wave.before-state-write:{n}" for n in (4, 5, 6, 7, 8, 9, 10)),
-    "wave.after-wave-checkpoint:1", "wave.task-started:2", "wave.task-started:3",
+    "wave.after-wave-checkpoint:1", "wave.after-start-record:1", "wave.after-start-record:3",
+    "wave.task-started:2", "wave.task-started:3",
     "wave.task-exited:1", "wave.task-exited:2", "state.before-rename:3", "state.before-rename:6",
 ]
 
