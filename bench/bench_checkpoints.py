@@ -300,15 +300,25 @@ def _timed(call: Callable[[], object]) -> float:
     return time.perf_counter() - start
 
 
+# The issue's goals: (operation, anchor) -> the ratio not to exceed.
+GOAL = 1.3
+GOAL_ROWS = {("create", "plumbing script (floor)"), ("restore 100 paths", "git restore --source"),
+             ("full restore", "read-tree --reset -u, private index")}
+
+
 def print_rows(files: int, rows: list[Row], slopes: list[Slope]) -> None:
     print(f"\n{files:,} files, 100 changed (ms, best and median of the rounds; "
           "ratio = ours / anchor)")
     print(f"  {'operation':<22}{'best':>8}{'median':>8}   {'anchor':<36}{'best':>8}{'median':>8}"
-          f"{'ratio':>8}{'(median)':>10}")
+          f"{'ratio':>8}{'(median)':>10}   goal")
     for name, ours, anchor, theirs in rows:
+        ratio = ours.best / theirs.best
+        goal = ""
+        if (name, anchor) in GOAL_ROWS:
+            goal = f"<= {GOAL}x: " + ("met" if ratio <= GOAL else "NOT met")
         print(f"  {name:<22}{ours.best:>8.1f}{ours.median:>8.1f}   {anchor:<36}"
-              f"{theirs.best:>8.1f}{theirs.median:>8.1f}{ours.best / theirs.best:>7.2f}x"
-              f"{ours.median / theirs.median:>9.2f}x")
+              f"{theirs.best:>8.1f}{theirs.median:>8.1f}{ratio:>7.2f}x"
+              f"{ours.median / theirs.median:>9.2f}x   {goal}".rstrip())
     print("  cost per changed file (slope of the best times over 10 / 100 / 1,000 files)")
     for name, per_file, series in slopes:
         figures = " / ".join(f"{t.best:.0f}" for t in series)
@@ -341,8 +351,11 @@ def main(argv: list[str] | None = None) -> int:
                 else:
                     os.environ[key] = value
     print("\n  goals: create <= 1.3x the plumbing floor; restore of 100 paths <= 1.3x git restore;"
-          "\n         full restore <= 1.3x read-tree --reset -u (ours also makes a safety"
-          " checkpoint first)")
+          "\n         full restore <= 1.3x read-tree --reset -u."
+          "\n  A restore first makes a safety checkpoint (the issue asks for one), which must store"
+          "\n  the current content of every file it is about to overwrite: a new object per file,"
+          "\n  the same order of work as the anchor's own writes. The 'with safety' rows compare"
+          "\n  like with like; 'its writes alone' is the part of ours that does the anchor's job.")
     return 0
 
 
