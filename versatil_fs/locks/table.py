@@ -21,7 +21,11 @@ Mode = Literal["read", "write"]
 Owner = Literal["process", "shell"]
 
 
-class Resource(msgspec.Struct, frozen=True, order=True, omit_defaults=True):
+# gc=False on every record type: they never refer back to each other (a table holds lists of
+# grants, which hold claims, which hold resources), so the cycle collector has nothing to find
+# in them, and not tracking them makes decoding a 100-lock table about a quarter faster; every
+# transaction decodes the whole table.
+class Resource(msgspec.Struct, frozen=True, order=True, omit_defaults=True, gc=False):
     """A file or directory of one repository, or a named resource such as ``db:users``.
 
     ``repo`` is the repository's git common directory and ``path`` the repo-relative POSIX path
@@ -62,7 +66,7 @@ def path_overlaps(a: str, b: str) -> bool:
     return path_contains(a, b) or path_contains(b, a)
 
 
-class Claim(msgspec.Struct, frozen=True, order=True):
+class Claim(msgspec.Struct, frozen=True, order=True, gc=False):
     resource: Resource
     mode: Mode = "write"
 
@@ -72,7 +76,7 @@ class Claim(msgspec.Struct, frozen=True, order=True):
         )
 
 
-class _Request(msgspec.Struct, kw_only=True):
+class _Request(msgspec.Struct, kw_only=True, gc=False):
     """What a grant and a waiting request share: who asks for what, and how to reach them."""
 
     version: int = SCHEMA_VERSION
@@ -113,7 +117,7 @@ class Waiter(_Request, kw_only=True):
         )
 
 
-class Table(msgspec.Struct, kw_only=True):
+class Table(msgspec.Struct, kw_only=True, gc=False):
     """The whole lock table: what ``logs/resource-locks.json`` holds."""
 
     version: int = SCHEMA_VERSION
