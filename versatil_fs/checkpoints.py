@@ -705,7 +705,7 @@ class Checkpoints:
             path.write_bytes(stream)
         except OSError as exc:
             raise _state_error(path, exc) from exc
-        faults.point("checkpoint.after-write-tree")  # blobs stored, no tree, commit or ref yet
+        faults.point("checkpoint.before-commit")  # blobs stored, no tree, commit or ref yet
         with open(path, "rb") as source:
             # LC_ALL=C: its "Not updating" refusal is recognised below.
             proc = self._spawn(*_IMPORT_OPTIONS, "fast-import", "--quiet", "--done",
@@ -802,7 +802,7 @@ class Checkpoints:
             rebuilt = self._from_commit(checkpoint_id, oid)
             self._write_record(rebuilt)
             return rebuilt
-        # No metadata: a create may be between its update-ref and its metadata write, so this
+        # No metadata: a create may be between its ref update and its metadata write, so this
         # is only rebuilt in memory; writing it could overwrite the real record a moment later.
         return self._from_commit(checkpoint_id, oid)
 
@@ -1068,7 +1068,7 @@ def checkpoint(message: str, repo: str | os.PathLike[str] = ".") -> CheckpointRe
 
 def _new_id(started: float, wave: int | None) -> str:
     # UTC so that ids sort by time whatever the machine's zone; the random part keeps parallel
-    # creates in one second apart (a clash is detected by update-ref and drawn again).
+    # creates in one second apart (a clash is detected by fast-import and drawn again).
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(started))
     return f"cp-{stamp}-{secrets.token_hex(2)}" + (f"-wave-{wave}" if wave is not None else "")
 
@@ -1150,7 +1150,7 @@ def _decode_path(raw: bytes) -> str:
 
 
 def _parse_raw_diff(out: bytes) -> builtins.list[Change]:
-    """Parse ``git diff-tree -r -z`` raw output: ``:om nm oo no S\\0path\\0`` per change."""
+    """Parse raw ``-z`` diff output (``diff-index``): ``:om nm oo no S\\0path\\0`` per change."""
     fields = out.split(b"\0")
     changes = []
     i = 0

@@ -279,13 +279,13 @@ def test_eight_parallel_creates_all_succeed(repo: Path, tmp_path: Path, spawn: A
 
 # Crashes -----------------------------------------------------------------------------------------
 @pytest.mark.slow
-def test_killed_after_write_tree_leaves_no_ref_no_metadata_and_no_stray_index(
+def test_killed_before_the_commit_leaves_no_ref_no_metadata_and_no_stray_index(
     repo: Path,
 ) -> None:
     write(repo, "src/a.py", "a = 2\n")
     index_before = (repo / ".git/index").read_bytes()
     killed = run(repo, "checkpoint", "create",
-                 env={"VERSATIL_FAULT": "checkpoint.after-write-tree"})
+                 env={"VERSATIL_FAULT": "checkpoint.before-commit"})
     assert killed.returncode == -9
     assert refs(repo) == []
     cps = Checkpoints(repo)  # any command sweeps what the dead process left

@@ -259,7 +259,7 @@ def _edit_tree(repo: Path) -> None:
     git(repo, "add", "src/b.py")
 
 
-@pytest.mark.parametrize("fault", ["checkpoint.after-write-tree", "state.before-rename"])
+@pytest.mark.parametrize("fault", ["checkpoint.before-commit", "state.before-rename"])
 def test_a_killed_checkpoint_create_changes_nothing_the_user_sees(
     fault: str, repo: Path, tally: Tally
 ) -> None:
@@ -279,8 +279,8 @@ def test_a_killed_checkpoint_create_changes_nothing_the_user_sees(
     assert tally.lost(lost_files(before, home)) == []
     assert ref_problems(repo) == []
     after = checkpoint_refs(repo)
-    if fault == "checkpoint.after-write-tree":
-        assert after == refs  # killed before update-ref: no checkpoint at all
+    if fault == "checkpoint.before-commit":
+        assert after == refs  # killed before the ref update: no checkpoint at all
     else:
         assert len(after) == len(refs) + 1  # the ref exists; its metadata never got written
     # The next commands work: the list shows every ref (rebuilt from its commit if need be)...
@@ -299,7 +299,7 @@ def test_a_killed_checkpoint_create_changes_nothing_the_user_sees(
 
 RESTORE_FAULTS = {
     # fault: how far the restore got
-    "checkpoint.after-write-tree": "nothing",  # its snapshot of the current tree
+    "checkpoint.before-commit": "nothing",  # its snapshot of the current tree
     "state.before-rename": "nothing",  # the safety checkpoint's metadata
     "checkpoint.mid-restore": "removals",  # deleted what to delete, wrote nothing yet
     "state.before-rename:2": "everything",  # the safety record saying the restore finished
