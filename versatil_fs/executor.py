@@ -83,6 +83,7 @@ import subprocess
 import threading
 import time
 import zlib
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -511,10 +512,7 @@ def ranks(tasks: Sequence[Task], schedule: Schedule) -> dict[str, tuple[int, flo
 
 def waves_in_flight(waves: Iterable[int]) -> dict[int, int]:
     """Wave -> how many of its tasks are in flight, from the waves of the tasks in flight."""
-    found: dict[int, int] = {}
-    for wave in waves:
-        found[wave] = found.get(wave, 0) + 1
-    return found
+    return Counter(waves)
 
 
 def admits(in_flight: Mapping[int, int], wave: int, max_waves: int) -> bool:
