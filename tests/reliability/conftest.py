@@ -43,6 +43,7 @@ def tally(request: pytest.FixtureRequest) -> Iterator[Tally]:
     finally:
         session.faults_injected += mine.faults_injected
         session.bad_inputs += mine.bad_inputs
+        session.attacks += mine.attacks
         session.known += mine.violations
 
 

@@ -35,19 +35,26 @@ class Tally:
     overlaps: int = 0
     files_lost: int = 0
     queue_jumps: int = 0  # grants out of priority/arrival order (the linearizability check)
+    attacks: int = 0  # hostile inputs or planted state tried (issue 12's attack scenarios)
+    hangs: int = 0  # a command that did not finish within its budget
+    internal_errors: int = 0  # a traceback or exit 70 where one sentence was owed
     known: int = 0  # violations found by tests of known bugs (marked xfail)
     tests: int = 0  # tests that asked for the tally
 
     @property
     def violations(self) -> int:
-        return self.locks_stuck + self.overlaps + self.files_lost + self.queue_jumps
+        return (
+            self.locks_stuck + self.overlaps + self.files_lost + self.queue_jumps
+            + self.hangs + self.internal_errors
+        )
 
     def line(self) -> str:
         return (
             f"versatil reliability: faults injected {self.faults_injected}, "
             f"bad inputs tried {self.bad_inputs}, locks stuck {self.locks_stuck}, "
             f"overlaps {self.overlaps}, files lost {self.files_lost}, "
-            f"out-of-order grants {self.queue_jumps}"
+            f"out-of-order grants {self.queue_jumps}, attacks tried {self.attacks}, "
+            f"hangs {self.hangs}, internal errors {self.internal_errors}"
             + (f" (and {self.known} in tests of known bugs, marked xfail)" if self.known else "")
         )
 
@@ -65,6 +72,27 @@ class Tally:
     def lost(self, problems: Sequence[str]) -> Sequence[str]:
         self.files_lost += len(problems)
         return problems
+
+    def attack(self, count: int = 1) -> None:
+        """Count a hostile input or a planted state file tried against the tool."""
+        self.attacks += count
+
+    def outcome(self, result: Result) -> Result:
+        """Count an internal error (exit 70 or a traceback) in a command's result."""
+        if result.code == 70 or "Traceback" in result.err:
+            self.internal_errors += 1
+        return result
+
+    def hung(self, proc: subprocess.Popen[bytes] | subprocess.Popen[str], budget: float) -> bool:
+        """Wait up to ``budget`` seconds; a process still running then is a hang (and is killed)."""
+        try:
+            proc.wait(timeout=budget)
+            return False
+        except subprocess.TimeoutExpired:
+            self.hangs += 1
+            proc.kill()
+            proc.wait()
+            return True
 
 
 # Running the command line ---------------------------------------------------------------------
