@@ -1,5 +1,8 @@
 """Run every benchmark and print its table: ``python bench/run.py [NAME ...] [-- ARGS]``.
 
+The anchors other than git and raw ``flock`` are libraries the product does not use:
+``pip install -e '.[bench]'`` installs them (filelock, portalocker).
+
 Each benchmark module has ``main(argv) -> int`` and measures its anchors in the same run, so the
 ratios it prints are comparable across machines.
 """
