@@ -234,9 +234,13 @@ def load(
 
     layers: list[_Layer] = []
     repo_file = Path(repo_root) / REPO_FILE if repo_root is not None else None
-    for file in (state.config_file, repo_file):
-        if file is not None and (layer := _file_layer(file)) is not None:
-            layers.append(layer)
+    # The user file lives in the state directory and gets its checks (ours, writable by nobody
+    # else, a regular file): whoever could plant it could switch collision detection off.
+    user_file = state.config_file
+    if (layer := _file_layer(user_file, state.read_bytes(user_file, create_dirs=False))):
+        layers.append(layer)
+    if repo_file is not None and (layer := _file_layer(repo_file, _read_repo_file(repo_file))):
+        layers.append(layer)
     layers.append(_env_layer(environ))
     if overrides:
         layers.append(_override_layer(overrides))
@@ -395,15 +399,44 @@ def _expected(path: tuple[str, ...]) -> str | None:
     return None
 
 
-def _file_layer(path: Path) -> _Layer | None:
+def _read_repo_file(path: Path) -> bytes | None:
+    """The bytes of the repository's ``.versatil``, or None when there is none.
+
+    It belongs to the repository, not to the state directory, so its owner is not checked
+    (a clone is the cloner's), and a symlink is followed as git checks it out. But it is
+    opened ``O_NONBLOCK`` and must be a regular file: a FIFO there would otherwise hang every
+    ``versatil lock`` and, through the hook, every ``git commit``.
+    """
+    import stat
+
     try:
-        raw = path.read_bytes()
-    except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
-        # A directory named `.versatil` is not ours to read: when the repository is the home
-        # directory (a dotfiles repo), the repository file is the state directory itself.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except (FileNotFoundError, NotADirectoryError):
         return None
     except OSError as exc:
         raise ConfigError(f"{path} cannot be read ({exc.strerror or exc}).") from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            # A directory named `.versatil` is not ours to read: when the repository is the
+            # home directory (a dotfiles repo), the repository file is the state directory.
+            return None
+        if not stat.S_ISREG(mode):
+            kind = "a FIFO" if stat.S_ISFIFO(mode) else "not a regular file"
+            raise ConfigError(f"{path} is {kind}, not a configuration file; remove it.")
+        chunks = []
+        while chunk := os.read(fd, 1 << 20):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    except OSError as exc:
+        raise ConfigError(f"{path} cannot be read ({exc.strerror or exc}).") from None
+    finally:
+        os.close(fd)
+
+
+def _file_layer(path: Path, raw: bytes | None) -> _Layer | None:
+    if raw is None:
+        return None
     import tomllib
 
     try:

@@ -31,6 +31,19 @@ class StateError(UsageError):
     """The state directory cannot be used safely (foreign owner, planted symlink, no space)."""
 
 
+class NotRegularFile(StateError):
+    """A state file is a FIFO, a device, a socket or a directory instead of a regular file.
+
+    Raised before anything is read from it (it is opened ``O_NONBLOCK`` and checked with
+    ``fstat``), so it never hangs. The lock store treats such a table as damaged (moved aside,
+    rebuilt); everywhere else it is one sentence and exit 2. ``path`` names the file.
+    """
+
+    def __init__(self, message: str, path: str = "") -> None:
+        super().__init__(message)
+        self.path = path
+
+
 class Refused(VersatilError):
     """The thing asked for was refused: a conflict, a blocked commit, a failed task."""
 

@@ -66,8 +66,49 @@ def emit(
         data=data,
     )
     state = state or StateDir()
-    state.append_line(state.event_log(stream), _encoder.encode(event))
+    try:
+        line = _encoder.encode(event)
+    except UnicodeEncodeError:
+        # A file name that is not UTF-8 arrives as a str with surrogate escapes, which JSON
+        # cannot carry (msgspec refuses them, and a lone "\udcff" escape is malformed for
+        # most readers). The log gets its printable form; the rare path pays for the copy.
+        event = printable(event)
+        line = _encoder.encode(event)
+    state.append_line(state.event_log(stream), line)
     return event
+
+
+def printable(value: Any) -> Any:
+    """``value`` with every string made encodable: a byte of a name that is not UTF-8 (a
+    surrogate escape, as ``os.fsdecode`` gives) becomes ``\\xNN``, as Python prints it.
+
+    Strings, lists, tuples, dicts and msgspec Structs are walked; anything else is returned
+    as it is. Text that is valid already comes back unchanged (and is not copied).
+    """
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return _escape(value)
+        return value
+    if isinstance(value, list | tuple):
+        return type(value)(printable(item) for item in value)
+    if isinstance(value, dict):
+        return {printable(key): printable(item) for key, item in value.items()}
+    if isinstance(value, msgspec.Struct):
+        changes = {
+            name: printable(getattr(value, name)) for name in value.__struct_fields__
+        }
+        return msgspec.structs.replace(value, **changes)
+    return value
+
+
+def _escape(text: str) -> str:
+    try:
+        raw = text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a surrogate no file name decodes to: escape it as it is
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return raw.decode("utf-8", "backslashreplace")
 
 
 def check_stream(stream: str) -> str:
@@ -121,20 +162,14 @@ def follow(
     check_stream(stream)
     state = state or StateDir()
     path = state.event_log(stream)
-    state.ensure_dir(path.parent)
-    offset = path.stat().st_size if path.exists() else 0
+    offset = state.size(path)
     pending = b""
     while True:
-        try:
-            size = path.stat().st_size
-        except FileNotFoundError:
-            size = 0
+        size = state.size(path)
         if size < offset:
             offset, pending = 0, b""
         if size > offset:
-            with open(path, "rb") as handle:
-                handle.seek(offset)
-                chunk = handle.read(size - offset)
+            chunk = state.read_range(path, offset, size - offset)
             offset += len(chunk)
             pending += chunk
             *lines, pending = pending.split(b"\n")

@@ -63,7 +63,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import msgspec
 
 from versatil_fs import events
-from versatil_fs.errors import VersatilError
+from versatil_fs.errors import NotRegularFile, VersatilError
 from versatil_fs.locks import leases
 from versatil_fs.locks.table import Grant, Table, path_contains
 from versatil_fs.repo import Repository
@@ -131,19 +131,29 @@ class Write(msgspec.Struct, kw_only=True, omit_defaults=True, rename={"source": 
     rescan: bool = False
 
     def line(self) -> str:
-        """The human form: ``12:00:01 unlocked-write modified src/a.py``."""
+        """The human form: ``12:00:01 unlocked-write modified src/a.py``.
+
+        A name that is not UTF-8 is shown escaped (``\\xff.txt``), as in :func:`encode_write`.
+        """
         clock = time.strftime("%H:%M:%S", time.localtime(self.time))
         who = f" {self.agent}" if self.agent else ""
-        moved = f" (from {self.source})" if self.source else ""
+        moved = f" (from {events.printable(self.source)})" if self.source else ""
         rescan = " [rescan]" if self.rescan else ""
-        return f"{clock} {self.kind}{who} {self.event} {self.path}{moved}{rescan}"
+        path = events.printable(self.path)
+        return f"{clock} {self.kind}{who} {self.event} {path}{moved}{rescan}"
 
 
 _write_encoder = msgspec.json.Encoder()
 
 
 def encode_write(write: Write) -> bytes:
-    return _write_encoder.encode(write)
+    """One JSON line. ``path`` holds what ``os.fsdecode`` gives (surrogate escapes for bytes
+    that are not UTF-8), which JSON cannot carry: such a name goes out in its printable form,
+    the same one the collision-detection log records."""
+    try:
+        return _write_encoder.encode(write)
+    except UnicodeEncodeError:
+        return _write_encoder.encode(events.printable(write))
 
 
 # Counting ---------------------------------------------------------------------------------------
@@ -532,10 +542,10 @@ class LockView:
         stamp = (info.st_ino, info.st_size, info.st_mtime_ns)
         if stamp == self._stamp:
             return
-        raw = self.state.read_bytes(self.state.lock_table)
         try:
+            raw = self.state.read_bytes(self.state.lock_table)
             table = self._decoder.decode(raw or b"{}")
-        except (msgspec.DecodeError, msgspec.ValidationError):
+        except (msgspec.DecodeError, msgspec.ValidationError, NotRegularFile):
             # Damaged: the lock manager moves it aside and rebuilds it from the live holders.
             from versatil_fs.locks.manager import LockManager
 
@@ -563,13 +573,10 @@ def lock_held_at(state: StateDir, repo_key: str, path: str, written: float) -> G
     unlocked than an unlocked write hidden behind a lock that was already gone.
     """
     log = state.event_log("locks")
-    try:
-        with open(log, "rb") as handle:
-            size = handle.seek(0, os.SEEK_END)
-            handle.seek(max(0, size - _LOG_TAIL))
-            data = handle.read()
-    except FileNotFoundError:
+    size = state.size(log)
+    if not size:
         return None
+    data = state.read_range(log, max(0, size - _LOG_TAIL))
     decoder = msgspec.json.Decoder(events.Event)
     started: dict[str, events.Event] = {}
     ended: dict[str, float] = {}
@@ -1367,10 +1374,7 @@ def writes_from_event(event: events.Event) -> list[Write]:
 
 def log_size(state: StateDir) -> int:
     """Where the collision-detection log ends now: :func:`follow` reads from here on."""
-    try:
-        return state.event_log(STREAM).stat().st_size
-    except FileNotFoundError:
-        return 0
+    return state.size(state.event_log(STREAM))
 
 
 def follow(
@@ -1405,18 +1409,13 @@ def follow(
         pending = b""
         while not stop.is_set():
             grew.clear()
-            try:
-                size = path.stat().st_size
-            except FileNotFoundError:
-                size = 0
+            size = state.size(path)
             if size < offset:
                 offset, pending = 0, b""
             if size == offset:
                 grew.wait(1.0)
                 continue
-            with open(path, "rb") as handle:
-                handle.seek(offset)
-                chunk = handle.read(size - offset)
+            chunk = state.read_range(path, offset, size - offset)
             offset += len(chunk)
             *lines, pending = (pending + chunk).split(b"\n")
             for raw in lines:

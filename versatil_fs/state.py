@@ -19,8 +19,22 @@ Guarantees:
   the next reader rebuilds from the lease files, so a lost write costs nothing but a re-check.
 * A file that does not parse is never silently replaced: :func:`move_aside` renames it with a
   timestamp and the caller reports it once.
-* We refuse a state directory, or a file in it, that is a symlink or belongs to another user:
-  someone who can plant one could redirect our writes or forge lock records.
+* We refuse a state directory, or a file in it, that is a symlink, belongs to another user or is
+  writable by anyone but its owner (group or world write bit), as ssh refuses such a
+  ``~/.ssh``: someone who can write there could rename ``run/`` away from under a holder, plant
+  a ``config.toml`` that turns collision detection off, or forge lock records. Every file is
+  checked on the descriptor we read or write it through (``fstat``: free, and no window between
+  the check and the use); directories with ``lstat`` when first used, and again at most
+  :data:`RECHECK_SECONDS` later, so a long-lived process (a monitor, a ``run`` wrapper) notices a
+  later ``chmod`` within that time.
+* We also refuse a state directory whose *parents* let another user replace it: each directory
+  from ``/`` down to the state root (both the path as written and the one its symlinks resolve
+  to) must belong to root or to us and must not be group- or world-writable unless it has the
+  sticky bit (``/tmp`` is fine: nobody else can rename our entry in it). ssh checks the same
+  chain for ``authorized_keys``.
+* State files are opened ``O_NONBLOCK`` and must be regular files (``S_ISREG`` on the open
+  descriptor): a FIFO planted as the lock table would otherwise block ``open`` forever, while
+  the table flock is held. Such a file raises :class:`~versatil_fs.errors.NotRegularFile`.
 """
 
 from __future__ import annotations
@@ -35,14 +49,23 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from versatil_fs.errors import StateError
+from versatil_fs.errors import NotRegularFile, StateError
 
 DIR_MODE = 0o700
 FILE_MODE = 0o600
 
 # O_NOFOLLOW makes open() fail on a planted symlink instead of following it; O_CLOEXEC keeps
-# our descriptors (and the flocks on them) out of the commands `versatil run` starts.
-_OPEN_FLAGS = os.O_NOFOLLOW | os.O_CLOEXEC
+# our descriptors (and the flocks on them) out of the commands `versatil run` starts; O_NONBLOCK
+# makes open() of a planted FIFO return at once (ENXIO for a writer) instead of waiting for the
+# other end, so the S_ISREG check on the descriptor gets to refuse it. On a regular file it
+# changes nothing.
+_OPEN_FLAGS = os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+
+# Write bits for anyone but the owner: any of them lets another user swap or forge our files.
+_OTHERS_WRITE = stat.S_IWGRP | stat.S_IWOTH
+
+RECHECK_SECONDS = 1.0
+"""How long a directory's checked owner and mode are trusted before they are looked at again."""
 
 
 def home() -> Path:
@@ -60,6 +83,7 @@ class StateDir:
         self.root = (root if root is not None else home()).absolute()
         self._checked: set[Path] = set()
         self._parents_checked: set[str] = set()
+        self._checked_at = time.monotonic()
         # The layout, computed once: these paths are used on every lock transaction.
         self.logs = self.root / "logs"
         self.lock_table = self.logs / "resource-locks.json"
@@ -82,37 +106,71 @@ class StateDir:
         return path
 
     # Safety ---------------------------------------------------------------------------------
-    def ensure_dir(self, path: Path) -> None:
-        """Create ``path`` (and the parents up to the root) 0700; refuse foreign or symlinked."""
+    def ensure_dir(self, path: Path, *, create: bool = True) -> bool:
+        """Create ``path`` (and the parents up to the root) 0700; refuse foreign, symlinked or
+        writable by others. With ``create=False`` nothing is created, and the answer says
+        whether the whole chain exists (a read of a file below a missing directory finds
+        nothing, and must not create the state directory as a side effect)."""
+        self._expire_checks()
         if path in self._checked:
-            return
+            return True
         if path != self.root and self.root not in path.parents:
             raise StateError(f"{path} is outside the state directory {self.root}.")
         chain = [path, *[p for p in path.parents if p == self.root or self.root in p.parents]]
         for directory in reversed(chain):
             if directory in self._checked:
                 continue
-            try:
-                os.mkdir(directory, DIR_MODE)
-            except FileExistsError:
-                pass
-            except OSError as exc:
-                raise _state_error(directory, exc) from exc
+            if directory == self.root:
+                # Before creating the root: a parent another user can write lets them replace
+                # the whole state directory, and no check inside it can see that.
+                _check_ancestors(directory)
+            if create:
+                try:
+                    os.mkdir(directory, DIR_MODE)
+                except FileExistsError:
+                    pass
+                except OSError as exc:
+                    raise _state_error(directory, exc) from exc
+            elif not os.path.lexists(directory):
+                return False
             _check_owned(directory, want_dir=True)
             self._checked.add(directory)
+        return True
+
+    def _expire_checks(self) -> None:
+        # The caches keep the hot lock path at one set lookup, but a long-lived process must
+        # not trust a directory's mode forever: someone may `chmod 777` it after we looked.
+        # One monotonic read per call; the re-check costs a few lstat calls once a second.
+        now = time.monotonic()
+        if now - self._checked_at > RECHECK_SECONDS:
+            self._checked.clear()
+            self._parents_checked.clear()
+            self._checked_at = now
 
     def _ensure_parent(self, path: Path) -> None:
         # On every lock transaction: a string lookup instead of building and hashing a parent
         # Path each time (pathlib's parsing showed up in profiles of the lock path).
+        self._expire_checks()
         key = str(path)
         if key not in self._parents_checked:
             self.ensure_dir(path.parent)
             self._parents_checked.add(key)
 
     # Reading and writing --------------------------------------------------------------------
-    def read_bytes(self, path: Path) -> bytes | None:
-        """The file's bytes, or None when it does not exist; refuses symlinks and foreign files."""
-        self._ensure_parent(path)
+    def read_bytes(self, path: Path, *, create_dirs: bool = True) -> bytes | None:
+        """The file's bytes, or None when it does not exist.
+
+        Every state file anyone reads comes through here (the lock table, holder files, event
+        logs, checkpoint metadata, wave state, ``config.toml``), so every reader gets the same
+        checks: no symlink (``O_NOFOLLOW``), a regular file (:class:`NotRegularFile` for a
+        FIFO, a device or a directory, found without blocking), owned by us and writable by
+        nobody else, all on the open descriptor. ``create_dirs=False`` reads without creating
+        the state directory when it is not there yet (``config show`` on a fresh machine).
+        """
+        if create_dirs:
+            self._ensure_parent(path)
+        elif not self.ensure_dir(path.parent, create=False):
+            return None
         try:
             fd = os.open(path, os.O_RDONLY | _OPEN_FLAGS)
         except FileNotFoundError:
@@ -125,6 +183,62 @@ class StateDir:
             while chunk := os.read(fd, 1 << 20):
                 chunks.append(chunk)
             return b"".join(chunks)
+        except OSError as exc:
+            raise _state_error(path, exc) from exc
+        finally:
+            os.close(fd)
+
+    def open_checked(self, path: Path, flags: int = os.O_RDONLY) -> int:
+        """A descriptor on the state file ``path``, after the same checks as :meth:`read_bytes`.
+
+        For a caller that keeps reading the file (``follow`` of an event log, a holder file
+        read under the table lock): ``FileNotFoundError`` passes through, everything else
+        unsafe is a :class:`StateError`. The caller closes the descriptor.
+        """
+        self._ensure_parent(path)
+        try:
+            fd = os.open(path, flags | _OPEN_FLAGS)
+        except FileNotFoundError:
+            raise
+        except OSError as exc:
+            raise _state_error(path, exc) from exc
+        try:
+            _check_fd_owned(fd, path)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+    def size(self, path: Path) -> int:
+        """The size of the state file ``path`` (0 when it does not exist), checked like a read:
+        for a reader that follows a growing log."""
+        try:
+            fd = self.open_checked(path)
+        except FileNotFoundError:
+            return 0
+        try:
+            return os.fstat(fd).st_size
+        finally:
+            os.close(fd)
+
+    def read_range(self, path: Path, offset: int, length: int | None = None) -> bytes:
+        """``length`` bytes (all the rest when None) of the state file ``path`` from ``offset``;
+        b"" when it does not exist. Checked like :meth:`read_bytes`."""
+        try:
+            fd = self.open_checked(path)
+        except FileNotFoundError:
+            return b""
+        try:
+            if length is None:
+                length = max(0, os.fstat(fd).st_size - offset)
+            chunks = []
+            while length > 0 and (chunk := os.pread(fd, min(length, 1 << 20), offset)):
+                chunks.append(chunk)
+                offset += len(chunk)
+                length -= len(chunk)
+            return b"".join(chunks)
+        except OSError as exc:
+            raise _state_error(path, exc) from exc
         finally:
             os.close(fd)
 
@@ -184,7 +298,13 @@ class StateDir:
         try:
             fd = os.open(spare, os.O_WRONLY | os.O_CREAT | _OPEN_FLAGS, FILE_MODE)
         except OSError as exc:
-            raise _state_error(spare, exc) from exc
+            error = _state_error(spare, exc)
+            if isinstance(error, NotRegularFile):
+                # Something that is not a file took the spare's name (the damaged table a
+                # read moved aside left its FIFO there?): the slow path never writes into it.
+                self.write_atomic(path, data)
+                return
+            raise error from exc
         try:
             _check_fd_owned(fd, spare)
             if not _nobody_else_has_open(fd):
@@ -313,13 +433,94 @@ def _check_owned(path: Path, *, want_dir: bool) -> None:
     if want_dir and not stat.S_ISDIR(info.st_mode):
         raise StateError(f"Refusing to use {path}: it should be a directory but is a file.")
     _check_uid(info, path)
+    _check_mode(info, path)
 
 
 def _check_fd_owned(fd: int, path: Path) -> None:
     info = os.fstat(fd)
-    if not stat.S_ISREG(info.st_mode):
-        raise StateError(f"Refusing to use {path}: it is not a regular file.")
     _check_uid(info, path)
+    if not stat.S_ISREG(info.st_mode):
+        raise NotRegularFile(
+            f"Refusing to use {path}: it is {_kind(info.st_mode)}, not a regular file; "
+            "remove it.",
+            str(path),
+        )
+    _check_mode(info, path)
+
+
+def _kind(mode: int) -> str:
+    for test, name in (
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+    ):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def _check_mode(info: os.stat_result, path: Path) -> None:
+    # Group write counts even when the group is the user's own: checking that nobody else is
+    # in it would mean reading the whole group and password databases on every start-up.
+    if info.st_mode & _OTHERS_WRITE:
+        fix = "chmod 700" if stat.S_ISDIR(info.st_mode) else "chmod 600"
+        raise StateError(
+            f"Refusing to use {path}: it is writable by {_who_writes(info.st_mode)} (mode "
+            f"{stat.S_IMODE(info.st_mode):04o}), who could swap or forge versatil's state; "
+            f"run `{fix} {_quote(path)}` if nobody tampered with it."
+        )
+
+
+def _who_writes(mode: int) -> str:
+    if mode & stat.S_IWOTH:
+        return "everyone"
+    return "its group"
+
+
+def _check_ancestors(root: Path) -> None:
+    """Refuse a state directory that another user could replace from one of its parents.
+
+    Checked: every parent of ``root`` as written and every parent of where it really is (a
+    symlinked ``/home`` is fine; a symlink inside a directory others can write is not, because
+    that directory is then on the as-written chain). Each must belong to root or to us and be
+    writable by nobody else unless it is sticky (``/tmp``: others cannot rename our entry).
+    """
+    if not hasattr(os, "getuid"):
+        return
+    real = Path(os.path.realpath(root.parent))
+    seen: set[Path] = set()
+    for directory in (*root.parents, real, *real.parents):
+        if directory in seen:
+            continue
+        seen.add(directory)
+        try:
+            info = os.stat(directory)
+        except FileNotFoundError:
+            continue  # creating the root below will say so
+        except OSError as exc:
+            raise _state_error(directory, exc) from exc
+        if info.st_uid not in (0, os.getuid()):
+            raise StateError(
+                f"Refusing to use the state directory {root}: its parent {directory} belongs "
+                f"to uid {info.st_uid}, who could replace it; point VERSATIL_HOME at a "
+                "directory whose parents belong to you or to root."
+            )
+        if info.st_mode & _OTHERS_WRITE and not info.st_mode & stat.S_ISVTX:
+            raise StateError(
+                f"Refusing to use the state directory {root}: its parent {directory} is "
+                f"writable by {_who_writes(info.st_mode)} (mode "
+                f"{stat.S_IMODE(info.st_mode):04o}) without the sticky bit, so another user "
+                f"could replace it; run `chmod go-w {_quote(directory)}` (or `chmod +t`), or "
+                "point VERSATIL_HOME elsewhere."
+            )
+
+
+def _quote(path: Path) -> str:
+    import shlex
+
+    return shlex.quote(str(path))
 
 
 def _check_uid(info: os.stat_result, path: Path) -> None:
@@ -336,11 +537,18 @@ def _state_error(path: Path, exc: OSError) -> StateError:
             f"Refusing to use {path}: it is a symlink, and versatil only trusts files it "
             "created itself; remove it."
         )
+    if exc.errno in (errno.ENXIO, errno.EISDIR):
+        # ENXIO: open(O_WRONLY | O_NONBLOCK) of a FIFO nobody reads; EISDIR: a directory.
+        what = "a directory" if exc.errno == errno.EISDIR else "a FIFO or a device"
+        return NotRegularFile(
+            f"Refusing to use {path}: it is {what}, not a regular file; remove it.",
+            str(path),
+        )
     if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
         return StateError(f"Could not write {path}: the disk is full (nothing was changed).")
     if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return StateError(
-            f"Could not write {path}: permission denied ({exc.strerror}); check VERSATIL_HOME."
+            f"Could not use {path}: permission denied ({exc.strerror}); check VERSATIL_HOME."
         )
     return StateError(f"Could not use {path}: {exc.strerror or exc}.")
 
