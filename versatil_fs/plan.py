@@ -30,11 +30,13 @@ tasks from writing the same file at once; the plan has to.
 from __future__ import annotations
 
 import difflib
+import errno
 import functools
 import math
 import os
 import posixpath
 import re
+import stat
 from collections.abc import Hashable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Generic, TypeVar
@@ -105,7 +107,7 @@ class Plan(msgspec.Struct, kw_only=True, omit_defaults=True):
         """Read and check a plan file; :class:`PlanError` says what is wrong and where."""
         source = Path(path)
         try:
-            text = source.read_text(encoding="utf-8")
+            text = _read_regular(source).decode("utf-8")
         except FileNotFoundError:
             raise PlanError(f"{path}: no such plan file.") from None
         except IsADirectoryError:
@@ -145,6 +147,49 @@ class Plan(msgspec.Struct, kw_only=True, omit_defaults=True):
 
 
 # Loading ----------------------------------------------------------------------------------------
+def _read_regular(source: Path) -> bytes:
+    """The bytes of a plan file that must be a regular file.
+
+    Opened with ``O_NONBLOCK`` and checked with ``fstat`` before anything is read: a FIFO (or
+    a character device) at the plan's path would otherwise block the read for ever, waiting
+    for a writer that never comes. Regular files ignore ``O_NONBLOCK``.
+    """
+    try:
+        fd = os.open(source, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        if exc.errno != errno.ENXIO:
+            raise
+        # A socket (or a FIFO with no reader on some systems) cannot be opened at all.
+        mode = os.stat(source).st_mode
+        raise PlanError(
+            f"{source} is {_file_kind(mode)}, not a regular file: give a plan file."
+        ) from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise IsADirectoryError(21, "Is a directory", str(source))
+        if not stat.S_ISREG(mode):
+            raise PlanError(
+                f"{source} is {_file_kind(mode)}, not a regular file: give a plan file."
+            )
+        chunks = []
+        while chunk := os.read(fd, 1 << 20):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def _file_kind(mode: int) -> str:
+    if stat.S_ISFIFO(mode):
+        return "a FIFO (named pipe)"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    return "a special file"
+
+
 _PLAN_KEYS = ("version", "name", "description", "defaults", "tasks")
 _TASK_KEYS = tuple(Task.__struct_fields__)
 _DEFAULT_KEYS = tuple(Defaults.__struct_fields__)
@@ -155,6 +200,9 @@ _UNITS = {"ms": 0.001, "s": 1.0, "sec": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|sec|min|s|m|h)")
 
 Where = tuple[str | int, ...]
+# A plan is a mapping of a list of task mappings with short lists in them: five levels. Deeper
+# nesting is a mistake or an attack, refused before it can exhaust the stack.
+MAX_DEPTH = 32
 
 
 class _Loader:
@@ -196,12 +244,23 @@ class _Loader:
             raise PlanError(f"{self.source}:{line}: not valid YAML: {problem}.") from None
         except yaml.YAMLError as exc:
             raise PlanError(f"{self.source}: not valid YAML: {exc}.") from None
+        except RecursionError:
+            # PyYAML composes nodes recursively: a plan nested a few hundred levels deep (a
+            # JSON-style `[[[[...]]]]` is YAML too) exhausts Python's stack before any node
+            # reaches us. No plan is that deep; say so instead of an internal error.
+            raise PlanError(
+                f"{self.source}: nested too deeply to be a plan (at most {MAX_DEPTH} levels)."
+            ) from None
         return self._plan(data)
 
     def _data(self, loader: Any, node: Any, where: Where) -> Any:
         # An alias is the very node it names: convert each node once and share the result, as
         # PyYAML itself does. Walking it again for every reference would make a 400-byte plan
         # of nested aliases (a "billion laughs") take for ever.
+        if len(where) > MAX_DEPTH:
+            # Checked here too, not only through RecursionError: a depth just under the
+            # stack's limit would otherwise fail later, in code that does not expect it.
+            raise self.error(where, f"nested more than {MAX_DEPTH} levels deep; no plan is.")
         key = id(node)
         if key in self._done:
             self.lines.setdefault(where, node.start_mark.line + 1)

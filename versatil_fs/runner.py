@@ -48,7 +48,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from versatil_fs.errors import NotARepository, UsageError, VersatilError
-from versatil_fs.repo import Repository, default_agent
+from versatil_fs.repo import Repository, default_agent, git_config
 
 if TYPE_CHECKING:
     from versatil_fs.checkpoints import Checkpoints
@@ -150,7 +150,14 @@ class _Run:
         self.cwd = cwd
         self.err = err
         self.repo = _find_repo(cwd)
-        self.agent = agent or default_agent(self.repo)
+        self.agent, defaulted_from = _agent_name(agent, self.repo)
+        if defaulted_from and (writes or reads):
+            # Every run that names no agent gets this same name, and the lock manager never
+            # makes an agent wait for itself: two such runs would not exclude each other.
+            self.say(
+                f"no agent name given (--agent or $VERSATIL_AGENT): running as {self.agent!r} "
+                f"from {defaulted_from}, and runs under one name never exclude each other"
+            )
         self._config: Config | None = None
         self.lease: Lease | None = None
         self.matcher: IgnoreMatcher | None = None
@@ -436,6 +443,19 @@ class _Run:
             f"the command failed (exit {result.exit_code}); rolled back {len(restored.changed)} "
             f"files {self.agent} changed: {files}{f' and {more} more' if more > 0 else ''}{undo}"
         )
+
+
+def _agent_name(given: str | None, repo: Repository | None) -> tuple[str, str]:
+    """The run's agent, and where it came from when nobody named it ("" when somebody did:
+    ``--agent`` or ``$VERSATIL_AGENT``, which each agent's own environment sets)."""
+    if given:
+        return given, ""
+    if os.environ.get("VERSATIL_AGENT", "").strip():
+        return default_agent(repo), ""
+    configured = git_config("versatil.agent", repo)
+    if configured:
+        return configured, "git config versatil.agent"
+    return default_agent(repo), "the login name"
 
 
 def _find_repo(cwd: Path) -> Repository | None:
