@@ -117,6 +117,7 @@ class CheckResult(msgspec.Struct, kw_only=True):
     committer_source: str
     staged: list[StagedPath]
     blocked: list[Blocked] = msgspec.field(default_factory=list)
+    repository: str = ""  # the working tree the staged paths are relative to
 
     @property
     def allowed(self) -> bool:
@@ -191,8 +192,10 @@ def check(start: str | os.PathLike[str] = ".") -> CheckResult:
         diff_out, diff_err = diff.communicate() if diff else (b"", b"")
         config_out = config.communicate()[0] if config else b""
     if diff is None or diff.returncode != 0:
-        detail = diff_err.decode(errors="replace").strip() or "git diff failed"
-        raise Refused(f"Could not list the staged changes, so the commit is refused: {detail}")
+        raise Refused(
+            f"Could not list the staged changes of {repo.toplevel}, so the commit is refused: "
+            f"{_why_git_failed(repo.toplevel, diff_err)}"
+        )
     if env_agent:
         committer, source = env_agent, "VERSATIL_AGENT"
     elif config is not None and config.returncode == 0 and config_out.strip():
@@ -205,10 +208,43 @@ def check(start: str | os.PathLike[str] = ".") -> CheckResult:
         committer_source=source,
         staged=staged,
         blocked=find_blocked(staged, grants, repo.key, committer),
+        repository=str(repo.toplevel),
     )
     if result.blocked:
         _log_refusal(result, repo)
     return result
+
+
+def _why_git_failed(where: Path, stderr: bytes) -> str:
+    """One sentence for a git command that failed in ``where``.
+
+    Outside a repository it recognises (one it refuses for dubious ownership, say), ``git
+    diff`` does not say so: it falls back to ``--no-index`` mode and prints its whole usage,
+    about a hundred lines. So the reason is asked of ``git rev-parse``, on this failure path
+    only, and a refusal for ownership names the ``safe.directory`` setting that lifts it.
+    """
+    probe = subprocess.run(
+        ["git", "rev-parse", "--git-dir"], cwd=where, capture_output=True,
+        stdin=subprocess.DEVNULL, check=False,
+    )
+    if probe.returncode != 0:
+        stderr = probe.stderr
+    return _git_message(where, stderr)
+
+
+def _git_message(where: Path, stderr: bytes) -> str:
+    text = stderr.decode(errors="replace")
+    if "dubious ownership" in text:
+        return (
+            f"git refuses to work in {where} because the repository belongs to another user "
+            f"(dubious ownership); if you trust it, run `git config --global --add "
+            f"safe.directory {shlex.quote(str(where))}`."
+        )
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    # git's own sentence is its first fatal: or error: line; the rest is hints and usage.
+    first = next((ln for ln in lines if ln.startswith(("fatal:", "error:"))), None)
+    first = first or (lines[0] if lines else "git failed without saying why")
+    return first.removeprefix("fatal: ").removeprefix("error: ").rstrip(".") + "."
 
 
 def _log_refusal(result: CheckResult, repo: Repository) -> None:
@@ -317,7 +353,7 @@ def refusal(result: CheckResult) -> str:
     )
     holder = "another agent" if result.committer else "an agent"
     lines = [
-        f"versatil: commit refused: {count} staged "
+        f"versatil: commit refused{_in_repository(result.repository)}: {count} staged "
         f"{'file is' if count == 1 else 'files are'} write-locked by {holder}; {who}."
     ]
     for item in result.blocked:
@@ -334,6 +370,7 @@ def refusal(result: CheckResult) -> str:
             f"since {_when(grant.acquired_at)}, {_until(grant)}"
         )
     agents = sorted({item.grant.agent for item in result.blocked})
+    lines = [_printable(line) for line in lines]  # a staged name that is not UTF-8
     lines.append("Ways out:")
     lines.append(f"  - wait until {_or(agents)} releases (see `versatil locks`);")
     lines.append(f"  - ask {_or(agents)} to finish and release;")
@@ -349,6 +386,24 @@ def refusal(result: CheckResult) -> str:
         )
     lines.append("  - or commit anyway with git commit --no-verify, at your own risk.")
     return "\n".join(lines)
+
+
+def _printable(text: str) -> str:
+    from versatil_fs.events import printable
+
+    return str(printable(text))
+
+
+def _in_repository(toplevel: str) -> str:
+    """`` in REPO`` (`` in REPO, a submodule of SUPER``): the staged paths are relative to it,
+    and inside a submodule a bare ``s.txt`` would not say which repository it is in."""
+    if not toplevel:
+        return ""
+    top = Path(toplevel)
+    for parent in top.parents:
+        if os.path.lexists(parent / ".git"):
+            return f" in {top}, a submodule (or nested repository) of {parent}"
+    return f" in {top}"
 
 
 def _until(grant: Grant) -> str:
@@ -407,7 +462,7 @@ def _run_git(cwd: Path, *args: str) -> str:
     except OSError as exc:
         raise UsageError(f"Could not run git: {exc.strerror}.") from exc
     if result.returncode != 0:
-        detail = result.stderr.decode(errors="replace").strip()
+        detail = _git_message(cwd, result.stderr)
         raise NotARepository(f"git {' '.join(args)} failed in {cwd}: {detail}")
     return result.stdout.decode(errors="surrogateescape")
 

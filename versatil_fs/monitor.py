@@ -665,8 +665,13 @@ class Election:
         self._claim(fd)
 
     def _claim(self, fd: int) -> None:
-        overwrite(fd, f"{os.getpid()}\n".encode())
         self._fd = fd
+        try:
+            overwrite(fd, f"{os.getpid()}\n".encode())
+        except OSError:
+            # A full disk (or quota): the PID is only for the message a losing candidate
+            # prints ("another process" then), and the flock alone makes us the monitor.
+            pass
 
     def holder_pid(self) -> int | None:
         """The PID of the process observing now, if it said."""

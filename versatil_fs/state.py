@@ -391,15 +391,30 @@ class StateDir:
                 continue
             except FileNotFoundError:
                 return target  # another process already moved it aside and reported it
+            except PermissionError as exc:
+                # A directory planted where a file belongs: it cannot be hard-linked, so it
+                # is renamed, to a name checked free first (rename would replace an empty
+                # directory there; nobody else can create one in our 0700 directory).
+                if not os.path.isdir(path) or os.path.islink(path):
+                    raise _state_error(path, exc) from exc
+                if os.path.lexists(target):
+                    continue
+                try:
+                    os.rename(path, target)
+                except FileNotFoundError:
+                    return target
+                except OSError as rename_exc:
+                    raise _state_error(path, rename_exc) from rename_exc
+                break
             except OSError as exc:
                 raise _state_error(path, exc) from exc
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
             break
         else:
             raise StateError(f"Could not move {path} aside: too many damaged copies beside it.")
-        try:
-            os.unlink(path)
-        except FileNotFoundError:
-            pass
         print(
             f"versatil: {path} could not be read ({reason}); moved it aside to {target.name} "
             "and rebuilt it from what is live.",

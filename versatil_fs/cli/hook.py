@@ -30,7 +30,11 @@ def check(ctx: click.Context, as_json: bool) -> None:
     """
     result = guard.check(".")
     if as_json:
-        echo_json(
+        from versatil_fs.events import printable
+
+        # Staged names that are not UTF-8 come from git as bytes (os.fsdecode keeps them as
+        # surrogate escapes, which JSON cannot carry): printed as `\xff`, as in the log.
+        echo_json(printable(
             {
                 "allowed": result.allowed,
                 "committer": result.committer,
@@ -49,7 +53,7 @@ def check(ctx: click.Context, as_json: bool) -> None:
                     for b in result.blocked
                 ],
             }
-        )
+        ))
     elif not result.allowed:
         sys.stderr.write(guard.refusal(result) + "\n")
     if not result.allowed:
