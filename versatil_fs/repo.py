@@ -3,8 +3,12 @@
 A path resource is keyed by the repository's git *common* directory (shared by every worktree of
 one repository) and the repo-relative POSIX path after resolving symlinks and ``..``, so
 ``./src/../src/a.py``, ``/abs/repo/src/a.py``, a symlink to it and the same file in another
-worktree all become one key. Named resources (``db:users``, ``port:5432``) are machine-wide: a
-database or a port is shared by every checkout on the machine.
+worktree all become one key. A submodule's files are keyed in the lock space of its top
+superproject (``libs/sm/s.txt`` of the superproject's repository, whether named from inside the
+submodule or from outside), so a directory lock above a submodule covers the files in it.
+
+Named resources (``db:users``, ``port:5432``) are machine-wide: a database or a port is shared
+by every checkout on the machine.
 
 Discovery reads ``.git`` itself instead of running ``git rev-parse``: it is on the lock path,
 where a subprocess costs more than the whole lock transaction.
@@ -47,10 +51,16 @@ class Repository:
         for candidate in (here, *here.parents):
             dotgit = candidate / ".git"
             if dotgit.is_dir():
-                return cls(candidate, dotgit, _common_dir(dotgit))
-            if dotgit.is_file():
+                found = cls(candidate, dotgit, _common_dir(dotgit))
+            elif dotgit.is_file():
                 git_dir = _read_gitfile(dotgit)
-                return cls(candidate, git_dir, _common_dir(git_dir))
+                found = cls(candidate, git_dir, _common_dir(git_dir))
+            else:
+                continue
+            # Worked out now (a few stats, once per tree and process), so that code holding
+            # only this repository's key can find its lock space (see space_of).
+            found.lock_space()
+            return found
         raise NotARepository(
             f"{begin} is not inside a git repository; run versatil from a git working tree "
             "(or pass -C DIR)."
@@ -61,8 +71,13 @@ class Repository:
         raw = os.fspath(path)
         if raw == "":
             raise UsageError("An empty path is not a resource; name a file or a directory.")
+        check_path_text(raw)
         absolute = Path(raw) if os.path.isabs(raw) else (cwd or Path.cwd()) / raw
-        resolved = Path(os.path.realpath(absolute))
+        try:
+            resolved = Path(os.path.realpath(absolute))
+        except OSError as exc:
+            raise UsageError(f"{shown(raw)} cannot be used as a path: {exc.strerror}.") from None
+        check_path_text(str(resolved), typed=raw)
         try:
             rel = resolved.relative_to(self.toplevel)
         except ValueError:
@@ -87,9 +102,118 @@ class Repository:
         # From the path itself (a lock on `sub/` is the whole submodule) up to our root.
         for depth in range(len(parts), 0, -1):
             candidate = self.toplevel.joinpath(*parts[:depth])
-            if (candidate / ".git").exists():
+            try:
+                nested = os.path.lexists(candidate / ".git")
+            except (OSError, ValueError):
+                nested = False
+            if nested:
                 return Repository.find(candidate), "/".join(parts[depth:]) or "."
         return self, relpath
+
+    def lock_space(self) -> tuple[str, str]:
+        """``(key, prefix)``: the lock space this working tree's paths are keyed in, and where
+        the tree sits in it (``""`` for a repository that is not a submodule).
+
+        A submodule's space is its top superproject's, with the submodule's path as prefix,
+        so a lock on the superproject's ``libs/`` and one on ``s.txt`` inside submodule
+        ``libs/sm`` are comparable (``libs`` covers ``libs/sm/s.txt``). A repository merely
+        nested in another's working tree (not a submodule of it) keeps its own space.
+        """
+        found = _SPACES.get(self.toplevel)
+        if found is None:
+            found = (self.key, "")
+            outer = _superproject(self)
+            if outer is not None:
+                parent, prefix = outer
+                top, above = parent.lock_space()
+                found = (top, f"{above}/{prefix}" if above else prefix)
+            _SPACES[self.toplevel] = found
+            _SPACE_OF_KEY[self.key] = found
+        return found
+
+    def lock_path(self, relpath: str) -> tuple[str, str]:
+        """``(key, path)`` of a path relative to this working tree, in its lock space."""
+        key, prefix = self.lock_space()
+        if not prefix:
+            return key, relpath
+        return key, prefix if relpath == "." else f"{prefix}/{relpath}"
+
+
+# Lock spaces already worked out in this process: by working tree, and by repository key for
+# the callers that hold only a key (the commit guard, a restore, the monitor; see space_of).
+_SPACES: dict[Path, tuple[str, str]] = {}
+_SPACE_OF_KEY: dict[str, tuple[str, str]] = {}
+
+
+def space_of(repo_key: str) -> tuple[str, str]:
+    """``(key, prefix)`` of the lock space of the repository ``repo_key``, as found by a
+    :meth:`Repository.lock_space` call in this process (its own key and no prefix otherwise)."""
+    return _SPACE_OF_KEY.get(repo_key, (repo_key, ""))
+
+
+def _superproject(repo: Repository) -> tuple[Repository, str] | None:
+    """The repository ``repo`` is a submodule of, and its path there, if it is one."""
+    for candidate in repo.toplevel.parents:
+        try:
+            if not os.path.lexists(candidate / ".git"):
+                continue
+            outer = Repository.find(candidate)
+        except (OSError, UsageError):
+            return None
+        prefix = repo.toplevel.relative_to(outer.toplevel).as_posix()
+        # Absorbed (what `git submodule add` makes): the git dir lives in the superproject's
+        # modules/. Otherwise a submodule is a path .gitmodules lists.
+        if outer.common_dir / "modules" in repo.common_dir.parents:
+            return outer, prefix
+        return (outer, prefix) if prefix in _gitmodules_paths(outer.toplevel) else None
+    return None
+
+
+def _gitmodules_paths(toplevel: Path) -> set[str]:
+    try:
+        text = (toplevel / ".gitmodules").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return set()
+    found = set()
+    for line in text.splitlines():
+        key, sep, value = line.partition("=")
+        if sep and key.strip() == "path":
+            found.add(value.strip().strip('"').rstrip("/"))
+    return found
+
+
+# Linux's limits: a name of at most 255 bytes, a path of at most 4,095. Longer ones make every
+# system call fail, so they are refused up front in one sentence.
+NAME_MAX = 255
+PATH_MAX = 4095
+
+
+def shown(text: str) -> str:
+    """``text`` printable whatever bytes it holds (undecodable bytes as \\xNN)."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def check_path_text(text: str, *, typed: str | None = None) -> None:
+    """Refuse a path that cannot be locked: not UTF-8 (the lock table is JSON, which holds only
+    text) or longer than the system allows."""
+    name = shown(typed if typed is not None else text)
+    try:
+        data = text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise UsageError(
+            f"{name} is not valid UTF-8, and versatil only locks paths whose names are (the "
+            "lock table is JSON); rename it, or lock the directory that holds it."
+        ) from None
+    if len(data) > PATH_MAX:
+        raise UsageError(
+            f"The path {name[:60]}... is {len(data)} bytes long; paths are at most {PATH_MAX}."
+        )
+    longest = max((len(part) for part in data.split(b"/")), default=0)
+    if longest > NAME_MAX:
+        raise UsageError(
+            f"The path {name[:60]}... has a name of {longest} bytes; a file or directory name "
+            f"is at most {NAME_MAX}."
+        )
 
 
 def _read_gitfile(dotgit: Path) -> Path:

@@ -10,6 +10,7 @@ import msgspec
 from versatil_fs.cli._common import agent_option, echo, echo_json, json_option
 from versatil_fs.errors import UsageError
 from versatil_fs.locks.manager import LockManager
+from versatil_fs.locks.store import seconds_left
 from versatil_fs.locks.table import Claim, Grant, Resource, Table, Waiter
 from versatil_fs.repo import default_agent
 
@@ -148,7 +149,9 @@ def render(table: Table) -> str:
 
 def _until(grant: Grant | Waiter) -> str:
     if isinstance(grant, Grant) and grant.owner == "shell":
-        return _clock(grant.expires_at)
+        # From the time left (the boot clock), not the stored wall time: right even after
+        # the wall clock was set.
+        return _clock(time.time() + seconds_left(grant))
     return f"while pid {grant.pid} lives"
 
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 import fcntl
 import os
 import select
+import stat
 import sys
 import threading
 import weakref
@@ -92,17 +93,54 @@ class HolderFile:
         os.close(self._fd)
         self._fd = None
 
+    def fileno(self) -> int | None:
+        """The flocked descriptor, for processes this one starts to inherit (``pass_fds``)."""
+        return self._fd if self.usable else None
+
+    def detach(self) -> None:
+        """Close our descriptor but keep the file and its records: a process that inherited
+        the descriptor shares its open file description, and a flock belongs to that, so the
+        kernel keeps the lock (this holder alive) until the last such process exits."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+# Every holder file is opened without following a symlink and without blocking: a FIFO
+# planted under a holder file's name would otherwise hang the opener (with the table lock
+# held), and a symlink would point the probe, or a rewrite, at a file that is not ours.
+_PROBE_FLAGS = os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+
+
+def _open_holder(path: str | Path, flags: int) -> int | None:
+    """A descriptor on the regular file at ``path``, or None (gone, a symlink, not a file)."""
+    try:
+        fd = os.open(path, flags | _PROBE_FLAGS)
+    except OSError:
+        return None
+    try:
+        if stat.S_ISREG(os.fstat(fd).st_mode):
+            return fd
+    except OSError:
+        pass
+    os.close(fd)
+    return None
+
 
 def is_held(path: str | Path) -> bool:
-    """Whether a live process still holds the file at ``path`` flocked."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except (FileNotFoundError, NotADirectoryError):
+    """Whether a live process still holds the file at ``path`` flocked.
+
+    Anything but a regular file (a symlink, a FIFO) is no proof of life: it is not held.
+    """
+    fd = _open_holder(path, os.O_RDONLY)
+    if fd is None:
         return False
     try:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
     except BlockingIOError:
         return True
+    except OSError:
+        return False
     finally:
         os.close(fd)  # closing also drops the probe's own LOCK_SH
     return False
@@ -110,9 +148,8 @@ def is_held(path: str | Path) -> bool:
 
 def rewrite_foreign(path: str | Path, data: bytes) -> None:
     """Replace the records in another process's holder file (a forced release), in place."""
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except OSError:
+    fd = _open_holder(path, os.O_WRONLY)
+    if fd is None:
         return
     try:
         overwrite(fd, data)
@@ -213,13 +250,12 @@ def _unwatch(bell: int) -> None:
 
 
 def _wait_for_release(path: str) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except OSError:
-        pass  # already gone: ring at once
-    else:
+    fd = _open_holder(path, os.O_RDONLY)
+    if fd is not None:  # else already gone (or not a holder file at all): ring at once
         try:
             fcntl.flock(fd, fcntl.LOCK_SH)
+        except OSError:
+            pass
         finally:
             os.close(fd)
     with _watchers_lock:

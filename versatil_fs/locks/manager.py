@@ -22,9 +22,13 @@ from typing import TYPE_CHECKING, Any
 
 from versatil_fs import events, faults
 from versatil_fs.errors import Deadlock, LockConflict, StateError, UsageError
+from versatil_fs.locks import clock
 from versatil_fs.locks.leases import Doorbell
-from versatil_fs.locks.store import LocalStore, LockStore
+from versatil_fs.locks.store import TABLE_LOCK_GRACE, LocalStore, LockStore, seconds_left
 from versatil_fs.locks.table import (
+    FOREVER,
+    MAX_PRIORITY,
+    MAX_TIME,
     Claim,
     Grant,
     Holder,
@@ -35,8 +39,9 @@ from versatil_fs.locks.table import (
     Waiter,
     blockers,
     find_cycle,
+    new_id,
 )
-from versatil_fs.repo import Repository, default_agent, parse_named
+from versatil_fs.repo import PATH_MAX, Repository, default_agent, parse_named, shown
 from versatil_fs.state import StateDir
 
 if TYPE_CHECKING:
@@ -143,6 +148,8 @@ class LockManager:
         if isinstance(resource, Resource):
             return resource
         text = os.fspath(resource)
+        if not isinstance(text, str):
+            text = os.fsdecode(text)
         named = parse_named(text)
         if named is not None:
             kind, name = named
@@ -150,9 +157,11 @@ class LockManager:
                 raise UsageError(
                     f"The named resource {text!r} has an empty name; write it as {kind}:NAME."
                 )
+            _check_text("resource name", text)
             return Resource(name=f"{kind}:{name}")
         owner, path = self.repo.innermost(self.repo.relpath(text, cwd=self._base))
-        return Resource(repo=owner.key, path=path)
+        key, full = owner.lock_path(path)
+        return Resource(repo=key, path=full)
 
     def claims(
         self, writes: Iterable[ResourceSpec] = (), reads: Iterable[ResourceSpec] = ()
@@ -193,33 +202,50 @@ class LockManager:
         writes, reads_ = (resources, reads) if mode == "write" else ((), [*resources, *reads])
         claims = self.claims(writes, reads_)
         agent = agent or default_agent(self._repo)
+        _check_text("agent name", agent)
         settings = self.config.collision_detection
         wait = self.config.default_wait if wait is None else _seconds("wait", wait, forever=True)
         ttl = settings.lock_timeout if ttl is None else _seconds("lease lifetime (ttl)", ttl)
         if ttl <= 0:
             raise UsageError(f"A lease lifetime must be positive, got {ttl} seconds.")
-        now = time.time()
+        rank = self.config.priority_of(agent) if priority is None else priority
+        if abs(rank) > MAX_PRIORITY:
+            raise UsageError(
+                f"A priority must be between {-MAX_PRIORITY} and {MAX_PRIORITY}, got {rank}."
+            )
+        now = clock.CLOCK.wall()
+        token = self.store.liveness_token()
         request = Waiter(
-            id=_new_id(), agent=agent, claims=claims, owner=owner, pid=os.getpid(),
-            host=_host(), priority=self.config.priority_of(agent) if priority is None else priority,
-            seq=0, since=now, deadline=now + wait, ttl=ttl,
-            lease_file=self.store.liveness_token(),
+            id=new_id(), agent=agent, claims=claims, owner=owner, pid=os.getpid(),
+            host=_host(), priority=rank, seq=0, since=now,
+            deadline=min(now + wait, MAX_TIME), ttl=ttl,
+            holder=token, lease_file=self.store.lease_file(token),
         )
+        # The wait is measured on the monotonic clock: `deadline` above is only what the table
+        # shows people, and a wall clock set back must not stretch the wait (nor forward
+        # shorten it).
+        until = clock.CLOCK.monotonic() + wait
+        queued = False  # whether a committed transaction put the request in the queue
         try:
-            outcome = self._decide(request, first=True)
+            outcome = self._decide(request, until, first=True)
             if isinstance(outcome, list):
+                queued = True
                 # The doorbell only hears what happens after it is armed, so look once more
                 # before the first sleep: a release between the first look and the arming
                 # would otherwise go unheard until the wait deadline.
                 bell = self._doorbell()
                 bell.drain()
-                outcome = self._decide(request, first=False)
+                outcome = self._decide(request, until, first=False)
                 while isinstance(outcome, list):
                     bell.watch(self.store.holder_files(outcome))
-                    bell.wait(_sleep_budget(request, outcome))
-                    outcome = self._decide(request, first=False)
+                    bell.wait(_sleep_budget(until, outcome))
+                    outcome = self._decide(request, until, first=False)
         except BaseException:
-            self._abandon(request)
+            # A request whose first look failed was never written to the table (a transaction
+            # that raises is not saved): nothing to take out, and no table lock to wait for
+            # again when that failure was a busy table.
+            if queued:
+                self._abandon(request)
             raise
         lease = Lease(self, outcome)
         if owner == "process":
@@ -250,23 +276,32 @@ class LockManager:
         finally:
             lease.release()
 
-    def _decide(self, request: Waiter, *, first: bool) -> Grant | list[Holder]:
-        """One look under the table lock: the grant, or what still blocks the request."""
+    def _decide(self, request: Waiter, until: float, *, first: bool) -> Grant | list[Holder]:
+        """One look under the table lock: the grant, or what still blocks the request.
+
+        ``until`` is the request's deadline on the monotonic clock.
+        """
         logged: Logged = []
         try:
-            with self.store.transaction() as table:
+            budget = max(until - clock.CLOCK.monotonic(), TABLE_LOCK_GRACE)
+            with self.store.transaction(min(budget, FOREVER)) as table:
                 self.store.after_commit(lambda: self._emit_all(logged))
-                now = time.time()
-                if not request.seq:
+                now = clock.CLOCK.wall()
+                mine = next((w for w in table.waiters if w.id == request.id), None)
+                if mine is not None:
+                    # The table's number is our place: a rebuilt table keeps it, and deciding
+                    # with another number than the others see would make false cycles.
+                    request.seq = mine.seq
+                elif not request.seq:
                     # Our place in the queue is taken on the first look, before any decision:
                     # a newcomer must rank behind every request already waiting.
                     request.seq = table.next_seq()
                 found = self._live_blockers(table, request, now, logged)
-                mine = next((w for w in table.waiters if w.id == request.id), None)
                 if not found:
                     if mine is not None:
                         table.waiters.remove(mine)
                     grant = request.granted(now)
+                    _stamp_boot(grant)
                     table.locks.append(grant)
                     if grant.owner == "shell":
                         # The shell lease outlives this process: it ends at unlock or expiry.
@@ -282,8 +317,11 @@ class LockManager:
                 if mine is None:
                     # First look, or our record was lost (a damaged table rebuilt without it
                     # yet): join the queue, unless there is no time to wait at all.
-                    if request.deadline <= now:
+                    if until <= clock.CLOCK.monotonic():
                         raise self._conflict(request, found, now)
+                    if any(w.seq == request.seq for w in table.waiters):
+                        request.seq = table.next_seq()  # our old number went to someone else
+                    table.seq = max(table.seq, request.seq)
                     table.waiters.append(request)
                     self._own(table, request.id, request)
                     mine = request
@@ -296,7 +334,7 @@ class LockManager:
                         f"Waiting for {_describe(request)} as {request.agent} would deadlock: "
                         f"{' -> '.join(cycle)} each wait for the next; release a lock first."
                     )
-                if now >= request.deadline:
+                if clock.CLOCK.monotonic() >= until:
                     table.waiters.remove(mine)
                     self._own(table, request.id, None)
                     raise self._conflict(request, found, now)
@@ -342,7 +380,7 @@ class LockManager:
         claim = next(
             c for c in blocker.claims if any(c.conflicts(mine) for mine in request.claims)
         )
-        waited = now - request.since
+        waited = max(now - request.since, 0.0)
         if isinstance(blocker, Grant):
             until = (
                 f"until {_clock(blocker.expires_at)}"
@@ -374,7 +412,7 @@ class LockManager:
                 grant = next((g for g in table.locks if g.id == lease.id), None)
                 if grant is not None:
                     table.locks.remove(grant)
-                    now = time.time()
+                    now = clock.CLOCK.wall()
                     held = round(now - grant.acquired_at, 3)
                     logged.append(("release", grant, {"held_for": held}))
                     if grant.owner == "shell":
@@ -406,15 +444,18 @@ class LockManager:
     def _own(self, table: Table, record_id: str, record: Holder | None) -> None:
         """Update this process's published records (called inside a transaction).
 
-        Records the table no longer has (force-released, or reaped) are dropped first: a
-        record published again after a forced release would come back at the next rebuild.
+        Records the table no longer has (force-released, or reaped) are dropped first, and the
+        others are published as the table has them now: a record published again after a
+        forced release, or with the claims another process unlocked, would come back at the
+        next rebuild.
         """
         if record is None:
             self._records.pop(record_id, None)
         else:
             self._records[record_id] = record
-        present = {g.id for g in table.locks} | {w.id for w in table.waiters}
-        self._records = {k: v for k, v in self._records.items() if k in present}
+        present: dict[str, Holder] = {g.id: g for g in table.locks}
+        present.update((w.id, w) for w in table.waiters)
+        self._records = {k: present[k] for k in self._records if k in present}
         self.store.publish(self._records.values())
 
     def close(self) -> None:
@@ -426,6 +467,28 @@ class LockManager:
             bell.close()
             del self._bells.bell
         self.store.close()
+
+    def lease_descriptor(self) -> int | None:
+        """A descriptor for the processes a holder starts to inherit (``pass_fds``), so that its
+        process leases last as long as the last of them lives, even after this process dies
+        (``kill -9`` included): the flock that proves a lease alive belongs to the open file
+        description, which every inheriting process shares. None where the store has no
+        such descriptor (nothing is held yet, or another kind of store)."""
+        if isinstance(self.store, LocalStore):
+            return self.store.inheritable_fd()
+        return None
+
+    def hand_over(self) -> None:
+        """Leave every process lease of this manager to the processes that inherited
+        :meth:`lease_descriptor`, without releasing them: the locks end when the last of those
+        processes exits. The manager is done with them (releasing them does nothing)."""
+        with self._guard:
+            leases = list(self._leases.values())
+            self._leases.clear()
+        for lease in leases:
+            lease.released = True
+        if isinstance(self.store, LocalStore):
+            self.store.hand_over()
 
     def unlock(self, resources: Iterable[ResourceSpec], *, agent: str | None = None) -> list[Claim]:
         """Release ``agent``'s locks on exactly these resources; returns what was released."""
@@ -477,7 +540,7 @@ class LockManager:
         logged: Logged = []
         with self.store.transaction() as table:
             self.store.after_commit(lambda: self._emit_all(logged))
-            now = time.time()
+            now = clock.CLOCK.wall()
             everyone: list[Holder] = [*table.locks, *table.waiters]
             for holder in everyone:
                 if not self.store.is_live(holder, now):
@@ -548,10 +611,6 @@ class LockManager:
             )
 
 
-# About 31 years: as good as for ever, and still a finite number the JSON table can hold.
-FOREVER = 1e9
-
-
 def _seconds(what: str, value: float, *, forever: bool = False) -> float:
     """A duration from a caller, checked: never NaN or negative, infinity only where it means
     "wait for ever" (stored as FOREVER), never beyond FOREVER."""
@@ -564,6 +623,19 @@ def _seconds(what: str, value: float, *, forever: bool = False) -> float:
     return float(value)
 
 
+def _check_text(what: str, text: str) -> None:
+    """Refuse a name the JSON lock table cannot hold (not UTF-8), or an absurdly long one."""
+    try:
+        size = len(text.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise UsageError(
+            f"The {what} {shown(text)} is not valid UTF-8; versatil keeps locks in a JSON "
+            "table and only takes names that are."
+        ) from None
+    if size > PATH_MAX:
+        raise UsageError(f"The {what} {shown(text)[:60]}... is {size} bytes; at most {PATH_MAX}.")
+
+
 def _renew(grant: Grant, now: float) -> None:
     """Renew a process lease that was just proven alive (its flock is held).
 
@@ -573,7 +645,15 @@ def _renew(grant: Grant, now: float) -> None:
     on every look. Shell leases are never renewed: they end at unlock or expiry.
     """
     if grant.owner == "process" and grant.expires_at - now < grant.ttl / 2:
-        grant.expires_at = now + grant.ttl
+        grant.expires_at = min(now + grant.ttl, MAX_TIME)
+        _stamp_boot(grant)
+
+
+def _stamp_boot(grant: Grant) -> None:
+    """Date the expiry on CLOCK_BOOTTIME too, for :func:`~versatil_fs.locks.store.seconds_left`."""
+    now = clock.CLOCK
+    grant.boot_id = now.boot_id()
+    grant.expires_boot = min(now.boottime() + grant.ttl, MAX_TIME) if grant.boot_id else 0.0
 
 
 def _youngest_in_cycle(table: Table, request: Waiter, cycle: list[str]) -> bool:
@@ -583,13 +663,13 @@ def _youngest_in_cycle(table: Table, request: Waiter, cycle: list[str]) -> bool:
     return not seqs or request.seq >= max(seqs)
 
 
-def _sleep_budget(request: Waiter, found: Sequence[Holder]) -> float:
-    now = time.time()
-    until = request.deadline
+def _sleep_budget(until: float, found: Sequence[Holder]) -> float:
+    budget = until - clock.CLOCK.monotonic()
     for holder in found:
         if isinstance(holder, Grant) and holder.owner == "shell":
-            until = min(until, holder.expires_at)  # wake exactly when a shell lease expires
-    return max(0.0, until - now) + 0.001
+            # Wake exactly when a shell lease expires.
+            budget = min(budget, seconds_left(holder))
+    return max(0.0, min(budget, FOREVER)) + 0.001
 
 
 def _describe(request: Waiter) -> str:
@@ -602,11 +682,6 @@ def _agents(found: Sequence[Holder]) -> list[str]:
 
 def _clock(ts: float) -> str:
     return time.strftime("%H:%M:%S", time.localtime(ts))
-
-
-def _new_id() -> str:
-    # Sortable by creation time, unique across processes and hosts.
-    return f"{time.time_ns() // 1_000_000:x}-{os.getpid()}-{os.urandom(3).hex()}"
 
 
 def _host() -> str:

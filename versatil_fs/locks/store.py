@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import fcntl
 import os
+import stat
 import threading
-import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
@@ -22,23 +22,46 @@ from typing import Protocol
 
 import msgspec
 
-from versatil_fs.locks import leases
-from versatil_fs.locks.table import SCHEMA_VERSION, Grant, Holder, Table, Waiter
+from versatil_fs.errors import LockConflict, StateError
+from versatil_fs.locks import clock, leases
+from versatil_fs.locks.table import (
+    SCHEMA_VERSION,
+    Grant,
+    Holder,
+    Table,
+    Waiter,
+    new_id,
+    queue_key,
+    valid_id,
+)
 from versatil_fs.state import StateDir
+
+# How long a transaction waits for the table lock when its caller has no wait budget of its
+# own (a release, `versatil locks`, the commit guard), and at least, whatever the budget: a
+# transaction holds the lock for well under a millisecond, so only a stopped or stuck process
+# holds it longer, and `--wait 0` must not fail because another command is mid-transaction.
+TABLE_LOCK_WAIT = 5.0
+TABLE_LOCK_GRACE = 0.5
 
 
 class LockStore(Protocol):
     on_damage: list[str]
     """Why a damaged table was set aside since the last look (the manager logs and clears it)."""
 
-    def transaction(self) -> AbstractContextManager[Table]:
-        """Exclusive access to the table; changes are saved when the block exits cleanly."""
+    def transaction(self, budget: float | None = None) -> AbstractContextManager[Table]:
+        """Exclusive access to the table; changes are saved when the block exits cleanly.
+
+        Waits at most ``budget`` seconds (default: a few) for another process's transaction
+        to end, then raises :class:`LockConflict` saying the table is busy."""
 
     def is_live(self, holder: Holder, now: float) -> bool:
         """Whether a grant or waiter still stands (its process lives, or its lease unexpired)."""
 
     def liveness_token(self) -> str:
-        """This process's proof of life, started if need be; stored in ``Holder.lease_file``."""
+        """This process's proof of life, started if need be; stored in ``Holder.holder``."""
+
+    def lease_file(self, token: str) -> str:
+        """Where a reader outside the manager can probe ``token`` (``Holder.lease_file``)."""
 
     def publish(self, records: Iterable[Holder]) -> None:
         """This process's own grants and waits, kept where a table rebuild can find them."""
@@ -92,6 +115,53 @@ class DamagedTable(Exception):
     """The table file did not parse; carries why, for the one report the user sees."""
 
 
+def seconds_left(grant: Grant) -> float:
+    """How long a shell lease still stands (negative once it has expired).
+
+    Measured on CLOCK_BOOTTIME while the machine has not rebooted since the grant, so a wall
+    clock stepped forward or back neither ends the lease early nor keeps it late; after a
+    reboot (another boot id) the wall-clock expiry stored beside it is all there is.
+    """
+    now = clock.CLOCK
+    if grant.boot_id and grant.expires_boot > 0 and grant.boot_id == now.boot_id():
+        return grant.expires_boot - now.boottime()
+    return grant.expires_at - now.wall()
+
+
+def _read_regular(path: Path) -> bytes | None:
+    """A holder file's bytes: never through a symlink, never blocking on a FIFO, only a
+    regular file of ours (None otherwise, or when it is gone)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_uid != os.getuid():
+            return None
+        chunks = []
+        while chunk := os.read(fd, 1 << 20):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
+def _parse_name(name: str) -> tuple[str, str] | None:
+    """``(id, kind)`` for a file name of the lease directory we made (``<id>.lease``,
+    ``<id>.shell``, ``<id>.pending``, ``.<id>.tmp``); None for anything else, which the sweep
+    and the rebuild leave alone."""
+    if name.startswith(".") and name.endswith(".tmp"):
+        ident, kind = name[1:-4], "tmp"
+    else:
+        ident, dot, kind = name.rpartition(".")
+        if not dot or kind not in ("lease", "shell", "pending"):
+            return None
+    return (ident, kind) if valid_id(ident) else None
+
+
 class LocalStore:
     def __init__(self, state: StateDir | None = None) -> None:
         self.state = state or StateDir()
@@ -105,18 +175,29 @@ class LocalStore:
 
     # Transactions ---------------------------------------------------------------------------
     @contextmanager
-    def transaction(self) -> Iterator[Table]:
+    def transaction(self, budget: float | None = None) -> Iterator[Table]:
         # flock excludes other processes but not other threads sharing our descriptor (it
         # belongs to the open file description), so threads queue on a mutex first.
-        with self._mutex:
-            yield from self._locked_transaction()
+        wait = TABLE_LOCK_WAIT if budget is None else max(budget, TABLE_LOCK_GRACE)
+        started = clock.CLOCK.monotonic()
+        if not self._mutex.acquire(timeout=min(wait, threading.TIMEOUT_MAX)):
+            raise self._busy(wait, None)
+        try:
+            left = wait - (clock.CLOCK.monotonic() - started)
+            yield from self._locked_transaction(max(left, 0.0))
+        finally:
+            self._mutex.release()
 
-    def _locked_transaction(self) -> Iterator[Table]:
+    def _locked_transaction(self, wait: float) -> Iterator[Table]:
         fd = self._table_lock_fd()
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            own = True
+        except BlockingIOError:
+            fd, own = self._flock_within(wait), False
         self._probed = {}  # liveness is only stable while we hold the table lock
         try:
-            raw = self.state.read_bytes(self.state.lock_table)
+            raw = self._read_table()
             table = self._decode(raw)
             yield table
             # Pretty-printed: `cat ~/.versatil/logs/resource-locks.json` is how the reference
@@ -135,6 +216,74 @@ class LocalStore:
             self._forgotten = []
             self._on_commit = []
             fcntl.flock(fd, fcntl.LOCK_UN)
+            if not own:
+                os.close(fd)
+
+    def _flock_within(self, wait: float) -> int:
+        """The table lock, taken on a descriptor of its own within ``wait`` seconds.
+
+        flock has no timeout, so a helper thread blocks in it (woken by the kernel the moment
+        the lock is free, no polling) while we wait on an event. The thread's descriptor is a
+        separate open file description, so the lock it gets is ours to use; if we give up
+        first, the thread lets go of the lock as soon as it gets it and closes the descriptor.
+        """
+        fd = self.state.open_lock_file(self.state.table_lock)
+        got = threading.Event()
+        guard = threading.Lock()
+        abandoned = [False]
+
+        def take() -> None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            except OSError:
+                pass
+            with guard:
+                if abandoned[0]:
+                    os.close(fd)  # drops the lock we no longer want
+                    return
+                got.set()
+
+        threading.Thread(target=take, daemon=True, name="versatil-table-lock").start()
+        if got.wait(min(wait, threading.TIMEOUT_MAX)):
+            return fd
+        with guard:
+            if got.is_set():
+                return fd  # granted just as we gave up: use it
+            abandoned[0] = True
+        raise self._busy(wait, self.state.table_lock)
+
+    def _busy(self, wait: float, path: Path | None) -> LockConflict:
+        if path is None:
+            who = "another thread of this process"
+        else:
+            pid = _flock_holder(path)
+            who = f"process {pid}" if pid else "another process"
+        return LockConflict(
+            f"The lock table is busy: {who} has held {self.state.table_lock} for more than "
+            f"{wait:.1f} s (a versatil command stopped or stuck?); nothing was changed, try "
+            "again once it is gone."
+        )
+
+    def _read_table(self) -> bytes | None:
+        """The table's bytes; a FIFO, device or directory planted there is damage, not a file
+        to block on: it is moved aside like any other damaged table."""
+        path = self.state.lock_table
+        self.state.ensure_dir(path.parent)
+        try:
+            info = os.lstat(path)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise StateError(f"Could not use {path}: {exc.strerror or exc}.") from exc
+        if not stat.S_ISREG(info.st_mode) and not stat.S_ISLNK(info.st_mode):
+            kind = "a directory" if stat.S_ISDIR(info.st_mode) else "not a regular file"
+            self._set_aside(f"it is {kind}")
+            return None
+        return self.state.read_bytes(path)
+
+    def _set_aside(self, reason: str) -> None:
+        self.state.move_aside(self.state.lock_table, reason)
+        self.on_damage.append(reason)
 
     def _table_lock_fd(self) -> int:
         # Kept open for the store's lifetime: reopening costs more than the flock itself.
@@ -151,6 +300,24 @@ class LocalStore:
             os.close(self._lock_fd)
             self._lock_fd = None
 
+    def inheritable_fd(self) -> int | None:
+        """The descriptor whose flock proves this process's leases alive, for the processes
+        it starts to inherit: while any of them holds it, the leases live on (see hand_over)."""
+        with self._mutex:
+            return self._holder.fileno() if self._holder is not None else None
+
+    def hand_over(self) -> None:
+        """Leave this process's leases to the processes that inherited :meth:`inheritable_fd`.
+
+        Nothing in the table changes: the holder file and its records stay, and the kernel
+        keeps its flock until the last of those processes exits; then waiters wake (their
+        doorbell watches the file) and find the leases dead, as after any holder's death.
+        """
+        with self._mutex:
+            if self._holder is not None:
+                self._holder.detach()
+                self._holder = None
+
     def _decode(self, raw: bytes | None) -> Table:
         if raw is None:
             return self._rebuild()
@@ -159,79 +326,145 @@ class LocalStore:
             if table.version != SCHEMA_VERSION:
                 raise DamagedTable(f"schema version {table.version}, expected {SCHEMA_VERSION}")
         except (msgspec.DecodeError, msgspec.ValidationError, DamagedTable) as exc:
-            reason = str(exc) or "not valid JSON"
-            self.state.move_aside(self.state.lock_table, reason)
-            self.on_damage.append(reason)
+            # A value out of bounds or an id that is not one of ours (msgspec checks the
+            # schema's patterns and limits) is damage like a syntax error: nothing read from
+            # such a table is acted on, it is set aside whole and rebuilt from the holders.
+            self._set_aside(str(exc) or "not valid JSON")
             return self._rebuild()
         return table
 
-    def _rebuild(self) -> Table:
-        """The table as the live holder files and unexpired shell leases describe it."""
-        table = Table()
-        now = time.time()
+    def holder_path(self, holder_id: str) -> Path | None:
+        """``run/leases/<id>.lease``, rebuilt from a validated id (None for anything else): the
+        only way a path is derived from what a table or holder file says."""
+        if not valid_id(holder_id):
+            return None
+        return self.state.leases / f"{holder_id}.lease"
+
+    def _shell_path(self, lease_id: str, kind: str = "shell") -> Path | None:
+        if not valid_id(lease_id):
+            return None
+        return self.state.leases / f"{lease_id}.{kind}"
+
+    def _remove_entry(self, path: Path) -> None:
+        """Unlink a file of the lease directory: only a regular file (never a symlink's
+        target, never a directory) whose name is one we make."""
+        if path.parent != self.state.leases or _parse_name(path.name) is None:
+            return
+        try:
+            info = os.lstat(path)
+        except OSError:
+            return
+        if stat.S_ISREG(info.st_mode):
+            self.state.remove(path)
+
+    def _entries(self) -> list[tuple[Path, str, str]]:
+        """``(path, id, kind)`` for each regular file of the lease directory that we made;
+        symlinks, FIFOs, directories and foreign names are skipped, never read or removed."""
         self.state.ensure_dir(self.state.leases)
-        waiters: list[Waiter] = []
-        for path in sorted(self.state.leases.iterdir()):
-            if path.suffix == ".shell":
-                try:
-                    grant = _grant_decoder.decode(path.read_bytes())
-                except (OSError, msgspec.DecodeError, msgspec.ValidationError):
-                    grant = None
-                if grant is not None and self.is_live(grant, now):
-                    table.locks.append(grant)
-                else:
-                    self.state.remove(path)
-            elif path.suffix == ".lease":
-                if not leases.is_held(path):
-                    self.state.remove(path)  # its process is gone, and so are its leases
+        found = []
+        with os.scandir(self.state.leases) as listing:
+            for entry in listing:
+                parsed = _parse_name(entry.name)
+                if parsed is None:
                     continue
                 try:
-                    records = _records_decoder.decode(path.read_bytes())
-                except (OSError, msgspec.DecodeError, msgspec.ValidationError):
-                    continue  # a live holder that has recorded nothing yet
-                table.locks.extend(records.grants)
-                waiters.extend(records.waiters)
-        # Arrival order survives through `since`; renumber so new arrivals queue behind.
-        for waiter in sorted(waiters, key=lambda w: w.since):
-            waiter.seq = table.next_seq()
-            table.waiters.append(waiter)
+                    if not entry.is_file(follow_symlinks=False):
+                        continue
+                except OSError:
+                    continue
+                found.append((self.state.leases / entry.name, *parsed))
+        return sorted(found)
+
+    def _rebuild(self) -> Table:
+        """The table as the live holder files and unexpired shell leases describe it.
+
+        Nothing in those files names a path: a shell lease's file is ``<its id>.shell``, and
+        every record of a holder file is re-attached to that file's own id, whatever it says.
+        """
+        table = Table()
+        waiters: list[Waiter] = []
+        for path, ident, kind in self._entries():
+            if kind == "shell":
+                raw = _read_regular(path)
+                try:
+                    grant = _grant_decoder.decode(raw) if raw is not None else None
+                except (msgspec.DecodeError, msgspec.ValidationError):
+                    grant = None
+                if grant is not None and (grant.id != ident or grant.owner != "shell"):
+                    grant = None  # a record under another lease's name: not to be trusted
+                if grant is not None and seconds_left(grant) > 0:
+                    grant.holder = grant.lease_file = ""
+                    table.locks.append(grant)
+                else:
+                    self._remove_entry(path)
+            elif kind == "lease":
+                if not leases.is_held(path):
+                    self._remove_entry(path)  # its process is gone, and so are its leases
+                    continue
+                raw = _read_regular(path)
+                try:
+                    records = _records_decoder.decode(raw) if raw else None
+                except (msgspec.DecodeError, msgspec.ValidationError):
+                    records = None
+                if records is None:
+                    continue  # a live holder that has recorded nothing (readable) yet
+                for grant in records.grants:
+                    if grant.owner == "process":  # shell leases come from their own files
+                        grant.holder, grant.lease_file = ident, str(path)
+                        table.locks.append(grant)
+                for waiter in records.waiters:
+                    waiter.holder, waiter.lease_file = ident, str(path)
+                    waiters.append(waiter)
+        # Every waiter keeps its place: the number it was given stays (its process compares
+        # it with the others' and would see false cycles and a broken order if it changed),
+        # and newcomers are numbered after the highest one.
+        table.waiters = sorted(waiters, key=lambda w: (*queue_key(w), w.since))
+        table.seq = max((w.seq for w in waiters), default=0)
         return table
 
     def sweep(self) -> int:
-        """Remove holder files of processes that died without cleaning up; returns how many."""
+        """Remove holder files of processes that died without cleaning up; returns how many.
+
+        Only regular files named as we name them, in the lease directory, and only when no
+        process holds them flocked.
+        """
         removed = 0
-        self.state.ensure_dir(self.state.leases)
-        now = time.time()
-        for path in self.state.leases.iterdir():
-            if path.suffix == ".lease" and not leases.is_held(path):
-                self.state.remove(path)
+        now = clock.CLOCK.wall()
+        for path, _ident, kind in self._entries():
+            if kind == "lease" and not leases.is_held(path):
+                self._remove_entry(path)
                 removed += 1
-            elif path.suffix == ".pending" and _older_than(path, now, 60.0):
-                # A `versatil lock` killed between its record and its table write.
-                self.state.remove(path)
+            elif kind in ("pending", "tmp") and _older_than(path, now, 60.0):
+                # A `versatil lock` killed between its record and its table write, or a
+                # process killed while creating its holder file.
+                if kind == "tmp" and leases.is_held(path):
+                    continue
+                self._remove_entry(path)
                 removed += 1
         return removed
 
     # Liveness -------------------------------------------------------------------------------
     def is_live(self, holder: Holder, now: float) -> bool:
         if holder.owner == "shell" and isinstance(holder, Grant):
-            return now < holder.expires_at
+            return seconds_left(holder) > 0
         # A process lease is alive exactly as long as its flock: no expiry takes it from a live
         # process, and no PID keeps it for a dead one.
-        path = holder.lease_file
-        if not path:
-            return False
-        alive = self._probed.get(path)
+        ident = holder.holder
+        alive = self._probed.get(ident)
         if alive is None:
-            alive = self._probed[path] = leases.is_held(path)
+            path = self.holder_path(ident)
+            alive = self._probed[ident] = path is not None and leases.is_held(path)
         return alive
 
     def liveness_token(self) -> str:
         with self._mutex:
             if self._holder is None or not self._holder.usable:
-                holder_id = f"{time.time_ns() // 1_000_000:x}-{os.getpid()}-{os.urandom(3).hex()}"
-                self._holder = leases.HolderFile.create(self.state, holder_id)
-            return str(self._holder.path)
+                self._holder = leases.HolderFile.create(self.state, new_id())
+            return self._holder.path.name[: -len(".lease")]
+
+    def lease_file(self, token: str) -> str:
+        path = self.holder_path(token)
+        return str(path) if path is not None else ""
 
     def publish(self, records: Iterable[Holder]) -> None:
         if self._holder is None:
@@ -249,14 +482,16 @@ class LocalStore:
         ignores pending records, so a command killed before the table was written leaves no
         lock to resurrect.
         """
-        self.state.write_atomic(
-            self.state.leases / f"{grant.id}.pending", _encoder.encode(grant)
-        )
+        pending = self._shell_path(grant.id, "pending")
+        if pending is not None:
+            self.state.write_atomic(pending, _encoder.encode(grant))
 
     def confirm_shell_lease(self, grant: Grant) -> None:
-        pending = self.state.leases / f"{grant.id}.pending"
+        pending, final = self._shell_path(grant.id, "pending"), self._shell_path(grant.id)
+        if pending is None or final is None:
+            return
         try:
-            os.replace(pending, self.state.leases / f"{grant.id}.shell")
+            os.replace(pending, final)
         except FileNotFoundError:
             pass  # unlocked or expired already
 
@@ -269,16 +504,18 @@ class LocalStore:
 
     def _forget_now(self, holder: Holder) -> None:
         if holder.owner == "shell" and isinstance(holder, Grant):
-            self.state.remove(self.state.leases / f"{holder.id}.shell")
-            self.state.remove(self.state.leases / f"{holder.id}.pending")
+            for kind in ("shell", "pending"):
+                path = self._shell_path(holder.id, kind)
+                if path is not None:
+                    self._remove_entry(path)
         else:
             self._rewrite_foreign(holder, None)
 
     def amend(self, grant: Grant) -> None:
         if grant.owner == "shell":
-            self.state.write_atomic(
-                self.state.leases / f"{grant.id}.shell", _encoder.encode(grant)
-            )
+            path = self._shell_path(grant.id)
+            if path is not None:
+                self.state.write_atomic(path, _encoder.encode(grant))
         else:
             self._rewrite_foreign(grant, grant)
 
@@ -288,15 +525,18 @@ class LocalStore:
         A live process that lost a grant (forced release, unlock from a shell) still lists it in
         its file; without this a table rebuild would bring the released lock back.
         """
-        path = holder.lease_file
-        if not path or (self._holder is not None and path == str(self._holder.path)):
-            return  # our own records: the manager publishes them itself
+        path = self.holder_path(holder.holder)
+        if path is None or (self._holder is not None and path == self._holder.path):
+            return  # our own records (the manager publishes them itself), or no holder file
         if not leases.is_held(path):
-            self.state.remove(path)  # its process is gone, and with it every lease it held
+            self._remove_entry(path)  # its process is gone, and with it every lease it held
             return
+        raw = _read_regular(path)
         try:
-            records = _records_decoder.decode(Path(path).read_bytes())
-        except (OSError, msgspec.DecodeError, msgspec.ValidationError):
+            records = _records_decoder.decode(raw) if raw else None
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            records = None
+        if records is None:
             return
         records.grants = [g for g in records.grants if g.id != holder.id]
         records.waiters = [w for w in records.waiters if w.id != holder.id]
@@ -308,11 +548,35 @@ class LocalStore:
         return leases.Doorbell(self.state.logs)
 
     def holder_files(self, holders: Iterable[Holder]) -> list[str]:
-        return sorted({h.lease_file for h in holders if h.lease_file})
+        paths = (self.holder_path(h.holder) for h in holders if h.holder)
+        return sorted({str(p) for p in paths if p is not None})
 
 
 def _older_than(path: Path, now: float, seconds: float) -> bool:
     try:
-        return now - path.stat().st_mtime > seconds
-    except FileNotFoundError:
+        return now - os.lstat(path).st_mtime > seconds
+    except OSError:
         return False
+
+
+def _flock_holder(path: Path) -> int | None:
+    """The pid holding ``path`` flocked, from /proc/locks (Linux; None when unknown)."""
+    try:
+        info = os.stat(path)
+        with open("/proc/locks", encoding="ascii", errors="replace") as handle:
+            lines = handle.read().splitlines()
+    except OSError:
+        return None
+    major, minor = os.major(info.st_dev), os.minor(info.st_dev)
+    wanted = {f"{major:02x}:{minor:02x}:{info.st_ino}", f"{major}:{minor}:{info.st_ino}"}
+    for line in lines:
+        fields = line.split()
+        # "1: FLOCK  ADVISORY  WRITE 1234 08:01:5678 0 EOF"; a blocked waiter's line has
+        # "->" as its second field, so it never matches.
+        if (
+            len(fields) >= 6 and fields[1] == "FLOCK" and fields[5] in wanted
+            and fields[4].isdigit()
+        ):
+            return int(fields[4])
+    return None
+

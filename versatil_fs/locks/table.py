@@ -10,8 +10,10 @@ and queueing behind it would be a deadlock of our own making.
 
 from __future__ import annotations
 
+import os
+import re
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Literal
+from typing import Annotated, Literal
 
 import msgspec
 
@@ -19,6 +21,41 @@ SCHEMA_VERSION = 1
 
 Mode = Literal["read", "write"]
 Owner = Literal["process", "shell"]
+
+# The one pattern every lease, request and holder id must match (what `new_id` makes:
+# milliseconds in hex, the pid, six random hex digits). Ids name files in run/leases/, so an id
+# read back from the table or a holder file is only ever used after this check: a "/", "..",
+# a NUL or a newline (`$` would let one through; `\Z` does not) can never reach a path.
+_ID = r"[0-9a-f]{1,16}-[0-9]{1,10}-[0-9a-f]{6}"
+ID_PATTERN = re.compile(rf"^{_ID}\Z")
+LeaseId = Annotated[str, msgspec.Meta(pattern=rf"^{_ID}\Z")]
+HolderRef = Annotated[str, msgspec.Meta(pattern=rf"^(?:{_ID})?\Z")]
+# Where a process lease's holder file was, for readers outside the lock manager (the monitor
+# probes it); the lock manager itself never uses it, it rebuilds run/leases/<holder>.lease.
+LeaseFile = Annotated[str, msgspec.Meta(pattern=rf"^(?:/.*/{_ID}\.lease)?\Z")]
+BootId = Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f-]{0,64}\Z")]
+
+# Every number in the table is bounded, so a hand-edited or damaged table (1e308, a negative
+# time) fails to decode and is moved aside and rebuilt, instead of overflowing a clock format
+# or a sleep later. Times are seconds since the epoch: a deadline "for ever" is now + FOREVER.
+FOREVER = 1e9  # about 31 years: as good as for ever, and still a finite number
+MAX_TIME = 1e10  # the year 2286
+Time = Annotated[float, msgspec.Meta(ge=0.0, le=MAX_TIME)]
+Duration = Annotated[float, msgspec.Meta(gt=0.0, le=FOREVER)]
+Count = Annotated[int, msgspec.Meta(ge=0, le=2**53)]
+Priority = Annotated[int, msgspec.Meta(ge=-(10**9), le=10**9)]
+MAX_PRIORITY = 10**9
+
+
+def new_id() -> str:
+    """A lease, request or holder id: sortable by creation time, unique across processes."""
+    import time
+
+    return f"{time.time_ns() // 1_000_000:x}-{os.getpid()}-{os.urandom(3).hex()}"
+
+
+def valid_id(text: str) -> bool:
+    return ID_PATTERN.match(text) is not None
 
 
 # gc=False on every record type: they never refer back to each other (a table holds lists of
@@ -51,8 +88,24 @@ class Resource(msgspec.Struct, frozen=True, order=True, omit_defaults=True, gc=F
         return self.repo == other.repo and path_overlaps(self.path, other.path)
 
     def covers(self, repo: str, path: str) -> bool:
-        """Whether this resource contains the repo-relative ``path`` of ``repo``."""
-        return self.is_path and self.repo == repo and path_contains(self.path, path)
+        """Whether this resource contains the repo-relative ``path`` of ``repo`` (the key of
+        the repository, a submodule's included: see :func:`in_lock_space`)."""
+        if not self.is_path:
+            return False
+        key, full = in_lock_space(repo, path)
+        return self.repo == key and path_contains(self.path, full)
+
+
+def in_lock_space(repo: str, path: str) -> tuple[str, str]:
+    """``(key, path)`` of ``repo``'s repo-relative ``path`` in the lock space path resources
+    are keyed in: a submodule's files are keyed by its top superproject, under the
+    submodule's path (:meth:`versatil_fs.repo.Repository.lock_space`)."""
+    from versatil_fs.repo import space_of  # a dict lookup; repo.py imports nothing of ours
+
+    key, prefix = space_of(repo)
+    if not prefix:
+        return key, path
+    return key, prefix if path == "." else f"{prefix}/{path}"
 
 
 def path_contains(outer: str, inner: str) -> bool:
@@ -80,40 +133,47 @@ class _Request(msgspec.Struct, kw_only=True, gc=False):
     """What a grant and a waiting request share: who asks for what, and how to reach them."""
 
     version: int = SCHEMA_VERSION
-    id: str
+    id: LeaseId
     agent: str
     claims: list[Claim]
     owner: Owner = "process"
-    pid: int = 0
+    pid: Count = 0
     host: str = ""
-    priority: int = 0
-    ttl: float = 300.0
-    # The waiters' wake-up target and the liveness proof of a process lease: a file its process
-    # keeps flocked for as long as it lives. Shell leases have none and end at `expires_at`.
-    lease_file: str = ""
+    priority: Priority = 0
+    ttl: Duration = 300.0
+    # The waiters' wake-up target and the liveness proof of a process lease: the id of the file
+    # run/leases/<holder>.lease its process keeps flocked for as long as it lives. Shell leases
+    # have none and end at their expiry.
+    holder: HolderRef = ""
+    lease_file: LeaseFile = ""
 
 
 class Grant(_Request, kw_only=True):
     """A lease that holds its claims now."""
 
-    acquired_at: float
-    expires_at: float
+    acquired_at: Time
+    expires_at: Time
+    # The expiry on CLOCK_BOOTTIME too (seconds), valid while the machine has not rebooted
+    # (`boot_id`): a wall clock set forward or back must not end a shell lease early or late.
+    boot_id: BootId = ""
+    expires_boot: Annotated[float, msgspec.Meta(ge=0.0, le=MAX_TIME)] = 0.0
 
 
 class Waiter(_Request, kw_only=True):
     """A request waiting in the queue; its process keeps ``lease_file`` flocked while it waits."""
 
-    seq: int
-    since: float
-    deadline: float
+    seq: Count
+    since: Time
+    deadline: Time
 
     def granted(self, now: float) -> Grant:
         """The grant this request becomes."""
+        process = self.owner == "process"
         return Grant(
             id=self.id, agent=self.agent, claims=self.claims, owner=self.owner, pid=self.pid,
             host=self.host, priority=self.priority, ttl=self.ttl,
-            lease_file=self.lease_file if self.owner == "process" else "",
-            acquired_at=now, expires_at=now + self.ttl,
+            holder=self.holder if process else "", lease_file=self.lease_file if process else "",
+            acquired_at=now, expires_at=min(now + self.ttl, MAX_TIME),
         )
 
 
@@ -121,7 +181,7 @@ class Table(msgspec.Struct, kw_only=True, gc=False):
     """The whole lock table: what ``logs/resource-locks.json`` holds."""
 
     version: int = SCHEMA_VERSION
-    seq: int = 0
+    seq: Count = 0
     locks: list[Grant] = msgspec.field(default_factory=list)
     waiters: list[Waiter] = msgspec.field(default_factory=list)
 
@@ -263,12 +323,16 @@ class WriteLocks:
         self, grants: Iterable[Grant], repo: str, *, except_agent: str | None = None
     ) -> None:
         self._by_path: dict[str, tuple[Grant, Claim]] = {}
+        # Paths are asked relative to `repo`; locks are keyed in its lock space (a submodule's
+        # in its superproject's, under the submodule's path).
+        key, self._prefix = in_lock_space(repo, ".")
+        self._prefix = "" if self._prefix == "." else self._prefix
         for grant in grants:
             if except_agent is not None and grant.agent == except_agent:
                 continue
             for claim in grant.claims:
                 resource = claim.resource
-                if claim.mode == "write" and resource.is_path and resource.repo == repo:
+                if claim.mode == "write" and resource.is_path and resource.repo == key:
                     self._by_path.setdefault(resource.path, (grant, claim))
 
     def __bool__(self) -> bool:
@@ -278,6 +342,8 @@ class WriteLocks:
         """The write lock covering the repo-relative ``path``, if any."""
         if not self._by_path:
             return None
+        if self._prefix:
+            path = self._prefix if path == "." else f"{self._prefix}/{path}"
         for candidate in ancestors(path):
             hit = self._by_path.get(candidate)
             if hit is not None:

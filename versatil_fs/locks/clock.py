@@ -1,0 +1,49 @@
+"""The clocks the lock manager reads, in one place so a test can replace them.
+
+* ``wall()`` (``time.time``) is what the table shows people and what survives a reboot.
+* ``monotonic()`` measures a wait: a wall clock set back an hour must not turn ``--wait 4``
+  into an hour, nor one set forward into no wait at all.
+* ``boottime()`` (``CLOCK_BOOTTIME``: monotonic, and it keeps counting through a suspend) with
+  ``boot_id()`` dates a shell lease's expiry across processes: any process of the same boot
+  reads the same clock, whatever the wall clock does. After a reboot the boot id differs and
+  the wall time stored beside it is all there is.
+
+Tests swap :data:`CLOCK` for a fake (``monkeypatch.setattr(clock, "CLOCK", fake)``); the lock
+code always reads ``clock.CLOCK`` at call time, never a copy of it.
+"""
+
+from __future__ import annotations
+
+import time
+
+
+class Clock:
+    def __init__(self) -> None:
+        self._boot_id: str | None = None
+
+    def wall(self) -> float:
+        return time.time()
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    def boottime(self) -> float:
+        try:
+            return time.clock_gettime(time.CLOCK_BOOTTIME)  # type: ignore[attr-defined,unused-ignore]
+        except (AttributeError, OSError):
+            return time.monotonic()
+
+    def boot_id(self) -> str:
+        """This boot's id ("" where the system does not tell: expiry then uses the wall clock)."""
+        if self._boot_id is None:
+            try:
+                with open("/proc/sys/kernel/random/boot_id", "rb") as handle:
+                    text = handle.read(64).decode("ascii", "replace").strip().lower()
+            except OSError:
+                text = ""
+            hexdigits = set("0123456789abcdef-")
+            self._boot_id = text if text and set(text) <= hexdigits else ""
+        return self._boot_id
+
+
+CLOCK = Clock()
