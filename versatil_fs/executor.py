@@ -110,6 +110,7 @@ from versatil_fs.plan import (
     lower_bound,
 )
 from versatil_fs.repo import Repository
+from versatil_fs.runner import ProcessTree
 from versatil_fs.state import StateDir
 
 SCHEMA_VERSION = 1
@@ -143,6 +144,9 @@ class TaskRun(msgspec.Struct, kw_only=True):
     skipped_because: str = ""
     log: str = ""
     pid: int = 0
+    # When its process exited: recorded (write-ahead, fdatasynced) the moment it does, before
+    # its files are compared or rolled back; a resume finds the task ended, not interrupted.
+    exited: float | None = None
     checkpoint: str | None = None  # the baseline its files are rolled back to
     # While running: its write paths as they were when it started (path -> stat stamp), so a
     # resume can tell what it changed. Cleared when it ends.
@@ -823,6 +827,14 @@ class _Outcome:
 
 
 @dataclass
+class _Held:
+    """A task's hold on its locks, as its worker sees it."""
+
+    lease_fd: int | None = None  # for the task's processes to inherit (None: no locks)
+    handed_over: bool = False  # left to processes of the task that could not be stopped
+
+
+@dataclass
 class _Worker:
     task: Task
     proc: subprocess.Popen[bytes] | None = None
@@ -977,6 +989,9 @@ class WaveExecutor:
                    done=sum(1 for t in run.tasks.values() if t.status in TERMINAL))
         for task_run in interrupted:
             killed = kill_leftovers(run.id, task_run.id)
+            if task_run.status == "running" and task_run.exited is not None:
+                self._settle(task_run, killed)  # it ended: its outcome stands
+                continue
             if task_run.status == "running":
                 self._recover(task_run, killed)
             task_run.status = "pending"
@@ -1014,6 +1029,52 @@ class WaveExecutor:
         if retried:
             self._emit("retry", None, tasks=retried)
         return retried
+
+    def _settle(self, task_run: TaskRun, killed: list[int]) -> None:
+        """Finish what the executor did not for a task whose exit it recorded before dying.
+
+        The task ran to its end once; it is not run again. Its outcome is the exit it recorded:
+        a success keeps its files, a failure has them rolled back from its baseline, exactly
+        as if the executor had lived, and what it modified is compared with the snapshot taken
+        when it started.
+        """
+        task = self.tasks[task_run.id]
+        failed = task_run.exit_code != 0 or bool(task_run.error)
+        before = task_run.before or {}
+        error = task_run.error
+        with self._task_locks(task, wait=self.lock_wait):
+            after = snapshot(self.repo.toplevel, self._write_paths(task))
+            files = modified(before, after)
+            rolled: list[str] = []
+            if failed and files:
+                try:
+                    rolled = self._rollback(task_run, files)
+                except VersatilError as exc:
+                    error = f"{error}; rollback failed: {exc}"
+        kept = [f for f in files if f not in set(rolled)]
+        if kept:
+            from versatil_fs.checkpoints import record_files_modified
+
+            with contextlib.suppress(VersatilError):
+                record_files_modified(
+                    self.repo, task.agent, kept, wave=task_run.wave, task=task.id
+                )
+        task_run.status = "failed" if failed else "succeeded"
+        task_run.finished = task_run.exited
+        task_run.error = error
+        task_run.files = files
+        task_run.rolled_back = rolled
+        task_run.before = None
+        task_run.pid = 0
+        kind = "task-failed" if failed else "task-done"
+        self._emit(kind, task_run, exit_code=task_run.exit_code, duration=task_run.duration,
+                   files=files, rolled_back=rolled, error=error, recorded_before_crash=True)
+        detail = f"{len(killed)} leftover processes killed" if killed else "no process left"
+        self.observer.event(
+            self._state(), "rollback" if failed else "note", task_run,
+            f"had ended ({'failed' if failed else 'succeeded'}) when the executor stopped "
+            f"({detail}); not run again" + (f", {_files(rolled)} rolled back" if failed else ""),
+        )
 
     def _recover(self, task_run: TaskRun, killed: list[int]) -> None:
         """Roll back the files of a task that was running when the executor died."""
@@ -1275,6 +1336,7 @@ class WaveExecutor:
             task_run.status = "waiting"
             task_run.checkpoint = None  # its worker makes or finds its baseline
             task_run.exit_code = None
+            task_run.exited = None
             task_run.error = ""
             task_run.files = []
             task_run.rolled_back = []
@@ -1413,10 +1475,12 @@ class WaveExecutor:
             with self._mutex:
                 task_run.checkpoint = baseline
             queued = time.time()
-            with self._task_locks(task, wait=self.lock_wait, on_wait=self._announce_wait):
+            with self._task_locks(
+                task, wait=self.lock_wait, on_wait=self._announce_wait
+            ) as held:
                 if self._stopping.is_set():
                     raise _Stopped
-                outcome = self._run_locked(task, task_run, queued)
+                outcome = self._run_locked(task, task_run, queued, held)
         except _Stopped:
             outcome = _Outcome(task=task.id, kind="finished", status="pending", interrupted=True)
         except (LockConflict, Deadlock) as exc:  # the locks could not be had
@@ -1436,7 +1500,9 @@ class WaveExecutor:
         self._inbox.put(_Outcome(task=task.id, kind="waiting"))
         self._emit("task-waiting", self._state().tasks[task.id])
 
-    def _run_locked(self, task: Task, task_run: TaskRun, queued: float) -> _Outcome:
+    def _run_locked(
+        self, task: Task, task_run: TaskRun, queued: float, held: _Held
+    ) -> _Outcome:
         run = self._state()
         paths = self._write_paths(task)
         before = snapshot(self.repo.toplevel, paths)
@@ -1456,8 +1522,9 @@ class WaveExecutor:
             "task-start", task_run, attempt=task_run.attempts, checkpoint=task_run.checkpoint,
             lock_wait=task_run.lock_wait, command=task.describe_run(),
         )
-        exit_code, error, interrupted = self._spawn_and_wait(task, task_run, log_path)
-        ended = time.time()
+        exit_code, error, interrupted, ended = self._spawn_and_wait(
+            task, task_run, log_path, held
+        )
         faults.point("wave.task-exited")
         after = snapshot(self.repo.toplevel, paths)
         files = modified(before, after)
@@ -1486,9 +1553,9 @@ class WaveExecutor:
         )
 
     def _spawn_and_wait(
-        self, task: Task, task_run: TaskRun, log_path: Path
-    ) -> tuple[int | None, str, bool]:
-        """Run the command; returns (exit code, error, interrupted)."""
+        self, task: Task, task_run: TaskRun, log_path: Path, held: _Held
+    ) -> tuple[int | None, str, bool, float]:
+        """Run the command; returns (exit code, error, interrupted, when it exited)."""
         run = self._state()
         env = dict(os.environ)
         env.pop("VERSATIL_FAULT", None)  # a fault armed for the executor is not the task's
@@ -1501,22 +1568,37 @@ class WaveExecutor:
             "VERSATIL_PLAN_DIR": str(plan_dir) if plan_dir else "",
             MARKER: f"{run.id}/{task.id}",
         })
-        # Opened like the state's lock files: 0600, no symlink followed, close-on-exec.
-        log_fd = self.state.open_lock_file(log_path)
+        # Everything the task starts inherits its lease's descriptor, so its locks last as
+        # long as the last of those processes, even if this executor is killed (see
+        # versatil_fs.runner.ProcessTree); the pipe beside it tells when they have all gone.
+        tree = ProcessTree(held.lease_fd)
+        tree.export(env)
         try:
-            os.lseek(log_fd, 0, os.SEEK_END)
-            header = f"== {task.id} ({task.agent}), attempt {task_run.attempts}: " \
-                     f"{task.describe_run()}\n"
-            os.write(log_fd, header.encode())
+            # Opened like the state's lock files: 0600, no symlink followed, close-on-exec.
+            log_fd = self.state.open_lock_file(log_path)
             try:
+                os.lseek(log_fd, 0, os.SEEK_END)
+                header = f"== {task.id} ({task.agent}), attempt {task_run.attempts}: " \
+                         f"{task.describe_run()}\n"
+                _write_all(log_fd, header.encode())
                 proc = subprocess.Popen(
                     task.command, cwd=self.repo.toplevel, env=env, stdin=subprocess.DEVNULL,
                     stdout=log_fd, stderr=subprocess.STDOUT, start_new_session=True,
+                    pass_fds=tree.pass_fds,
                 )
             except OSError as exc:
-                return None, f"could not start: {exc.strerror or exc}", False
+                return None, f"could not start: {exc.strerror or exc}", False, time.time()
+            finally:
+                os.close(log_fd)
+            tree.started()
+            return self._wait_for(task, task_run, proc, tree, held)
         finally:
-            os.close(log_fd)
+            tree.close()
+
+    def _wait_for(
+        self, task: Task, task_run: TaskRun, proc: subprocess.Popen[bytes], tree: ProcessTree,
+        held: _Held,
+    ) -> tuple[int | None, str, bool, float]:
         self._workers[task.id].proc = proc
         with self._mutex:
             task_run.pid = proc.pid
@@ -1534,25 +1616,60 @@ class WaveExecutor:
             except subprocess.TimeoutExpired:
                 _signal_group(proc.pid, signal.SIGKILL)
                 code = proc.wait()
-        # The task is its process group: anything it left running would go on writing
-        # without its locks, so it ends with the task.
-        _signal_group(proc.pid, signal.SIGKILL)
-        self._workers[task.id].proc = None
-        if self._stopping.is_set() and not timed_out:
-            return code, "", True
+        ended = time.time()
+        interrupted = self._stopping.is_set() and not timed_out
         if timed_out:
-            return code, f"timed out after {task.timeout:g} s", False
-        if code < 0:
-            return 128 - code, f"killed by signal {-code}", False
-        return code, "" if code == 0 else f"exited with {code}", False
+            exit_code, error = code, f"timed out after {task.timeout:g} s"
+        elif code < 0:
+            exit_code, error = 128 - code, f"killed by signal {-code}"
+        else:
+            exit_code, error = code, "" if code == 0 else f"exited with {code}"
+        if not interrupted:
+            # Before anything else, the kill below included: from here on a crash no longer
+            # makes `wave resume` run the task again (see the module docstring).
+            faults.point("wave.before-exit-record")
+            self._record_exit(task_run, exit_code, error, ended)
+        # The task is everything it started: anything it left running would go on writing
+        # once its locks are gone, so it ends with the task. Its process group first; then
+        # whatever left the group (setsid, daemons), found by the marker in its environment.
+        _signal_group(proc.pid, signal.SIGKILL)
+        if not tree.empty(TERM_GRACE):
+            killed = kill_leftovers(self._state().id, task.id)
+            if not tree.empty(TERM_GRACE):
+                # Still alive without our marker (it cleared its environment): its locks are
+                # left to it and end when it does, instead of letting it write unguarded.
+                held.handed_over = True
+                self._emit("task-leftovers", task_run, killed=killed,
+                           locks="kept until the processes left exit")
+        self._workers[task.id].proc = None
+        return exit_code, "" if interrupted else error, interrupted, ended
+
+    def _record_exit(
+        self, task_run: TaskRun, exit_code: int | None, error: str, ended: float
+    ) -> None:
+        """Make the task's exit durable the moment it happens: one fdatasync'd append."""
+        with self._mutex:
+            task_run.exited = ended
+            task_run.exit_code = exit_code
+            task_run.error = error
+        try:
+            self._journal.log(task_run)
+        except (StateError, _Stopped):
+            # A full disk: the exit still reaches the state through the usual write, and until
+            # then a crash makes resume run the task again, as before this record existed.
+            pass
 
     @contextlib.contextmanager
     def _task_locks(
         self, task: Task, *, wait: float, on_wait: Callable[[Task], None] | None = None
-    ) -> Iterator[None]:
-        """Hold the task's locks, as its agent, for the block (nothing to hold: no locks)."""
+    ) -> Iterator[_Held]:
+        """Hold the task's locks, as its agent, for the block (nothing to hold: no locks).
+
+        Released at the end, unless the block left them to processes the task started that
+        could not be stopped (:attr:`_Held.handed_over`): they then end with those processes.
+        """
         if not task.writes and not task.reads:
-            yield
+            yield _Held()
             return
         from versatil_fs.locks.manager import LockManager
 
@@ -1578,10 +1695,14 @@ class WaveExecutor:
             finally:
                 granted.set()
                 timer.cancel()
+            held = _Held(lease_fd=manager.lease_descriptor())
             try:
-                yield
+                yield held
             finally:
-                lease.release()
+                if held.handed_over:
+                    manager.hand_over()
+                else:
+                    lease.release()
         finally:
             manager.close()
 
@@ -1645,6 +1766,12 @@ def _tasks_word(count: int) -> str:
 
 def _files(paths: Sequence[str]) -> str:
     return "1 file" if len(paths) == 1 else f"{len(paths)} files"
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
 
 
 def _safe_name(task_id: str) -> str:

@@ -36,12 +36,14 @@ Choices, and why:
 from __future__ import annotations
 
 import os
+import select
 import shlex
 import shutil
 import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,7 +55,7 @@ from versatil_fs.repo import Repository, default_agent, git_config
 if TYPE_CHECKING:
     from versatil_fs.checkpoints import Checkpoints
     from versatil_fs.config import Config
-    from versatil_fs.locks.manager import Lease
+    from versatil_fs.locks.manager import Lease, LockManager
     from versatil_fs.monitor import Election, IgnoreMatcher, Monitor, Snapshot, Write
 
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -64,6 +66,12 @@ PR_SET_PDEATHSIG = 1
 MONITOR_DELAY = 0.1
 # After the locks are requested, say that we wait if the grant takes longer than this.
 WAIT_NOTICE_SECONDS = 0.5
+# Once the command has exited, how long the processes it started may take to exit as well
+# (a shell's last children are often a moment behind it) before the locks are left to them.
+DESCENDANT_GRACE = 0.1
+# The descriptors every process started under a lease inherits and should pass on to its own
+# children (a program that closes inherited descriptors takes its children out of the lease).
+LEASE_FDS = "VERSATIL_LEASE_FDS"
 
 
 class CommandNotFound(VersatilError):
@@ -159,7 +167,10 @@ class _Run:
                 f"from {defaulted_from}, and runs under one name never exclude each other"
             )
         self._config: Config | None = None
+        self.manager: LockManager | None = None
         self.lease: Lease | None = None
+        self.tree: ProcessTree | None = None
+        self.handed_over = False  # the locks were left to processes the command started
         self.matcher: IgnoreMatcher | None = None
         self.locked_paths: list[str] = []
         self.before: Snapshot | None = None
@@ -205,9 +216,22 @@ class _Run:
                 returncode = child.wait()
                 signals.finishing()
                 result.exit_code = exit_code_of(returncode)
+                self._check_descendants()
             finally:
+                if self.tree is not None:
+                    self.tree.close()
                 self._finish(result)
         return result
+
+    def _check_descendants(self) -> None:
+        """Whether processes the command started outlive it; if so the locks stay theirs."""
+        if self.tree is None or self.tree.empty(DESCENDANT_GRACE):
+            return
+        self.handed_over = True
+        self.say(
+            "the command exited, but processes it started are still running: its locks stay "
+            "held until the last of them exits (see `versatil locks`)"
+        )
 
     def _acquire(self) -> None:
         if not (self.writes or self.reads):
@@ -218,7 +242,7 @@ class _Run:
             return
         from versatil_fs.locks.manager import LockManager
 
-        manager = LockManager(repo=self.cwd, config=self.config)
+        manager = self.manager = LockManager(repo=self.cwd, config=self.config)
         timer = threading.Timer(WAIT_NOTICE_SECONDS, self._waiting_notice)
         timer.daemon = True
         timer.start()
@@ -310,10 +334,15 @@ class _Run:
     def _spawn(self, executable: str, signals: _SignalRouter) -> subprocess.Popen[bytes]:
         env = dict(os.environ)
         env["VERSATIL_AGENT"] = self.agent
+        lease_fd = self.manager.lease_descriptor() if self.manager and self.lease else None
+        if lease_fd is not None:
+            self.tree = ProcessTree(lease_fd)
+            self.tree.export(env)
         try:
-            return subprocess.Popen(
+            child = subprocess.Popen(
                 [executable, *self.command[1:]],
                 cwd=self.cwd, env=env, close_fds=True, restore_signals=True,
+                pass_fds=self.tree.pass_fds if self.tree else (),
                 preexec_fn=_child_setup(signals.child_mask),
             )
         except FileNotFoundError as exc:
@@ -326,6 +355,9 @@ class _Run:
             raise CommandNotExecutable(
                 f"{self.command[0]}: cannot run it ({exc.strerror or exc})."
             ) from exc
+        if self.tree is not None:
+            self.tree.started()
+        return child
 
     def _start_periodic_checkpoints(self) -> None:
         if self.checkpoints is None:
@@ -379,9 +411,15 @@ class _Run:
                         )
                 result.checkpoint = self.checkpoint_id
                 if self.rollback and result.exit_code != 0 and self.checkpoint_id:
-                    self._roll_back(result)
+                    if self.handed_over:
+                        self.say(f"the command failed (exit {result.exit_code}), but its files "
+                                 "are not rolled back: processes it started may still write")
+                    else:
+                        self._roll_back(result)
             finally:
-                if self.lease is not None:
+                if self.handed_over and self.manager is not None:
+                    self.manager.hand_over()
+                elif self.lease is not None:
                     self.lease.release()
         finally:
             try:
@@ -483,6 +521,65 @@ def _resolve_command(name: str, cwd: Path) -> str:
     if found is None:
         raise CommandNotFound(f"{name}: command not found.")
     return found
+
+
+# The process tree ---------------------------------------------------------------------------------
+class ProcessTree:
+    """The processes started under a lease, kept under it by two inherited descriptors.
+
+    * The lease's holder descriptor (:meth:`LockManager.lease_descriptor`): its flock proves
+      the lease alive, and it belongs to the open file description every inheriting process
+      shares, so the kernel keeps the locks while any of them lives, whoever else dies.
+    * The write end of a pipe whose read end only we hold: it reads end-of-file once every
+      process that inherited the write end has exited, which is how we learn that the command
+      left nothing running (no /proc scan, no PID to trust).
+
+    Both are listed in ``$VERSATIL_LEASE_FDS`` for programs that close inherited descriptors
+    and want their children kept under the lease (they pass both on).
+    """
+
+    def __init__(self, lease_fd: int | None) -> None:
+        # os.pipe() descriptors are close-on-exec: only the child we start gets the write end
+        # (pass_fds), never a git or a checkpoint process of ours.
+        self._read, self._write = os.pipe()
+        self._write_open = True
+        self.lease_fd = lease_fd
+
+    @property
+    def pass_fds(self) -> tuple[int, ...]:
+        if self.lease_fd is None:  # nothing held: the pipe alone, to know when they are gone
+            return (self._write,)
+        return (self.lease_fd, self._write)
+
+    def export(self, env: dict[str, str]) -> None:
+        env[LEASE_FDS] = " ".join(str(fd) for fd in self.pass_fds)
+
+    def started(self) -> None:
+        """The child has its copies: ours of the write end must go, or no end-of-file comes."""
+        if self._write_open:
+            os.close(self._write)
+            self._write_open = False
+
+    def empty(self, timeout: float = 0.0) -> bool:
+        """Whether every process that inherited the pipe has exited (waits up to ``timeout``)."""
+        self.started()
+        deadline = time.monotonic() + timeout
+        while True:
+            ready, _, _ = select.select([self._read], [], [], max(0.0, deadline - time.monotonic()))
+            if not ready:
+                return False
+            try:
+                if not os.read(self._read, 4096):
+                    return True
+            except BlockingIOError:
+                pass
+            # A descendant wrote to it (nobody should): drained, go on waiting for the end.
+
+    def close(self) -> None:
+        self.started()
+        if self._read >= 0:
+            os.close(self._read)
+            self._read = -1
 
 
 # Signals ----------------------------------------------------------------------------------------
