@@ -25,7 +25,6 @@ import shutil
 import signal
 import stat
 import subprocess
-import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -240,7 +239,9 @@ def test_a_config_file_planted_by_another_user_is_refused(
     home: Path, repo: Path, tally: Tally
 ) -> None:
     config = home / "config.toml"
-    config.write_text("[collision_detection]\nenabled = false\n[checkpoints]\nmax_checkpoints = 1\n")
+    config.write_text(
+        "[collision_detection]\nenabled = false\n[checkpoints]\nmax_checkpoints = 1\n"
+    )
     config.chmod(0o600)
     os.chown(config, OTHER_UID, OTHER_UID)
     tally.attack()
