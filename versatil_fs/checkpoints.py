@@ -48,10 +48,13 @@ import errno
 import fcntl
 import hashlib
 import importlib
+import json
 import os
+import re
 import secrets
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import threading
@@ -71,6 +74,13 @@ from versatil_fs.state import StateDir, _state_error, flocked
 
 SCHEMA_VERSION = 1
 REF_PREFIX = "refs/versatil/checkpoints/"
+# Where a ref under REF_PREFIX that is not a checkpoint is moved aside to (kept, not deleted).
+DAMAGED_PREFIX = "refs/versatil/damaged/"
+# The one shape of a checkpoint id (see _new_id). Every id read from a ref name, a metadata file
+# or the command line is matched against it before it names a file or a ref: an id is never a
+# path ("../x", "a/b") and never selects anything outside refs/versatil/checkpoints/.
+ID_PATTERN = re.compile(r"cp-[0-9]{8}-[0-9]{6}-[0-9a-f]{4}(?:-wave-[0-9]{1,9})?")
+MAX_WAVE = 999_999_999  # a wave number's digits are bounded by ID_PATTERN
 DEFAULT_MAX_CHECKPOINTS = 10
 DEFAULT_LARGE_FILE_MB = 50.0
 
@@ -101,6 +111,23 @@ _GIT_LOCATION_VARIABLES = (
 
 class GitFailed(VersatilError):
     """A git command failed for a reason outside our control (a broken repository, full disk)."""
+
+
+class RestoreIncomplete(VersatilError):
+    """A restore stopped part-way: the message names what was and was not restored, and the
+    safety checkpoint that undoes it."""
+
+    def __init__(self, message: str, *, restored: builtins.list[str],
+                 not_restored: builtins.list[str], safety: str | None) -> None:
+        super().__init__(message)
+        self.restored = restored
+        self.not_restored = not_restored
+        self.safety = safety
+
+
+def valid_id(checkpoint_id: str) -> bool:
+    """Whether ``checkpoint_id`` has the one shape versatil gives checkpoint ids."""
+    return ID_PATTERN.fullmatch(checkpoint_id) is not None
 
 
 # Records ----------------------------------------------------------------------------------------
@@ -168,6 +195,32 @@ class PruneResult(msgspec.Struct, kw_only=True):
 
 
 _record_decoder = msgspec.json.Decoder(CheckpointRecord)
+# In `git ls-files -v -z` output, an entry whose tag is not "H" (cached, no flag): lower case is
+# assume-unchanged, "S" skip-worktree ("M" unmerged entries are matched too, and left alone).
+_FLAGGED = re.compile(rb"(?:^|(?<=\0))([^H\0]) ([^\0]+)")
+# (repository, ref, object) of damage already reported by this process: said once, not on every
+# listing of one command.
+_REPORTED: set[tuple[str, str, str]] = set()
+
+
+def _encode_record(record: CheckpointRecord) -> bytes:
+    """A record as JSON. A file name that is not UTF-8 (held as surrogate escapes, see
+    :func:`_decode_path`) cannot be encoded by msgspec; such a record is written by the json
+    module, whose ``\\udcXX`` escapes read back to the same name."""
+    try:
+        return msgspec.json.format(msgspec.json.encode(record), indent=2) + b"\n"
+    except UnicodeEncodeError:
+        return json.dumps(msgspec.to_builtins(record), indent=2).encode("ascii") + b"\n"
+
+
+def _decode_record(data: bytes) -> CheckpointRecord:
+    try:
+        return _record_decoder.decode(data)
+    except msgspec.DecodeError:
+        if b"\\udc" not in data.lower():
+            raise
+    # Written by the json module (a non-UTF-8 file name, see _encode_record).
+    return msgspec.convert(json.loads(data), CheckpointRecord)
 
 
 # The lock manager's records, as far as a restore needs them ------------------------------------
@@ -210,14 +263,22 @@ def record_files_modified(
 
     The run wrapper and the monitor call this; a restore by agent or wave reads these events back.
     """
+    # The event log is UTF-8 JSON: a name that is not UTF-8 goes in `paths_hex` as its bytes,
+    # so that `restore --agent` selects exactly that file (a printable stand-in could name
+    # another one).
+    extra: dict[str, Any] = {}
+    raw = [os.fsencode(p).hex() for p in paths if _has_surrogates(p)]
+    if raw:
+        extra["paths_hex"] = raw
     events.emit(
         "collision-detection",
         "files-modified",
-        agent=agent,
+        agent=_loggable(agent),
         repo=str(repo.common_dir),
-        paths=paths,
+        paths=[p for p in paths if not _has_surrogates(p)],
         wave=wave,
-        task=task,
+        task=_loggable(task),
+        **extra,
     )
 
 
@@ -233,7 +294,10 @@ def _modifications_since(repo_key: str, since: float) -> builtins.list[_Modifica
     for event in events.read("collision-detection"):
         if event.kind != "files-modified" or event.repo != repo_key or event.time <= since:
             continue
-        raw_paths = event.data.get("paths") or []
+        raw_paths = builtins.list(event.data.get("paths") or [])
+        for encoded in event.data.get("paths_hex") or []:
+            with contextlib.suppress(TypeError, ValueError):
+                raw_paths.append(os.fsdecode(bytes.fromhex(encoded)))
         wave = event.data.get("wave")
         paths = tuple(_clean_recorded(p) for p in raw_paths if isinstance(p, str) and p)
         found.append(_Modification(event.agent, wave if isinstance(wave, int) else None, paths))
@@ -276,6 +340,7 @@ class Checkpoints:
         # Every command cleans up after processes killed mid-create or mid-restore.
         self._scratch = self._state.subdir("checkpoints", digest, "scratch")
         _sweep(self._scratch)
+        _sweep_staging(self.repo.git_dir)
 
     # Create ---------------------------------------------------------------------------------
     def create(
@@ -291,8 +356,8 @@ class Checkpoints:
         prune: bool = True,
     ) -> CheckpointRecord:
         """Checkpoint the whole working tree; prunes to ``max_checkpoints`` afterwards."""
-        if wave is not None and wave < 0:
-            raise UsageError(f"A wave number is 0 or more, not {wave}.")
+        if wave is not None and not 0 <= wave <= MAX_WAVE:
+            raise UsageError(f"A wave number is 0 to {MAX_WAVE:,}, not {wave}.")
         started = time.time()
         with self._private_index() as index, _in_background(
             lambda: agent or default_agent(self.repo)
@@ -410,6 +475,13 @@ class Checkpoints:
                         return RestoreResult(checkpoint=target.id, safety_checkpoint=None)
                     if not force:
                         self._refuse_locked(changes, target, restorer)
+                    description = described()
+                    in_the_way = self._unsaved_in_the_way(changes)
+                    if in_the_way:
+                        # Content the snapshot does not hold (ignored now) would be overwritten
+                        # or deleted: it goes into the safety checkpoint too, forced.
+                        self._save_in_the_way(snapshot.index, in_the_way, target, force)
+                        description = self._describe(snapshot)
                     safety = self._commit(
                         snapshot,
                         started=time.time(),
@@ -417,9 +489,19 @@ class Checkpoints:
                         agent=restorer,
                         kind="safety",
                         restore_of=target.id,
-                        described=described(),
+                        described=description,
                     )
-                    result = self._apply(target, safety, changes)
+                    try:
+                        result = self._apply(target, safety, changes)
+                    except RestoreIncomplete as exc:
+                        if exc.restored:
+                            raise  # the safety record says unfinished: list points at it
+                        # Nothing changed: the safety checkpoint is only a copy of the tree.
+                        safety.restore_complete = True
+                        with contextlib.suppress(StateError):
+                            self._write_record(safety, durable=False)
+                        exc.safety = safety.id
+                        raise
                     safety.restore_complete = True
                     # Not fsynced: losing this update in a power cut only makes `list` call the
                     # restore interrupted, which sends the user to the same safety checkpoint.
@@ -505,17 +587,80 @@ class Checkpoints:
 
     # Listing (defined last: inside the class body `list` names this method) -----------------
     def list(self) -> builtins.list[CheckpointRecord]:
-        """Every checkpoint of the repository, oldest first."""
-        out = self._git(
-            "for-each-ref", "--format=%(refname)%00%(objectname)", REF_PREFIX
-        ).decode("utf-8", "surrogateescape")
+        """Every checkpoint of the repository, oldest first.
+
+        A ref under ``refs/versatil/checkpoints/`` that is not a checkpoint (a name of another
+        shape, or pointing at something that is not a commit) is damaged: it is moved aside to
+        ``refs/versatil/damaged/`` (said once, on stderr) and the others are listed as usual.
+        """
         records = []
-        for line in out.splitlines():
-            refname, _, oid = line.partition("\0")
+        for refname, oid, kind, tree in self._checkpoint_refs():
             checkpoint_id = refname[len(REF_PREFIX) :]
-            records.append(self._load(checkpoint_id, oid))
+            if not valid_id(checkpoint_id):
+                self._damaged_ref(refname, oid, "its name is not a checkpoint id")
+            elif kind != "commit" or not tree:
+                self._damaged_ref(refname, oid, f"it points at a {kind or 'missing object'}, "
+                                                "not a commit")
+            else:
+                record = self._load(checkpoint_id, oid, tree)
+                if record is not None:
+                    records.append(record)
         records.sort(key=lambda r: (r.time, r.id))
         return records
+
+    def _checkpoint_refs(self) -> builtins.list[tuple[str, str, str, str]]:
+        """``(refname, object, object type, tree)`` of every ref under REF_PREFIX."""
+        fmt = "--format=%(refname)%00%(objectname)%00%(objecttype)%00%(tree)"
+        proc = self._spawn("for-each-ref", fmt, REF_PREFIX)
+        out, _ = proc.communicate()
+        if proc.returncode == 0:
+            rows = []
+            for line in out.split(b"\n"):
+                if line:
+                    name, oid, kind, tree = [*line.split(b"\0"), b"", b"", b""][:4]
+                    rows.append((name.decode("utf-8", "surrogateescape"), oid.decode(),
+                                 kind.decode(), tree.decode()))
+            return rows
+        # for-each-ref gives up on the whole listing when one ref names a missing object: list
+        # the names alone, and ask cat-file about each object (it answers "missing" for one).
+        names = self._git("for-each-ref", "--format=%(refname)%00%(objectname)", REF_PREFIX)
+        pairs = [line.split(b"\0", 1) for line in names.split(b"\n") if b"\0" in line]
+        query = b"".join(oid + b"\n" + oid + b"^{tree}\n" for _, oid in pairs)
+        answers = self._git("cat-file", "--batch-check=%(objectname) %(objecttype)",
+                            stdin=query).decode().splitlines()
+        found = []
+        for i, (name, oid) in enumerate(pairs):
+            own = answers[2 * i].split() if 2 * i < len(answers) else []
+            root = answers[2 * i + 1].split() if 2 * i + 1 < len(answers) else []
+            what = own[1] if len(own) == 2 and own[1] != "missing" else ""
+            found.append((name.decode("utf-8", "surrogateescape"), oid.decode(), what,
+                          root[0] if len(root) == 2 and root[1] == "tree" else ""))
+        return found
+
+    def _damaged_ref(self, refname: str, oid: str, reason: str) -> None:
+        """Move a ref that is not a checkpoint out of REF_PREFIX (kept, not deleted), once."""
+        rest = refname[len(REF_PREFIX) :]
+        aside = DAMAGED_PREFIX + rest
+        exists = self._spawn("rev-parse", "-q", "--verify", aside)
+        exists.communicate()
+        if exists.returncode == 0:
+            aside = f"{aside}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{os.getpid()}"
+        # One transaction naming the old value: if another process moves (or a user fixes) the
+        # ref meanwhile, this one fails and changes nothing.
+        script = (b"create " + os.fsencode(aside) + b" " + oid.encode() + b"\n"
+                  + b"delete " + os.fsencode(refname) + b" " + oid.encode() + b"\n")
+        proc = self._spawn("update-ref", "--stdin")
+        proc.communicate(script)
+        key = (self.key, refname, oid)
+        if proc.returncode == 0:
+            where = f"moved it aside to {printable(aside)}"
+        elif key in _REPORTED:
+            return
+        else:
+            where = "skipped it (it could not be moved aside)"
+        _REPORTED.add(key)
+        print(f"versatil: {printable(refname)} is not a checkpoint ({reason}); {where}.",
+              file=sys.stderr)
 
     def _emit_done(self, stream: str, kind: str, **fields: Any) -> None:
         """Log something that has already happened to the refs, the metadata or the tree.
@@ -525,7 +670,7 @@ class Checkpoints:
         failure is one line on stderr and the change stands.
         """
         try:
-            events.emit(stream, kind, **fields)
+            events.emit(stream, kind, **{k: _loggable(v) for k, v in fields.items()})
         except StateError as exc:
             cause = exc.__cause__
             detail = cause.strerror if isinstance(cause, OSError) and cause.strerror else exc
@@ -599,14 +744,28 @@ class Checkpoints:
             yield index
 
     def _snapshot(self, index: Path) -> _Snapshot:
-        """``git add -A`` into the private index: every file's blob is stored, no tree yet."""
+        """``git add -A`` into the private index: every file's blob is stored, no tree yet.
+
+        What is on disk is what is stored, whatever the index's flags say: ``git add`` skips a
+        file marked ``--assume-unchanged`` or ``--skip-worktree`` (it keeps the index's blob),
+        so a restore would overwrite an edit its safety checkpoint never saw. Such entries
+        (listed while ``add`` runs, so the common case costs no extra wait) lose their flag in
+        the private copy and are added again. A skip-worktree file absent from the disk is a
+        sparse checkout's, not a deletion: it keeps its flag and its blob.
+        """
         head_proc = self._spawn("rev-parse", "-q", "--verify", "HEAD^{commit}")
+        flags_proc = self._spawn("ls-files", "-v", "-z", index=index)
         try:
             # LC_ALL=C: the "adding embedded git repository" warning is parsed below.
             add = self._spawn("add", "-A", index=index, extra={"LC_ALL": "C"})
             _, err = self._finish(add, ("add", "-A"))
+            flagged, _ = self._finish(flags_proc, ("ls-files", "-v"))
         finally:
             head_out, _ = head_proc.communicate()
+            if flags_proc.returncode is None:
+                flags_proc.kill()
+                flags_proc.communicate()
+        self._add_flagged(index, flagged)
         head = head_out.decode().strip() if head_proc.returncode == 0 else None
         embedded = tuple(
             line.split("adding embedded git repository:", 1)[1].strip()
@@ -614,6 +773,34 @@ class Checkpoints:
             if "adding embedded git repository:" in line
         )
         return _Snapshot(head=head, index=index, embedded=embedded)
+
+    def _add_flagged(self, index: Path, listing: bytes) -> None:
+        """Clear assume-unchanged / skip-worktree in the private index and add those files
+        (``listing``: ``git ls-files -v -z``, whose tag is lower case for assume-unchanged and
+        ``S`` for skip-worktree)."""
+        assumed: builtins.list[bytes] = []
+        skipped: builtins.list[bytes] = []
+        for match in _FLAGGED.finditer(listing):
+            tag, path = match.group(1), match.group(2)
+            present = os.path.lexists(self.repo.toplevel / os.fsdecode(path))
+            if tag.upper() == b"S":
+                if not present:
+                    continue  # outside the sparse checkout: not on disk, not deleted
+                skipped.append(path)
+            if tag.islower():
+                assumed.append(path)
+        if not assumed and not skipped:
+            return
+        # One flag per run: update-index applies only the first of two such options to paths
+        # read from --stdin.
+        for option, paths in (("--no-assume-unchanged", assumed),
+                              ("--no-skip-worktree", skipped)):
+            if paths:
+                self._git("update-index", option, "-z", "--stdin", index=index,
+                          stdin=b"\0".join(paths) + b"\0")
+        every = sorted(set(assumed) | set(skipped))
+        self._git("add", "-A", "--pathspec-from-file=-", "--pathspec-file-nul", index=index,
+                  stdin=b"\0".join(every) + b"\0")
 
     def _diff_index(self, snapshot: _Snapshot, tree: str, *options: str) -> bytes:
         """Raw ``-z`` differences from ``tree`` to the snapshot (``-R``: the other way)."""
@@ -689,7 +876,20 @@ class Checkpoints:
             restore_complete=False if kind == "safety" else None,
             repo=str(self.repo.toplevel),
         )
-        self._write_record(record)
+        try:
+            self._write_record(record)
+        except BaseException as exc:
+            # All or nothing: a checkpoint the caller is told failed must not exist. The ref
+            # goes (its objects are garbage git collects); only if that fails too does the
+            # error say the checkpoint exists, listed from its commit.
+            undone = self._spawn("update-ref", "-d", REF_PREFIX + checkpoint_id, commit)
+            undone.communicate()
+            if undone.returncode == 0 or not isinstance(exc, VersatilError):
+                raise
+            raise GitFailed(
+                f"Checkpoint {checkpoint_id} was made but its metadata could not be written "
+                f"({_reason(exc)}); `versatil checkpoint list` shows it, rebuilt from its commit."
+            ) from exc
         return record
 
     def _import(self, stream: bytes, scratch: Path) -> tuple[str, str, bool]:
@@ -760,8 +960,10 @@ class Checkpoints:
                     self._git("update-ref", "-d", REF_PREFIX + record.id, record.commit)
 
     def _write_record(self, record: CheckpointRecord, *, durable: bool = True) -> None:
-        data = msgspec.json.format(msgspec.json.encode(record), indent=2) + b"\n"
-        self._state.write_atomic(self._dir / f"{record.id}.json", data, durable=durable)
+        if not valid_id(record.id):
+            raise UsageError(f"{record.id!r} is not a checkpoint id.")
+        self._state.write_atomic(self._dir / f"{record.id}.json", _encode_record(record),
+                                 durable=durable)
 
     def _large_new_files(self, against_head: Iterable[Change]) -> dict[str, int]:
         large: dict[str, int] = {}
@@ -780,13 +982,20 @@ class Checkpoints:
         return large
 
     # Internals: reading records --------------------------------------------------------------
-    def _load(self, checkpoint_id: str, oid: str) -> CheckpointRecord:
+    def _load(self, checkpoint_id: str, oid: str, tree: str) -> CheckpointRecord | None:
+        """The record of a valid checkpoint ref (``checkpoint_id`` matches ID_PATTERN and
+        ``oid`` is a commit of root ``tree``); None if even its commit cannot be read.
+
+        Nothing in the metadata file is trusted that git can tell us: a record must name the
+        ref's commit and that commit's tree (a record naming another tree would make a restore
+        write that tree), else it is damaged, moved aside and rebuilt from the commit.
+        """
         path = self._dir / f"{checkpoint_id}.json"
         data = self._state.read_bytes(path)
         if data is not None:
             try:
-                record = _record_decoder.decode(data)
-            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                record = _decode_record(data)
+            except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as exc:
                 self._state.move_aside(path, f"not a checkpoint record: {exc}")
             else:
                 if record.version != SCHEMA_VERSION:
@@ -794,20 +1003,34 @@ class Checkpoints:
                     # be read as this one and quietly misunderstood.
                     self._state.move_aside(path, f"schema version {record.version}; this "
                                                  f"versatil reads version {SCHEMA_VERSION}")
-                elif record.commit == oid and record.id == checkpoint_id:
+                elif record.commit == oid and record.id == checkpoint_id and record.tree == tree:
                     return record
-                else:
+                elif record.commit != oid or record.id != checkpoint_id:
                     self._state.move_aside(path, f"it describes commit {record.commit[:12]}, "
                                                  f"but the ref points at {oid[:12]}")
-            rebuilt = self._from_commit(checkpoint_id, oid)
-            self._write_record(rebuilt)
+                else:
+                    self._state.move_aside(path, f"it names tree {record.tree[:12]}, but "
+                                                 f"commit {oid[:12]} has tree {tree[:12]}")
+            rebuilt = self._from_commit(checkpoint_id, oid, tree)
+            if rebuilt is not None:
+                # Best effort: on a full disk the rebuilt record serves from memory this time.
+                with contextlib.suppress(StateError):
+                    self._write_record(rebuilt)
             return rebuilt
         # No metadata: a create may be between its ref update and its metadata write, so this
         # is only rebuilt in memory; writing it could overwrite the real record a moment later.
-        return self._from_commit(checkpoint_id, oid)
+        return self._from_commit(checkpoint_id, oid, tree)
 
-    def _from_commit(self, checkpoint_id: str, oid: str) -> CheckpointRecord:
-        raw = self._git("cat-file", "commit", oid).decode("utf-8", "replace")
+    def _from_commit(self, checkpoint_id: str, oid: str, tree: str) -> CheckpointRecord | None:
+        try:
+            raw = self._git("cat-file", "commit", oid).decode("utf-8", "replace")
+        except GitFailed as exc:
+            damage = (self.key, REF_PREFIX + checkpoint_id, oid)
+            if damage not in _REPORTED:
+                _REPORTED.add(damage)
+                print(f"versatil: checkpoint {checkpoint_id} is damaged ({exc}); skipped it.",
+                      file=sys.stderr)
+            return None
         header, _, message = raw.partition("\n\n")
         fields: dict[str, str] = {}
         committed = 0.0
@@ -827,7 +1050,7 @@ class Checkpoints:
         return CheckpointRecord(
             id=checkpoint_id,
             commit=oid,
-            tree=fields.get("tree", ""),
+            tree=tree,
             parent=fields.get("parent"),
             time=when,
             message=text,
@@ -969,28 +1192,77 @@ class Checkpoints:
     def _apply(
         self, target: CheckpointRecord, safety: CheckpointRecord, changes: Iterable[Change]
     ) -> RestoreResult:
+        """Change the working tree to the target's version of ``changes``.
+
+        Every file is written whole or not at all: first all of them are checked out into a
+        staging directory on the working tree's filesystem (a full disk stops the restore
+        there, before any file changed), then the removals, then each staged file is renamed
+        over its path. A process killed at any moment leaves each file old or new, never
+        half-written; a failure part-way is a :class:`RestoreIncomplete` naming what was done.
+        """
         result = RestoreResult(checkpoint=target.id, safety_checkpoint=safety.id)
         writes: builtins.list[Change] = []
         removals: builtins.list[Change] = []
+        gitlinks = {c.path for c in changes if c.is_gitlink}
         for change in changes:
-            if change.is_gitlink:
+            if change.is_gitlink or (gitlinks and any(
+                a in gitlinks for a in _ancestors(change.path)
+            )):
                 # A submodule or nested repository is stored as a commit id only: its files are
-                # not in the checkpoint, and deleting it could destroy a repository.
+                # not in the checkpoint, and deleting it (or writing into it, or replacing it
+                # with a file) could destroy a repository.
                 result.skipped.append(change.path)
             elif change.status == "D":
                 removals.append(change)
+            elif change.status == "A" and self._holds_repository(change.path):
+                result.skipped.append(change.path)  # an ignored nested repository stands there
             else:
                 writes.append(change)
-        # Removals first: a path that was a file and is now a directory (or the reverse) must be
-        # out of the way before checkout-index creates the new one.
-        for change in removals:
-            self._remove(change.path)
-            result.removed.append(change.path)
-        faults.point("checkpoint.mid-restore")
-        if writes:
-            self._write_from_checkpoint(writes)
-            result.restored.extend(c.path for c in writes)
+        with self._staging() as stage:
+            if writes:
+                try:
+                    self._stage_files(writes, stage)
+                except (VersatilError, OSError) as exc:
+                    raise RestoreIncomplete(
+                        f"The restore of {target.id} changed nothing: the files could not be "
+                        f"written ({_reason(exc)}).",
+                        restored=[], not_restored=[c.path for c in [*removals, *writes]],
+                        safety=None,
+                    ) from exc
+            try:
+                # Removals first: a path that was a file and is now a directory (or the
+                # reverse) must be out of the way before the new one is renamed into place.
+                for change in removals:
+                    self._remove(change.path)
+                    result.removed.append(change.path)
+                faults.point("checkpoint.mid-restore")
+                made: set[str] = set()
+                for change in writes:
+                    self._place(stage, change.path, made)
+                    result.restored.append(change.path)
+                    faults.point("checkpoint.mid-write")
+            except OSError as exc:
+                raise self._incomplete(target, safety, result, [*removals, *writes], exc) from exc
         return result
+
+    def _incomplete(self, target: CheckpointRecord, safety: CheckpointRecord,
+                    result: RestoreResult, planned: Sequence[Change],
+                    exc: OSError) -> RestoreIncomplete:
+        done = result.changed
+        finished = set(done)
+        left = [c.path for c in planned if c.path not in finished]
+
+        def names(paths: Sequence[str]) -> str:
+            shown = ", ".join(printable(p) for p in paths[:5])
+            return shown + (f" and {len(paths) - 5} more" if len(paths) > 5 else "")
+
+        what = f"restored {len(done)} path(s) ({names(done)})" if done else "restored nothing"
+        return RestoreIncomplete(
+            f"The restore of {target.id} stopped part-way ({_reason(exc)}): it {what} and not "
+            f"{len(left)} ({names(left)}); `versatil checkpoint restore {safety.id}` undoes "
+            "what it did.",
+            restored=done, not_restored=left, safety=safety.id,
+        )
 
     def _remove(self, rel: str) -> None:
         path = self.repo.toplevel / rel
@@ -1020,14 +1292,148 @@ class Checkpoints:
     def _leading_symlink(self, directory: Path) -> bool:
         return os.path.realpath(directory) != str(directory)
 
-    def _write_from_checkpoint(self, writes: builtins.list[Change]) -> None:
+    def _holds_repository(self, rel: str) -> bool:
+        """Whether ``rel`` is a real directory with a git repository in it (never followed
+        through a symlink): something a restore must not replace by a file."""
+        top = os.path.join(self.repo.toplevel, rel)
+        try:
+            if not stat.S_ISDIR(os.lstat(top).st_mode):
+                return False
+        except OSError:
+            return False
+        # os.walk does not follow symlinks.
+        return any(".git" in dirs or ".git" in files for _root, dirs, files in os.walk(top))
+
+    def _unsaved_in_the_way(self, changes: Sequence[Change]) -> builtins.list[str]:
+        """Paths on disk that writing ``changes`` would overwrite or delete and that the
+        snapshot does not hold: a file ignored now (it was not when the checkpoint was made),
+        an ignored directory where the checkpoint has a file, a file where it has a
+        directory. Paths the snapshot holds are in the diff as "D", "M" or "T"; an "A" path is
+        not in the snapshot, so whatever stands there (or in the way above it) is not either.
+        """
+        removed = {c.path for c in changes if c.status == "D"}
+        gitlinks = {c.path for c in changes if c.is_gitlink}
+        found: builtins.list[str] = []
+        seen: set[str] = set()
+        for change in changes:
+            if change.status != "A" or change.is_gitlink:
+                continue
+            if gitlinks and any(a in gitlinks for a in _ancestors(change.path)):
+                continue  # skipped by _apply
+            parts = change.path.split("/")
+            for i in range(1, len(parts)):
+                above = "/".join(parts[:i])
+                if above in seen or above in removed:
+                    continue
+                seen.add(above)
+                try:
+                    info = os.lstat(os.path.join(self.repo.toplevel, above))
+                except OSError:
+                    continue
+                if not stat.S_ISDIR(info.st_mode):
+                    found.append(above)  # a file or a symlink where a directory goes
+            if os.path.lexists(os.path.join(self.repo.toplevel, change.path)) and not (
+                self._holds_repository(change.path)
+            ):
+                found.append(change.path)
+        return found
+
+    def _save_in_the_way(self, index: Path, paths: Sequence[str], target: CheckpointRecord,
+                         force: bool) -> None:
+        """Force-add ``paths`` (ignored ones included) to the safety checkpoint's index."""
+        proc = self._spawn("add", "-f", "--pathspec-from-file=-", "--pathspec-file-nul",
+                           index=index, extra={"LC_ALL": "C"})
+        _, err = proc.communicate(b"".join(_path_bytes(p) + b"\0" for p in paths))
+        if proc.returncode == 0 or force:
+            return
+        names = ", ".join(printable(p) for p in paths[:5])
+        more = f" and {len(paths) - 5} more" if len(paths) > 5 else ""
+        raise Refused(
+            f"Not restoring {target.id}: it would overwrite {names}{more}, which git ignores "
+            f"and which could not be saved in the safety checkpoint "
+            f"({_git_error(('add', '-f'), err, proc.returncode)}); move them away, or pass "
+            "--force to overwrite them."
+        )
+
+    @contextlib.contextmanager
+    def _staging(self) -> Iterator[Path]:
+        """A directory for the files a restore writes, on the working tree's filesystem (so
+        each can be renamed into place) and out of git's sight: in the git directory, or at
+        the top of the working tree if that is on another filesystem."""
+        base = self.repo.git_dir
+        try:
+            if os.stat(base).st_dev != os.stat(self.repo.toplevel).st_dev:
+                base = self.repo.toplevel
+        except OSError:
+            base = self.repo.toplevel
+        _sweep_staging(base)
+        directory = base / f"{_STAGING_PREFIX}{os.getpid()}-{secrets.token_hex(4)}"
+        try:
+            os.mkdir(directory, 0o700)
+        except OSError as exc:
+            raise GitFailed(f"Could not create {directory}: {exc.strerror or exc}.") from exc
+        try:
+            # Held while the directory is in use: _sweep_staging removes only what a dead
+            # process left (the flock goes with its owner).
+            fd = os.open(directory / "lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW
+                         | os.O_CLOEXEC, 0o600)
+        except OSError:
+            shutil.rmtree(directory, ignore_errors=True)
+            raise
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            if os.fstat(fd).st_nlink == 0:
+                # A sweeper took the lock between our open and our flock, and removed it all.
+                raise GitFailed(f"{directory} was removed while in use; run the restore again.")
+            yield directory / "tree"
+        finally:
+            shutil.rmtree(directory, ignore_errors=True)
+            os.close(fd)
+
+    def _stage_files(self, writes: builtins.list[Change], stage: Path) -> None:
+        """Check the target's version of every path of ``writes`` out below ``stage``, from a
+        tiny index holding only those paths (so filters, modes and symlinks come out as git
+        would write them)."""
         info = b"".join(
             f"{c.new_mode} {c.new_oid}\t".encode() + _path_bytes(c.path) + b"\0" for c in writes
         )
         with _scratch_dir(self._scratch) as directory:
             tiny = directory / "index"
             self._git("update-index", "-z", "--index-info", index=tiny, stdin=info)
-            self._git("checkout-index", "-f", "-a", index=tiny)
+            self._git("checkout-index", "-a", f"--prefix={stage}/", index=tiny)
+
+    def _place(self, stage: Path, rel: str, made: set[str]) -> None:
+        """Rename the staged ``rel`` over its path in the working tree."""
+        top = os.fsencode(self.repo.toplevel)
+        name = _path_bytes(rel)
+        parts = rel.split("/")
+        # Every directory above it, as git would make them: never through a symlink, and a
+        # file or symlink in the way (saved in the safety checkpoint) goes.
+        for i in range(1, len(parts)):
+            above = "/".join(parts[:i])
+            if above in made:
+                continue
+            here = os.path.join(top, _path_bytes(above))
+            try:
+                info = os.lstat(here)
+            except FileNotFoundError:
+                os.mkdir(here)
+            else:
+                if not stat.S_ISDIR(info.st_mode):
+                    os.unlink(here)
+                    os.mkdir(here)
+            made.add(above)
+        final = os.path.join(top, name)
+        try:
+            info = os.lstat(final)
+        except FileNotFoundError:
+            pass
+        else:
+            if stat.S_ISDIR(info.st_mode):
+                # An ignored directory where the checkpoint has a file: its files are in the
+                # safety checkpoint (_unsaved_in_the_way); rmtree does not follow symlinks.
+                shutil.rmtree(final)
+        _move_into_place(os.path.join(os.fsencode(stage), name), final)
 
 
 # Helpers ------------------------------------------------------------------------------------------
@@ -1102,6 +1508,43 @@ def _split_trailers(message: str) -> tuple[str, dict[str, str]]:
     return message.rstrip("\n"), trailers
 
 
+def _reason(exc: BaseException) -> str:
+    cause = exc.__cause__
+    if isinstance(cause, OSError) and cause.strerror:
+        return cause.strerror
+    return str(exc).replace(" (nothing was changed)", "").rstrip(".")
+
+
+def printable(text: str) -> str:
+    """``text`` fit for one line of a terminal: bytes that are not UTF-8 (surrogate escapes)
+    as ``\\xNN``, control characters (a newline in a file name) as escapes."""
+    shown = os.fsencode(text).decode("utf-8", "backslashreplace") if _has_surrogates(text) \
+        else text
+    if shown.isprintable():
+        return shown
+    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii")
+                   for ch in shown)
+
+
+def _has_surrogates(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def _loggable(value: Any) -> Any:
+    """An event field msgspec can encode: strings that are not UTF-8 made printable."""
+    if isinstance(value, str):
+        return printable(value) if _has_surrogates(value) else value
+    if isinstance(value, (list, tuple)):
+        return [_loggable(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _loggable(v) for k, v in value.items()}
+    return value
+
+
 def _path_bytes(path: str) -> bytes:
     return os.fsencode(path)
 
@@ -1128,8 +1571,10 @@ def _import_stream(ref: str, head: str | None, changes: Iterable[Change], *, nam
     Deletions come first: a file replaced by a directory (or the reverse) must be gone before
     its new entries are added. ``get-mark`` and ``ls`` print the commit and its root tree.
     """
-    body = message.encode()
-    who = f"{name} <{_COMMITTER_EMAIL}> {when} +0000".encode()
+    # surrogateescape: a message or name given as bytes that are not UTF-8 (an argv of such
+    # bytes) goes into the commit as those bytes instead of failing half-way.
+    body = message.encode("utf-8", "surrogateescape")
+    who = f"{name} <{_COMMITTER_EMAIL}> {when} +0000".encode("utf-8", "surrogateescape")
     parts = [b"commit " + ref.encode() + b"\nmark :1\nauthor " + who + b"\ncommitter " + who
              + b"\ndata %d\n" % len(body) + body + b"\n"]
     if head:
@@ -1303,6 +1748,63 @@ def _scratch_dir(scratch: Path) -> Iterator[Path]:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(lock_path)
         os.close(fd)
+
+
+_STAGING_PREFIX = "versatil-restore-"
+
+
+def _sweep_staging(base: Path) -> None:
+    """Remove staging directories whose restore died (its flock on ``lock`` went with it)."""
+    try:
+        entries = [e for e in os.scandir(base) if e.name.startswith(_STAGING_PREFIX)]
+    except OSError:
+        return
+    for entry in entries:
+        if not entry.is_dir(follow_symlinks=False):
+            continue
+        try:
+            fd = os.open(os.path.join(entry.path, "lock"), os.O_RDWR | os.O_NOFOLLOW
+                         | os.O_CLOEXEC)
+        except FileNotFoundError:
+            # Its owner creates the lock right after the directory: only an old one is garbage.
+            with contextlib.suppress(OSError):
+                if time.time() - entry.stat(follow_symlinks=False).st_mtime > \
+                        _SCRATCH_GRACE_SECONDS:
+                    shutil.rmtree(entry.path, ignore_errors=True)
+            continue
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            continue  # its restore is running
+        else:
+            shutil.rmtree(entry.path, ignore_errors=True)
+        finally:
+            os.close(fd)
+
+
+def _move_into_place(source: bytes, target: bytes) -> None:
+    """Rename ``source`` over ``target``; across filesystems (a mount inside the working tree),
+    copy it beside ``target`` first so the last step is still one rename."""
+    try:
+        os.rename(source, target)
+        return
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:
+            raise
+    directory, name = os.path.split(target)
+    temporary = os.path.join(directory, b"." + name + b".versatil-" + secrets.token_hex(4).encode())
+    try:
+        if os.path.islink(source):
+            os.symlink(os.readlink(source), temporary)
+        else:
+            shutil.copy2(source, temporary, follow_symlinks=False)
+        os.rename(temporary, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
 
 
 def _sweep(scratch: Path) -> None:

@@ -2,18 +2,40 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
+from typing import Any
 
 import click
+import msgspec
 
-from versatil_fs.checkpoints import Change, CheckpointRecord, Checkpoints, RestoreResult
-from versatil_fs.cli._common import echo, echo_json, json_option, restore_options
+from versatil_fs.checkpoints import (
+    Change,
+    CheckpointRecord,
+    Checkpoints,
+    RestoreResult,
+    printable,
+)
+from versatil_fs.cli._common import echo, json_option, restore_options
+from versatil_fs.cli._common import echo_json as _echo_json
+from versatil_fs.errors import UsageError
 
 
 def _checkpoints() -> Checkpoints:
     return Checkpoints(".")
+
+
+def echo_json(value: Any) -> None:
+    """One JSON document. A file name that is not UTF-8 (surrogate escapes) cannot be encoded
+    by msgspec; then the json module writes it, as ``\\udcXX`` escapes that Python's json
+    reads back to the same name (os.fsencode gives its bytes)."""
+    try:
+        _echo_json(value)  # encodes before it writes: nothing is printed if this fails
+    except UnicodeEncodeError:
+        sys.stdout.write(json.dumps(msgspec.to_builtins(value)) + "\n")
+        sys.stdout.flush()
 
 
 @click.group()
@@ -82,22 +104,22 @@ def show(checkpoint_id: str, as_json: bool) -> None:
         ("time", _clock(record.time)),
         ("kind", record.kind + (f" (before restoring {record.restore_of})"
                                 if record.restore_of else "")),
-        ("message", record.message or "-"),
-        ("agent", record.agent or "-"),
+        ("message", _printable(record.message) or "-"),
+        ("agent", _printable(record.agent) or "-"),
         ("wave", wave),
         ("commit", record.commit),
         ("parent", record.parent or "- (made on an unborn branch)"),
         ("files", "unknown" if record.files is None else str(record.files)),
     ]
     if record.gitlinks:
-        lines.append(("gitlinks", ", ".join(record.gitlinks)
+        lines.append(("gitlinks", ", ".join(_printable(g) for g in record.gitlinks)
                       + " (submodules / nested repositories: their commit, not their files)"))
     if record.tasks:
-        lines.append(("tasks", ", ".join(f"{k}={v}" for k, v in record.tasks.items())))
+        lines.append(("tasks", _printable(", ".join(f"{k}={v}" for k, v in record.tasks.items()))))
     if record.tests_run:
-        lines.append(("tests run", ", ".join(record.tests_run)))
+        lines.append(("tests run", _printable(", ".join(record.tests_run))))
     if record.errors:
-        lines.append(("errors", "; ".join(record.errors)))
+        lines.append(("errors", _printable("; ".join(record.errors))))
     width = max(len(k) for k, _ in lines)
     for key, value in lines:
         echo(f"{key:<{width}}  {value}")
@@ -108,7 +130,7 @@ def show(checkpoint_id: str, as_json: bool) -> None:
         if len(record.files_modified) > 200:
             echo(f"  ... and {len(record.files_modified) - 200} more (--json lists all)")
     for warning in record.warnings:
-        echo(f"note: {warning}")
+        echo(f"note: {_printable(warning)}")
     if record.kind == "safety" and record.restore_complete is False and any(
         r.id == record.id for r in checkpoints.interrupted_restores()
     ):
@@ -165,6 +187,9 @@ def run_restore(
     as_json: bool,
 ) -> None:
     """The restore shared with ``versatil-daemon restore-checkpoint``."""
+    if any(not p for p in paths):
+        # os.path.abspath("") is the current directory: an empty --path would restore it all.
+        raise UsageError("--path cannot be empty; name a file or a directory to restore.")
     # Paths on the command line are relative to where the user stands, the API's to the root.
     absolute = [os.path.abspath(p) for p in paths] if paths else None
     result = checkpoints.restore(
@@ -207,8 +232,8 @@ def _row(record: CheckpointRecord) -> str:
     files = "?" if record.files is None else str(record.files)
     extra = f" [{'; '.join(tags)}]" if tags else ""
     message = record.message.splitlines()[0] if record.message else ""
-    return (f"{record.id}  {_clock(record.time)}  {record.agent or '-'}  {files} files"
-            f"{extra}  {message}").rstrip()
+    return (f"{record.id}  {_clock(record.time)}  {_printable(record.agent) or '-'}  "
+            f"{files} files{extra}  {_printable(message)}").rstrip()
 
 
 def _print_result(result: RestoreResult) -> None:
@@ -247,7 +272,7 @@ def _change_json(change: Change) -> dict[str, str]:
 
 def _warn(record: CheckpointRecord) -> None:
     for warning in record.warnings:
-        click.echo(f"versatil: note: {warning}", err=True)
+        click.echo(f"versatil: note: {_printable(warning)}", err=True)
 
 
 def _interrupted_note(record: CheckpointRecord) -> None:
@@ -262,6 +287,7 @@ def _clock(stamp: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(stamp))
 
 
-def _printable(path: str) -> str:
-    # A newline in a file name would split one entry across two lines of output.
-    return path.encode("unicode_escape").decode("ascii") if not path.isprintable() else path
+def _printable(text: str) -> str:
+    # A newline in a file name would split one entry across two lines of output, and a name
+    # that is not UTF-8 could not be printed at all.
+    return printable(text)
