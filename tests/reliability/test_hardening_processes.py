@@ -339,3 +339,44 @@ def test_a_wave_task_leaves_nothing_running_and_what_hides_keeps_its_lock(
     finally:
         last.release()
         last.kill()
+
+
+# A task that ended is not run again ------------------------------------------------------------
+EXIT_CASES = {
+    # fault point -> how many times the task must have run in all, once resumed
+    "wave.task-exited:1": 1,  # its exit is recorded: resume settles it, never runs it again
+    "wave.before-exit-record:1": 2,  # the one instant left: exited, not yet recorded
+}
+
+
+@pytest.mark.parametrize("fails", [False, True], ids=["succeeds", "fails"])
+@pytest.mark.parametrize(
+    "fault", [pytest.param(f, marks=() if n == 1 else pytest.mark.slow)
+              for f, n in EXIT_CASES.items()],
+)
+def test_a_task_killed_around_its_exit_is_run_again_only_if_its_exit_was_not_recorded(
+    fault: str, fails: bool, repo: Path, tmp_path: Path, tally: Tally, wave_runs: None
+) -> None:
+    ran = tmp_path / "ran.txt"
+    code = 3 if fails else 0
+    plan = _wave_plan(tmp_path, f'echo t >> "{ran}"; echo new >> src/a.py; exit {code}')
+    plan.write_text(plan.read_text().replace("src/x.txt", "src/a.py"))
+    first = versatil_process("wave", "run", str(plan), cwd=repo, env={"VERSATIL_FAULT": fault})
+    assert tally.killed(first.code), first
+    again = versatil_process("wave", "resume", "--json", cwd=repo)
+    assert again.code == (1 if fails else 0), again
+    report = json.loads(again.out)
+    (task,) = report["tasks"]
+    runs = ran.read_text().split()
+    assert len(runs) == EXIT_CASES[fault], f"the task ran {len(runs)} times"
+    assert task["status"] == ("failed" if fails else "succeeded"), task
+    if fails:
+        assert "exited with 3" in task["error"]
+        assert (repo / "src/a.py").read_text() == "a = 1\n", "the failed task was not rolled back"
+        assert task["rolled_back"] == ["src/a.py"]
+    else:
+        assert (repo / "src/a.py").read_text() == "a = 1\nnew\n"
+        assert task["files"] == ["src/a.py"]
+    # Nothing of the run is left holding a lock.
+    taken = versatil("lock", "--agent", "Next", "--wait", "0", "src/a.py", cwd=repo)
+    assert taken.code == 0, taken
