@@ -59,9 +59,26 @@ and fdatasynced, which readers apply over the document until the document catche
 ``resume`` after a ``kill -9`` of the executor kills what is left of the tasks that were running
 (found by the ``VERSATIL_WAVE_TASK`` marker in their environment, which every descendant
 inherits, so no PID has to be trusted), rolls their files back from the snapshot, and runs
-them again; tasks recorded as succeeded, failed or skipped are never run again. A task that
-ended in the instant between its exit and the state write is seen as running and is rolled
-back and re-run: its outcome was never recorded.
+them again; tasks recorded as succeeded, failed or skipped are never run again.
+
+A task's exit is recorded the moment ``waitpid`` returns, before anything else is done for it
+(its leftovers killed, its files compared, rolled back or attributed, its locks released): one
+fdatasync'd append of the task, with its exit code and ``exited`` time, to the write-ahead
+file. ``resume`` *settles* a task whose exit is recorded instead of running it again: under
+its locks it compares its files with its start snapshot, keeps them if it succeeded and rolls
+them back from its baseline if it failed, exactly as the executor would have. So what can
+still be run again is exactly: a task whose process was running when the executor died (it
+has no outcome), one whose process exited in the instant between ``waitpid`` returning and
+that append reaching the disk (fault point ``wave.before-exit-record``), one whose exit
+record could not be written (a full disk: the usual state write is then the record), and a
+task stopped by an interrupt (Ctrl-C, SIGTERM: being stopped is not an outcome).
+
+While a task runs, everything it starts holds its locks: the lease's flocked descriptor is
+inherited by the whole process tree (see :class:`versatil_fs.runner.ProcessTree`), so after a
+``kill -9`` of the executor the locks stay with the tasks' processes until they exit or
+``resume`` kills them, and no other agent writes beside them. When a task ends, what it left
+running is killed (its process group, then anything else carrying its marker); a process
+that also cleared its environment cannot be found and keeps the task's locks until it exits.
 
 What it does not do: roll back writes outside a task's declared write paths, or files git
 ignores. And a file a failed task modified goes back to the task's baseline checkpoint, so a

@@ -1,9 +1,9 @@
 """The run wrapper: ``versatil run --agent NAME --lock RES... -- CMD``.
 
 It takes every lock at once (waiting in the queue), runs CMD with ``VERSATIL_AGENT`` set and
-the terminal untouched, watches what it writes, releases everything however CMD ends, and exits
-with CMD's code (128+N when signal N killed it, 127 when CMD cannot be found, 1 when the locks
-were refused and CMD never ran).
+the terminal untouched, watches what it writes, releases everything once CMD (and whatever it
+started) has ended, however it ends, and exits with CMD's code (128+N when signal N killed it,
+127 when CMD cannot be found, 1 when the locks were refused and CMD never ran).
 
 Choices, and why:
 
@@ -17,12 +17,31 @@ Choices, and why:
   wrapper alone is forwarded to the child. The wrapper itself never dies of them: it waits for
   the child and exits with the child's code. (A ``kill`` to the whole process group reaches the
   child twice: from the sender and from us; siginfo cannot tell the two apart.)
-* **If the wrapper is killed with ``kill -9`` the child dies with it.** The child asks the
-  kernel for ``PR_SET_PDEATHSIG = SIGKILL`` before ``exec``, so it can never keep writing
-  unguarded once the locks are gone; the locks themselves are flocks of the dead wrapper, free
-  the instant it dies. SIGKILL rather than SIGTERM because a child that traps SIGTERM would keep
-  running without its locks, which is the one outcome this must rule out. The signal reaches
-  the direct child only: processes it detached on purpose (daemons) are its business.
+* **A lock is held for exactly as long as any process started under it lives.** The child
+  inherits the lease's flocked holder descriptor (``pass_fds``), and so does everything it
+  starts, however it detaches (a subshell, ``setsid``, ``nohup``, a double fork): a flock
+  belongs to the open file description, which all of them share, so the kernel keeps the
+  locks while any of them holds it, and waiters stay blocked. If the wrapper is killed with
+  ``kill -9`` the locks therefore stay with the processes still running and end, for the next
+  waiter within a moment, when the last of them exits. Chosen over the alternatives because
+  it needs nothing the wrapper must survive to do: a child subreaper that kills every
+  descendant dies with the wrapper, a process group does not hold ``setsid`` children, and
+  cgroups need a delegation we rarely have. A pipe's write end travels beside the descriptor;
+  its read end, which only the wrapper holds, reads end-of-file once they have all exited,
+  which is how the wrapper knows whether the command left processes behind: if it did, it
+  exits with the command's code but leaves them the locks (not released, not rolled back,
+  said in one line). Both descriptors are listed in ``$VERSATIL_LEASE_FDS``. **The gap:** a
+  program that closes the descriptors it inherited (daemons closing everything above 2,
+  Python's ``subprocess`` by default) takes its own children out from under the lock, unless
+  it passes those two on.
+* **The command itself dies with the wrapper.** The child asks the kernel for
+  ``PR_SET_PDEATHSIG = SIGKILL`` before ``exec``: its outcome can no longer be recorded,
+  so it must not go on. SIGKILL rather than SIGTERM because a child that traps SIGTERM would
+  keep running. The signal reaches the direct child only; what it started keeps the locks
+  as above.
+* **A name nobody gave is said aloud.** Without ``--agent`` or ``$VERSATIL_AGENT`` the agent
+  is ``git config versatil.agent`` or the login name, the same for every such run, and the
+  lock manager never makes an agent wait for itself: a run with locks warns in one line.
 * **What the run modified** is every file under its write locks whose signature (mode, size,
   mtime, inode) differs between start and end: deterministic, and independent of whether this
   process or another is the repository's elected monitor. Those files go to the
