@@ -20,11 +20,26 @@ So creating one never takes ``.git/index.lock`` and never changes the user's ind
 HEAD, branch or stash list; parallel creates share nothing but the object database, which git
 already writes safely from many processes.
 
+What is on disk is what a snapshot stores: files git is told not to look at
+(``--assume-unchanged``, ``--skip-worktree``) lose that flag in the private index and are added
+like the rest (a skip-worktree file absent from the disk is a sparse checkout's, not deleted).
+
 A restore changes the working tree only. It first checkpoints the current state (the *safety*
 checkpoint, so every restore can be undone with one more restore), computes what differs with
 ``git diff-index`` between the staged snapshot and the checkpoint's tree, and touches exactly
-those paths: removals with ``unlink``, writes with ``git checkout-index`` from a tiny index that
-holds only the paths to write (so filters, modes and symlinks come out as git would write them).
+those paths. Whatever stands on disk where it will write and that the snapshot does not hold (a
+file git ignores now, an ignored directory where the checkpoint has a file) is force-added to
+the safety checkpoint first. Then every file to write is checked out with ``git checkout-index
+--prefix`` from a tiny index holding only those paths (so filters, modes and symlinks come out
+as git would write them) into a staging directory inside the git directory (same filesystem,
+unseen by git), removals are unlinked, and each staged file is renamed over its path: each file
+is its old version or its new one, never a part of either, and a full disk stops the restore
+before any file changed.
+
+Nothing read from a metadata file is acted on unless git agrees: a checkpoint id matches
+:data:`ID_PATTERN` before it names a file, and a record must name its ref's commit and that
+commit's tree, else it is damaged (moved aside, rebuilt from the commit). A ref under
+``refs/versatil/checkpoints/`` that is not a checkpoint is moved to ``refs/versatil/damaged/``.
 
 What a crash leaves behind:
 
@@ -34,7 +49,12 @@ What a crash leaves behind:
 * killed between the ref update and the metadata write: a checkpoint listed from its commit alone
   (its message, agent, wave and time are in the commit; task states are lost, and it says so);
 * killed mid-restore: the safety checkpoint exists and its metadata says the restore did not
-  finish, so ``list`` and ``show`` point at it; restoring it undoes the partial restore.
+  finish, so ``list`` and ``show`` point at it; restoring it undoes the partial restore. Every
+  file is whole (old or new); a staging directory left in the git directory is swept by the next
+  command (its flock proves its owner dead). A restore that *fails* part-way (an error, not a
+  kill) says which paths it did and did not restore, and names the safety checkpoint.
+* a create that cannot write its metadata deletes its ref again: a checkpoint reported as failed
+  does not exist (only a kill leaves a ref without metadata, listed from its commit).
 
 GitPython is not used here: every operation is one plumbing command, run directly so that we
 control its environment (the private index, literal pathspecs) and parse its ``-z`` output.
@@ -523,7 +543,13 @@ class Checkpoints:
         # are no more of them than we keep, there is nothing to prune and no need to ask git.
         keep = self.max_checkpoints()
         if sum(1 for _ in self._dir.glob("*.json")) > keep:
-            self.prune(keep)
+            try:
+                self.prune(keep)
+            except VersatilError as exc:
+                # The checkpoint or restore this follows is done: an error here must not make
+                # the caller believe it was not.
+                print(f"versatil: done, but pruning old checkpoints failed ({_reason(exc)}).",
+                      file=sys.stderr)
 
     def prune(self, keep: int | None = None) -> PruneResult:
         """Delete the oldest checkpoints beyond ``keep`` (default ``max_checkpoints``)."""

@@ -200,6 +200,23 @@ def test_a_restore_saves_a_file_ignored_since_the_checkpoint(repo: Path, tally: 
     assert (repo / "gen.txt").read_text() == "edited since, and ignored now\n"
 
 
+def test_a_partial_restore_saves_the_ignored_file_it_overwrites(
+    repo: Path, tally: Tally
+) -> None:
+    tally.attack()
+    (repo / "src/gen.py").write_text("at the checkpoint\n")
+    target = _create(repo)
+    (repo / "src/.gitignore").write_text("gen.py\n")
+    (repo / "src/gen.py").write_text("ignored work\n")
+    result = tally.outcome(versatil("checkpoint", "restore", target, "--path", "gen.py",
+                                    cwd=repo / "src"))
+    assert result.code == 0, result
+    assert (repo / "src/gen.py").read_text() == "at the checkpoint\n"
+    assert (repo / "src/.gitignore").exists()  # outside the selection: left alone
+    saved = _blob(repo, _safety(repo), "src/gen.py")
+    assert _lost_if(tally, saved != b"ignored work\n", "src/gen.py") == []
+
+
 def test_a_restore_saves_an_ignored_directory_where_the_checkpoint_has_a_file(
     repo: Path, tally: Tally
 ) -> None:
@@ -451,6 +468,18 @@ def test_one_bad_ref_does_not_break_the_others(kind: str, repo: Path, tally: Tal
     assert (repo / "src/a.py").read_text() == "a = 1\n"
 
 
+def test_a_bad_ref_does_not_make_a_pruning_create_fail(repo: Path, tally: Tally) -> None:
+    """With max_checkpoints reached, every create prunes, listing every ref."""
+    tally.attack()
+    env = {"VERSATIL_CHECKPOINTS_MAX_CHECKPOINTS": "1"}
+    _create(repo, "old")
+    _plant_ref(repo, "blob")
+    made = tally.outcome(versatil("checkpoint", "create", "-m", "new", cwd=repo, env=env))
+    assert made.code == 0, made
+    assert len(made.err_lines) == 1 and "not a checkpoint" in made.err, made
+    assert [c["message"] for c in _listing(repo)] == ["new"]
+
+
 def test_a_bad_ref_does_not_break_a_rollback(repo: Path, tally: Tally) -> None:
     tally.attack()
     _plant_ref(repo, "blob")
@@ -502,6 +531,20 @@ def test_a_non_utf8_name_recorded_as_modified_is_restored_by_agent(
     result = tally.outcome(versatil("checkpoint", "restore", cp, "--agent", "Ann", cwd=repo))
     assert result.code == 0, result
     assert (repo / name).read_bytes() == b"before\n"
+
+
+def test_a_non_utf8_name_on_an_unborn_branch(tmp_path: Path, tally: Tally) -> None:
+    tally.attack()
+    repo = tmp_path / "fresh"
+    repo.mkdir()
+    git(repo, "init", "-q", "-b", "main")
+    name = os.fsdecode(b"new\x80.txt")
+    (repo / name).write_bytes(b"first\n")
+    cp = _create(repo)
+    (repo / name).write_bytes(b"second\n")
+    result = tally.outcome(versatil("checkpoint", "restore", cp, cwd=repo))
+    assert result.code == 0 and result.err == "", result
+    assert (repo / name).read_bytes() == b"first\n"
 
 
 def test_a_non_utf8_message_and_agent(repo: Path, tally: Tally) -> None:

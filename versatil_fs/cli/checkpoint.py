@@ -277,7 +277,8 @@ def _warn(record: CheckpointRecord) -> None:
 
 def _interrupted_note(record: CheckpointRecord) -> None:
     click.echo(
-        f"versatil: the restore of {record.restore_of} that made {record.id} was interrupted; "
+        f"versatil: the restore of {_printable(record.restore_of or '?')} that made {record.id} "
+        "was interrupted; "
         f"run it again, or `versatil checkpoint restore {record.id}` to undo what it did.",
         err=True,
     )
