@@ -215,9 +215,6 @@ class PruneResult(msgspec.Struct, kw_only=True):
 
 
 _record_decoder = msgspec.json.Decoder(CheckpointRecord)
-# In `git ls-files -v -z` output, an entry whose tag is not "H" (cached, no flag): lower case is
-# assume-unchanged, "S" skip-worktree ("M" unmerged entries are matched too, and left alone).
-_FLAGGED = re.compile(rb"(?:^|(?<=\0))([^H\0]) ([^\0]+)")
 # (repository, ref, object) of damage already reported by this process: said once, not on every
 # listing of one command.
 _REPORTED: set[tuple[str, str, str]] = set()
@@ -804,10 +801,16 @@ class Checkpoints:
         """Clear assume-unchanged / skip-worktree in the private index and add those files
         (``listing``: ``git ls-files -v -z``, whose tag is lower case for assume-unchanged and
         ``S`` for skip-worktree)."""
+        # The common case, counted in C: every entry is tagged "H " (a path holds no NUL, so
+        # "\0H " only starts an entry).
+        if listing.count(b"\0") == listing.count(b"\0H ") + listing.startswith(b"H "):
+            return
         assumed: builtins.list[bytes] = []
         skipped: builtins.list[bytes] = []
-        for match in _FLAGGED.finditer(listing):
-            tag, path = match.group(1), match.group(2)
+        for entry in listing.split(b"\0"):
+            tag, path = entry[:1], entry[2:]
+            if not path or tag == b"H":
+                continue
             present = os.path.lexists(self.repo.toplevel / os.fsdecode(path))
             if tag.upper() == b"S":
                 if not present:
