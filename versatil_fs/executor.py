@@ -92,8 +92,11 @@ import contextlib
 import fcntl
 import io
 import itertools
+import math
 import os
+import posixpath
 import queue
+import re
 import signal
 import struct
 import subprocess
@@ -132,6 +135,9 @@ from versatil_fs.state import StateDir
 
 SCHEMA_VERSION = 1
 STREAM = "wave-execution"
+RUN_ID = re.compile(r"[0-9]{8}-[0-9]{6}-[0-9a-f]{4}")  # as WaveExecutor.run makes them
+MAX_SLOTS = 10_000  # agents or waves in flight: more is not a run this machine made
+MAX_TIME = 1e11  # seconds since 1970 (the year 5138): anything later is not a time
 MARKER = "VERSATIL_WAVE_TASK"  # run-id/task-id, inherited by everything a task starts
 TERM_GRACE = 3.0  # seconds between SIGTERM and SIGKILL for a task that is stopped
 
@@ -331,7 +337,63 @@ class RunStore:
                 path, run_id, f"it is schema version {run.version}; this versatil reads "
                 f"version {SCHEMA_VERSION}",
             )
-        return self._replay(run)
+        run = self._replay(run)
+        problem = self._problem(run, run_id)
+        if problem:
+            raise self._damaged(path, run_id, problem)
+        return run
+
+    def _problem(self, run: RunState, run_id: str) -> str | None:
+        """Why a decoded run (write-ahead records applied) cannot be trusted, or None; fixes
+        up what is derived rather than stored.
+
+        Every path the executor acts on is rebuilt from the run's id and its tasks' ids, inside
+        this directory, never read from the document: its log files (``log`` is overwritten
+        here), its write-ahead file and its lock. The ids themselves, the tasks' paths and the
+        snapshot paths that a resume compares and rolls back are checked against the rules they
+        were made by, so a planted or damaged state cannot point a restore or an unlink outside
+        the repository or the state directory.
+        """
+        from versatil_fs.checkpoints import ID_PATTERN as _CHECKPOINT_ID
+        from versatil_fs.plan import plan_problem
+
+        if run.id != run_id or not RUN_ID.fullmatch(run_id):
+            return f"it names itself {run.id!r}, not the run {run_id!r} its file is"
+        problem = plan_problem(run.plan)
+        if problem:
+            return problem
+        ids = [t.id for t in run.plan.tasks]
+        if sorted(run.tasks) != sorted(ids) or any(k != t.id for k, t in run.tasks.items()):
+            return "its tasks are not its plan's tasks"
+        in_waves = [t for wave in run.waves for t in wave]
+        if sorted(in_waves) != sorted(ids):
+            return "its waves do not hold each of its tasks once"
+        if not (1 <= run.max_agents <= MAX_SLOTS and 1 <= run.max_waves <= MAX_SLOTS):
+            return f"it has {run.max_agents} agents and {run.max_waves} waves in flight"
+        times = [run.created, run.finished, run.lower_bound_estimate,
+                 *(x for s in run.sessions for x in (s.started, s.ended))]
+        for number, checkpoint in run.wave_checkpoints.items():
+            if not (1 <= number <= len(run.waves)) or not _CHECKPOINT_ID.fullmatch(checkpoint):
+                return f"wave {number} has the checkpoint {checkpoint!r}"
+        log_dir = self.root / run_id
+        for number, wave in enumerate(run.waves, start=1):
+            for task_id in wave:
+                task = run.tasks[task_id]
+                if task.wave != number:
+                    return f"task {task_id!r} is in wave {number} but says {task.wave}"
+                if task.checkpoint is not None and not _CHECKPOINT_ID.fullmatch(task.checkpoint):
+                    return f"task {task_id!r} has the checkpoint {task.checkpoint!r}"
+                bad = next((p for p in task.before or {} if not _safe_relative(p)), None)
+                if bad is not None:
+                    return f"task {task_id!r} has the snapshot path {bad!r}"
+                if any(not _safe_relative(p) for p in (*task.files, *task.rolled_back)):
+                    return f"task {task_id!r} names a file outside the repository"
+                times += [task.started, task.finished, task.exited, task.lock_wait]
+                if task.log:
+                    task.log = str(log_dir / f"{_safe_name(task_id)}.log")
+        if any(t is not None and not (math.isfinite(t) and 0 <= t <= MAX_TIME) for t in times):
+            return "one of its times is not a time"
+        return None
 
     def _damaged(self, path: Path, run_id: str, reason: str) -> StateError:
         # move_aside prints its own notice, written for state rebuilt from what is live; a
@@ -368,8 +430,11 @@ class RunStore:
                 continue  # reported when it is asked for by name
             if run.version != SCHEMA_VERSION:
                 continue
+            run = self._replay(run)
+            if self._problem(run, path.name[: -len(".msgpack")]):
+                continue  # damaged or planted: reported (and moved aside) when asked for
             if repo_key is None or run.repo_key == repo_key:
-                found.append(self._replay(run))
+                found.append(run)
         return sorted(found, key=lambda r: r.created)
 
     @contextlib.contextmanager
@@ -976,6 +1041,12 @@ class WaveExecutor:
         with store.locked(run.id):
             # Read again under the lock: the last executor may have ended in between.
             run = store.load(run.id)
+            here = Repository.find(run.repo)
+            if str(here.toplevel) != run.repo or here.key != run.repo_key:
+                raise StateError(
+                    f"Wave run {run.id} says it ran in {run.repo}, which is not the working "
+                    "tree it was started in; it is not resumed."
+                )
             if run.status == "succeeded" or (run.status == "failed" and not retry_failed):
                 hint = (
                     " To run its failed tasks (and those skipped because of them) again: "
@@ -1057,10 +1128,11 @@ class WaveExecutor:
         """
         task = self.tasks[task_run.id]
         failed = task_run.exit_code != 0 or bool(task_run.error)
-        before = task_run.before or {}
+        paths = self._write_paths(task)
+        before = _only_under(task_run.before or {}, paths)
         error = task_run.error
         with self._task_locks(task, wait=self.lock_wait):
-            after = snapshot(self.repo.toplevel, self._write_paths(task))
+            after = snapshot(self.repo.toplevel, paths)
             files = modified(before, after)
             rolled: list[str] = []
             if failed and files:
@@ -1097,9 +1169,10 @@ class WaveExecutor:
         """Roll back the files of a task that was running when the executor died."""
         task = self.tasks[task_run.id]
         detail = f"{len(killed)} leftover processes killed" if killed else "no process left"
-        before = task_run.before or {}
+        paths = self._write_paths(task)
+        before = _only_under(task_run.before or {}, paths)
         with self._task_locks(task, wait=self.lock_wait) as _:
-            after = snapshot(self.repo.toplevel, self._write_paths(task))
+            after = snapshot(self.repo.toplevel, paths)
             files = modified(before, after)
             rolled = self._rollback(task_run, files) if files else []
         task_run.rolled_back = rolled
@@ -1783,6 +1856,26 @@ def _tasks_word(count: int) -> str:
 
 def _files(paths: Sequence[str]) -> str:
     return "1 file" if len(paths) == 1 else f"{len(paths)} files"
+
+
+def _only_under(stamps: Mapping[str, Stamp], paths: Sequence[str]) -> dict[str, Stamp]:
+    """The entries of a snapshot read back from the state that lie under the task's write
+    paths: a resume compares and rolls back nothing else, whatever the state says."""
+    if "." in paths:
+        return dict(stamps)
+    return {
+        f: stamp for f, stamp in stamps.items()
+        if any(f == p or f.startswith(p.rstrip("/") + "/") for p in paths)
+    }
+
+
+def _safe_relative(path: str) -> bool:
+    """A repository path as snapshots write them: relative, normalised, inside the tree."""
+    return (
+        bool(path) and "\0" not in path and not path.startswith("/")
+        and posixpath.normpath(path) == path and path != ".." and not path.startswith("../")
+        and not (path == ".git" or path.startswith(".git/"))
+    )
 
 
 def _write_all(fd: int, data: bytes) -> None:

@@ -414,7 +414,7 @@ class _Loader:
         task_id = raw.get("id")
         if task_id is None:
             raise self.error(where, f"task {index + 1} has no `id`.")
-        if not isinstance(task_id, str) or not _ID.match(task_id):
+        if not isinstance(task_id, str) or not _ID.fullmatch(task_id):
             raise self.error(
                 (*where, "id"),
                 f"the task id {task_id!r} is not usable: ids are up to 100 letters, digits and "
@@ -497,6 +497,42 @@ class _Loader:
 
 
 _S = TypeVar("_S", bound=msgspec.Struct)
+
+
+def plan_problem(plan: Plan) -> str | None:
+    """What makes an already-built plan one the loader would have refused, or None.
+
+    For plans that come back from somewhere else than a plan file (a wave run's state): their
+    ids name log files and markers and their paths name what is locked and rolled back, so
+    they are held to the plan file's rules again rather than trusted.
+    """
+    seen: set[str] = set()
+    for task in plan.tasks:
+        if not _ID.fullmatch(task.id):
+            return f"the task id {task.id!r} is not a plan's task id"
+        if task.id in seen:
+            return f"the task id {task.id!r} is used twice"
+        seen.add(task.id)
+        if not task.agent.strip() or (isinstance(task.run, str) and not task.run.strip()) or (
+            isinstance(task.run, list) and (not task.run or not task.run[0])
+        ):
+            return f"task {task.id!r} has an empty agent or command"
+        for spec in (*task.writes, *task.reads):
+            problem = _resource_problem(spec)
+            if problem:
+                return f"task {task.id!r}: {spec!r} {problem}"
+        for value in (task.estimate, task.timeout):
+            if value is not None and not (math.isfinite(value) and value >= 0):
+                return f"task {task.id!r} has a duration of {value}"
+    for task in plan.tasks:
+        missing = [n for n in task.needs if n not in seen]
+        if missing:
+            return f"task {task.id!r} needs {missing[0]!r}, which is not a task of the plan"
+    if not plan.tasks:
+        return "the plan has no tasks"
+    if find_cycle(plan.tasks):
+        return "the plan's needs form a cycle"
+    return None
 
 
 def _split_validation(text: str) -> tuple[str, Where]:

@@ -23,7 +23,9 @@ from integration.helpers import DEFAULT_TIMEOUT, versatil_argv, wait_for
 from reliability.support import (
     Result,
     Tally,
+    lost_files,
     one_line_problems,
+    snapshot_files,
     versatil,
     versatil_process,
 )
@@ -380,3 +382,136 @@ def test_a_task_killed_around_its_exit_is_run_again_only_if_its_exit_was_not_rec
     # Nothing of the run is left holding a lock.
     taken = versatil("lock", "--agent", "Next", "--wait", "0", "src/a.py", cwd=repo)
     assert taken.code == 0, taken
+
+
+# Planted wave state -----------------------------------------------------------------------------
+def _interrupted_run(repo: Path, tmp: Path) -> tuple[str, Path]:
+    """A run killed while its one task ran: its id, and its state file (write-ahead applied)."""
+    from versatil_fs.executor import RunStore, _encoder
+
+    plan = tmp / "plan.yaml"
+    plan.write_text("tasks:\n  - {id: edit, agent: Holder, writes: [src/a.py], "
+                    "run: 'echo new >> src/a.py'}\n")
+    killed = versatil_process("wave", "run", str(plan), cwd=repo,
+                              env={"VERSATIL_FAULT": "wave.task-started:1"})
+    assert killed.code == -9, killed
+    store = RunStore()
+    (run,) = store.runs()
+    run = store.load(run.id)
+    assert run.tasks["edit"].status == "running" and run.tasks["edit"].before
+    # One document holding it all, so that a test's change is the whole truth.
+    store.path(run.id).write_bytes(_encoder.encode(run))
+    store.drop_wal(run.id)
+    return run.id, store.path(run.id)
+
+
+def _plant(path: Path, change: dict[str, object], task: dict[str, object] | None = None) -> None:
+    import msgspec
+
+    doc = msgspec.msgpack.decode(path.read_bytes())
+    doc.update(change)
+    if task:
+        doc["tasks"]["edit"].update(task)
+    path.write_bytes(msgspec.msgpack.encode(doc))
+
+
+@pytest.mark.parametrize("where", ["home", "beside-home"])
+def test_a_planted_run_id_never_names_a_file_outside_the_waves_directory(
+    where: str, repo: Path, tmp_path: Path, versatil_home: Path, tally: Tally
+) -> None:
+    run_id, path = _interrupted_run(repo, tmp_path)
+    ups = "../" if where == "home" else "../../"
+    victim_base = (versatil_home / "waves" / ups).resolve() / "victim"
+    victims = [victim_base.with_suffix(s) for s in (".wal", ".lock", ".msgpack")]
+    for victim in victims:
+        victim.write_text("precious\n")
+    _plant(path, {"id": ups + "victim"})
+    before = snapshot_files(repo)
+    for args in (("wave", "status", run_id), ("wave", "resume", run_id), ("wave", "status")):
+        tally.attack()
+        result = tally.outcome(versatil_process(*args, cwd=repo))
+        assert result.code in (0, 2), result
+        if result.code == 2:
+            assert one_line_problems(result, (2,), [run_id]) == [], result
+    lost = tally.lost([str(v) for v in victims
+                       if not v.exists() or v.read_text() != "precious\n"])
+    assert lost == [], "a file outside the state's waves directory was touched"
+    assert tally.lost(lost_files(before, repo)) == []
+    assert not (victim_base.parent / "victim").exists()
+
+
+SNAPSHOT_ATTACKS = {
+    "outside-the-repo": "../outside.txt",
+    "absolute": "{outside}",
+    # Inside the repository but not under the task's write paths: not the task's to restore.
+    "not-its-path": "README.md",
+}
+
+
+@pytest.mark.parametrize("attack", sorted(SNAPSHOT_ATTACKS))
+def test_a_planted_snapshot_path_is_never_compared_or_restored(
+    attack: str, repo: Path, tmp_path: Path, tally: Tally, wave_runs: None
+) -> None:
+    outside = tmp_path / "victim.txt"
+    outside.write_text("outside\n")
+    (repo.parent / "outside.txt").write_text("beside the repo\n")
+    run_id, path = _interrupted_run(repo, tmp_path)
+    # Made after the run's checkpoint: restoring README.md from it would lose this edit.
+    (repo / "README.md").write_text("hello\nan edit nobody committed\n")
+    key = SNAPSHOT_ATTACKS[attack].format(outside=outside)
+    _plant(path, {}, {"before": {key: [1, 1, 1, 0o100644], "src/a.py": [1, 1, 1, 0o100644]}})
+    beside = (repo.parent / "outside.txt").read_bytes()
+    before = snapshot_files(repo)
+    tally.attack()
+    result = tally.outcome(versatil_process("wave", "resume", run_id, cwd=repo))
+    if attack == "not-its-path":
+        assert result.code == 0, result  # the planted entry is ignored, the run goes on
+    else:
+        assert one_line_problems(result, (2,), [run_id]) == [], result
+    lost = lost_files({k: v for k, v in before.items() if k != "src/a.py"}, repo,
+                      may_change=lambda rel: rel == "src/a.py")
+    if (repo.parent / "outside.txt").read_bytes() != beside:
+        lost.append("outside.txt beside the repository")
+    if outside.read_text() != "outside\n":
+        lost.append(str(outside))
+    assert tally.lost(lost) == []
+
+
+def test_a_planted_log_path_is_rebuilt_from_the_ids(
+    repo: Path, tmp_path: Path, versatil_home: Path, tally: Tally, wave_runs: None
+) -> None:
+    victim = tmp_path / "victim.log"
+    victim.write_text("precious\n")
+    run_id, path = _interrupted_run(repo, tmp_path)
+    _plant(path, {}, {"log": str(victim)})
+    tally.attack(2)
+    status = tally.outcome(versatil_process("wave", "status", "--json", run_id, cwd=repo))
+    assert status.code == 0, status
+    logged = json.loads(status.out)["run"]["tasks"]["edit"]["log"]
+    assert logged == str(versatil_home / "waves" / run_id / "edit.log")
+    resumed = tally.outcome(versatil_process("wave", "resume", run_id, cwd=repo))
+    assert resumed.code == 0, resumed
+    assert tally.lost([] if victim.read_text() == "precious\n" else [str(victim)]) == []
+
+
+@pytest.mark.parametrize("change", ["checkpoint", "task-id", "nan-time", "agents"])
+def test_other_planted_wave_state_is_damage_not_instructions(
+    change: str, repo: Path, tmp_path: Path, tally: Tally, wave_runs: None
+) -> None:
+    import msgspec
+
+    run_id, path = _interrupted_run(repo, tmp_path)
+    if change == "checkpoint":
+        _plant(path, {}, {"checkpoint": "../../../refs/heads/main"})
+    elif change == "task-id":
+        doc = msgspec.msgpack.decode(path.read_bytes())
+        doc["plan"]["tasks"][0]["id"] = "../../edit"
+        path.write_bytes(msgspec.msgpack.encode(doc))
+    elif change == "nan-time":
+        _plant(path, {"created": float("nan")})
+    else:
+        _plant(path, {"max_agents": 0})
+    for args in (("wave", "status", run_id), ("wave", "resume", run_id)):
+        tally.attack()
+        result = tally.outcome(versatil_process(*args, cwd=repo))
+        assert one_line_problems(result, (2,), [run_id]) == [], result
