@@ -522,7 +522,13 @@ class Checkpoints:
                     safety.restore_complete = True
                     # Not fsynced: losing this update in a power cut only makes `list` call the
                     # restore interrupted, which sends the user to the same safety checkpoint.
-                    self._write_record(safety, durable=False)
+                    try:
+                        self._write_record(safety, durable=False)
+                    except StateError as exc:
+                        # The files are restored: an error now would say nothing was changed.
+                        print(f"versatil: restored, but {safety.id} could not be marked as "
+                              f"finished ({_reason(exc)}); `list` will call it interrupted.",
+                              file=sys.stderr)
         finally:
             os.close(lock_fd)
         self._emit_done(

@@ -608,6 +608,30 @@ def test_a_create_that_cannot_undo_its_ref_says_the_checkpoint_exists(
     assert listed.code == 0 and "rebuilt from git" in listed.out, listed
 
 
+def test_a_restore_whose_last_record_cannot_be_written_says_it_restored(
+    repo: Path, tally: Tally, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    target = _create(repo)
+    (repo / "src/a.py").write_text("a = 'edited'\n")
+    real = StateDir.write_atomic
+
+    def write_atomic(self: StateDir, path: Path, data: bytes, *, durable: bool = False) -> None:
+        if b'"restore_complete": true' in data:  # the record saying the restore finished
+            from versatil_fs.state import _state_error
+
+            cause = OSError(28, "No space left on device")
+            raise _state_error(path, cause) from cause
+        real(self, path, data, durable=durable)
+
+    monkeypatch.setattr(StateDir, "write_atomic", write_atomic)
+    result = tally.outcome(versatil("checkpoint", "restore", target, cwd=repo))
+    monkeypatch.undo()
+    assert (repo / "src/a.py").read_text() == "a = 1\n"
+    told_nothing = result.code != 0 or "nothing was changed" in result.err
+    assert not told_nothing, result
+    assert "restored" in result.err and "No space left" in result.err, result
+
+
 def test_a_wave_number_too_big_for_an_id_is_bad_input(repo: Path, tally: Tally) -> None:
     tally.bad_inputs += 1
     result = tally.outcome(versatil("checkpoint", "create", "--wave", "1" + "0" * 30, cwd=repo))
