@@ -1236,34 +1236,29 @@ class Checkpoints:
         half-written; a failure part-way is a :class:`RestoreIncomplete` naming what was done.
         """
         result = RestoreResult(checkpoint=target.id, safety_checkpoint=safety.id)
+        changes = builtins.list(changes)
         writes: builtins.list[Change] = []
         removals: builtins.list[Change] = []
-        gitlinks = {c.path for c in changes if c.is_gitlink}
+        blocked = _Blocked(self.repo.toplevel, changes)
         for change in changes:
-            if change.is_gitlink or (gitlinks and any(
-                a in gitlinks for a in _ancestors(change.path)
-            )):
-                # A submodule or nested repository is stored as a commit id only: its files are
-                # not in the checkpoint, and deleting it (or writing into it, or replacing it
-                # with a file) could destroy a repository.
+            if blocked(change):
                 result.skipped.append(change.path)
             elif change.status == "D":
                 removals.append(change)
-            elif change.status == "A" and self._holds_repository(change.path):
-                result.skipped.append(change.path)  # an ignored nested repository stands there
             else:
                 writes.append(change)
-        with self._staging() as stage:
-            if writes:
-                try:
+        with contextlib.ExitStack() as stack:
+            try:
+                stage = stack.enter_context(self._staging())
+                if writes:
                     self._stage_files(writes, stage)
-                except (VersatilError, OSError) as exc:
-                    raise RestoreIncomplete(
-                        f"The restore of {target.id} changed nothing: the files could not be "
-                        f"written ({_reason(exc)}).",
-                        restored=[], not_restored=[c.path for c in [*removals, *writes]],
-                        safety=None,
-                    ) from exc
+            except (VersatilError, OSError) as exc:
+                raise RestoreIncomplete(
+                    f"The restore of {target.id} changed nothing: the files could not be "
+                    f"written ({_reason(exc)}).",
+                    restored=[], not_restored=[c.path for c in [*removals, *writes]],
+                    safety=None,
+                ) from exc
             try:
                 # Removals first: a path that was a file and is now a directory (or the
                 # reverse) must be out of the way before the new one is renamed into place.
@@ -1327,18 +1322,6 @@ class Checkpoints:
     def _leading_symlink(self, directory: Path) -> bool:
         return os.path.realpath(directory) != str(directory)
 
-    def _holds_repository(self, rel: str) -> bool:
-        """Whether ``rel`` is a real directory with a git repository in it (never followed
-        through a symlink): something a restore must not replace by a file."""
-        top = os.path.join(self.repo.toplevel, rel)
-        try:
-            if not stat.S_ISDIR(os.lstat(top).st_mode):
-                return False
-        except OSError:
-            return False
-        # os.walk does not follow symlinks.
-        return any(".git" in dirs or ".git" in files for _root, dirs, files in os.walk(top))
-
     def _unsaved_in_the_way(self, changes: Sequence[Change]) -> builtins.list[str]:
         """Paths on disk that writing ``changes`` would overwrite or delete and that the
         snapshot does not hold: a file ignored now (it was not when the checkpoint was made),
@@ -1347,14 +1330,12 @@ class Checkpoints:
         not in the snapshot, so whatever stands there (or in the way above it) is not either.
         """
         removed = {c.path for c in changes if c.status == "D"}
-        gitlinks = {c.path for c in changes if c.is_gitlink}
+        blocked = _Blocked(self.repo.toplevel, changes)
         found: builtins.list[str] = []
         seen: set[str] = set()
         for change in changes:
-            if change.status != "A" or change.is_gitlink:
-                continue
-            if gitlinks and any(a in gitlinks for a in _ancestors(change.path)):
-                continue  # skipped by _apply
+            if change.status != "A" or blocked(change):
+                continue  # in the snapshot, or skipped by _apply
             parts = change.path.split("/")
             for i in range(1, len(parts)):
                 above = "/".join(parts[:i])
@@ -1367,9 +1348,7 @@ class Checkpoints:
                     continue
                 if not stat.S_ISDIR(info.st_mode):
                     found.append(above)  # a file or a symlink where a directory goes
-            if os.path.lexists(os.path.join(self.repo.toplevel, change.path)) and not (
-                self._holds_repository(change.path)
-            ):
+            if os.path.lexists(os.path.join(self.repo.toplevel, change.path)):
                 found.append(change.path)
         return found
 
@@ -1783,6 +1762,46 @@ def _scratch_dir(scratch: Path) -> Iterator[Path]:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(lock_path)
         os.close(fd)
+
+
+class _Blocked:
+    """Which changes a restore leaves alone: a submodule or nested repository is stored as a
+    commit id only, so its files are not in the checkpoint, and deleting it, writing into it
+    or replacing it with a file could destroy a repository. That covers gitlinks, paths below
+    one, and (seen on disk, never through a symlink) a path where an ignored repository
+    stands or one inside a repository that is not ours."""
+
+    def __init__(self, top: Path, changes: Sequence[Change]) -> None:
+        self._top = top
+        self._gitlinks = {c.path for c in changes if c.is_gitlink}
+        self._roots: dict[str, bool] = {}
+
+    def __call__(self, change: Change) -> bool:
+        if change.is_gitlink:
+            return True
+        if self._gitlinks and any(a in self._gitlinks for a in _ancestors(change.path)):
+            return True
+        if change.status != "A":
+            return False  # the snapshot holds it, so git saw no repository around it
+        parts = change.path.split("/")
+        if any(self._root("/".join(parts[:i])) for i in range(1, len(parts))):
+            return True
+        return self._holds_repository(change.path)
+
+    def _root(self, rel: str) -> bool:
+        if rel not in self._roots:
+            self._roots[rel] = os.path.lexists(os.path.join(self._top, rel, ".git"))
+        return self._roots[rel]
+
+    def _holds_repository(self, rel: str) -> bool:
+        top = os.path.join(self._top, rel)
+        try:
+            if not stat.S_ISDIR(os.lstat(top).st_mode):
+                return False
+        except OSError:
+            return False
+        # os.walk does not follow symlinks.
+        return any(".git" in dirs or ".git" in files for _root, dirs, files in os.walk(top))
 
 
 _STAGING_PREFIX = "versatil-restore-"

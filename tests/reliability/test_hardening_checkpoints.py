@@ -257,11 +257,17 @@ def test_a_restore_saves_an_ignored_file_where_the_checkpoint_has_a_directory(
     assert _lost_if(tally, saved != b"an ignored file now\n", "cache") == []
 
 
-def test_a_restore_never_replaces_an_ignored_nested_repository(repo: Path, tally: Tally) -> None:
+@pytest.mark.parametrize("had", ["vendor", "vendor/lib.py"])
+def test_a_restore_never_replaces_an_ignored_nested_repository(
+    had: str, repo: Path, tally: Tally
+) -> None:
+    """The checkpoint had a file where an ignored repository stands now, or a file that is now
+    inside one: the repository's files are not the checkpoint's to overwrite."""
     tally.attack()
-    (repo / "vendor").write_text("a file at the checkpoint\n")
+    (repo / had).parent.mkdir(parents=True, exist_ok=True)
+    (repo / had).write_text("a file at the checkpoint\n")
     target = _create(repo)
-    (repo / "vendor").unlink()
+    (repo / had).unlink()
     make_git_repo(repo / "vendor", {"lib.py": "nested work\n"})
     (repo / ".gitignore").write_text("*.log\nvendor/\n")
     result = tally.outcome(versatil("checkpoint", "restore", target, cwd=repo))
