@@ -204,6 +204,9 @@ class StateDir:
             raise _state_error(path, exc) from exc
         try:
             _check_fd_owned(fd, path)
+            # O_NONBLOCK was for the open; a regular file ignores it, but the descriptor may
+            # be handed to a child (a wave task's log) that should see an ordinary file.
+            os.set_blocking(fd, True)
         except BaseException:
             os.close(fd)
             raise
@@ -369,6 +372,9 @@ class StateDir:
             raise _state_error(path, exc) from exc
         try:
             _check_fd_owned(fd, path)
+            # O_NONBLOCK was for the open; a regular file ignores it, but the descriptor may
+            # be handed to a child (a wave task's log) that should see an ordinary file.
+            os.set_blocking(fd, True)
         except BaseException:
             os.close(fd)
             raise

@@ -271,6 +271,27 @@ def test_an_event_log_that_belongs_to_another_user_is_refused(
     _refused(versatil("logs", "locks", cwd=repo), tally, str(log), f"uid {OTHER_UID}")
 
 
+@pytest.mark.parametrize("opening", ["mode 0666", "another owner"])
+def test_checkpoint_metadata_others_could_have_written_is_not_trusted(
+    opening: str, home: Path, repo: Path, tally: Tally
+) -> None:
+    created = versatil("checkpoint", "create", "-m", "before", cwd=repo)
+    assert created.code == 0, created
+    (metadata,) = home.glob("checkpoints/*/*.json")
+    if opening == "mode 0666":
+        metadata.chmod(0o666)
+    elif IS_ROOT:
+        os.chown(metadata, OTHER_UID, OTHER_UID)
+    else:
+        pytest.skip("needs root to act as another user")
+    tally.attack()
+    result = tally.outcome(versatil("checkpoint", "list", cwd=repo))
+    # Refused, or (the checkpoint module's choice) reported and skipped as damaged: either
+    # way it names the file, and nothing read from it is used.
+    assert str(metadata) in result.err, result
+    assert "Traceback" not in result.err and "internal error" not in result.err, result
+
+
 def test_config_show_does_not_create_the_state_directory(versatil_home: Path, repo: Path) -> None:
     assert versatil("config", "show", cwd=repo).code == 0
     assert not versatil_home.exists()
