@@ -1115,12 +1115,13 @@ class Checkpoints:
             return matches[0]
         if not matches:
             raise UsageError(
-                f"No checkpoint {checkpoint_id!r} in {self.repo.toplevel}; "
+                f"No checkpoint '{printable(checkpoint_id)}' in {self.repo.toplevel}; "
                 "`versatil checkpoint list` shows the ids."
             )
         names = ", ".join(r.id for r in matches[:10]) + (", ..." if len(matches) > 10 else "")
         raise UsageError(
-            f"{checkpoint_id!r} matches {len(matches)} checkpoints ({names}); give more of the id."
+            f"'{printable(checkpoint_id)}' matches {len(matches)} checkpoints ({names}); "
+            "give more of the id."
         )
 
     # Internals: restore ----------------------------------------------------------------------
@@ -1141,9 +1142,13 @@ class Checkpoints:
         try:
             rel = candidate.relative_to(self.repo.toplevel)
         except ValueError:
-            raise UsageError(f"{text} is outside the repository {self.repo.toplevel}.") from None
+            raise UsageError(
+                f"{printable(text)} is outside the repository {self.repo.toplevel}."
+            ) from None
         if rel.parts and rel.parts[0] == ".git":
-            raise UsageError(f"{text} is inside .git; checkpoints do not hold git's own files.")
+            raise UsageError(
+                f"{printable(text)} is inside .git; checkpoints do not hold git's own files."
+            )
         return rel.as_posix() if rel.parts else "."
 
     def _select(
@@ -1163,7 +1168,8 @@ class Checkpoints:
             for path in selected:
                 if path not in touched and not os.path.lexists(self.repo.toplevel / path):
                     raise UsageError(
-                        f"{path} is neither in the working tree nor in checkpoint {target.id}."
+                        f"{printable(path)} is neither in the working tree nor in checkpoint "
+                        f"{target.id}."
                     )
             changes = [c for c in changes if _covered(c.path, selected)]
         if agent is None and wave is None:
@@ -1181,7 +1187,8 @@ class Checkpoints:
                 who = next((others[a] for a in _ancestors(change.path) if a in others), None)
                 if who is not None:
                     raise self._refusal(
-                        f"Not restoring: {change.path} was also modified by {who} after "
+                        f"Not restoring: {printable(change.path)} was also modified by {who} "
+                        "after "
                         f"checkpoint {target.id}, so restoring it would undo their work too; "
                         "pass --force to restore it anyway.",
                         target, agent or "", [(change.path, who)],
@@ -1206,7 +1213,8 @@ class Checkpoints:
         path, holder = conflicts[0]
         more = f" (and {len(conflicts) - 1} more locked files)" if len(conflicts) > 1 else ""
         raise self._refusal(
-            f"Not restoring: {path} is write-locked by {holder}{more}; wait until {holder} "
+            f"Not restoring: {printable(path)} is write-locked by {holder}{more}; wait until "
+            f"{holder} "
             "releases it, or pass --force to overwrite it.",
             target, restorer, conflicts,
         )
