@@ -36,7 +36,11 @@ def lock(
     as_json: bool,
     resources: tuple[str, ...],
 ) -> None:
-    """Take locks on paths or kind:name resources; they last until unlock or expiry."""
+    """Take locks on paths or kind:name resources; they last until unlock or expiry.
+
+    Paths must have UTF-8 names (the lock table is JSON): lock the directory holding a file
+    whose name is not, and the lock covers it.
+    """
     if wait is not None and wait < 0:
         raise UsageError(f"--wait must be zero or more seconds, got {wait}.")
     lease = _manager().acquire(

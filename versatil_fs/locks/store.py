@@ -184,7 +184,7 @@ class LocalStore:
             raise self._busy(wait, None)
         try:
             left = wait - (clock.CLOCK.monotonic() - started)
-            yield from self._locked_transaction(max(left, 0.0))
+            yield from self._locked_transaction(max(left, TABLE_LOCK_GRACE / 5))
         finally:
             self._mutex.release()
 

@@ -32,7 +32,8 @@ LeaseId = Annotated[str, msgspec.Meta(pattern=rf"^{_ID}\Z")]
 HolderRef = Annotated[str, msgspec.Meta(pattern=rf"^(?:{_ID})?\Z")]
 # Where a process lease's holder file was, for readers outside the lock manager (the monitor
 # probes it); the lock manager itself never uses it, it rebuilds run/leases/<holder>.lease.
-LeaseFile = Annotated[str, msgspec.Meta(pattern=rf"^(?:/.*/{_ID}\.lease)?\Z")]
+# (?s): a state directory whose path holds a newline must not make our own records invalid.
+LeaseFile = Annotated[str, msgspec.Meta(pattern=rf"(?s)^(?:/.*/{_ID}\.lease)?\Z")]
 BootId = Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f-]{0,64}\Z")]
 
 # Every number in the table is bounded, so a hand-edited or damaged table (1e308, a negative
