@@ -25,6 +25,7 @@ import shutil
 import signal
 import stat
 import subprocess
+import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -568,3 +569,23 @@ def test_the_docs_name_the_state_modes(versatil_home: Path) -> None:
     doc = state_module.__doc__ or ""
     assert "writable by anyone but its owner" in doc and "sticky" in doc
     assert stat.S_IWGRP & 0o020  # the group write bit is among those refused
+
+
+def test_cli_output_streams_print_names_that_are_not_utf8_escaped(tmp_path: Path) -> None:
+    # The safety net under every command's text output: a surrogate escape that reaches
+    # stdout or stderr prints as \xNN instead of raising UnicodeEncodeError (exit 70).
+    code = (
+        "import sys; from versatil_fs.cli import _printable_streams; _printable_streams(); "
+        "print('src/\\udcff.py'); print('\\udcfe', file=sys.stderr)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, check=False,
+                          env={**os.environ, "PYTHONIOENCODING": "utf-8"}, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == b"src/\\xff.py\n" and done.stderr == b"\\xfe\n", done
+
+
+def test_echo_json_escapes_names_that_are_not_utf8(capsys: pytest.CaptureFixture[str]) -> None:
+    from versatil_fs.cli._common import echo_json
+
+    echo_json({"paths": ["ok.py", "\udcff.py"]})
+    assert json.loads(capsys.readouterr().out) == {"paths": ["ok.py", "\\xff.py"]}

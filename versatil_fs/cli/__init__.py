@@ -128,5 +128,31 @@ def _silence_stdout() -> None:
     os.dup2(devnull, sys.stdout.fileno())
 
 
+def _printable(error: UnicodeError) -> tuple[str, int]:
+    """An encoding error handler: a byte of a file name that is not UTF-8 (surrogate escape
+    U+DC80..U+DCFF, as ``os.fsdecode`` makes it) prints as ``\\xNN``, the form the event logs
+    and ``--json`` use; any other unencodable character as ``\\uNNNN``."""
+    if not isinstance(error, UnicodeEncodeError):
+        raise error
+    text = error.object[error.start : error.end]
+    return "".join(
+        f"\\x{ord(c) - 0xDC00:02x}" if 0xDC80 <= ord(c) <= 0xDCFF else f"\\u{ord(c):04x}"
+        for c in text
+    ), error.end
+
+
+def _printable_streams() -> None:
+    # Without this, one file name that is not UTF-8 in any line of output (a lock, a
+    # checkpoint's file list, a monitor report) is a UnicodeEncodeError: exit 70 mid-output.
+    import codecs
+    import io
+
+    codecs.register_error("versatil.printable", _printable)
+    for stream in (sys.stdout, sys.stderr):
+        if isinstance(stream, io.TextIOWrapper):
+            stream.reconfigure(errors="versatil.printable")
+
+
 def main(args: list[str] | None = None) -> Any:
+    _printable_streams()
     sys.exit(run_cli(cli, args))

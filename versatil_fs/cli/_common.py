@@ -18,8 +18,18 @@ agent_option = click.option(
 
 
 def echo_json(value: Any) -> None:
-    """Print one JSON document; msgspec Structs are encoded with the same schema as on disk."""
-    sys.stdout.write(msgspec.json.encode(value).decode() + "\n")
+    """Print one JSON document; msgspec Structs are encoded with the same schema as on disk.
+
+    A file name that is not UTF-8 (a str with surrogate escapes, from ``os.fsdecode``) cannot
+    be JSON: it goes out in the printable form the event logs use (``\\xff``).
+    """
+    try:
+        document = msgspec.json.encode(value)
+    except UnicodeEncodeError:
+        from versatil_fs.events import printable
+
+        document = msgspec.json.encode(printable(value))
+    sys.stdout.write(document.decode() + "\n")
     sys.stdout.flush()
 
 
