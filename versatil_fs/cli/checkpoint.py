@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
-from typing import Any
 
 import click
-import msgspec
 
 from versatil_fs.checkpoints import (
     Change,
@@ -18,24 +15,12 @@ from versatil_fs.checkpoints import (
     RestoreResult,
     printable,
 )
-from versatil_fs.cli._common import echo, json_option, restore_options
-from versatil_fs.cli._common import echo_json as _echo_json
+from versatil_fs.cli._common import echo, echo_json, json_option, restore_options
 from versatil_fs.errors import UsageError
 
 
 def _checkpoints() -> Checkpoints:
     return Checkpoints(".")
-
-
-def echo_json(value: Any) -> None:
-    """One JSON document. A file name that is not UTF-8 (surrogate escapes) cannot be encoded
-    by msgspec; then the json module writes it, as ``\\udcXX`` escapes that Python's json
-    reads back to the same name (os.fsencode gives its bytes)."""
-    try:
-        _echo_json(value)  # encodes before it writes: nothing is printed if this fails
-    except UnicodeEncodeError:
-        sys.stdout.write(json.dumps(msgspec.to_builtins(value)) + "\n")
-        sys.stdout.flush()
 
 
 @click.group()
