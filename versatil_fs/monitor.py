@@ -321,11 +321,10 @@ class IgnoreMatcher:
         xdg = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
         candidates.append(str(Path(xdg) / "git" / "ignore"))
         for candidate in candidates:
-            try:
-                own = Path(candidate).expanduser().read_bytes()
+            found = _read_regular(Path(candidate).expanduser())
+            if found is not None:
+                own = found
                 break
-            except OSError:
-                continue
         text = own + b"\n# guard.ignore from the versatil configuration\n"
         text += "".join(f"{p}\n" for p in self._extra).encode()
         digest = hashlib.sha256(self.repo.key.encode()).hexdigest()[:16]
@@ -365,6 +364,26 @@ class IgnoreMatcher:
             for path in paths:
                 self._cache[path] = answers.get(path, False)
             return
+
+
+def _read_regular(path: Path) -> bytes | None:
+    """The bytes of the regular file ``path``, or None (absent, unreadable, or a FIFO or device,
+    which ``O_NONBLOCK`` and the ``S_ISREG`` check keep from hanging the monitor's start)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        chunks = []
+        while chunk := os.read(fd, 1 << 20):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
 
 
 def _converse(proc: subprocess.Popen[bytes], paths: list[str]) -> dict[str, bool]:

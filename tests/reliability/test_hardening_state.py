@@ -388,6 +388,25 @@ def test_a_directory_where_a_state_file_belongs_is_refused(versatil_home: Path) 
         sd.append_line(sd.event_log("locks"), b"{}")
 
 
+def test_a_fifo_as_the_global_excludes_file_does_not_hang_the_monitor(
+    repo: Path, spawn: Spawner, tally: Tally
+) -> None:
+    # guard.ignore makes the monitor copy the user's global excludes into a file of its own.
+    excludes = Path(os.environ["XDG_CONFIG_HOME"]) / "git" / "ignore"
+    excludes.parent.mkdir(parents=True)
+    os.mkfifo(excludes, 0o600)
+    tally.attack()
+    child = spawn.popen(versatil_argv("monitor"), cwd=repo, name="monitor",
+                        env={"VERSATIL_GUARD_IGNORE": "*.log"})
+    try:
+        wait_for(lambda: "watching" in child.stderr or not child.alive, timeout=BUDGET,
+                 message="the monitor to start")
+    except AssertionError:
+        tally.hangs += 1
+        raise
+    assert child.alive, child.stderr
+
+
 # Item 13: names that are not UTF-8 ----------------------------------------------------------
 def _read_writes(child: Child, expected: set[str]) -> list[dict[str, object]]:
     """The monitor's JSON lines until every path of ``expected`` was reported (in any order:
