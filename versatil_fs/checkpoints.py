@@ -68,7 +68,6 @@ import errno
 import fcntl
 import hashlib
 import importlib
-import json
 import os
 import re
 import secrets
@@ -222,22 +221,18 @@ _REPORTED: set[tuple[str, str, str]] = set()
 
 def _encode_record(record: CheckpointRecord) -> bytes:
     """A record as JSON. A file name that is not UTF-8 (held as surrogate escapes, see
-    :func:`_decode_path`) cannot be encoded by msgspec; such a record is written by the json
-    module, whose ``\\udcXX`` escapes read back to the same name."""
+    :func:`_decode_path`) cannot be JSON: the file gets its printable form (``\\xNN``), as the
+    event logs and ``--json`` do. Only descriptive fields hold paths (files modified, gitlinks,
+    warnings); what a restore writes comes from the commit's tree, byte for byte."""
     try:
-        return msgspec.json.format(msgspec.json.encode(record), indent=2) + b"\n"
+        data = msgspec.json.encode(record)
     except UnicodeEncodeError:
-        return json.dumps(msgspec.to_builtins(record), indent=2).encode("ascii") + b"\n"
+        data = msgspec.json.encode(events.printable(record))
+    return msgspec.json.format(data, indent=2) + b"\n"
 
 
 def _decode_record(data: bytes) -> CheckpointRecord:
-    try:
-        return _record_decoder.decode(data)
-    except msgspec.DecodeError:
-        if b"\\udc" not in data.lower():
-            raise
-    # Written by the json module (a non-UTF-8 file name, see _encode_record).
-    return msgspec.convert(json.loads(data), CheckpointRecord)
+    return _record_decoder.decode(data)
 
 
 # The lock manager's records, as far as a restore needs them ------------------------------------
