@@ -285,11 +285,11 @@ def record_files_modified(
     events.emit(
         "collision-detection",
         "files-modified",
-        agent=_loggable(agent),
+        agent=agent,
         repo=str(repo.common_dir),
         paths=[p for p in paths if not _has_surrogates(p)],
         wave=wave,
-        task=_loggable(task),
+        task=task,
         **extra,
     )
 
@@ -694,7 +694,7 @@ class Checkpoints:
         failure is one line on stderr and the change stands.
         """
         try:
-            events.emit(stream, kind, **{k: _loggable(v) for k, v in fields.items()})
+            events.emit(stream, kind, **fields)  # names not UTF-8: printable (events.emit)
         except StateError as exc:
             cause = exc.__cause__
             detail = cause.strerror if isinstance(cause, OSError) and cause.strerror else exc
@@ -1549,17 +1549,6 @@ def _has_surrogates(text: str) -> bool:
     except UnicodeEncodeError:
         return True
     return False
-
-
-def _loggable(value: Any) -> Any:
-    """An event field msgspec can encode: strings that are not UTF-8 made printable."""
-    if isinstance(value, str):
-        return printable(value) if _has_surrogates(value) else value
-    if isinstance(value, (list, tuple)):
-        return [_loggable(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _loggable(v) for k, v in value.items()}
-    return value
 
 
 def _path_bytes(path: str) -> bytes:
