@@ -100,6 +100,7 @@ import re
 import signal
 import struct
 import subprocess
+import sys
 import threading
 import time
 import zlib
@@ -800,6 +801,7 @@ class _Journal:
         self.asked = 0
         self.written = 0
         self.failure: BaseException | None = None
+        self.stopping = False  # the run stops because of ``failure``: notes no longer raise
         self.closing = False
         self.wal_lock = threading.Lock()  # appends in the order of their numbers
         self.wal_fd: int | None = None
@@ -836,6 +838,8 @@ class _Journal:
     def note(self) -> int:
         """Ask for a write of the state as it now is; returns its number for :meth:`sync`."""
         with self.cond:
+            if self.failure is not None and self.stopping:
+                return self.asked  # the run is being stopped for this failure: said once
             self._raise()
             self.asked += 1
             self.cond.notify_all()
@@ -972,6 +976,7 @@ class WaveExecutor:
         self._making: set[int] = set()  # waves whose checkpoint _make_ahead started (main thread)
         self._failed_root: dict[str, str] = {}  # skipped task -> the failed task behind it
         self.run_state: RunState | None = None
+        self._events_lost = False  # said once on stderr (see _emit)
         self._claims = self._resolve_claims()
         self.schedule = plan.schedule(agents=self.max_agents, claims=self._claims)
         self._after = self._conflict_predecessors()
@@ -1207,12 +1212,29 @@ class WaveExecutor:
         except KeyboardInterrupt:
             self._interrupt()
             return run
+        except StateError as exc:
+            if self._journal.failure is None:
+                raise
+            # The state can no longer be written (a full disk, often filled by a task): no
+            # outcome could be recorded, so stop as on Ctrl-C, running tasks rolled back, and
+            # say what is true rather than pass on "nothing was changed".
+            self._journal.stopping = True
+            self._interrupt(save=False)
+            raise StateError(
+                f"The state of wave run {run.id} could not be written ({_reason(exc)}): its "
+                "running tasks were stopped and rolled back and nothing more was started; "
+                f"once there is room, go on with `versatil wave resume {run.id}`."
+            ) from exc
         finally:
             _restore_signal(previous)
             for _ in self._pool:
                 self._tasks_to_run.put(None)  # each pool thread ends once it is free
             self.observer.close()
-            self._journal.close()
+            try:
+                self._journal.close()
+            except StateError:
+                if not self._stopping.is_set():
+                    raise  # else already said above, in its own words
         return self._finish()
 
     def _finish(self) -> RunState:
@@ -1232,8 +1254,11 @@ class WaveExecutor:
         self.observer.event(run, "run-done", None, run.status)
         return run
 
-    def _interrupt(self) -> None:
-        """Ctrl-C or SIGTERM: stop the running tasks, roll them back, leave the run resumable."""
+    def _interrupt(self, *, save: bool = True) -> None:
+        """Ctrl-C or SIGTERM: stop the running tasks, roll them back, leave the run resumable.
+
+        ``save=False`` when the state cannot be written any more: what the last write holds
+        (tasks running, with their snapshots) is what a resume starts from."""
         run = self._state()
         self._stopping.set()
         for worker in list(self._workers.values()):
@@ -1260,7 +1285,8 @@ class WaveExecutor:
                     task_run.status = "pending"
             run.status = "running"  # resumable: `status` calls it interrupted once we are gone
             run.sessions[-1].ended = time.time()
-        self._journal.sync(self._journal.note())
+        if save:
+            self._journal.sync(self._journal.note())
         self._emit("run-interrupted", None, **run.counts())
         self.observer.event(run, "run-interrupted", None, f"resume with: versatil wave resume "
                                                           f"{run.id}")
@@ -1692,7 +1718,11 @@ class WaveExecutor:
         self._workers[task.id].proc = proc
         with self._mutex:
             task_run.pid = proc.pid
-        self._journal.note()  # the document catches up with the write-ahead record
+        # The document catches up with the write-ahead record. A failed state write is the
+        # main thread's to report: raising here would leave the process running unwaited
+        # for, and its lease released under it.
+        with contextlib.suppress(StateError):
+            self._journal.note()
         self._inbox.put(_Outcome(task=task.id, kind="started"))
         faults.point("wave.task-started")
         timed_out = False
@@ -1792,7 +1822,13 @@ class WaveExecutor:
                 if held.handed_over:
                     manager.hand_over()
                 else:
-                    lease.release()
+                    try:
+                        lease.release()
+                    except StateError:
+                        # The table cannot be rewritten (a full disk). Closing the manager
+                        # below drops the flock, so the grant is dead and reclaimed at the
+                        # next look; the task's outcome must not be replaced by this error.
+                        pass
         finally:
             manager.close()
 
@@ -1842,8 +1878,23 @@ class WaveExecutor:
         run = self._state()
         if task is not None:
             data = {"task": task.id, "wave": task.wave, **data}
-        events.emit(STREAM, kind, agent=task.agent if task else None, repo=run.repo_key,
-                    state=self.state, run=run.id, **data)
+        try:
+            events.emit(STREAM, kind, agent=task.agent if task else None, repo=run.repo_key,
+                        state=self.state, run=run.id, **data)
+        except StateError as exc:
+            # A full disk (often filled by a task itself): the event log is a record of the
+            # run, its state is the truth. Failing here failed the task whose start or end was
+            # being logged, or stopped the run in the middle of a failed task's rollback.
+            with self._mutex:
+                told, self._events_lost = self._events_lost, True
+            if not told:
+                cause = exc.__cause__
+                detail = cause.strerror if isinstance(cause, OSError) and cause.strerror else exc
+                print(
+                    f"versatil: the run goes on, but its events could not be written to "
+                    f"{self.state.event_log(STREAM)} ({detail}); its state still records it.",
+                    file=sys.stderr, flush=True,
+                )
 
 
 class _Stopped(Exception):
@@ -1876,6 +1927,11 @@ def _safe_relative(path: str) -> bool:
         and posixpath.normpath(path) == path and path != ".." and not path.startswith("../")
         and not (path == ".git" or path.startswith(".git/"))
     )
+
+
+def _reason(exc: BaseException) -> str:
+    cause = exc.__cause__
+    return cause.strerror if isinstance(cause, OSError) and cause.strerror else str(exc)
 
 
 def _write_all(fd: int, data: bytes) -> None:

@@ -307,7 +307,15 @@ class _Run:
             if self.locked_paths:
                 self.before = scan(self.repo.toplevel, self.locked_paths, self.matcher)
         if self.want_monitor:
-            self._join_election()
+            try:
+                self._join_election()
+            except (OSError, VersatilError) as exc:
+                # Watching is a help, not the run's purpose: a full disk or an exhausted
+                # inotify limit while setting it up must not keep the command from running.
+                detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+                self.say(f"not watching the repository for unlocked writes during this run "
+                         f"({detail})")
+                self.want_monitor = False
 
     # The monitor --------------------------------------------------------------------------
     def _join_election(self) -> None:
@@ -439,7 +447,14 @@ class _Run:
                 if self.handed_over and self.manager is not None:
                     self.manager.hand_over()
                 elif self.lease is not None:
-                    self.lease.release()
+                    try:
+                        self.lease.release()
+                    except VersatilError as exc:
+                        # A full disk: the table keeps the grant, but its flock goes with this
+                        # process, so it is dead and reclaimed at the next look. The command's
+                        # exit code stays the run's.
+                        self.say(f"the locks end as this process exits; releasing them in "
+                                 f"the table failed: {exc}")
         finally:
             try:
                 self._stop_monitor(result)

@@ -515,3 +515,143 @@ def test_other_planted_wave_state_is_damage_not_instructions(
         tally.attack()
         result = tally.outcome(versatil_process(*args, cwd=repo))
         assert one_line_problems(result, (2,), [run_id]) == [], result
+
+
+# A full disk ------------------------------------------------------------------------------------
+@pytest.fixture
+def small_home(versatil_home: Path) -> Iterator[Path]:
+    """The state directory on a 4 MiB tmpfs of its own (skipped where one cannot be mounted)."""
+    versatil_home.mkdir(mode=0o700, exist_ok=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=4m,mode=0700", "tmpfs", str(versatil_home)],
+        capture_output=True, check=False,
+    )
+    if mounted.returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (not root, or no mount namespace rights)")
+    try:
+        yield versatil_home
+    finally:
+        if subprocess.run(["umount", str(versatil_home)], capture_output=True).returncode:
+            subprocess.run(["umount", "-l", str(versatil_home)], capture_output=True)
+
+
+def _fill(home: Path) -> None:
+    with open(home / "filler", "wb", buffering=0) as filler, contextlib.suppress(OSError):
+        while True:
+            filler.write(b"\0" * 65536)
+
+
+def test_run_on_a_full_disk_is_one_sentence_and_loses_nothing(
+    repo: Path, small_home: Path, tally: Tally
+) -> None:
+    assert versatil("locks", cwd=repo).code == 0  # the state directory exists, then fills up
+    _fill(small_home)
+    before = snapshot_files(repo)
+    tally.attack(2)
+    plain = tally.outcome(versatil_process("run", "--agent", "A", "--", "true", cwd=repo))
+    assert plain.code == 0 and len(plain.err_lines) <= 1, plain
+    locked = tally.outcome(versatil_process(
+        "run", "--agent", "A", "--lock", "src/x.txt", "--", "sh", "-c", "echo y >> src/x.txt",
+        cwd=repo,
+    ))
+    assert one_line_problems(locked, (2,), ["full"]) == [], locked
+    assert tally.lost(lost_files(before, repo)) == [], "the command ran without its lock"
+
+
+def test_a_wave_task_that_fills_the_disk_fails_alone_and_the_run_says_so(
+    repo: Path, small_home: Path, tmp_path: Path, tally: Tally, wave_runs: None
+) -> None:
+    plan = tmp_path / "plan.yaml"
+    once = tmp_path / "filled-once"
+    plan.write_text(
+        "tasks:\n"
+        "  - {id: fill, agent: A, writes: [src/], run: 'echo z >> src/x.txt; "
+        f"[ -e {once} ] || {{ touch {once}; cat /dev/zero > \"$VERSATIL_HOME/filler\"; }}; "
+        "exit 4'}\n"
+        "  - {id: after, agent: B, writes: [docs/], needs: [fill],\n"
+        "     run: 'echo b >> docs/guide.md'}\n"
+        "  - {id: beside, agent: C, writes: [README.md], needs: [fill],\n"
+        "     run: 'echo c >> README.md'}\n"
+    )
+    tally.attack()
+    result = tally.outcome(versatil_process("wave", "run", str(plan), "--json", cwd=repo))
+    assert "Traceback" not in result.err, result
+    if result.code == 2:
+        # The disk filled before the run's state could record the failure: stopped, said in
+        # one sentence, and resumable once there is room.
+        assert one_line_problems(result, (2,), ["wave resume"]) == [], result
+        (small_home / "filler").unlink()
+        result = tally.outcome(versatil_process("wave", "resume", "--json", cwd=repo))
+    else:
+        (small_home / "filler").unlink()
+    assert result.code == 1, result
+    assert len(result.err_lines) <= 1, result
+    report = {t["id"]: t for t in json.loads(result.out)["tasks"]}
+    assert report["fill"]["status"] == "failed", report
+    assert report["after"]["status"] == "skipped" and report["beside"]["status"] == "skipped"
+    assert (repo / "README.md").read_text() == "hello\n"
+    assert (repo / "docs/guide.md").read_text() == "# guide\n"
+    if report["fill"]["rolled_back"]:
+        assert (repo / "src/x.txt").read_text() == "x\n"
+    else:  # no room for the rollback's safety checkpoint: kept, and said
+        assert "rollback failed" in report["fill"]["error"], report
+        assert (repo / "src/x.txt").read_text().startswith("x\nz\n")
+    status = versatil("wave", "status", "--json", cwd=repo)
+    assert status.code == 0 and json.loads(status.out)["status"] == "failed", status
+    assert versatil("lock", "--agent", "N", "--wait", "0", "src/x.txt", cwd=repo).code == 0
+
+
+def test_a_wave_run_goes_on_when_its_event_log_cannot_be_written(
+    repo: Path, tmp_path: Path, versatil_home: Path, tally: Tally
+) -> None:
+    import resource
+
+    assert versatil("locks", cwd=repo).code == 0
+    log = versatil_home / "logs" / "wave-execution.jsonl"
+    log.write_bytes(b'{"version":1,"time":1.0,"stream":"wave-execution","kind":"pad"}\n' * 1100)
+    log.chmod(0o600)
+    plan = tmp_path / "plan.yaml"
+    plan.write_text("tasks:\n  - {id: t, agent: A, writes: [src/x.txt], "
+                    "run: 'echo t >> src/x.txt'}\n")
+
+    def limited() -> None:  # the log is past it: every append fails (EFBIG), nothing else does
+        resource.setrlimit(resource.RLIMIT_FSIZE, (32 * 1024, 32 * 1024))
+
+    tally.attack()
+    result = tally.outcome(versatil_process("wave", "run", str(plan), "--json", cwd=repo,
+                                            preexec_fn=limited))
+    assert result.code == 0, result
+    assert len(result.err_lines) == 1 and "wave-execution.jsonl" in result.err, result
+    assert (repo / "src/x.txt").read_text() == "x\nt\n"
+    assert json.loads(result.out)["status"] == "succeeded"
+
+
+def test_a_wave_run_whose_state_cannot_be_written_stops_says_so_and_resumes(
+    repo: Path, tmp_path: Path, tally: Tally, wave_runs: None
+) -> None:
+    import resource
+
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(
+        "tasks:\n"
+        "  - {id: gen, agent: A, writes: [src/gen], run: 'mkdir -p src/gen && "
+        "for i in $(seq 400); do echo $i > src/gen/file-$i.txt; done'}\n"
+        "  - {id: after, agent: B, writes: [docs/], needs: [gen], run: 'echo b >> docs/guide.md'}\n"
+    )
+
+    def limited() -> None:  # the state with gen's 400 files no longer fits: EFBIG
+        resource.setrlimit(resource.RLIMIT_FSIZE, (6 * 1024, 6 * 1024))
+
+    tally.attack()
+    result = tally.outcome(versatil_process("wave", "run", str(plan), cwd=repo,
+                                            preexec_fn=limited))
+    assert result.code == 2, result
+    assert "Traceback" not in result.err and "wave resume" in result.err_lines[-1], result
+    assert len(result.err_lines) <= 2, result  # the events log may say it missed some
+    assert (repo / "docs/guide.md").read_text() == "# guide\n", "a task started after it"
+    resumed = tally.outcome(versatil_process("wave", "resume", "--json", cwd=repo))
+    assert resumed.code == 0, resumed
+    tasks = {t["id"]: t for t in json.loads(resumed.out)["tasks"]}
+    assert tasks["gen"]["status"] == tasks["after"]["status"] == "succeeded"
+    assert len(list((repo / "src/gen").iterdir())) == 400
+    assert (repo / "docs/guide.md").read_text() == "# guide\nb\n"

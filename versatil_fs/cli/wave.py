@@ -309,7 +309,8 @@ def report_lines(run: RunState, result: Report) -> list[str]:
             rolled = (
                 f"; rolled back {', '.join(task.rolled_back[:6])}"
                 + ("..." if len(task.rolled_back) > 6 else "")
-                if task.rolled_back else "; nothing to roll back"
+                if task.rolled_back
+                else "" if "rollback failed" in task.error else "; nothing to roll back"
             )
             lines.append(f"  failed: {task.id} ({task.agent}): {task.error}{rolled}")
             if task.log:
