@@ -301,7 +301,8 @@ class LockManager:
                     if mine is not None:
                         table.waiters.remove(mine)
                     grant = request.granted(now)
-                    _stamp_boot(grant)
+                    if grant.owner == "shell":  # a process lease ends with its flock, not a clock
+                        _stamp_boot(grant)
                     table.locks.append(grant)
                     if grant.owner == "shell":
                         # The shell lease outlives this process: it ends at unlock or expiry.
@@ -646,7 +647,6 @@ def _renew(grant: Grant, now: float) -> None:
     """
     if grant.owner == "process" and grant.expires_at - now < grant.ttl / 2:
         grant.expires_at = min(now + grant.ttl, MAX_TIME)
-        _stamp_boot(grant)
 
 
 def _stamp_boot(grant: Grant) -> None:

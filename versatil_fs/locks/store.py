@@ -30,6 +30,7 @@ from versatil_fs.locks.table import (
     Holder,
     Table,
     Waiter,
+    check_records,
     new_id,
     queue_key,
     valid_id,
@@ -172,6 +173,7 @@ class LocalStore:
         self._holder: leases.HolderFile | None = None
         self._probed: dict[str, bool] = {}
         self.on_damage: list[str] = []  # reasons of tables moved aside, for the manager to log
+        self._checked = b""  # the last table this process wrote
 
     # Transactions ---------------------------------------------------------------------------
     @contextmanager
@@ -206,6 +208,7 @@ class LocalStore:
             document = msgspec.json.format(_encoder.encode(table), indent=2) + b"\n"
             if document != raw:
                 self.state.write_swapped(self.state.lock_table, document)
+            self._checked = document
             # Only once the table no longer holds them may their rebuild records go: a crash
             # before the table write must leave both, or a rebuild would drop a live lock.
             for holder in self._forgotten:
@@ -325,10 +328,16 @@ class LocalStore:
             table = _table_decoder.decode(raw)
             if table.version != SCHEMA_VERSION:
                 raise DamagedTable(f"schema version {table.version}, expected {SCHEMA_VERSION}")
+            # The bytes this process wrote last (and so made from checked records) need no
+            # second check: with one busy process, that is nearly every transaction.
+            if raw != self._checked:
+                problem = check_records(table.locks) or check_records(table.waiters, "waiters")
+                if problem:
+                    raise DamagedTable(problem)
         except (msgspec.DecodeError, msgspec.ValidationError, DamagedTable) as exc:
-            # A value out of bounds or an id that is not one of ours (msgspec checks the
-            # schema's patterns and limits) is damage like a syntax error: nothing read from
-            # such a table is acted on, it is set aside whole and rebuilt from the holders.
+            # A value out of bounds (msgspec checks the schema's limits) or an id that is not
+            # one of ours is damage like a syntax error: nothing read from such a table is
+            # acted on, it is set aside whole and rebuilt from the holders.
             self._set_aside(str(exc) or "not valid JSON")
             return self._rebuild()
         return table
@@ -390,7 +399,9 @@ class LocalStore:
                     grant = _grant_decoder.decode(raw) if raw is not None else None
                 except (msgspec.DecodeError, msgspec.ValidationError):
                     grant = None
-                if grant is not None and (grant.id != ident or grant.owner != "shell"):
+                if grant is not None and (
+                    grant.id != ident or grant.owner != "shell" or check_records([grant])
+                ):
                     grant = None  # a record under another lease's name: not to be trusted
                 if grant is not None and seconds_left(grant) > 0:
                     grant.holder = grant.lease_file = ""
@@ -406,7 +417,7 @@ class LocalStore:
                     records = _records_decoder.decode(raw) if raw else None
                 except (msgspec.DecodeError, msgspec.ValidationError):
                     records = None
-                if records is None:
+                if records is None or _damaged(records):
                     continue  # a live holder that has recorded nothing (readable) yet
                 for grant in records.grants:
                     if grant.owner == "process":  # shell leases come from their own files
@@ -536,7 +547,7 @@ class LocalStore:
             records = _records_decoder.decode(raw) if raw else None
         except (msgspec.DecodeError, msgspec.ValidationError):
             records = None
-        if records is None:
+        if records is None or _damaged(records):
             return
         records.grants = [g for g in records.grants if g.id != holder.id]
         records.waiters = [w for w in records.waiters if w.id != holder.id]
@@ -550,6 +561,10 @@ class LocalStore:
     def holder_files(self, holders: Iterable[Holder]) -> list[str]:
         paths = (self.holder_path(h.holder) for h in holders if h.holder)
         return sorted({str(p) for p in paths if p is not None})
+
+
+def _damaged(records: HolderRecords) -> bool:
+    return bool(check_records(records.grants) or check_records(records.waiters, "waiters"))
 
 
 def _older_than(path: Path, now: float, seconds: float) -> bool:
