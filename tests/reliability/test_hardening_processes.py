@@ -59,8 +59,13 @@ PLAN_CASES = {
 }
 
 
-@pytest.mark.parametrize("command", ["plan", "run"])
-@pytest.mark.parametrize("case", sorted(PLAN_CASES))
+def _slow_but(first: str, names: list[str]) -> list[object]:
+    """Every variant in the slow suite but ``first``, which keeps the default suite covered."""
+    return [pytest.param(n, marks=() if n == first else pytest.mark.slow) for n in names]
+
+
+@pytest.mark.parametrize("command", _slow_but("plan", ["plan", "run"]))
+@pytest.mark.parametrize("case", _slow_but("json-5000", sorted(PLAN_CASES)))
 def test_a_deeply_nested_plan_is_one_sentence_and_exit_2(
     case: str, command: str, repo: Path, tmp_path: Path, tally: Tally
 ) -> None:
@@ -71,7 +76,9 @@ def test_a_deeply_nested_plan_is_one_sentence_and_exit_2(
     assert one_line_problems(result, (2,), ["deep.yaml", "nested"]) == [], result
 
 
-@pytest.mark.parametrize("kind", ["fifo", "fifo-with-writer", "device", "socket"])
+@pytest.mark.parametrize(
+    "kind", _slow_but("fifo-with-writer", ["fifo", "fifo-with-writer", "device", "socket"])
+)
 def test_a_plan_path_that_is_not_a_regular_file_is_refused_not_waited_on(
     kind: str, repo: Path, tmp_path: Path, tally: Tally
 ) -> None:
@@ -351,7 +358,8 @@ EXIT_CASES = {
 }
 
 
-@pytest.mark.parametrize("fails", [False, True], ids=["succeeds", "fails"])
+@pytest.mark.parametrize("fails", [pytest.param(False, id="succeeds", marks=pytest.mark.slow),
+                                   pytest.param(True, id="fails")])
 @pytest.mark.parametrize(
     "fault", [pytest.param(f, marks=() if n == 1 else pytest.mark.slow)
               for f, n in EXIT_CASES.items()],
@@ -415,7 +423,7 @@ def _plant(path: Path, change: dict[str, object], task: dict[str, object] | None
     path.write_bytes(msgspec.msgpack.encode(doc))
 
 
-@pytest.mark.parametrize("where", ["home", "beside-home"])
+@pytest.mark.parametrize("where", _slow_but("beside-home", ["home", "beside-home"]))
 def test_a_planted_run_id_never_names_a_file_outside_the_waves_directory(
     where: str, repo: Path, tmp_path: Path, versatil_home: Path, tally: Tally
 ) -> None:
@@ -448,7 +456,7 @@ SNAPSHOT_ATTACKS = {
 }
 
 
-@pytest.mark.parametrize("attack", sorted(SNAPSHOT_ATTACKS))
+@pytest.mark.parametrize("attack", _slow_but("not-its-path", sorted(SNAPSHOT_ATTACKS)))
 def test_a_planted_snapshot_path_is_never_compared_or_restored(
     attack: str, repo: Path, tmp_path: Path, tally: Tally, wave_runs: None
 ) -> None:
@@ -477,6 +485,7 @@ def test_a_planted_snapshot_path_is_never_compared_or_restored(
     assert tally.lost(lost) == []
 
 
+@pytest.mark.slow
 def test_a_planted_log_path_is_rebuilt_from_the_ids(
     repo: Path, tmp_path: Path, versatil_home: Path, tally: Tally, wave_runs: None
 ) -> None:
@@ -494,7 +503,9 @@ def test_a_planted_log_path_is_rebuilt_from_the_ids(
     assert tally.lost([] if victim.read_text() == "precious\n" else [str(victim)]) == []
 
 
-@pytest.mark.parametrize("change", ["checkpoint", "task-id", "nan-time", "agents"])
+@pytest.mark.parametrize(
+    "change", _slow_but("checkpoint", ["checkpoint", "task-id", "nan-time", "agents"])
+)
 def test_other_planted_wave_state_is_damage_not_instructions(
     change: str, repo: Path, tmp_path: Path, tally: Tally, wave_runs: None
 ) -> None:
@@ -558,6 +569,7 @@ def test_run_on_a_full_disk_is_one_sentence_and_loses_nothing(
     assert tally.lost(lost_files(before, repo)) == [], "the command ran without its lock"
 
 
+@pytest.mark.slow
 def test_a_wave_task_that_fills_the_disk_fails_alone_and_the_run_says_so(
     repo: Path, small_home: Path, tmp_path: Path, tally: Tally, wave_runs: None
 ) -> None:
@@ -601,6 +613,7 @@ def test_a_wave_task_that_fills_the_disk_fails_alone_and_the_run_says_so(
     assert versatil("lock", "--agent", "N", "--wait", "0", "src/x.txt", cwd=repo).code == 0
 
 
+@pytest.mark.slow
 def test_a_wave_run_goes_on_when_its_event_log_cannot_be_written(
     repo: Path, tmp_path: Path, versatil_home: Path, tally: Tally
 ) -> None:
