@@ -505,11 +505,25 @@ def _check_ancestors(root: Path) -> None:
 
     Checked: every parent of ``root`` as written and every parent of where it really is (a
     symlinked ``/home`` is fine; a symlink inside a directory others can write is not, because
-    that directory is then on the as-written chain). Each must belong to root or to us and be
-    writable by nobody else unless it is sticky (``/tmp``: others cannot rename our entry).
+    that directory is then on the as-written chain, and neither is a symlink someone else
+    owns). Each must belong to root or to us and be writable by nobody else unless it is
+    sticky (``/tmp``: others cannot rename our entry).
     """
     if not hasattr(os, "getuid"):
         return
+    for directory in root.parents:
+        # A symlink on the path as written is retargeted by whoever owns it, whatever the
+        # directory it points at looks like (someone else's link in /tmp, say).
+        try:
+            link = os.lstat(directory)
+        except OSError:
+            continue  # the stat below reports it, or the root's creation does
+        if stat.S_ISLNK(link.st_mode) and link.st_uid not in (0, os.getuid()):
+            raise StateError(
+                f"Refusing to use the state directory {root}: its parent {directory} is a "
+                f"symlink that belongs to uid {link.st_uid}, who could point it elsewhere; "
+                "point VERSATIL_HOME at a path without it."
+            )
     real = Path(os.path.realpath(root.parent))
     seen: set[Path] = set()
     for directory in (*root.parents, real, *real.parents):

@@ -178,6 +178,22 @@ def test_a_parent_that_belongs_to_another_user_is_refused(
     _refused(versatil("locks", cwd=repo), tally, str(theirs), f"uid {OTHER_UID}")
 
 
+@needs_root
+def test_a_parent_symlink_that_belongs_to_another_user_is_refused(
+    shared: Path, repo: Path, tally: Tally, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mine = shared / "mine"
+    mine.mkdir()
+    link = shared / "link"
+    link.symlink_to(mine)
+    os.chown(link, OTHER_UID, OTHER_UID, follow_symlinks=False)  # theirs to retarget
+    monkeypatch.setenv("VERSATIL_HOME", str(link / "home"))
+    tally.attack()
+    _refused(versatil("locks", cwd=repo), tally, str(link), "symlink")
+    os.chown(link, 0, 0, follow_symlinks=False)
+    assert versatil("locks", cwd=repo).code == 0  # a link of our own is fine
+
+
 @pytest.mark.parametrize(
     ("where", "mode", "fix"),
     [
