@@ -257,6 +257,26 @@ def test_a_restore_saves_an_ignored_file_where_the_checkpoint_has_a_directory(
     assert _lost_if(tally, saved != b"an ignored file now\n", "cache") == []
 
 
+def test_a_restore_refuses_to_overwrite_what_it_cannot_save(repo: Path, tally: Tally) -> None:
+    """git will not add a file named ``.GIT``: the ignored directory holding one cannot go into
+    the safety checkpoint, so the restore refuses (exit 1, naming it) unless --force."""
+    tally.attack()
+    (repo / ".gitignore").write_text("*.log\nout/\n")  # directories named out only
+    (repo / "out").write_text("a file at the checkpoint\n")
+    target = _create(repo)
+    (repo / "out").unlink()
+    (repo / "out").mkdir()
+    (repo / "out" / ".GIT").write_text("unaddable\n")
+    (repo / "out" / "work.log").write_text("ignored work\n")
+    before = working_files(repo)
+    result = tally.outcome(versatil("checkpoint", "restore", target, cwd=repo))
+    assert one_line_problems(result, (1,), ["out", "--force"]) == [], result
+    assert tally.lost([p for p in before if working_files(repo).get(p) != before[p]]) == []
+    forced = tally.outcome(versatil("checkpoint", "restore", target, "--force", cwd=repo))
+    assert forced.code == 0, forced
+    assert (repo / "out").read_text() == "a file at the checkpoint\n"
+
+
 @pytest.mark.parametrize("had", ["vendor", "vendor/lib.py"])
 def test_a_restore_never_replaces_an_ignored_nested_repository(
     had: str, repo: Path, tally: Tally
