@@ -404,3 +404,71 @@ def test_write_holder_finds_the_covering_write_lock_of_another_agent() -> None:
     assert write_holder(locks, "/r", "docs/readme.md") is None  # a read lock does not hold
     assert write_holder(locks, "/other", "src/api/login.py") is None
     assert write_holder(locks, "/r", "srcs/x.py") is None
+
+
+# Records read back from state: ids, holder files and numbers ----------------------------------
+GOOD_ID = "18c0ffee000-4242-abcdef"
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["", "../x", "a/b", GOOD_ID + "\n", GOOD_ID + "/", "18C0FFEE000-4242-abcdef", "x" * 40,
+     "18c0ffee000-4242-abcde", "18c0ffee000-42a2-abcdef", GOOD_ID + "\x00"],
+)
+def test_only_ids_we_make_are_valid(text: str) -> None:
+    from versatil_fs.locks.table import new_id, valid_id
+
+    assert valid_id(GOOD_ID) and valid_id(new_id())
+    assert not valid_id(text)
+
+
+@pytest.mark.parametrize(
+    ("fields", "damaged"),
+    [
+        ({}, False),
+        ({"holder": GOOD_ID, "lease_file": f"/h/run/leases/{GOOD_ID}.lease"}, False),
+        ({"lease_file": f"/h/run/leases/{GOOD_ID}.lease"}, False),  # written before `holder`
+        ({"id": "../../../../victim"}, True),
+        ({"holder": "../x"}, True),
+        ({"lease_file": "/etc/passwd"}, True),
+        ({"lease_file": "src/important.py"}, True),
+        ({"lease_file": f"relative/{GOOD_ID}.lease"}, True),
+        ({"holder": GOOD_ID, "lease_file": "/h/run/leases/18c0ffee001-1-abcdef.lease"}, True),
+        ({"boot_id": "../../x"}, True),
+    ],
+)
+def test_check_records_finds_what_must_never_reach_a_path(
+    fields: dict[str, str], damaged: bool
+) -> None:
+    from versatil_fs.locks.table import check_records
+
+    record = Grant(
+        **{"id": GOOD_ID, "agent": "A", "claims": [], "acquired_at": 0.0, "expires_at": 1.0,
+           **fields}
+    )
+    assert (check_records([record]) is not None) == damaged
+    if not damaged and record.lease_file:
+        assert record.holder == GOOD_ID
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [
+        '"expires_at": 1e308', '"expires_at": 1e400', '"expires_at": -1', '"ttl": 0',
+        '"pid": -1', '"priority": 10000000000', '"acquired_at": 1e11',
+    ],
+)
+def test_numbers_out_of_range_do_not_decode(entry: str) -> None:
+    import msgspec
+
+    base = {
+        "id": GOOD_ID, "agent": "A", "claims": [], "acquired_at": 1.0, "expires_at": 2.0,
+    }
+    text = msgspec.json.encode(base).decode()
+    key = entry.split(":")[0].strip('"')
+    if key in base:
+        doc = text.replace(f'"{key}":{base[key]}', entry)
+    else:
+        doc = text[:-1] + ", " + entry + "}"
+    with pytest.raises(msgspec.ValidationError):
+        msgspec.json.decode(doc.encode(), type=Grant)

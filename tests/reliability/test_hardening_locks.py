@@ -257,6 +257,41 @@ def test_a_fifo_for_a_table_is_moved_aside_not_read(
     assert _kept(repo)
 
 
+@pytest.mark.parametrize("args", [["locks"], ["lock", "--wait", "0", "db:x"]])
+def test_a_directory_for_a_table_is_one_sentence(
+    args: list[str], repo: Path, versatil_home: Path, tally: Tally
+) -> None:
+    _keep(repo)
+    table = _table(versatil_home)
+    table.unlink()
+    table.mkdir()
+    (table / "mine.txt").write_text("not versatil's\n")
+    tally.attack()
+    result = tally.outcome(versatil_process(*args, cwd=repo, timeout=30))
+    assert one_line_problems(result, (2,), ["resource-locks.json", "directory"]) == [], result
+    assert (table / "mine.txt").read_text() == "not versatil's\n"
+
+
+def test_a_fifo_for_a_holder_file_or_shell_record_never_blocks(
+    repo: Path, versatil_home: Path, tally: Tally
+) -> None:
+    """The rebuild reads every shell record and live holder file: none may be a FIFO read."""
+    _keep(repo)
+    leases = versatil_home / "run" / "leases"
+    os.mkfifo(leases / "18c0ffee005-4247-abcdef.shell")
+    os.mkfifo(leases / "18c0ffee006-4248-abcdef.pending")
+    _table(versatil_home).write_text("garbage")  # so that the next command rebuilds
+    tally.attack(2)
+    proc = subprocess.Popen(
+        versatil_argv("locks"), cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert not tally.hung(proc, 20), "a FIFO in run/leases hung the rebuild"
+    _out, err = proc.communicate()
+    assert proc.returncode == 0, err
+    assert _kept(repo)
+
+
 @pytest.fixture
 def table_lock_held(versatil_home: Path, repo: Path) -> Iterator[int]:
     """This test process holds run/table.lock, as a stopped versatil command would."""

@@ -407,8 +407,10 @@ class LockManager:
         logged: Logged = []
         try:
             # The table first, then the flock: a waiter woken by the flock must find the grant
-            # already gone, or it would take a clean release for a dead holder.
-            with self.store.transaction() as table:
+            # already gone, or it would take a clean release for a dead holder. A release has
+            # no wait budget of its own and must not be lost to a briefly busy table, so it
+            # waits long; if even that fails, the lease stays releasable (and held).
+            with self.store.transaction(RELEASE_WAIT) as table:
                 self.store.after_commit(lambda: self._emit_all(logged))
                 grant = next((g for g in table.locks if g.id == lease.id), None)
                 if grant is not None:
@@ -419,8 +421,15 @@ class LockManager:
                     if grant.owner == "shell":
                         self.store.forget(grant)
                 self._own(table, lease.id, None)
-        finally:
+        except LockConflict:
+            lease.released = False  # still held: a later release (or close) tries again
+            raise
+        except BaseException:
             self._untrack(lease)
+            raise
+        else:
+            self._untrack(lease)
+        finally:
             self._emit_all(logged)
 
     def _abandon(self, request: Waiter) -> None:
@@ -622,6 +631,10 @@ def _seconds(what: str, value: float, *, forever: bool = False) -> float:
     if value > FOREVER:
         raise UsageError(f"The {what} must be at most {FOREVER:.0e} seconds, got {value}.")
     return float(value)
+
+
+# How long a release waits for a busy table lock (a stopped process holding it).
+RELEASE_WAIT = 60.0
 
 
 def _check_text(what: str, text: str) -> None:

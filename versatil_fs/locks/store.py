@@ -278,9 +278,15 @@ class LocalStore:
             return None
         except OSError as exc:
             raise StateError(f"Could not use {path}: {exc.strerror or exc}.") from exc
+        if stat.S_ISDIR(info.st_mode):
+            # A directory cannot be set aside by a link like a file, and is nothing of ours
+            # to rename or remove: say so.
+            raise StateError(
+                f"{path} is a directory, not the lock table; move it away and versatil "
+                "rebuilds the table from the live locks."
+            )
         if not stat.S_ISREG(info.st_mode) and not stat.S_ISLNK(info.st_mode):
-            kind = "a directory" if stat.S_ISDIR(info.st_mode) else "not a regular file"
-            self._set_aside(f"it is {kind}")
+            self._set_aside("it is not a regular file")
             return None
         return self.state.read_bytes(path)
 
