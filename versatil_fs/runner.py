@@ -59,6 +59,7 @@ import select
 import shlex
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import threading
@@ -569,7 +570,10 @@ class ProcessTree:
       left nothing running (no /proc scan, no PID to trust).
 
     Both are listed in ``$VERSATIL_LEASE_FDS`` for programs that close inherited descriptors
-    and want their children kept under the lease (they pass both on).
+    and want their children kept under the lease (they pass both on). We are such a program
+    ourselves: the descriptors of enclosing leases that we inherited (a ``versatil run``
+    inside a wave task or inside another run) are passed on with ours, so that what the inner
+    command starts stays under the outer locks too.
     """
 
     def __init__(self, lease_fd: int | None) -> None:
@@ -581,9 +585,9 @@ class ProcessTree:
 
     @property
     def pass_fds(self) -> tuple[int, ...]:
-        if self.lease_fd is None:  # nothing held: the pipe alone, to know when they are gone
-            return (self._write,)
-        return (self.lease_fd, self._write)
+        # With no lock of our own: the pipe alone, to know when they are gone.
+        own = (self._write,) if self.lease_fd is None else (self.lease_fd, self._write)
+        return (*own, *(fd for fd in _INHERITED if fd not in own))
 
     def export(self, env: dict[str, str]) -> None:
         env[LEASE_FDS] = " ".join(str(fd) for fd in self.pass_fds)
@@ -614,6 +618,35 @@ class ProcessTree:
         if self._read >= 0:
             os.close(self._read)
             self._read = -1
+
+
+def _inherited_lease_fds() -> tuple[int, ...]:
+    """The enclosing leases' descriptors listed in ``$VERSATIL_LEASE_FDS`` that we really hold.
+
+    Read once, when this module is imported, before this process opens descriptors of its
+    own: a number the parent listed but closed before starting us could otherwise be one of
+    ours by now. Only a holder file (``run/leases/*.lease``) or a pipe is passed on.
+    """
+    found: list[int] = []
+    for word in os.environ.get(LEASE_FDS, "").split():
+        if not word.isdigit() or int(word) <= 2:
+            continue
+        fd = int(word)
+        try:
+            mode = os.fstat(fd).st_mode
+            if stat.S_ISREG(mode):
+                target = os.readlink(f"/proc/self/fd/{fd}")
+                if not (target.endswith(".lease") and "/run/leases/" in target):
+                    continue
+            elif not stat.S_ISFIFO(mode):
+                continue
+        except OSError:
+            continue  # closed, or no /proc to tell what it is: not passed on
+        found.append(fd)
+    return tuple(found)
+
+
+_INHERITED = _inherited_lease_fds()
 
 
 # Signals ----------------------------------------------------------------------------------------

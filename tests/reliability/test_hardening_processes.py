@@ -668,3 +668,48 @@ def test_a_wave_run_whose_state_cannot_be_written_stops_says_so_and_resumes(
     assert tasks["gen"]["status"] == tasks["after"]["status"] == "succeeded"
     assert len(list((repo / "src/gen").iterdir())) == 400
     assert (repo / "docs/guide.md").read_text() == "# guide\nb\n"
+
+
+@pytest.mark.slow
+def test_a_run_inside_a_run_keeps_what_it_starts_under_both_locks(
+    repo: Path, tmp_path: Path, tally: Tally
+) -> None:
+    # The inner wrapper is a program that closes inherited descriptors (Python's subprocess):
+    # it passes the outer lease's on, or the outer lock would end with the two wrappers.
+    last = Descendant(tmp_path)
+    inner = versatil_argv("run", "--agent", "Inner", "--no-monitor", "--lock", "docs", "--",
+                          "sh", "-c", SHAPES["setsid"])
+    outer = subprocess.Popen(
+        versatil_argv("run", "--agent", "Holder", "--no-monitor", "--lock", "src/x.txt", "--",
+                      *inner),
+        cwd=repo, env={**os.environ, **last.env}, stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+    )
+    try:
+        last.started()
+        inner_pid = next(
+            int(p) for p in os.listdir("/proc") if p.isdigit() and _parent(int(p)) == outer.pid
+        )
+        outer.kill()
+        os.kill(inner_pid, signal.SIGKILL)
+        assert tally.killed(outer.wait(timeout=DEFAULT_TIMEOUT))
+        wait_for(lambda: _gone(inner_pid), message="the inner wrapper to die")
+        tally.attack()
+        docs = versatil("lock", "--agent", "Intruder", "--wait", "0", "docs", cwd=repo)
+        if docs.code == 0:
+            tally.overlaps += 1
+            versatil("unlock", "--agent", "Intruder", "docs", cwd=repo)
+        assert docs.code == 1, docs
+        _lock_refused_then_granted(repo, last, tally)
+    finally:
+        last.release()
+        last.kill()
+        outer.communicate()
+
+
+def _parent(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return int(handle.read().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return 0
