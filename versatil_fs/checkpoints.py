@@ -880,33 +880,33 @@ class Checkpoints:
         commit, tree, clash = self._import(stream, snapshot.index.parent)
         if clash:
             checkpoint_id = self._create_ref(commit, started, wave)
-        large = self._large_new_files(against_head)
-        record = CheckpointRecord(
-            id=checkpoint_id,
-            commit=commit,
-            tree=tree,
-            parent=snapshot.head,
-            time=started,
-            message=message,
-            agent=agent,
-            wave=wave,
-            kind=kind,
-            tasks=dict(tasks or {}),
-            files_modified=(
-                list(files_modified) if files_modified is not None
-                else [c.path for c in against_head]
-            ),
-            tests_run=list(tests_run or []),
-            errors=list(errors or []),
-            files=files,
-            gitlinks=gitlinks,
-            large_files=large,
-            warnings=_warnings(gitlinks, snapshot.embedded, large),
-            restore_of=restore_of,
-            restore_complete=False if kind == "safety" else None,
-            repo=str(self.repo.toplevel),
-        )
         try:
+            large = self._large_new_files(against_head)
+            record = CheckpointRecord(
+                id=checkpoint_id,
+                commit=commit,
+                tree=tree,
+                parent=snapshot.head,
+                time=started,
+                message=message,
+                agent=agent,
+                wave=wave,
+                kind=kind,
+                tasks=dict(tasks or {}),
+                files_modified=(
+                    list(files_modified) if files_modified is not None
+                    else [c.path for c in against_head]
+                ),
+                tests_run=list(tests_run or []),
+                errors=list(errors or []),
+                files=files,
+                gitlinks=gitlinks,
+                large_files=large,
+                warnings=_warnings(gitlinks, snapshot.embedded, large),
+                restore_of=restore_of,
+                restore_complete=False if kind == "safety" else None,
+                repo=str(self.repo.toplevel),
+            )
             self._write_record(record)
         except BaseException as exc:
             # All or nothing: a checkpoint the caller is told failed must not exist. The ref
