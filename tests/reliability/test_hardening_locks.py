@@ -326,6 +326,21 @@ def test_a_held_table_lock_is_waited_for_no_longer_than_the_budget(
     assert again.code == 0, again
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("args", [["locks"], ["hook", "check"], ["unlock", "db:kept"]])
+def test_commands_without_a_wait_budget_give_up_on_a_held_table_lock(
+    args: list[str], table_lock_held: int, repo: Path, tally: Tally
+) -> None:
+    tally.attack()
+    proc = subprocess.Popen(
+        versatil_argv(*args), cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, env={**os.environ, "VERSATIL_AGENT": "Keeper"},
+    )
+    assert not tally.hung(proc, 30), f"versatil {' '.join(args)} hung on a held table lock"
+    _out, err = proc.communicate()
+    assert proc.returncode == 1 and "busy" in err and "Traceback" not in err, err
+
+
 # 10. A rebuild keeps every waiter's place ---------------------------------------------------
 def test_a_rebuilt_table_keeps_each_waiters_place(
     agents: object, repo: Path, versatil_home: Path, tally: Tally

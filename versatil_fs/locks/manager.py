@@ -384,7 +384,7 @@ class LockManager:
         waited = max(now - request.since, 0.0)
         if isinstance(blocker, Grant):
             until = (
-                f"until {_clock(blocker.expires_at)}"
+                f"until {_clock(clock.CLOCK.wall() + seconds_left(blocker))}"
                 if blocker.owner == "shell"
                 else f"while its process {blocker.pid} lives"
             )
