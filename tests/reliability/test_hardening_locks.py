@@ -503,6 +503,25 @@ def test_a_directory_lock_covers_a_submodule(
     assert result.code == 1 and "A" in result.err, result
 
 
+def test_a_nested_submodule_is_covered_from_the_top(tmp_path: Path, tally: Tally) -> None:
+    inner = make_git_repo(tmp_path / "inner-origin", {"deep.txt": "deep\n"})
+    middle = make_git_repo(tmp_path / "middle-origin", {"m.txt": "m\n"})
+    git(middle, "-c", "protocol.file.allow=always", "submodule", "add", "-q", str(inner), "in")
+    git(middle, "commit", "-q", "-m", "inner")
+    top = make_git_repo(tmp_path / "top", {"README.md": "top\n"})
+    git(top, "-c", "protocol.file.allow=always", "submodule", "add", "-q", str(middle), "mid")
+    git(top, "-c", "protocol.file.allow=always", "submodule", "update", "-q", "--init",
+        "--recursive")
+    assert (top / "mid/in/deep.txt").exists()
+    assert versatil("lock", "--agent", "A", "deep.txt", cwd=top / "mid/in").code == 0
+    for where, what in (("", "mid"), ("mid", "in"), ("", "mid/in/deep.txt"), ("", ".")):
+        result = versatil("lock", "--agent", "B", "--wait", "0", what, cwd=top / where)
+        if result.code == 0:
+            tally.overlaps += 1
+        assert result.code == 1 and "A" in result.err, (where, what, result)
+    assert versatil("lock", "--agent", "B", "--wait", "0", "README.md", cwd=top).code == 0
+
+
 def test_the_commit_guard_in_a_submodule_sees_a_lock_above_it(superproject: Path) -> None:
     sm = superproject / "libs/sm"
     assert versatil("lock", "--agent", "A", "libs", cwd=superproject).code == 0
