@@ -210,6 +210,11 @@ def test_daemon_lists_and_restores_checkpoints(repo: Path) -> None:
     assert (repo / "src/a.py").read_text() == "a = 1\n"
     message = one_line_error(run(repo, "restore-checkpoint", "nope", prelude=DAEMON_PRELUDE), 2)
     assert message.startswith("versatil-daemon: ")
+    # An empty --path is bad input, not "the current directory" (the whole tree, issue 12).
+    write(repo, "src/a.py", "broken again\n")
+    empty = run(repo, "restore-checkpoint", cid, "--path", "", prelude=DAEMON_PRELUDE)
+    assert "--path" in one_line_error(empty, 2)
+    assert (repo / "src/a.py").read_text() == "broken again\n"
 
 
 def test_daemon_release_locks(repo: Path) -> None:
