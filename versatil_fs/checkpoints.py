@@ -1875,9 +1875,12 @@ def _sweep(scratch: Path) -> None:
 def _sweep_one(scratch: Path, name: str) -> None:
     lock_path = scratch / f"{name}.lock"
     try:
-        fd = os.open(lock_path, os.O_RDWR | os.O_CLOEXEC)
+        # O_NOFOLLOW: a symlink planted as a lock file is never opened (nor flocked) through.
+        fd = os.open(lock_path, os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW)
     except FileNotFoundError:
         return
+    except OSError:
+        return  # a symlink (ELOOP) or something else that is not our lock file
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
