@@ -49,6 +49,7 @@ from versatil_fs.repo import parse_named
 
 SCHEMA_VERSION = 1
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")  # not in a name printed on one line, or passed on
 _ID = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:+-]{0,99}$")
 
 
@@ -471,6 +472,14 @@ class _Loader:
     def _check_task(self, task: Task, where: Where) -> None:
         if not task.agent.strip():
             raise self.error((*where, "agent"), "the agent is an empty name.", task.id)
+        if _CONTROL.search(task.agent):
+            raise self.error(
+                (*where, "agent"), "the agent name contains a control character.", task.id
+            )
+        argv = [task.run] if isinstance(task.run, str) else task.run
+        if any("\0" in part for part in argv):
+            # No command line can hold one: exec would refuse it after the task had started.
+            raise self.error((*where, "run"), "the command contains a NUL byte.", task.id)
         if isinstance(task.run, str) and not task.run.strip():
             raise self.error((*where, "run"), "the `run` command is empty.", task.id)
         if isinstance(task.run, list) and (not task.run or not task.run[0]):
@@ -517,6 +526,9 @@ def plan_problem(plan: Plan) -> str | None:
             isinstance(task.run, list) and (not task.run or not task.run[0])
         ):
             return f"task {task.id!r} has an empty agent or command"
+        argv = [task.run] if isinstance(task.run, str) else task.run
+        if _CONTROL.search(task.agent) or any("\0" in part for part in argv):
+            return f"task {task.id!r} has a control character in its agent or command"
         for spec in (*task.writes, *task.reads):
             problem = _resource_problem(spec)
             if problem:
@@ -635,6 +647,8 @@ def _resource_problem(spec: str) -> str | None:
     """Why a writes/reads entry cannot be a resource, or None."""
     if not spec.strip():
         return "is empty; name a path or a kind:name resource."
+    if "\0" in spec:
+        return "contains a NUL byte, which no path or name can."
     if parse_named(spec) is not None:
         return None
     if spec.startswith("/"):

@@ -76,6 +76,26 @@ def test_a_deeply_nested_plan_is_one_sentence_and_exit_2(
     assert one_line_problems(result, (2,), ["deep.yaml", "nested"]) == [], result
 
 
+NUL_PLANS = {
+    "agent": 'tasks:\n  - {id: a, agent: "x\\0y", run: "true"}\n',
+    "run": 'tasks:\n  - {id: a, agent: x, run: "tr\\0ue"}\n',
+    "argv": 'tasks:\n  - {id: a, agent: x, run: ["tr\\0ue"]}\n',
+    "writes": 'tasks:\n  - {id: a, agent: x, writes: ["src/\\0x"], run: "true"}\n',
+}
+
+
+@pytest.mark.parametrize("field", _slow_but("writes", sorted(NUL_PLANS)))
+def test_a_nul_byte_in_a_plan_is_refused_before_anything_runs(
+    field: str, repo: Path, tmp_path: Path, tally: Tally
+) -> None:
+    plan = tmp_path / "nul.yaml"
+    plan.write_text(NUL_PLANS[field])
+    for command in ("plan", "run"):
+        tally.attack()
+        result = tally.outcome(versatil("wave", command, str(plan), cwd=repo))
+        assert one_line_problems(result, (2,), ["nul.yaml:2"]) == [], result
+
+
 @pytest.mark.parametrize(
     "kind", _slow_but("fifo-with-writer", ["fifo", "fifo-with-writer", "device", "socket"])
 )
