@@ -498,6 +498,8 @@ def scan(root: Path, guards: Sequence[str], matcher: IgnoreMatcher) -> Snapshot:
             info = os.lstat(f"{base}/{rel}")
         except (FileNotFoundError, NotADirectoryError):
             continue  # tracked but deleted, or gone since git listed it
+        except OSError:
+            continue  # a name too long to look up, a directory we may not enter: not seen
         if not stat.S_ISDIR(info.st_mode):  # a submodule is listed as its directory
             result[rel] = signature(info)
     return result
@@ -762,6 +764,7 @@ class Monitor:
         self.notify = notify
         self.record = record
         self.root = str(repo.toplevel)
+        self._unseeable: set[str] = set()  # paths lstat refused (see _stat), said once each
         self.snapshot: Snapshot = {}
         self.has_baseline = False
         self.unlocked = 0
@@ -983,6 +986,18 @@ class Monitor:
         try:
             info = os.lstat(os.path.join(self.root, rel))
         except (FileNotFoundError, NotADirectoryError):
+            return None
+        except OSError as exc:
+            # A name too long for the kernel to look up, a directory we may not enter: the
+            # file cannot be compared with the snapshot. Said once per path, then skipped;
+            # a monitor that stopped here would report nothing more at all.
+            if rel not in self._unseeable:
+                self._unseeable.add(rel)
+                if self.notify is not None:
+                    self.notify(
+                        f"cannot look at {events.printable(rel)} ({exc.strerror or exc}); "
+                        "its writes are not reported"
+                    )
             return None
         return None if stat.S_ISDIR(info.st_mode) else info
 

@@ -624,3 +624,18 @@ def test_echo_json_escapes_names_that_are_not_utf8(capsys: pytest.CaptureFixture
 
     echo_json({"paths": ["ok.py", "\udcff.py"]})
     assert json.loads(capsys.readouterr().out) == {"paths": ["ok.py", "\\xff.py"]}
+
+
+def test_the_monitor_keeps_going_past_a_path_it_cannot_look_at(repo: Path) -> None:
+    from versatil_fs.monitor import Monitor
+    from versatil_fs.repo import Repository
+
+    notices: list[str] = []
+    monitor = Monitor(Repository.find(repo), notify=notices.append, record=False)
+    try:
+        too_long = "/".join(["d" * 250] * 20) + "/x.txt"  # past PATH_MAX: ENAMETOOLONG
+        assert monitor._stat(too_long) is None
+        assert monitor._stat(too_long) is None
+        assert len(notices) == 1 and "cannot look at" in notices[0], notices
+    finally:
+        monitor.matcher.close()
