@@ -733,3 +733,29 @@ def _parent(pid: int) -> int:
             return int(handle.read().rsplit(")", 1)[1].split()[1])
     except (OSError, ValueError, IndexError):
         return 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("what", ["log-file", "log-directory"])
+def test_a_symlink_planted_for_a_task_log_is_never_written_through(
+    what: str, repo: Path, tmp_path: Path, versatil_home: Path, tally: Tally, wave_runs: None
+) -> None:
+    import shutil
+
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "edit.log").write_text("precious\n")
+    run_id, _ = _interrupted_run(repo, tmp_path)
+    logs = versatil_home / "waves" / run_id
+    if what == "log-file":
+        (logs / "edit.log").unlink()
+        (logs / "edit.log").symlink_to(victim / "edit.log")
+    else:
+        shutil.rmtree(logs)
+        logs.symlink_to(victim)
+    tally.attack()
+    result = tally.outcome(versatil_process("wave", "resume", run_id, cwd=repo))
+    assert result.code in (1, 2) and "Traceback" not in result.err, result
+    assert tally.lost([] if (victim / "edit.log").read_text() == "precious\n"
+                      else ["the victim written through a planted symlink"]) == []
+    assert sorted(p.name for p in victim.iterdir()) == ["edit.log"]
