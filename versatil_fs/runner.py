@@ -370,7 +370,8 @@ class _Run:
             child = subprocess.Popen(
                 [executable, *self.command[1:]],
                 cwd=self.cwd, env=env, close_fds=True, restore_signals=True,
-                pass_fds=self.tree.pass_fds if self.tree else (),
+                # Without locks of our own, an enclosing lease's descriptors still go on.
+                pass_fds=self.tree.pass_fds if self.tree else _INHERITED,
                 preexec_fn=_child_setup(signals.child_mask),
             )
         except FileNotFoundError as exc:
