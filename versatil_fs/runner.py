@@ -117,6 +117,8 @@ class RunResult:
     rolled_back: list[str] = field(default_factory=list)
     safety_checkpoint: str | None = None
     unlocked_writes: int = 0  # seen by this run's own monitor, when it was the elected one
+    # The command left processes running, and the locks to them: they end when those exit.
+    locks_left_running: bool = False
 
 
 def exit_code_of(returncode: int) -> int:
@@ -237,6 +239,7 @@ class _Run:
                 signals.finishing()
                 result.exit_code = exit_code_of(returncode)
                 self._check_descendants()
+                result.locks_left_running = self.handed_over
             finally:
                 if self.tree is not None:
                     self.tree.close()
