@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import stat
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -869,28 +868,47 @@ def test_prune_removes_metadata_temporaries_of_dead_writers(repo: Path) -> None:
     assert fresh.exists()  # a writer may still be busy with it
 
 
-@pytest.fixture
-def _no_lock_manager(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    import importlib
+def test_a_state_directory_given_to_checkpoints_is_the_one_its_locks_and_events_use(
+    repo: Path, tmp_path: Path
+) -> None:
+    # Checkpoints(state=X) once asked the lock manager of the default state directory and
+    # logged to $VERSATIL_HOME: a file write-locked in X was overwritten without refusal.
+    from versatil_fs.locks.manager import LockManager
+    from versatil_fs.state import StateDir
 
-    real = importlib.import_module
+    other = StateDir(tmp_path / "other-state")
+    cps = Checkpoints(repo, state=other)
+    record = cps.create("in the other state")
+    write(repo, "src/a.py", "Other's work in progress\n")
+    lease = LockManager(repo=str(repo), state=other).acquire(
+        ["src/a.py"], agent="Other", mode="write"
+    )
+    try:
+        with pytest.raises(Refused, match="write-locked by Other"):
+            cps.restore(record.id, by="Me")
+        assert (repo / "src/a.py").read_text() == "Other's work in progress\n"
+    finally:
+        lease.release()
+    kinds = [e.kind for e in events.read("checkpoints", state=other)]
+    assert kinds == ["create", "restore-refused"]
+    assert events.read("checkpoints") == []  # nothing went to $VERSATIL_HOME
 
-    def fake(name: str, package: str | None = None) -> Any:
-        if name == "versatil_fs.locks.manager":
-            raise ModuleNotFoundError(name=name)
-        return real(name, package)
 
-    monkeypatch.setattr("versatil_fs.checkpoints.importlib.import_module", fake)
-    yield
+def test_restore_by_agent_reads_the_modifications_recorded_in_its_own_state(
+    repo: Path, tmp_path: Path
+) -> None:
+    from versatil_fs.state import StateDir
 
-
-@pytest.mark.usefixtures("_no_lock_manager")
-def test_restore_without_a_lock_manager_module_still_works(repo: Path) -> None:
-    cps = Checkpoints(repo)
+    other = StateDir(tmp_path / "other-state")
+    cps = Checkpoints(repo, state=other)
     record = cps.create()
-    write(repo, "src/a.py", "changed\n")
-    cps.restore(record.id)
-    assert (repo / "src/a.py").read_text() == "a = 1\n"
+    write(repo, "src/a.py", "Marcus's attempt\n")
+    write(repo, "src/b.py", "someone else's\n")
+    record_files_modified(cps.repo, "Marcus", ["src/a.py"], state=other)
+    result = cps.restore(record.id, agent="Marcus")
+    assert result.changed == ["src/a.py"]
+    assert (repo / "src/b.py").read_text() == "someone else's\n"
+    assert events.read("collision-detection") == []
 
 
 def test_a_removal_never_follows_a_symlink_out_of_the_repository(

@@ -67,7 +67,6 @@ import contextlib
 import errno
 import fcntl
 import hashlib
-import importlib
 import os
 import re
 import secrets
@@ -85,8 +84,9 @@ from typing import IO, Any, TypeVar
 
 import msgspec
 
-from versatil_fs import events, faults
+from versatil_fs import config, events, faults
 from versatil_fs.errors import Refused, StateError, UsageError, VersatilError
+from versatil_fs.locks.manager import LockManager
 from versatil_fs.locks.table import Grant, WriteLocks, ancestors
 from versatil_fs.repo import Repository, default_agent
 from versatil_fs.state import StateDir, _state_error, flocked
@@ -270,10 +270,12 @@ def record_files_modified(
     *,
     wave: int | None = None,
     task: str | None = None,
+    state: StateDir | None = None,
 ) -> None:
     """Record that ``agent`` modified ``paths`` (repo-relative POSIX), for ``restore --agent``.
 
-    The run wrapper and the monitor call this; a restore by agent or wave reads these events back.
+    The run wrapper and the monitor call this; a restore by agent or wave reads these events back
+    (from the same ``state`` directory: default $VERSATIL_HOME).
     """
     # The event log is UTF-8 JSON: a name that is not UTF-8 goes in `paths_hex` as its bytes,
     # so that `restore --agent` selects exactly that file (a printable stand-in could name
@@ -290,6 +292,7 @@ def record_files_modified(
         paths=[p for p in paths if not _has_surrogates(p)],
         wave=wave,
         task=task,
+        state=state,
         **extra,
     )
 
@@ -301,9 +304,11 @@ class _Modification:
     paths: tuple[str, ...]
 
 
-def _modifications_since(repo_key: str, since: float) -> builtins.list[_Modification]:
+def _modifications_since(
+    repo_key: str, since: float, state: StateDir
+) -> builtins.list[_Modification]:
     found = []
-    for event in events.read("collision-detection"):
+    for event in events.read("collision-detection", state=state):
         if event.kind != "files-modified" or event.repo != repo_key or event.time <= since:
             continue
         raw_paths = builtins.list(event.data.get("paths") or [])
@@ -600,13 +605,8 @@ class Checkpoints:
 
     def _settings(self) -> Any:
         if self._config is None:
-            try:
-                config = importlib.import_module("versatil_fs.config")
-            except ModuleNotFoundError as exc:
-                if exc.name != "versatil_fs.config":
-                    raise
-                return None  # a build without the configuration module: built-in defaults
-            self._config = config.load(self.repo.toplevel)
+            # The user file is the one of this state directory, as for the lock manager.
+            self._config = config.load(self.repo.toplevel, state=self._state)
         return getattr(self._config, "checkpoints", None)
 
     # Listing (defined last: inside the class body `list` names this method) -----------------
@@ -694,13 +694,14 @@ class Checkpoints:
         failure is one line on stderr and the change stands.
         """
         try:
-            events.emit(stream, kind, **fields)  # names not UTF-8: printable (events.emit)
+            # names not UTF-8: printable (events.emit)
+            events.emit(stream, kind, state=self._state, **fields)
         except StateError as exc:
             cause = exc.__cause__
             detail = cause.strerror if isinstance(cause, OSError) and cause.strerror else exc
             print(
                 f"versatil: done, but the {kind!r} event could not be written to "
-                f"{StateDir().event_log(stream)} ({detail}).",
+                f"{self._state.event_log(stream)} ({detail}).",
                 file=sys.stderr,
             )
 
@@ -1169,7 +1170,7 @@ class Checkpoints:
             changes = [c for c in changes if _covered(c.path, selected)]
         if agent is None and wave is None:
             return changes
-        mods = _modifications_since(self.key, target.time)
+        mods = _modifications_since(self.key, target.time, self._state)
 
         def chosen(mod: _Modification) -> bool:
             return (agent is None or mod.agent == agent) and (wave is None or mod.wave == wave)
@@ -1193,13 +1194,9 @@ class Checkpoints:
     def _refuse_locked(
         self, changes: Iterable[Change], target: CheckpointRecord, restorer: str
     ) -> None:
-        try:
-            manager_module = importlib.import_module("versatil_fs.locks.manager")
-        except ModuleNotFoundError as exc:
-            if exc.name != "versatil_fs.locks.manager":
-                raise
-            return  # no lock manager in this build: nobody can hold a lock
-        grants = manager_module.LockManager(repo=str(self.repo.toplevel)).holders()
+        # The lock table of this state directory: one given to Checkpoints(state=...) is where
+        # its callers (a wave executor with its own state) take their locks.
+        grants = LockManager(repo=str(self.repo.toplevel), state=self._state).holders()
         conflicts = write_lock_conflicts(
             grants, [c.path for c in changes], repo_key=self.key, agent=restorer
         )
