@@ -392,7 +392,9 @@ class RunStore:
                 times += [task.started, task.finished, task.exited, task.lock_wait]
                 if task.log:
                     task.log = str(log_dir / f"{_safe_name(task_id)}.log")
-        if any(t is not None and not (math.isfinite(t) and 0 <= t <= MAX_TIME) for t in times):
+        # Finite and bounded, not necessarily positive: a wall clock stepped back makes a
+        # lock wait negative, and that must not make a good run look damaged.
+        if any(t is not None and not (math.isfinite(t) and abs(t) <= MAX_TIME) for t in times):
             return "one of its times is not a time"
         return None
 
