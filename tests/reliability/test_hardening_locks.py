@@ -198,6 +198,53 @@ def test_a_path_in_a_state_file_is_never_unlinked(
         assert [g.holder for g in table.locks if g.agent == "Ghost"] == [GHOST_ID]
 
 
+HOSTILE = [
+    "../../../../canary", "../canary", "canary", "./canary", "/CANARY/canary",
+    "canary/../canary", "18c0ffee000-4242-abcdef/../../../../canary", "canary\n",
+]
+
+
+def test_no_field_of_a_forged_entry_reaches_a_file(
+    repo: Path, versatil_home: Path, tmp_path: Path, tally: Tally
+) -> None:
+    """Every hostile string in every field that could name a file (id, holder, lease file), of
+    grants and waiters, process and shell: no canary it could name is touched."""
+    leases = versatil_home / "run" / "leases"
+    leases.mkdir(parents=True, exist_ok=True)
+    canaries: set[Path] = set()
+    for text in HOSTILE:
+        for base in (repo, leases, tmp_path):
+            for suffix in ("", ".shell", ".pending", ".lease"):
+                raw = text.replace("/CANARY", str(tmp_path)) + suffix
+                target = Path(os.path.normpath(base / raw.strip()))
+                if target.parent.is_dir() and not target.exists():
+                    target.write_text("canary\n")
+                    canaries.add(target)
+    assert len(canaries) > 10
+    for text in HOSTILE:
+        text = text.replace("/CANARY", str(tmp_path))
+        for where, owner, field in [
+            (w, o, f) for w in ("locks", "waiters") for o in ("process", "shell")
+            for f in ("id", "holder", "lease_file")
+        ]:
+            _table(versatil_home).unlink(missing_ok=True)
+            _keep(repo)
+            entry = _grant(owner=owner, expires_at=time.time() - 1, **{field: text})
+            if where == "waiters":
+                del entry["acquired_at"], entry["expires_at"]
+                entry.update(seq=1, since=time.time() - 5, deadline=time.time() + 60)
+            _add_entry(versatil_home, entry, where)
+            tally.attack()
+            for args in (["locks"], ["lock", "--agent", "Probe", "--wait", "0", "db:ghost"]):
+                result = tally.outcome(versatil(*args, cwd=repo))
+                assert result.code == 0 and "Traceback" not in result.err, (text, field, result)
+            lost = [str(c) for c in canaries if not c.exists()]
+            tally.lost(lost)
+            assert lost == [], (text, where, owner, field)
+            assert _kept(repo)
+            versatil("unlock", "--agent", "Probe", "db:ghost", cwd=repo)
+
+
 def test_the_sweep_removes_only_stale_holder_files_we_made(
     repo: Path, versatil_home: Path, tmp_path: Path, tally: Tally
 ) -> None:
