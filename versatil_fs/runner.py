@@ -253,7 +253,8 @@ class _Run:
         self.handed_over = True
         self.say(
             "the command exited, but processes it started are still running: its locks stay "
-            f"held until the last of them exits (`versatil release --agent {self.agent}` "
+            f"held until the last of them exits (`versatil release --agent "
+            f"{shlex.quote(self.agent)}` "
             "frees them, leaving those processes unguarded)"
         )
 
