@@ -6,6 +6,9 @@ anything that is not a ``VersatilError`` is a bug and keeps its traceback (with 
 
 from __future__ import annotations
 
+import signal
+from collections.abc import Sequence
+
 
 class VersatilError(Exception):
     """Base of every error versatil-fs raises on purpose."""
@@ -56,3 +59,54 @@ class LockConflict(Refused):
 
 class Deadlock(Refused):
     """Waiting would close a cycle of waiters; the message names the cycle."""
+
+
+class GitFailed(VersatilError):
+    """A git command failed for a reason outside our control (a broken repository, full disk).
+
+    ``argv`` is the command after ``git``, ``returncode`` its exit status (negative: the signal
+    that killed it; None: it never ran), ``stderr`` what it said. ``str()`` is one sentence
+    built from them unless a ``message`` is given.
+    """
+
+    def __init__(
+        self,
+        argv: Sequence[str] = (),
+        returncode: int | None = None,
+        stderr: bytes = b"",
+        message: str | None = None,
+    ) -> None:
+        self.argv = tuple(argv)
+        self.returncode = returncode
+        self.stderr = stderr
+        super().__init__(message if message is not None else _git_sentence(self))
+
+
+def _git_sentence(exc: GitFailed) -> str:
+    command = "git " + " ".join(exc.argv[:2])
+    if exc.returncode is not None and exc.returncode < 0:
+        # Killed by a signal, so git said nothing: name the signal, and what SIGXFSZ means.
+        try:
+            name = signal.Signals(-exc.returncode).name
+        except ValueError:
+            name = f"signal {-exc.returncode}"
+        hint = (" (it reached the file-size limit: is the disk or a quota full?)"
+                if -exc.returncode == signal.SIGXFSZ else "")
+        return f"{command} was killed by {name}{hint}."
+    detail = " ".join(
+        line.strip() for line in exc.stderr.decode("utf-8", "replace").splitlines()
+        if line.strip() and not line.startswith("hint:")
+    )
+    return f"{command} failed: {detail or 'no message'}".rstrip(".")
+
+
+class RestoreIncomplete(VersatilError):
+    """A restore stopped part-way: the message names what was and was not restored, and the
+    safety checkpoint that undoes it."""
+
+    def __init__(self, message: str, *, restored: list[str], not_restored: list[str],
+                 safety: str | None) -> None:
+        super().__init__(message)
+        self.restored = restored
+        self.not_restored = not_restored
+        self.safety = safety
