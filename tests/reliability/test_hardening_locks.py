@@ -410,6 +410,37 @@ def test_a_rebuilt_table_keeps_each_waiters_place(
     assert late.reply().get("ok")
 
 
+@pytest.mark.slow
+def test_queue_order_survives_repeated_rebuilds(
+    agents: object, repo: Path, versatil_home: Path, tmp_path: Path, tally: Tally
+) -> None:
+    """Waiters arrive one by one with the table damaged between arrivals: they are granted in
+    arrival order, and none is told it would deadlock."""
+    manager = LockManager(repo=repo)
+    holder = agents()  # type: ignore[operator]
+    waiters = [agents() for _ in range(5)]  # type: ignore[operator]
+    record = tmp_path / "order.txt"
+    for round_ in range(3):
+        record.write_text("")
+        holder.acquire(["db:a"], agent="Holder")
+        names = []
+        for index, waiter in enumerate(waiters):
+            name = f"W{round_}-{index}"
+            waiter.request(["db:a"], agent=name, wait=60, record=str(record), release_after=True)
+            names.append(name)
+            wait_for(lambda n=names: [w.agent for w in manager.snapshot().waiters] == n)
+            _table(versatil_home).write_text("garbage")
+            tally.attack()
+        holder.release()
+        replies = [w.reply() for w in waiters]
+        false_deadlocks = [r for r in replies if r.get("error") == "Deadlock"]
+        tally.queue_jumps += len(false_deadlocks)
+        assert all(r.get("ok") for r in replies), replies
+        granted = record.read_text().split()
+        tally.queue_jumps += sum(1 for a, b in zip(granted, names, strict=False) if a != b)
+        assert granted == names
+
+
 def test_no_false_deadlock_after_a_rebuild(
     agents: object, repo: Path, versatil_home: Path
 ) -> None:
