@@ -393,6 +393,9 @@ def test_a_task_killed_around_its_exit_is_run_again_only_if_its_exit_was_not_rec
     plan.write_text(plan.read_text().replace("src/x.txt", "src/a.py"))
     first = versatil_process("wave", "run", str(plan), cwd=repo, env={"VERSATIL_FAULT": fault})
     assert tally.killed(first.code), first
+    status = versatil("wave", "status", cwd=repo)
+    assert status.code == 0, status
+    assert ("not run again" in status.out) == (EXIT_CASES[fault] == 1), status.out
     again = versatil_process("wave", "resume", "--json", cwd=repo)
     assert again.code == (1 if fails else 0), again
     report = json.loads(again.out)

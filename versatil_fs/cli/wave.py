@@ -275,6 +275,10 @@ def status_lines(run: RunState, state: str) -> list[str]:
         else:
             took = format_duration(task.duration) if task.duration is not None else ""
         note = task.error or task.skipped_because
+        if task.status == "running" and task.exited is not None:
+            # Its exit is on disk, its outcome not yet: resume settles it, never re-runs it.
+            took = format_duration(max(0.0, task.exited - (task.started or task.exited)))
+            note = f"exited ({task.exit_code}); not run again by resume, only settled"
         lines.append(
             f"  {task.id:<{width}}  wave {task.wave:<3} {task.agent:<16} {task.status:<10} "
             f"{took:>8}  {note}".rstrip()
