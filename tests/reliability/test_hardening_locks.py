@@ -280,6 +280,29 @@ def test_the_sweep_removes_only_stale_holder_files_we_made(
     assert _kept(repo)
 
 
+def test_a_table_written_before_holder_ids_still_counts_its_live_locks(
+    agents: object, repo: Path, versatil_home: Path
+) -> None:
+    """Records without `holder` (an older versatil) name their holder file by `lease_file`: its
+    file name gives the id, checked like any other, so an upgrade drops no live lock."""
+    holder, waiter = agents(), agents()  # type: ignore[operator]
+    holder.acquire(["db:a"], agent="Old")
+    waiter.request(["db:a"], agent="OldWaiter", wait=60)
+    manager = LockManager(repo=repo)
+    wait_for(lambda: [w.agent for w in manager.snapshot().waiters] == ["OldWaiter"])
+    path = _table(versatil_home)
+    document = json.loads(path.read_bytes())
+    for entry in [*document["locks"], *document["waiters"]]:
+        entry.pop("holder", None)
+    path.write_text(json.dumps(document))
+    table = LockManager(repo=repo).snapshot()
+    assert _moved_aside(versatil_home) == []
+    assert [g.agent for g in table.locks] == ["Old"]
+    assert [w.agent for w in table.waiters] == ["OldWaiter"]
+    holder.release()
+    assert waiter.reply().get("ok")
+
+
 # 11. A FIFO for a table, a table lock held by another process -------------------------------
 @pytest.mark.parametrize("args", [["locks"], ["lock", "--wait", "0", "db:x"], ["hook", "check"]])
 def test_a_fifo_for_a_table_is_moved_aside_not_read(

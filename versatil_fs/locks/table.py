@@ -86,20 +86,24 @@ def check_records(records: Iterable[Grant | Waiter], where: str = "locks") -> st
         holder, lease_file = record.holder, record.lease_file
         if holder and not valid_id(holder):
             return f"`$.{where}[{index}]` names the holder {holder[:80]!r}, not one of ours"
-        if lease_file and (holder, lease_file) not in _passed_files:
-            name = lease_file.rpartition("/")[2]
-            if not holder and record.owner == "process" and name.endswith(".lease"):
-                holder = name[: -len(".lease")]
-                if not valid_id(holder):
-                    holder = ""
-            if not lease_file.startswith("/") or not holder or name != f"{holder}.lease":
-                return (
-                    f"`$.{where}[{index}]` names {lease_file[:80]!r} as its holder file, "
-                    "not one of ours"
-                )
-            _remember(_passed_files, (record.holder, lease_file))
-        if not record.holder and lease_file and record.owner == "process":
-            record.holder = lease_file.rpartition("/")[2][: -len(".lease")]
+        if lease_file:
+            # Every waiter has a holder file (a `versatil lock` waits in its process too); a
+            # grant has one unless it is a shell lease.
+            has_file = record.owner == "process" or isinstance(record, Waiter)
+            if (holder, lease_file) not in _passed_files:
+                name = lease_file.rpartition("/")[2]
+                if not holder and has_file and name.endswith(".lease"):
+                    holder = name[: -len(".lease")]
+                    if not valid_id(holder):
+                        holder = ""
+                if not lease_file.startswith("/") or not holder or name != f"{holder}.lease":
+                    return (
+                        f"`$.{where}[{index}]` names {lease_file[:80]!r} as its holder file, "
+                        "not one of ours"
+                    )
+                _remember(_passed_files, (record.holder, lease_file))
+            if not record.holder:
+                record.holder = lease_file.rpartition("/")[2][: -len(".lease")]
         if isinstance(record, Grant) and record.boot_id and record.boot_id not in _passed_boots:
             if not _BOOT_ID.match(record.boot_id):
                 return f"`$.{where}[{index}]` has the boot id {record.boot_id[:80]!r}"
