@@ -206,6 +206,45 @@ def test_a_file_in_a_submodule_is_one_resource_from_either_side(
     assert from_super.overlaps(from_inside)
 
 
+def test_a_submodule_lives_in_its_superprojects_lock_space(git_repo: Path, tmp_path: Path) -> None:
+    from versatil_fs.locks.table import WriteLocks, in_lock_space
+    from versatil_fs.repo import space_of
+
+    library = make_git_repo(tmp_path / "library", {"f.py": "x = 1\n"})
+    git(git_repo, "-c", "protocol.file.allow=always", "submodule", "add", "-q",
+        str(library), "libs/sub")
+    top = Repository.find(git_repo)
+    inner = Repository.find(git_repo / "libs/sub")
+    assert top.lock_space() == (top.key, "")
+    assert inner.lock_space() == (top.key, "libs/sub")
+    assert space_of(inner.key) == (top.key, "libs/sub")
+    assert in_lock_space(inner.key, "f.py") == (top.key, "libs/sub/f.py")
+    # A lock on the superproject's libs/ covers the submodule's file, asked from inside.
+    lock = LockManager(repo=git_repo).resolve("libs")
+    assert lock.covers(inner.key, "f.py") and lock.covers(inner.key, ".")
+    from versatil_fs.locks.table import Claim, Grant
+
+    grant = Grant(id="18c0ffee000-1-abcdef", agent="A", claims=[Claim(lock)],
+                  acquired_at=0.0, expires_at=1.0)
+    assert WriteLocks([grant], inner.key).holder("f.py") is not None
+    assert WriteLocks([grant], top.key).holder("README.md") is None
+
+
+def test_a_repository_merely_nested_keeps_its_own_space(git_repo: Path) -> None:
+    nested = make_git_repo(git_repo / "vendor" / "nested")  # not a submodule
+    repo = Repository.find(nested)
+    assert repo.lock_space() == (repo.key, "")
+
+
+@pytest.mark.parametrize(
+    ("path", "word"),
+    [("a" * 256, "255"), ("a/" * 2100, "bytes"), ("bad-\udcff", "UTF-8")],
+)
+def test_paths_that_cannot_be_locked_are_usage_errors(git_repo: Path, path: str, word: str) -> None:
+    with pytest.raises(UsageError, match=word):
+        LockManager(repo=git_repo).resolve(path)
+
+
 # Named resources ----------------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("text", "expected"),
