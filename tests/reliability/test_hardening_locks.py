@@ -649,6 +649,10 @@ def test_bad_lock_paths_are_one_sentence(repo: Path, tally: Tally) -> None:
         result = tally.outcome(versatil("lock", "--agent", agent, path, cwd=repo))
         problems = one_line_problems(result, (2,), [word])
         assert problems == [], f"{name}: {problems}\n{result}"
+    for option in (["--priority", str(10**30)], ["--ttl", "1e308"], ["--wait", "1e308"]):
+        tally.bad_inputs += 1
+        result = tally.outcome(versatil("lock", *option, "db:x", cwd=repo))
+        assert one_line_problems(result, (2,), []) == [], (option, result)
     assert LockManager(repo=repo).snapshot().locks == []
 
 
