@@ -969,3 +969,29 @@ def test_a_real_submodule_is_a_gitlink_and_its_checkout_is_left_alone(
     result = cps.restore(record.id)
     assert result.changed == ["README.md"]
     assert (sub / "README.md").read_text() == "edited inside the submodule\n"
+
+
+def test_a_hook_environment_never_redirects_a_checkpoint_or_a_restore(
+    repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # What git exports to a hook (another repository's GIT_DIR and index) and a user's pathspec
+    # switch: every command goes through git.py's no_git_env, so none of them applies.
+    other = init_repo(tmp_path / "other")
+    before = user_view(other)
+    git(repo, "update-index", "--assume-unchanged", "src/b.py")  # re-added by pathspec
+    write(repo, "src/b.py", "edited behind an assume-unchanged flag\n")
+    monkeypatch.setenv("GIT_DIR", str(other / ".git"))
+    monkeypatch.setenv("GIT_INDEX_FILE", str(other / ".git" / "index"))
+    monkeypatch.setenv("GIT_WORK_TREE", str(other))
+    monkeypatch.setenv("GIT_GLOB_PATHSPECS", "1")
+    cps = Checkpoints(repo)
+    record = cps.create("in a hook")
+    assert "src/b.py" in record.files_modified
+    write(repo, "src/a.py", "changed\n")
+    assert cps.restore(record.id).changed == ["src/a.py"]
+    assert (repo / "src/a.py").read_text() == "a = 1\n"
+    monkeypatch.delenv("GIT_DIR")
+    monkeypatch.delenv("GIT_INDEX_FILE")
+    monkeypatch.delenv("GIT_WORK_TREE")
+    assert user_view(other) == before
+    assert checkpoint_refs(other) == []

@@ -71,7 +71,6 @@ import os
 import re
 import secrets
 import shutil
-import signal
 import stat
 import subprocess
 import sys
@@ -84,8 +83,15 @@ from typing import IO, Any, TypeVar
 
 import msgspec
 
-from versatil_fs import config, events, faults
-from versatil_fs.errors import Refused, StateError, UsageError, VersatilError
+from versatil_fs import config, events, faults, git
+from versatil_fs.errors import (
+    GitFailed,
+    Refused,
+    RestoreIncomplete,
+    StateError,
+    UsageError,
+    VersatilError,
+)
 from versatil_fs.locks.manager import LockManager
 from versatil_fs.locks.table import Grant, WriteLocks, ancestors
 from versatil_fs.repo import Repository, default_agent
@@ -120,28 +126,6 @@ _GIT_OPTIONS = (
 # fast-import keeps what it writes as a pack whatever the number of objects (by default it
 # explodes imports of fewer than 100 objects into loose files, one file creation each).
 _IMPORT_OPTIONS = ("-c", "fastimport.unpackLimit=1")
-# Variables a git hook or a wrapper may export that would point our commands at another index,
-# repository or working tree than the one we resolved.
-_GIT_LOCATION_VARIABLES = (
-    "GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_PREFIX", "GIT_COMMON_DIR",
-    "GIT_NAMESPACE", "GIT_CEILING_DIRECTORIES",
-)
-
-
-class GitFailed(VersatilError):
-    """A git command failed for a reason outside our control (a broken repository, full disk)."""
-
-
-class RestoreIncomplete(VersatilError):
-    """A restore stopped part-way: the message names what was and was not restored, and the
-    safety checkpoint that undoes it."""
-
-    def __init__(self, message: str, *, restored: builtins.list[str],
-                 not_restored: builtins.list[str], safety: str | None) -> None:
-        super().__init__(message)
-        self.restored = restored
-        self.not_restored = not_restored
-        self.safety = safety
 
 
 def valid_id(checkpoint_id: str) -> bool:
@@ -706,40 +690,21 @@ class Checkpoints:
             )
 
     # Internals: git ---------------------------------------------------------------------------
-    def _env(self, index: Path | None, extra: dict[str, str] | None = None) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if k not in _GIT_LOCATION_VARIABLES}
-        if index is not None:
-            env["GIT_INDEX_FILE"] = str(index)
-        env["GIT_TERMINAL_PROMPT"] = "0"
-        # Commands that read the user's index (diff, status) must not refresh and rewrite it.
-        env["GIT_OPTIONAL_LOCKS"] = "0"
-        if extra:
-            env.update(extra)
-        return env
-
     def _spawn(
         self, *args: str, index: Path | None = None, extra: dict[str, str] | None = None,
         stdin: IO[bytes] | int = subprocess.PIPE,
     ) -> subprocess.Popen[bytes]:
-        try:
-            return subprocess.Popen(
-                ["git", *_GIT_OPTIONS, *args],
-                cwd=self.repo.toplevel,
-                env=self._env(index, extra),
-                stdin=stdin,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-            )
-        except FileNotFoundError:
-            raise GitFailed("git is not installed (or not on PATH); checkpoints need it.") from None
+        """``git <args>`` in the working tree, on the private ``index`` if one is given."""
+        env = dict(extra or {})
+        if index is not None:
+            env["GIT_INDEX_FILE"] = str(index)  # set on purpose: git.py drops an inherited one
+        return git.spawn([*_GIT_OPTIONS, *args], cwd=self.repo.toplevel, env=env, stdin=stdin)
 
     def _finish(
         self, proc: subprocess.Popen[bytes], args: Sequence[str], stdin: bytes | None = None
     ) -> tuple[bytes, bytes]:
-        out, err = proc.communicate(stdin)
-        if proc.returncode != 0:
-            raise _git_error(args, err, proc.returncode)
-        return out, err
+        result = git.finish(proc, args, stdin)
+        return result.stdout, result.stderr
 
     def _git(
         self,
@@ -749,11 +714,6 @@ class Checkpoints:
         extra: dict[str, str] | None = None,
     ) -> bytes:
         return self._finish(self._spawn(*args, index=index, extra=extra), args, stdin)[0]
-
-    def _head(self) -> str | None:
-        proc = self._spawn("rev-parse", "-q", "--verify", "HEAD^{commit}")
-        out, _ = proc.communicate()
-        return out.decode().strip() if proc.returncode == 0 else None  # unborn: no commit yet
 
     # Internals: scratch index ----------------------------------------------------------------
     @contextlib.contextmanager
@@ -847,7 +807,7 @@ class Checkpoints:
         finally:
             ls_out, ls_err = ls_proc.communicate()
         if ls_proc.returncode != 0:
-            raise _git_error(("ls-files",), ls_err, ls_proc.returncode)
+            raise GitFailed(("ls-files",), ls_proc.returncode, ls_err)
         return ls_out, diff_out
 
     def _commit(
@@ -917,7 +877,7 @@ class Checkpoints:
             undone.communicate()
             if undone.returncode == 0 or not isinstance(exc, VersatilError):
                 raise
-            raise GitFailed(
+            raise GitFailed(message=
                 f"Checkpoint {checkpoint_id} was made but its metadata could not be written "
                 f"({_reason(exc)}); `versatil checkpoint list` shows it, rebuilt from its commit."
             ) from exc
@@ -952,7 +912,7 @@ class Checkpoints:
             if commit and b"Not updating" in err:
                 # The ref exists: another checkpoint drew the same id in the same second.
                 return commit, self._tree_of(commit, lines), True
-            raise _git_error(("fast-import",), err, proc.returncode)
+            raise GitFailed(("fast-import",), proc.returncode, err)
         return commit, self._tree_of(commit, lines), False
 
     def _tree_of(self, commit: str, lines: builtins.list[str]) -> str:
@@ -972,9 +932,9 @@ class Checkpoints:
             if proc.returncode == 0:
                 return checkpoint_id
             if b"already exists" not in err:
-                raise _git_error(("update-ref",), err)
+                raise GitFailed(("update-ref",), proc.returncode, err)
             # Two checkpoints in the same second drew the same random suffix: draw again.
-        raise GitFailed("Could not find a free checkpoint id after 20 attempts.")
+        raise GitFailed(message="Could not find a free checkpoint id after 20 attempts.")
 
     def _delete_refs(self, records: Sequence[CheckpointRecord]) -> None:
         if not records:
@@ -1365,7 +1325,7 @@ class Checkpoints:
         raise Refused(
             f"Not restoring {target.id}: it would overwrite {names}{more}, which git ignores "
             f"and which could not be saved in the safety checkpoint "
-            f"({_git_error(('add', '-f'), err, proc.returncode)}); move them away, or pass "
+            f"({GitFailed(('add', '-f'), proc.returncode, err)}); move them away, or pass "
             "--force to overwrite them."
         )
 
@@ -1385,7 +1345,8 @@ class Checkpoints:
         try:
             os.mkdir(directory, 0o700)
         except OSError as exc:
-            raise GitFailed(f"Could not create {directory}: {exc.strerror or exc}.") from exc
+            raise GitFailed(message=f"Could not create {directory}: {exc.strerror or exc}.") \
+                from exc
         try:
             # Held while the directory is in use: _sweep_staging removes only what a dead
             # process left (the flock goes with its owner).
@@ -1398,7 +1359,8 @@ class Checkpoints:
             fcntl.flock(fd, fcntl.LOCK_EX)
             if os.fstat(fd).st_nlink == 0:
                 # A sweeper took the lock between our open and our flock, and removed it all.
-                raise GitFailed(f"{directory} was removed while in use; run the restore again.")
+                raise GitFailed(message=f"{directory} was removed while in use; run the "
+                                "restore again.")
             yield directory / "tree"
         finally:
             shutil.rmtree(directory, ignore_errors=True)
@@ -1665,24 +1627,6 @@ def _warnings(gitlinks: builtins.list[str], embedded: Iterable[str],
             "checkpoint (add it to .gitignore if it should not be)."
         )
     return notes
-
-
-def _git_error(args: Sequence[str], err: bytes, returncode: int | None = None) -> GitFailed:
-    command = f"git {' '.join(args[:2])}"
-    if returncode is not None and returncode < 0:
-        # Killed by a signal, so git said nothing: name the signal, and what SIGXFSZ means.
-        try:
-            name = signal.Signals(-returncode).name
-        except ValueError:
-            name = f"signal {-returncode}"
-        hint = (" (it reached the file-size limit: is the disk or a quota full?)"
-                if -returncode == signal.SIGXFSZ else "")
-        return GitFailed(f"{command} was killed by {name}{hint}.")
-    detail = " ".join(
-        line.strip() for line in err.decode("utf-8", "replace").splitlines()
-        if line.strip() and not line.startswith("hint:")
-    )
-    return GitFailed(f"{command} failed: {detail or 'no message'}".rstrip("."))
 
 
 def _copy_index(source: Path, target: Path) -> None:

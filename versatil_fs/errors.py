@@ -83,7 +83,12 @@ class GitFailed(VersatilError):
 
 
 def _git_sentence(exc: GitFailed) -> str:
-    command = "git " + " ".join(exc.argv[:2])
+    # Named by its subcommand and first argument: the options before it (`-c key=value`,
+    # `--literal-pathspecs`) are ours, not what the user needs to read.
+    words = list(exc.argv)
+    while words and words[0].startswith("-"):
+        del words[: 2 if words[0] in ("-c", "-C") else 1]
+    command = "git " + " ".join(words[:2])
     if exc.returncode is not None and exc.returncode < 0:
         # Killed by a signal, so git said nothing: name the signal, and what SIGXFSZ means.
         try:
