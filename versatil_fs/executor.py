@@ -138,6 +138,7 @@ SCHEMA_VERSION = 1
 STREAM = "wave-execution"
 RUN_ID = re.compile(r"[0-9]{8}-[0-9]{6}-[0-9a-f]{4}")  # as WaveExecutor.run makes them
 MAX_SLOTS = 10_000  # agents or waves in flight: more is not a run this machine made
+MAX_LOCK_WAIT = 1e9  # the lock manager's "for ever"
 MAX_TIME = 1e11  # seconds since 1970 (the year 5138): anything later is not a time
 MARKER = "VERSATIL_WAVE_TASK"  # run-id/task-id, inherited by everything a task starts
 TERM_GRACE = 3.0  # seconds between SIGTERM and SIGKILL for a task that is stopped
@@ -961,6 +962,15 @@ class WaveExecutor:
         if self.max_agents < 1 or self.max_waves < 1:
             raise UsageError("--max-agents and --max-waves must be 1 or more.")
         self.lock_wait = self.config.default_wait if lock_wait is None else lock_wait
+        if math.isnan(self.lock_wait) or self.lock_wait < 0 or (
+            math.isfinite(self.lock_wait) and self.lock_wait > MAX_LOCK_WAIT
+        ):
+            # Checked once here: the lock manager would refuse it too, but task by task, and
+            # every task would fail over one bad option.
+            raise UsageError(
+                f"--lock-wait must be between 0 and {MAX_LOCK_WAIT:.0e} seconds (or inf), "
+                f"got {self.lock_wait}."
+            )
         self.observer = observer or Observer()
         self.tasks = {t.id: t for t in plan.tasks}
         self._mutex = threading.Lock()  # guards self.run and its writes to disk

@@ -76,6 +76,17 @@ def test_a_deeply_nested_plan_is_one_sentence_and_exit_2(
     assert one_line_problems(result, (2,), ["deep.yaml", "nested"]) == [], result
 
 
+@pytest.mark.parametrize("wait", ["nan", "1e308"])
+def test_a_lock_wait_no_lock_can_have_is_refused_before_any_task_runs(
+    wait: str, repo: Path, tmp_path: Path, tally: Tally
+) -> None:
+    plan = _wave_plan(tmp_path, "echo ran >> src/x.txt")
+    tally.attack()
+    result = tally.outcome(versatil("wave", "run", str(plan), "--lock-wait", wait, cwd=repo))
+    assert one_line_problems(result, (2,), ["--lock-wait"]) == [], result
+    assert (repo / "src/x.txt").read_text() == "x\n"
+
+
 NUL_PLANS = {
     "agent": 'tasks:\n  - {id: a, agent: "x\\0y", run: "true"}\n',
     "run": 'tasks:\n  - {id: a, agent: x, run: "tr\\0ue"}\n',
