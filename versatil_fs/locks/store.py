@@ -234,12 +234,13 @@ class LocalStore:
         got = threading.Event()
         guard = threading.Lock()
         abandoned = [False]
+        failed: list[OSError] = []
 
         def take() -> None:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX)
-            except OSError:
-                pass
+            except OSError as exc:
+                failed.append(exc)
             with guard:
                 if abandoned[0]:
                     os.close(fd)  # drops the lock we no longer want
@@ -247,13 +248,18 @@ class LocalStore:
                 got.set()
 
         threading.Thread(target=take, daemon=True, name="versatil-table-lock").start()
-        if got.wait(min(wait, threading.TIMEOUT_MAX)):
-            return fd
-        with guard:
-            if got.is_set():
-                return fd  # granted just as we gave up: use it
-            abandoned[0] = True
-        raise self._busy(wait, self.state.table_lock)
+        if not got.wait(min(wait, threading.TIMEOUT_MAX)):
+            with guard:
+                if not got.is_set():
+                    abandoned[0] = True
+                    raise self._busy(wait, self.state.table_lock)
+            # else: granted just as we gave up; use it
+        if failed:
+            os.close(fd)
+            raise StateError(
+                f"Could not lock {self.state.table_lock}: {failed[0].strerror or failed[0]}."
+            )
+        return fd
 
     def _busy(self, wait: float, path: Path | None) -> LockConflict:
         if path is None:
