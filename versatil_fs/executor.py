@@ -244,6 +244,9 @@ class _Record(msgspec.Struct, array_like=True):
 
 
 _record_decoder = msgspec.msgpack.Decoder(_Record)
+# What decoding a damaged or planted document raises: msgspec gives up on nesting deeper than
+# the interpreter's stack with RecursionError, which is damage too, not an internal error.
+_UNREADABLE = (msgspec.DecodeError, msgspec.ValidationError, RecursionError)
 _FRAME = struct.Struct("<II")  # payload length, CRC-32 of the payload
 
 
@@ -263,7 +266,7 @@ def _records(data: bytes) -> Iterator[_Record]:
             return
         try:
             yield _record_decoder.decode(payload)
-        except (msgspec.DecodeError, msgspec.ValidationError):
+        except _UNREADABLE:
             return
         at += _FRAME.size + length
 
@@ -330,7 +333,7 @@ class RunStore:
             raise UsageError(f"No wave run {run_id!r}; `versatil wave status` lists the latest.")
         try:
             run = _decoder.decode(data)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        except _UNREADABLE as exc:
             raise self._damaged(path, run_id, f"it does not parse: {exc}") from None
         if run.version != SCHEMA_VERSION:
             # Decoding is lenient about what it does not know, so a state of another schema
@@ -430,7 +433,7 @@ class RunStore:
                 continue
             try:
                 run = _decoder.decode(data)
-            except (msgspec.DecodeError, msgspec.ValidationError):
+            except _UNREADABLE:
                 continue  # reported when it is asked for by name
             if run.version != SCHEMA_VERSION:
                 continue

@@ -773,3 +773,27 @@ def test_a_symlink_planted_for_a_task_log_is_never_written_through(
     assert tally.lost([] if (victim / "edit.log").read_text() == "precious\n"
                       else ["the victim written through a planted symlink"]) == []
     assert sorted(p.name for p in victim.iterdir()) == ["edit.log"]
+
+
+@pytest.mark.parametrize("where", _slow_but("state", ["state", "write-ahead"]))
+def test_wave_state_nested_beyond_the_stack_is_damage_not_an_internal_error(
+    where: str, repo: Path, tmp_path: Path, tally: Tally, wave_runs: None
+) -> None:
+    import struct
+    import zlib
+
+    from versatil_fs.executor import RunStore
+
+    run_id, path = _interrupted_run(repo, tmp_path)
+    deep = b"\x91" * 200_000 + b"\xc0"  # an array in an array ... 200,000 deep
+    if where == "state":
+        path.write_bytes(b"\x81\xa4junk" + deep)  # {"junk": [[[...]]]}
+    else:
+        payload = b"\x92\x07\x81\xa4junk" + deep  # record 7: a task {"junk": [[[...]]]}
+        framed = struct.pack("<II", len(payload), zlib.crc32(payload)) + payload
+        RunStore().wal_path(run_id).write_bytes(framed)
+    for args in (("wave", "status", run_id), ("wave", "status"), ("wave", "resume", run_id)):
+        tally.attack()
+        result = tally.outcome(versatil_process(*args, cwd=repo))
+        assert result.code in (0, 1, 2) and "Traceback" not in result.err, result
+        assert "internal error" not in result.err, result
