@@ -381,7 +381,7 @@ def test_a_sha256_repository_round_trips(tmp_path: Path) -> None:
 def test_an_id_drawn_twice_is_drawn_again_and_the_existing_ref_never_moves(
     repo: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import versatil_fs.checkpoints as module
+    import versatil_fs.checkpoints.store as module
 
     cps = Checkpoints(repo)
     first = cps.create("first")

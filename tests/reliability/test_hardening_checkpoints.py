@@ -27,8 +27,8 @@ from reliability.support import (
     working_files,
 )
 
-from versatil_fs import checkpoints as checkpoints_module
 from versatil_fs.checkpoints import REF_PREFIX, Checkpoints, record_files_modified
+from versatil_fs.checkpoints import store as checkpoints_module
 from versatil_fs.state import StateDir
 
 FILES = {
