@@ -73,6 +73,12 @@ that append reaching the disk (fault point ``wave.before-exit-record``), one who
 record could not be written (a full disk: the usual state write is then the record), and a
 task stopped by an interrupt (Ctrl-C, SIGTERM: being stopped is not an outcome).
 
+A second record, made while the task still holds its locks, holds its outcome (what it
+modified, what was rolled back) and drops its start snapshot: after the locks are released
+another agent may change those files, and a resume must not compare them with the snapshot
+and roll that agent's work back. Only a crash between the two records (while the task's files
+are compared and rolled back) leaves a resume to do that work itself, against the snapshot.
+
 While a task runs, everything it starts holds its locks: the lease's flocked descriptor is
 inherited by the whole process tree (see :class:`versatil_fs.runner.ProcessTree`), so after a
 ``kill -9`` of the executor the locks stay with the tasks' processes until they exit or
@@ -1148,19 +1154,15 @@ class WaveExecutor:
         """
         task = self.tasks[task_run.id]
         failed = task_run.exit_code != 0 or bool(task_run.error)
-        paths = self._write_paths(task)
-        before = _only_under(task_run.before or {}, paths)
         error = task_run.error
-        with self._task_locks(task, wait=self.lock_wait):
-            after = snapshot(self.repo.toplevel, paths)
-            files = modified(before, after)
-            rolled: list[str] = []
-            if failed and files:
-                try:
-                    rolled = self._rollback(task_run, files)
-                except VersatilError as exc:
-                    error = f"{error}; rollback failed: {exc}"
-        kept = [f for f in files if f not in set(rolled)]
+        kept: list[str] = []
+        if task_run.before is None:
+            # Its outcome was recorded too, before its locks went: compared, rolled back and
+            # attributed already. Its files may be someone else's work by now: not touched.
+            files, rolled = task_run.files, task_run.rolled_back
+        else:
+            files, rolled, error = self._settle_files(task, task_run, failed=failed)
+            kept = [f for f in files if f not in set(rolled)]
         if kept:
             from versatil_fs.checkpoints import record_files_modified
 
@@ -1184,6 +1186,25 @@ class WaveExecutor:
             f"had ended ({'failed' if failed else 'succeeded'}) when the executor stopped "
             f"({detail}); not run again" + (f", {_files(rolled)} rolled back" if failed else ""),
         )
+
+    def _settle_files(
+        self, task: Task, task_run: TaskRun, *, failed: bool
+    ) -> tuple[list[str], list[str], str]:
+        """What an ended task modified (against its start snapshot), rolled back if it failed;
+        returns (files, rolled back, error)."""
+        paths = self._write_paths(task)
+        before = _only_under(task_run.before or {}, paths)
+        error = task_run.error
+        with self._task_locks(task, wait=self.lock_wait):
+            after = snapshot(self.repo.toplevel, paths)
+            files = modified(before, after)
+            rolled: list[str] = []
+            if failed and files:
+                try:
+                    rolled = self._rollback(task_run, files)
+                except VersatilError as exc:
+                    error = f"{error}; rollback failed: {exc}"
+        return files, rolled, error
 
     def _recover(self, task_run: TaskRun, killed: list[int]) -> None:
         """Roll back the files of a task that was running when the executor died."""
@@ -1678,10 +1699,36 @@ class WaveExecutor:
                 record_files_modified(
                     self.repo, task.agent, kept, wave=task_run.wave, task=task.id
                 )
+        self._record_settled(task_run, files, rolled, error, interrupted=interrupted)
         return _Outcome(
             task=task.id, kind="finished", status=status, exit_code=exit_code, error=error,
             files=files, rolled_back=rolled, interrupted=interrupted, ended=ended,
         )
+
+    def _record_settled(
+        self, task_run: TaskRun, files: list[str], rolled: list[str], error: str, *,
+        interrupted: bool,
+    ) -> None:
+        """Make the task's outcome durable while it still holds its locks.
+
+        Once they are released another agent may change its files; a resume that then
+        compared them with the task's start snapshot would roll that agent's work back. So
+        the snapshot goes (``before`` cleared) in the same fdatasync'd record that holds what
+        the task modified and what was rolled back: a resume only marks such a task ended.
+        """
+        with self._mutex:
+            task_run.files = files
+            task_run.rolled_back = rolled
+            task_run.error = error
+            task_run.before = None
+            if interrupted:  # stopped and rolled back: to be run again, from nothing
+                task_run.status = "pending"
+                task_run.started = task_run.finished = task_run.exited = None
+        try:
+            self._journal.log(task_run)
+        except (StateError, _Stopped):
+            pass  # as for the exit record: the state write that follows is the record then
+        faults.point("wave.after-outcome-record")
 
     def _spawn_and_wait(
         self, task: Task, task_run: TaskRun, log_path: Path, held: _Held

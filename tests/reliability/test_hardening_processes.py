@@ -797,3 +797,25 @@ def test_wave_state_nested_beyond_the_stack_is_damage_not_an_internal_error(
         result = tally.outcome(versatil_process(*args, cwd=repo))
         assert result.code in (0, 1, 2) and "Traceback" not in result.err, result
         assert "internal error" not in result.err, result
+
+
+def test_a_resume_never_rolls_back_what_another_agent_wrote_after_a_task_was_settled(
+    repo: Path, tmp_path: Path, tally: Tally, wave_runs: None
+) -> None:
+    ran = tmp_path / "ran.txt"
+    plan = _wave_plan(tmp_path, f'echo t >> "{ran}"; echo new >> src/x.txt; exit 3')
+    first = versatil_process("wave", "run", str(plan), cwd=repo,
+                             env={"VERSATIL_FAULT": "wave.after-outcome-record:1"})
+    assert tally.killed(first.code), first
+    assert (repo / "src/x.txt").read_text() == "x\n"  # rolled back before the kill
+    # The executor is gone with its locks: another agent edits the file, as it may.
+    other = versatil_process("run", "--agent", "Other", "--lock", "src/x.txt", "--",
+                             "sh", "-c", "echo theirs >> src/x.txt", cwd=repo)
+    assert other.code == 0, other
+    again = versatil_process("wave", "resume", "--json", cwd=repo)
+    assert again.code == 1, again
+    (task,) = json.loads(again.out)["tasks"]
+    assert task["status"] == "failed" and task["rolled_back"] == ["src/x.txt"], task
+    assert len(ran.read_text().split()) == 1
+    lost = [] if (repo / "src/x.txt").read_text() == "x\ntheirs\n" else ["Other's edit"]
+    assert tally.lost(lost) == [], (repo / "src/x.txt").read_text()
