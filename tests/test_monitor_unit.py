@@ -1,5 +1,5 @@
 """The monitor's and the run wrapper's parts on their own: rules, git's ignore answers, the
-snapshot, attribution, the election, and the in-process monitor (real inotify) where a case is
+tree scan, attribution, the election, and the in-process monitor (real inotify) where a case is
 easier to set up inside one process — the watch limit, guarded paths, extra ignore patterns.
 """
 
@@ -28,7 +28,7 @@ from versatil_fs.monitor import (
     LockView,
     Monitor,
     Write,
-    diff_snapshots,
+    changes,
     normalize_guards,
     scan,
     under,
@@ -77,20 +77,20 @@ def test_under_respects_path_boundaries() -> None:
     ],
 )
 def test_temporary_names(name: str, temporary: bool) -> None:
-    assert monitor._looks_temporary(f"src/{name}") is temporary
+    assert monitor.looks_temporary(f"src/{name}") is temporary
 
 
 def test_git_dir_paths() -> None:
-    assert monitor._in_git_dir(".git/index")
-    assert monitor._in_git_dir("vendor/lib/.git/HEAD")
-    assert not monitor._in_git_dir(".github/workflows/ci.yml")
-    assert not monitor._in_git_dir("src/.gitignore")
+    assert monitor.in_git_dir(".git/index")
+    assert monitor.in_git_dir("vendor/lib/.git/HEAD")
+    assert not monitor.in_git_dir(".github/workflows/ci.yml")
+    assert not monitor.in_git_dir("src/.gitignore")
 
 
-def test_diff_of_snapshots() -> None:
+def test_changes_between_two_scans() -> None:
     old = {"a": (1, 1, 1, 1), "b": (1, 1, 1, 2), "c": (1, 1, 1, 3)}
     new = {"a": (1, 1, 1, 1), "b": (1, 2, 5, 2), "d": (1, 1, 1, 4)}
-    assert diff_snapshots(old, new) == [("b", "modified"), ("c", "deleted"), ("d", "created")]
+    assert changes(old, new) == [("b", "modified"), ("c", "deleted"), ("d", "created")]
 
 
 def test_write_json_has_the_documented_keys() -> None:
@@ -163,7 +163,7 @@ def test_extra_patterns_add_to_the_users_own(repo: Repository, tmp_path: Path) -
         }
 
 
-# Snapshots --------------------------------------------------------------------------------------
+# The tree scan ----------------------------------------------------------------------------------
 def test_scan_lists_what_git_counts_as_the_tree(repo: Repository) -> None:
     root = repo.toplevel
     (root / "build" / "deep").mkdir(parents=True)

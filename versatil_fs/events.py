@@ -1,23 +1,45 @@
-"""The append-only event log, and reading it back for ``versatil logs``.
+"""The append-only event log: the only module that writes it or reads it back.
 
 Each stream is one file of JSON lines under ``$VERSATIL_HOME/logs``. Writers append a whole line
 with one ``O_APPEND`` write (see :meth:`StateDir.append_line`), so many processes can log at once
 without torn or interleaved lines. Readers skip a line that does not parse (a torn tail after a
 full disk) rather than failing the whole listing.
+
+Writing: :func:`emit`, or :func:`emit_done` for something that has already happened (the change
+stands even when its line cannot be written). Reading: :func:`read` (a listing), :func:`records`
+(a filtered pass, optionally over the tail only), :func:`follow` (what is appended from an offset
+on) and :func:`end` (where a stream ends now).
 """
 
 from __future__ import annotations
 
 import os
+import sys
+import threading
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import msgspec
 
-from versatil_fs.errors import UsageError
+from versatil_fs.errors import StateError, UsageError
 from versatil_fs.state import StateDir
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "STREAMS",
+    "Event",
+    "check_stream",
+    "emit",
+    "emit_done",
+    "encode",
+    "end",
+    "follow",
+    "printable",
+    "read",
+    "records",
+]
 
 STREAMS = ("locks", "collision-detection", "checkpoints", "wave-execution")
 """The streams a user can read; the reference note's names."""
@@ -78,6 +100,43 @@ def emit(
     return event
 
 
+def emit_done(
+    stream: str,
+    kind: str,
+    *,
+    agent: str | None = None,
+    repo: str | None = None,
+    state: StateDir | None = None,
+    done: str = "done",
+    warn: Callable[[str], None] | None = None,
+    **data: Any,
+) -> Event | None:
+    """Log something that has already happened: the change stands whatever becomes of its line.
+
+    A full disk (or a damaged state directory) on the event log must not turn a change that was
+    made into an error that says nothing was changed — a lock the caller then does not know it
+    holds, a checkpoint believed missing, a write the monitor stops reporting. So a
+    :class:`StateError` here becomes one sentence, ``<done>, but the <kind> event could not be
+    written to <log> (<why>)``, handed to ``warn`` (default: a ``versatil:`` line on stderr),
+    and None is returned. Anything else (an unknown stream: a bug) still raises.
+    """
+    state = state or StateDir()
+    try:
+        return emit(stream, kind, agent=agent, repo=repo, state=state, **data)
+    except StateError as exc:
+        cause = exc.__cause__
+        detail = cause.strerror if isinstance(cause, OSError) and cause.strerror else exc
+        sentence = (
+            f"{done}, but the {kind!r} event could not be written to "
+            f"{state.event_log(stream)} ({detail})"
+        )
+        if warn is None:
+            print(f"versatil: {sentence}.", file=sys.stderr, flush=True)
+        else:
+            warn(sentence)
+        return None
+
+
 def printable(value: Any) -> Any:
     """``value`` with every string made encodable: a byte of a name that is not UTF-8 (a
     surrogate escape, as ``os.fsdecode`` gives) becomes ``\\xNN``, as Python prints it.
@@ -136,15 +195,51 @@ def read(
     word: str | None = None,
 ) -> list[Event]:
     """The events of ``stream`` in order, optionally only the last ``tail`` matching ``word``."""
-    check_stream(stream)
-    state = state or StateDir()
-    data = state.read_bytes(state.event_log(stream)) or b""
     kept: deque[Event] = deque(maxlen=tail if tail and tail > 0 else None)
-    for raw in data.splitlines():
-        event = _parse(raw)
-        if event is not None and _matches(event, word, raw):
+    for event, raw in _lines(stream, state, None, None):
+        if _matches(event, word, raw):
             kept.append(event)
     return list(kept)
+
+
+def records(
+    stream: str,
+    *,
+    state: StateDir | None = None,
+    containing: bytes | None = None,
+    last_bytes: int | None = None,
+) -> Iterator[Event]:
+    """The events of ``stream`` in order, decoding only the lines that contain ``containing``
+    (a substring search per line: a log full of other events costs little), and reading only
+    its last ``last_bytes`` when given (the first, partial line of that tail is skipped)."""
+    for event, _raw in _lines(stream, state, containing, last_bytes):
+        yield event
+
+
+def end(stream: str, *, state: StateDir | None = None) -> int:
+    """Where ``stream`` ends now (0 when it does not exist): an offset for :func:`follow`."""
+    check_stream(stream)
+    state = state or StateDir()
+    return state.size(state.event_log(stream))
+
+
+def _lines(
+    stream: str, state: StateDir | None, containing: bytes | None, last_bytes: int | None
+) -> Iterator[tuple[Event, bytes]]:
+    check_stream(stream)
+    state = state or StateDir()
+    path = state.event_log(stream)
+    if last_bytes is None:
+        data = state.read_bytes(path) or b""
+    else:
+        size = state.size(path)
+        data = state.read_range(path, max(0, size - last_bytes)) if size else b""
+    for raw in data.splitlines():
+        if containing is not None and containing not in raw:
+            continue
+        event = _parse(raw)
+        if event is not None:
+            yield event, raw
 
 
 def follow(
@@ -153,32 +248,46 @@ def follow(
     state: StateDir | None = None,
     word: str | None = None,
     poll: float = 0.1,
+    offset: int | None = None,
+    stop: threading.Event | None = None,
+    grew: threading.Event | None = None,
 ) -> Iterator[Event]:
-    """Yield events appended to ``stream`` from now on, until the caller stops iterating.
+    """Yield events appended to ``stream`` after ``offset`` (default: where it ends when the
+    iteration starts), until ``stop`` is set or the caller stops iterating.
 
-    Polls the file size every ``poll`` seconds (like ``tail -f``); a partial last line is kept
-    until its newline arrives, and a truncated or replaced file is read again from the start.
+    Between reads it waits ``poll`` seconds (like ``tail -f``), or until ``grew`` is set: a
+    caller that is told when the file changes (inotify) passes that event and gets each line
+    at once, ``poll`` then being only a safety net for a missed wake-up. A partial last line is
+    kept until its newline arrives, and a truncated or replaced file is read again from the
+    start.
     """
     check_stream(stream)
     state = state or StateDir()
     path = state.event_log(stream)
-    offset = state.size(path)
+    if offset is None:
+        offset = state.size(path)
     pending = b""
-    while True:
+    while stop is None or not stop.is_set():
+        if grew is not None:
+            grew.clear()  # before looking: a growth after the look wakes the wait below
         size = state.size(path)
         if size < offset:
             offset, pending = 0, b""
-        if size > offset:
-            chunk = state.read_range(path, offset, size - offset)
-            offset += len(chunk)
-            pending += chunk
-            *lines, pending = pending.split(b"\n")
-            for raw in lines:
-                event = _parse(raw)
-                if event is not None and _matches(event, word, raw):
-                    yield event
-        else:
-            time.sleep(poll)
+        if size == offset:
+            if grew is not None:
+                grew.wait(poll)
+            elif stop is not None:
+                stop.wait(poll)
+            else:
+                time.sleep(poll)
+            continue
+        chunk = state.read_range(path, offset, size - offset)
+        offset += len(chunk)
+        *lines, pending = (pending + chunk).split(b"\n")
+        for raw in lines:
+            event = _parse(raw)
+            if event is not None and _matches(event, word, raw):
+                yield event
 
 
 def encode(event: Event) -> bytes:

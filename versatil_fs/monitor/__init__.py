@@ -1,17 +1,75 @@
-"""The monitor: one observer per working tree, reporting every unlocked write."""
+"""The monitor: one observer per working tree, reporting every unlocked write.
 
-from versatil_fs.monitor import watcher as _watcher
-from versatil_fs.monitor.watcher import *  # noqa: F403
-from versatil_fs.monitor.watcher import Snapshot as Snapshot
-from versatil_fs.monitor.watcher import __all__ as __all__
-from versatil_fs.monitor.watcher import encode_write as encode_write
-from versatil_fs.monitor.watcher import lock_held_at as lock_held_at
-from versatil_fs.monitor.watcher import log_size as log_size
-from versatil_fs.monitor.watcher import normalize_guards as normalize_guards
-from versatil_fs.monitor.watcher import stderr_notice as stderr_notice
-from versatil_fs.monitor.watcher import under as under
-from versatil_fs.monitor.watcher import writes_from_event as writes_from_event
+How it works, and what it does not guarantee: :mod:`versatil_fs.monitor.watcher`. The parts:
+``ignore`` (git's ignore rules plus ``guard.ignore``), ``scan`` (the one tree scan, which
+``versatil run`` and the wave executor use too), ``attribution`` (who held the covering lock),
+``election`` (who observes), ``inotify`` (the glue to watchdog), ``tracking`` (events -> writes),
+``writes`` (what is reported and logged), ``watcher`` (the :class:`Monitor`), ``foreground``
+(``versatil monitor``).
+"""
 
-# Kept only until the split's next commit names them publicly.
-_looks_temporary = _watcher._looks_temporary
-_in_git_dir = _watcher._in_git_dir
+from versatil_fs.monitor.attribution import LockView, lock_held_at
+from versatil_fs.monitor.election import Election
+from versatil_fs.monitor.foreground import follow, log_size, stderr_notice, watch
+from versatil_fs.monitor.ignore import IgnoreMatcher, MonitorError
+from versatil_fs.monitor.scan import (
+    EventName,
+    Stamp,
+    TreeScan,
+    changes,
+    in_git_dir,
+    modified,
+    normalize_guards,
+    scan,
+    stamp,
+    under,
+    within,
+)
+from versatil_fs.monitor.tracking import looks_temporary
+from versatil_fs.monitor.watcher import Monitor
+from versatil_fs.monitor.writes import (
+    STREAM,
+    Write,
+    WriteKind,
+    encode_write,
+    unlocked_write_count,
+    writes_from_event,
+)
+
+# The names runner.py still imports (its owner switches it to TreeScan / changes): the same
+# objects under their old names, so nothing else's import breaks in the meantime.
+Snapshot = TreeScan
+diff_snapshots = changes
+
+__all__ = [
+    "STREAM",
+    "Election",
+    "EventName",
+    "IgnoreMatcher",
+    "LockView",
+    "Monitor",
+    "MonitorError",
+    "Snapshot",
+    "Stamp",
+    "TreeScan",
+    "Write",
+    "WriteKind",
+    "changes",
+    "diff_snapshots",
+    "encode_write",
+    "follow",
+    "in_git_dir",
+    "lock_held_at",
+    "log_size",
+    "looks_temporary",
+    "modified",
+    "normalize_guards",
+    "scan",
+    "stamp",
+    "stderr_notice",
+    "under",
+    "unlocked_write_count",
+    "watch",
+    "within",
+    "writes_from_event",
+]

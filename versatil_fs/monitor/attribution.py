@@ -1,0 +1,120 @@
+"""Who held the write lock covering a path: now (the lock table) or when a file was written
+(the locks log), so that a write is attributed to that lock's agent."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import msgspec
+
+from versatil_fs import events
+from versatil_fs.errors import NotRegularFile
+from versatil_fs.locks import leases
+from versatil_fs.locks.table import Grant, Table, path_contains
+from versatil_fs.state import StateDir
+
+__all__ = ["LockView", "lock_held_at"]
+
+
+class LockView:
+    """The live write locks of one repository, read from the lock table without locking it.
+
+    The table is replaced atomically (rename), so a plain read sees a whole document; it is
+    re-read only when its inode, size or mtime changed, which costs one ``stat`` per lookup.
+    A lock whose process has died but which is still listed is not counted: liveness is the
+    holder's flock, probed for the one lock that covers the path.
+    """
+
+    def __init__(self, state: StateDir, repo_key: str) -> None:
+        self.state = state
+        self.repo_key = repo_key
+        self._stamp: tuple[int, int, int] | None = None
+        self._grants: list[Grant] = []
+        self._decoder = msgspec.json.Decoder(Table)
+
+    def holder(self, path: str, *, refresh: bool = True) -> Grant | None:
+        """The live write lock covering the repo-relative ``path``, if any.
+
+        ``refresh=False`` skips the check for a newer table: for the second and later paths of
+        one batch of events, all of which happened before the batch's first look.
+        """
+        if refresh:
+            self.refresh()
+        now = time.time()
+        for grant in self._grants:
+            for claim in grant.claims:
+                if claim.mode == "write" and claim.resource.covers(self.repo_key, path):
+                    if _alive(grant, now):
+                        return grant
+                    break
+        return None
+
+    def refresh(self) -> None:
+        """Re-read the table if it changed since the last look."""
+        try:
+            info = os.stat(self.state.lock_table)
+        except FileNotFoundError:
+            self._stamp, self._grants = None, []
+            return
+        stamp = (info.st_ino, info.st_size, info.st_mtime_ns)
+        if stamp == self._stamp:
+            return
+        try:
+            raw = self.state.read_bytes(self.state.lock_table)
+            table = self._decoder.decode(raw or b"{}")
+        except (msgspec.DecodeError, msgspec.ValidationError, NotRegularFile):
+            # Damaged: the lock manager moves it aside and rebuilds it from the live holders.
+            from versatil_fs.locks.manager import LockManager
+
+            table = LockManager(repo=None, state=self.state).snapshot()
+            stamp = (0, 0, 0)
+        self._grants = [
+            g for g in table.locks
+            if any(c.resource.repo == self.repo_key and c.mode == "write" for c in g.claims)
+        ]
+        self._stamp = stamp
+
+
+# File timestamps come from the kernel's coarse clock, up to one tick (4 ms at HZ=250) behind
+# the real time. So an mtime within a tick before a release may belong to a write just after
+# it: only an mtime clearly inside a lock's logged interval counts as written under it.
+_TICK = 0.005
+_LOG_TAIL = 1 << 20
+
+
+def lock_held_at(state: StateDir, repo_key: str, path: str, written: float) -> Grant | None:
+    """A write lock of ``repo_key`` that covered ``path`` when a file got mtime ``written``.
+
+    Read from the locks log (its last MiB: this answers for writes seen moments after a
+    release). In doubt, within a tick of a release, it answers None: better a write reported
+    unlocked than an unlocked write hidden behind a lock that was already gone.
+    """
+    started: dict[str, events.Event] = {}
+    ended: dict[str, float] = {}
+    tail = events.records("locks", state=state, containing=b'"write_paths"', last_bytes=_LOG_TAIL)
+    for entry in tail:
+        lease = str(entry.data.get("lease", ""))
+        if entry.kind == "grant":
+            started[lease] = entry
+        elif entry.kind in ("release", "expire", "reclaim", "forced-release"):
+            ended[lease] = entry.time
+    for lease, grant in started.items():
+        if grant.repo != repo_key or grant.agent is None:
+            continue
+        if not grant.time <= written <= ended.get(lease, written + _TICK) - _TICK:
+            continue
+        paths = grant.data.get("write_paths") or []
+        if any(path_contains(str(p), path) for p in paths):
+            return Grant(
+                id=lease, agent=grant.agent, claims=[], acquired_at=grant.time,
+                expires_at=ended.get(lease, grant.time),
+            )
+    return None
+
+
+def _alive(grant: Grant, now: float) -> bool:
+    if grant.owner == "shell":
+        return now < grant.expires_at
+    return bool(grant.lease_file) and leases.is_held(grant.lease_file)
+

@@ -1,0 +1,237 @@
+"""What the monitor reports: a :class:`Write`, its two printed forms, how it is attributed and
+recorded in the ``collision-detection`` log (:class:`Reporter`), and how it is read back from
+there (:func:`writes_from_event`, :func:`unlocked_write_count`)."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from typing import Any, Literal
+
+import msgspec
+
+from versatil_fs import events
+from versatil_fs.locks.table import Grant
+from versatil_fs.monitor.attribution import LockView, lock_held_at
+from versatil_fs.monitor.scan import EventName
+from versatil_fs.repo import Repository
+from versatil_fs.state import StateDir
+
+__all__ = [
+    "STREAM",
+    "Reporter",
+    "Write",
+    "WriteKind",
+    "encode_write",
+    "unlocked_write_count",
+    "writes_from_event",
+]
+
+WriteKind = Literal["unlocked-write", "locked-write"]
+STREAM = "collision-detection"
+
+
+class Write(msgspec.Struct, kw_only=True, omit_defaults=True, rename={"source": "from"}):
+    """One reported write: a line of ``versatil monitor --json``.
+
+    ``agent`` is the holder of the covering write lock (null for an unlocked write); ``from``
+    is the old path of a move; ``rescan`` marks a write found by a rescan after an event
+    overflow rather than by its own event.
+    """
+
+    kind: WriteKind
+    path: str
+    event: EventName
+    agent: str | None
+    time: float
+    source: str | None = None
+    rescan: bool = False
+
+    def line(self) -> str:
+        """The human form: ``12:00:01 unlocked-write modified src/a.py``.
+
+        A name that is not UTF-8 is shown escaped (``\\xff.txt``), as in :func:`encode_write`.
+        """
+        clock = time.strftime("%H:%M:%S", time.localtime(self.time))
+        who = f" {self.agent}" if self.agent else ""
+        moved = f" (from {events.printable(self.source)})" if self.source else ""
+        rescan = " [rescan]" if self.rescan else ""
+        path = events.printable(self.path)
+        return f"{clock} {self.kind}{who} {self.event} {path}{moved}{rescan}"
+
+
+_write_encoder = msgspec.json.Encoder()
+
+
+def encode_write(write: Write) -> bytes:
+    """One JSON line. ``path`` holds what ``os.fsdecode`` gives (surrogate escapes for bytes
+    that are not UTF-8), which JSON cannot carry: such a name goes out in its printable form,
+    the same one the collision-detection log records."""
+    try:
+        return _write_encoder.encode(write)
+    except UnicodeEncodeError:
+        return _write_encoder.encode(events.printable(write))
+
+
+# Recording --------------------------------------------------------------------------------------
+class Reporter:
+    """Attributes each write to the write lock covering it, counts it, logs it (when ``record``)
+    and hands it to ``sink``.
+
+    ``look`` stats a repo-relative path (None when it is gone): a write whose lock was released
+    before its event arrived is attributed from the file's mtime and the locks log. A log line
+    that cannot be written (a full disk) is said once through ``notify``; the write is still
+    reported and counted, and the monitor goes on.
+    """
+
+    def __init__(
+        self,
+        repo: Repository,
+        state: StateDir,
+        locks: LockView,
+        *,
+        look: Callable[[str], os.stat_result | None],
+        sink: Callable[[Write], None] | None,
+        notify: Callable[[str], None] | None,
+        record: bool,
+    ) -> None:
+        self.repo = repo
+        self.state = state
+        self.locks = locks
+        self.look = look
+        self.sink = sink
+        self.notify = notify
+        self.record = record
+        self.root = str(repo.toplevel)
+        self.unlocked = 0
+        self.locked = 0
+        self._warned = False
+
+    def log(
+        self, kind: str, agent: str | None = None, *, strict: bool = False, **data: Any
+    ) -> None:
+        """One line in the collision-detection log (when recording); ``data`` names the
+        working tree itself (``worktree=``), where a reader expects it in the line.
+
+        A write has happened whatever becomes of its line, so a log that cannot be written is
+        said once and the monitor goes on; with ``strict`` (its start: nothing happened yet)
+        the failure is raised instead, and a monitor that could record nothing refuses.
+        """
+        if not self.record:
+            return
+        if strict:
+            events.emit(STREAM, kind, agent=agent, repo=self.repo.key, state=self.state, **data)
+            return
+        events.emit_done(
+            STREAM, kind, agent=agent, repo=self.repo.key, state=self.state,
+            done="the monitor goes on", warn=self._warn_once, **data,
+        )
+
+    def _warn_once(self, sentence: str) -> None:
+        if not self._warned:
+            self._warned = True
+            if self.notify is not None:
+                self.notify(sentence)
+
+    def report(
+        self,
+        rel: str,
+        event: EventName,
+        *,
+        source: str | None = None,
+        rescan: bool = False,
+        holder: Grant | Literal[False] | None = False,
+    ) -> None:
+        """Report one write; ``holder`` (when not False) is its lock, already looked up."""
+        grant = self.locks.holder(rel, refresh=False) if holder is False else holder
+        now = time.time()
+        if grant is None and holder is False:
+            grant = self._held_then(rel, event)
+        if grant is None:
+            self.unlocked += 1
+            write = Write(
+                kind="unlocked-write", path=rel, event=event, agent=None, time=now,
+                source=source, rescan=rescan,
+            )
+            if self.record:
+                extra: dict[str, Any] = {}
+                if source:
+                    extra["from"] = source
+                if rescan:
+                    extra["rescan"] = True
+                self.log(
+                    "unlocked-write", path=rel, event=event, worktree=self.root, **extra
+                )
+        else:
+            self.locked += 1
+            write = Write(
+                kind="locked-write", path=rel, event=event, agent=grant.agent, time=now,
+                source=source, rescan=rescan,
+            )
+            # The kind and fields `checkpoint restore --agent` reads back.
+            self.log(
+                "files-modified", grant.agent, paths=[rel], wave=None, task=None,
+                event=event, source="monitor", lease=grant.id, worktree=self.root,
+            )
+        if self.sink is not None:
+            self.sink(write)
+
+    def _held_then(self, rel: str, event: EventName) -> Grant | None:
+        """The write lock that covered ``rel`` when it was written, if it is gone by now.
+
+        Events reach us after the write (a file is reported when its writer closes it), so a
+        short task can release its lock before we look: the locks log says who held what,
+        when, and the file's mtime says when it was written. A deletion leaves no time behind
+        and gets no such benefit of the doubt.
+        """
+        info = self.look(rel) if event != "deleted" else None
+        if info is None:
+            return None
+        return lock_held_at(self.state, self.repo.key, rel, info.st_mtime)
+
+
+# Reading back -----------------------------------------------------------------------------------
+def writes_from_event(event: events.Event) -> list[Write]:
+    """The writes a logged event stands for (none for other kinds)."""
+    data = event.data
+    if event.kind == "unlocked-write":
+        return [
+            Write(
+                kind="unlocked-write", path=str(data.get("path", "")),
+                event=data.get("event", "modified"), agent=None, time=event.time,
+                source=data.get("from"), rescan=bool(data.get("rescan", False)),
+            )
+        ]
+    if event.kind == "files-modified" and data.get("source") == "monitor":
+        return [
+            Write(
+                kind="locked-write", path=str(path), event=data.get("event", "modified"),
+                agent=event.agent, time=event.time,
+            )
+            for path in data.get("paths") or []
+        ]
+    return []
+
+
+def unlocked_write_count(
+    repo: Repository | str | os.PathLike[str],
+    *,
+    since: float | None = None,
+    state: StateDir | None = None,
+) -> int:
+    """How many unlocked writes the monitor has recorded for ``repo`` (optionally since a time).
+
+    Reads the ``collision-detection`` log; only lines that mention an unlocked write are decoded,
+    so a log full of other events costs a substring search per line.
+    """
+    repository = repo if isinstance(repo, Repository) else Repository.find(repo)
+    key = repository.key
+    count = 0
+    for event in events.records(STREAM, state=state, containing=b'"unlocked-write"'):
+        if event.kind != "unlocked-write" or event.repo != key:
+            continue
+        if since is not None and event.time < since:
+            continue
+        count += 1
+    return count
