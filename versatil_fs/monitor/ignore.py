@@ -18,7 +18,8 @@ import threading
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from versatil_fs.errors import VersatilError
+from versatil_fs import git
+from versatil_fs.errors import GitFailed, VersatilError
 from versatil_fs.repo import Repository
 from versatil_fs.state import StateDir
 
@@ -27,12 +28,6 @@ __all__ = ["IgnoreMatcher", "MonitorError"]
 
 class MonitorError(VersatilError):
     """The monitor cannot watch (no git, no inotify, an unreadable repository)."""
-
-
-_GIT_LOCATION_VARIABLES = (
-    "GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_PREFIX", "GIT_COMMON_DIR",
-    "GIT_NAMESPACE",
-)
 
 
 class IgnoreMatcher:
@@ -77,17 +72,15 @@ class IgnoreMatcher:
         """What git counts as the working tree below ``guards``: tracked files and untracked,
         non-ignored ones (repo-relative); updates :attr:`nested`."""
         argv = [
-            "git", *self._git_options(), "--literal-pathspecs", "ls-files", "-z", "--cached",
+            *self._git_options(), "--literal-pathspecs", "ls-files", "-z", "--cached",
             "--others", "--exclude-standard",
         ]
         if list(guards) != ["."]:
             argv += ["--", *guards]
         try:
-            result = subprocess.run(
-                argv, cwd=self.repo.toplevel, env=_git_env(), capture_output=True, check=False
-            )
-        except OSError as exc:
-            raise MonitorError(f"Cannot run git to list the files ({exc.strerror}).") from exc
+            result = git.run(argv, cwd=self.repo.toplevel, check=False)
+        except GitFailed as exc:  # git could not start: its sentence says why
+            raise MonitorError(str(exc)) from exc
         if result.returncode != 0:
             reason = result.stderr.decode(errors="replace").strip().splitlines()
             raise MonitorError(
@@ -135,22 +128,16 @@ class IgnoreMatcher:
         return self._options
 
     def _start(self) -> subprocess.Popen[bytes]:
-        env = _git_env()
-        # check-ignore flushes after each answer only when told to, or when stdout is a tty.
-        env["GIT_FLUSH"] = "1"
         argv = [
-            "git", *self._git_options(), "check-ignore", "--stdin", "-z", "-v", "-n",
-            "--non-matching",
+            *self._git_options(), "check-ignore", "--stdin", "-z", "-v", "-n", "--non-matching",
         ]
         try:
-            return subprocess.Popen(
-                argv, cwd=self.repo.toplevel, env=env, stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+            # check-ignore flushes after each answer only when told to, or when stdout is a tty.
+            return git.spawn(
+                argv, cwd=self.repo.toplevel, env={"GIT_FLUSH": "1"}, stderr=subprocess.DEVNULL
             )
-        except OSError as exc:
-            raise MonitorError(
-                f"Cannot run git to read the ignore rules ({exc.strerror}); is git installed?"
-            ) from exc
+        except GitFailed as exc:  # git could not start: its sentence says why
+            raise MonitorError(str(exc)) from exc
 
     def _excludes_file(self) -> Path:
         """A file holding the user's global excludes followed by ``guard.ignore``."""
@@ -271,19 +258,10 @@ def _converse(proc: subprocess.Popen[bytes], paths: list[str]) -> dict[str, bool
     return answers
 
 
-def _git_env() -> dict[str, str]:
-    # A git hook or a wrapper may export variables that point git at another repository.
-    return {k: v for k, v in os.environ.items() if k not in _GIT_LOCATION_VARIABLES}
-
-
 def _git_output(repo: Repository, *args: str) -> str | None:
     try:
-        result = subprocess.run(
-            ["git", *args], cwd=repo.toplevel, env=_git_env(), capture_output=True,
-            check=False,
-        )
-    except OSError:
+        result = git.run(args, cwd=repo.toplevel, check=False)
+    except GitFailed:
         return None
     text = result.stdout.decode(errors="surrogateescape").strip()
     return text if result.returncode == 0 and text else None
-
