@@ -44,11 +44,11 @@ import os
 import stat
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
+from versatil_fs import flock
 from versatil_fs.errors import NotRegularFile, StateError
 
 DIR_MODE = 0o700
@@ -429,16 +429,9 @@ class StateDir:
         return target
 
 
-@contextmanager
-def flocked(fd: int) -> Iterator[None]:
-    """Hold an exclusive flock on ``fd`` for the ``with`` block."""
-    import fcntl
-
-    fcntl.flock(fd, fcntl.LOCK_EX)
-    try:
-        yield
-    finally:
-        fcntl.flock(fd, fcntl.LOCK_UN)
+def flocked(fd: int) -> AbstractContextManager[None]:
+    """Hold an exclusive flock on ``fd`` for the ``with`` block (:func:`versatil_fs.flock.held`)."""
+    return flock.held(fd)
 
 
 def _check_owned(path: Path, *, want_dir: bool) -> None:

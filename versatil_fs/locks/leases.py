@@ -25,7 +25,7 @@ Descriptors are ``O_CLOEXEC`` so commands started with exec never inherit a floc
 
 from __future__ import annotations
 
-import fcntl
+import errno
 import os
 import select
 import stat
@@ -35,6 +35,7 @@ import weakref
 from collections.abc import Iterable
 from pathlib import Path
 
+from versatil_fs import flock
 from versatil_fs.state import StateDir, _state_error, overwrite
 
 
@@ -59,7 +60,8 @@ class HolderFile:
         tmp = state.leases / f".{holder_id}.tmp"
         fd = state.open_lock_file(tmp)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if not flock.try_lock(fd):  # a fresh id: only a planted file could be held
+                raise BlockingIOError(errno.EWOULDBLOCK, "held by another process", str(tmp))
             os.rename(tmp, final)
         except BaseException:
             os.close(fd)
@@ -130,20 +132,11 @@ def _open_holder(path: str | Path, flags: int) -> int | None:
 def is_held(path: str | Path) -> bool:
     """Whether a live process still holds the file at ``path`` flocked.
 
-    Anything but a regular file (a symlink, a FIFO) is no proof of life: it is not held.
+    A shared probe (:func:`versatil_fs.flock.probe_path`): waiters take ``LOCK_SH`` on the file
+    too and must never make a dead holder look alive. Anything but a regular file (a symlink,
+    a FIFO) is no proof of life: it is not held.
     """
-    fd = _open_holder(path, os.O_RDONLY)
-    if fd is None:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    except OSError:
-        return False
-    finally:
-        os.close(fd)  # closing also drops the probe's own LOCK_SH
-    return False
+    return flock.probe_path(path, shared=True)
 
 
 def rewrite_foreign(path: str | Path, data: bytes) -> None:
@@ -253,7 +246,7 @@ def _wait_for_release(path: str) -> None:
     fd = _open_holder(path, os.O_RDONLY)
     if fd is not None:  # else already gone (or not a holder file at all): ring at once
         try:
-            fcntl.flock(fd, fcntl.LOCK_SH)
+            flock.lock(fd, shared=True)
         except OSError:
             pass
         finally:

@@ -11,7 +11,6 @@ holder files of :mod:`versatil_fs.locks.leases`.
 
 from __future__ import annotations
 
-import fcntl
 import os
 import stat
 import threading
@@ -22,6 +21,7 @@ from typing import Protocol
 
 import msgspec
 
+from versatil_fs import flock
 from versatil_fs.errors import LockConflict, StateError
 from versatil_fs.locks import clock, leases
 from versatil_fs.locks.table import (
@@ -192,11 +192,9 @@ class LocalStore:
 
     def _locked_transaction(self, wait: float) -> Iterator[Table]:
         fd = self._table_lock_fd()
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            own = True
-        except BlockingIOError:
-            fd, own = self._flock_within(wait), False
+        own = flock.try_lock(fd)
+        if not own:
+            fd = self._flock_within(wait)
         self._probed = {}  # liveness is only stable while we hold the table lock
         try:
             raw = self._read_table()
@@ -218,47 +216,21 @@ class LocalStore:
         finally:
             self._forgotten = []
             self._on_commit = []
-            fcntl.flock(fd, fcntl.LOCK_UN)
+            flock.unlock(fd)
             if not own:
                 os.close(fd)
 
     def _flock_within(self, wait: float) -> int:
-        """The table lock, taken on a descriptor of its own within ``wait`` seconds.
-
-        flock has no timeout, so a helper thread blocks in it (woken by the kernel the moment
-        the lock is free, no polling) while we wait on an event. The thread's descriptor is a
-        separate open file description, so the lock it gets is ours to use; if we give up
-        first, the thread lets go of the lock as soon as it gets it and closes the descriptor.
-        """
-        fd = self.state.open_lock_file(self.state.table_lock)
-        got = threading.Event()
-        guard = threading.Lock()
-        abandoned = [False]
-        failed: list[OSError] = []
-
-        def take() -> None:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX)
-            except OSError as exc:
-                failed.append(exc)
-            with guard:
-                if abandoned[0]:
-                    os.close(fd)  # drops the lock we no longer want
-                    return
-                got.set()
-
-        threading.Thread(target=take, daemon=True, name="versatil-table-lock").start()
-        if not got.wait(min(wait, threading.TIMEOUT_MAX)):
-            with guard:
-                if not got.is_set():
-                    abandoned[0] = True
-                    raise self._busy(wait, self.state.table_lock)
-            # else: granted just as we gave up; use it
-        if failed:
-            os.close(fd)
-            raise StateError(
-                f"Could not lock {self.state.table_lock}: {failed[0].strerror or failed[0]}."
-            )
+        """The table lock, taken on a descriptor of its own within ``wait`` seconds
+        (:func:`versatil_fs.flock.lock_within`: a helper thread, no polling)."""
+        path = self.state.table_lock
+        try:
+            fd = flock.lock_within(lambda: self.state.open_lock_file(path), wait)
+        except OSError as exc:
+            # Never a transaction run without the lock: a failed flock is an error.
+            raise StateError(f"Could not lock {path}: {exc.strerror or exc}.") from exc
+        if fd is None:
+            raise self._busy(wait, path)
         return fd
 
     def _busy(self, wait: float, path: Path | None) -> LockConflict:
