@@ -117,7 +117,30 @@ def make_observer(
     needed = ("_add_all_callbacks", "_add_callback", "on_queue_overflow")
     if not all(hasattr(InotifyWatchGroup, name) for name in needed):
         return _stock_observer(events_queue)
-    class Group(InotifyWatchGroup):
+    group = _watch_group(InotifyWatchGroup, events_queue, prune)
+
+    class Emitter(InotifyEmitter):
+        def on_thread_start(self) -> None:
+            self._inotify = group(
+                self._inotify_fd,
+                os.fsencode(self.watch.path),
+                is_recursive=self.watch.is_recursive,
+                event_mask=self.get_event_mask_from_filter(),
+                follow_symlink=self.watch.follow_symlink,
+            )
+
+    observer = InotifyObserver()
+    observer._emitter_class = Emitter
+    return observer
+
+
+def _watch_group(
+    base: Any, events_queue: queue.SimpleQueue[Any], prune: Callable[[str], bool]
+) -> Any:
+    """watchdog's ``InotifyWatchGroup`` (``base``), telling ``events_queue`` about an overflow
+    and the watch limit, and adding no watch where ``prune`` says."""
+
+    class Group(base):  # type: ignore[misc]
         def on_queue_overflow(self) -> None:
             super().on_queue_overflow()  # watchdog rebuilds the watches first
             events_queue.put(OVERFLOW)
@@ -155,19 +178,7 @@ def make_observer(
             self._active_callbacks_by_path[path] = wd
             self._active_callbacks_by_watch[wd] = path
 
-    class Emitter(InotifyEmitter):
-        def on_thread_start(self) -> None:
-            self._inotify = Group(
-                self._inotify_fd,
-                os.fsencode(self.watch.path),
-                is_recursive=self.watch.is_recursive,
-                event_mask=self.get_event_mask_from_filter(),
-                follow_symlink=self.watch.follow_symlink,
-            )
-
-    observer = InotifyObserver()
-    observer._emitter_class = Emitter
-    return observer
+    return Group
 
 
 def _stock_observer(events_queue: queue.SimpleQueue[Any]) -> Any:
