@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 
+from versatil_fs import flock
 from versatil_fs.errors import VersatilError
 from versatil_fs.repo import Repository
 from versatil_fs.state import StateDir, overwrite
@@ -36,14 +37,15 @@ class Election:
 
     def try_win(self) -> bool:
         """Become the monitor if nobody is; never blocks."""
-        import fcntl
-
         if self._fd is not None:
             return True
         fd = self.state.open_lock_file(self.path)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+            won = flock.try_lock(fd)
+        except BaseException:
+            os.close(fd)
+            raise
+        if not won:
             os.close(fd)
             return False
         self._claim(fd)
@@ -51,13 +53,11 @@ class Election:
 
     def wait_to_win(self) -> None:
         """Block until this process is the monitor (the current one exits)."""
-        import fcntl
-
         if self._fd is not None:
             return
         fd = self.state.open_lock_file(self.path)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            flock.lock(fd)
         except BaseException:
             os.close(fd)
             raise
