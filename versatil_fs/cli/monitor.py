@@ -12,6 +12,8 @@ import click
 from versatil_fs import monitor as monitoring
 from versatil_fs.repo import Repository
 
+__all__ = ["monitor"]
+
 
 @click.command()
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")

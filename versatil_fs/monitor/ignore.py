@@ -51,6 +51,9 @@ class IgnoreMatcher:
         self._state = state or StateDir()
         self._cache: dict[str, bool] = {}
         self._lock = threading.Lock()
+        # Apart from _lock (held across a check-ignore conversation): list_files runs from
+        # several threads at once (the wave executor's tasks) and must not wait on it.
+        self._listing = threading.Lock()
         self._proc: subprocess.Popen[bytes] | None = None
         self._options: list[str] | None = None
         self.nested: set[str] = set()
@@ -97,10 +100,11 @@ class IgnoreMatcher:
                 nested.add(rel.rstrip("/"))  # `--others` shows a nested repository so
             else:
                 files.append(rel)
-        if list(guards) == ["."]:
-            self.nested = nested
-        else:
-            self.nested |= nested
+        with self._listing:
+            if list(guards) == ["."]:
+                self.nested = nested
+            else:
+                self.nested = self.nested | nested
         return files
 
     def reset(self) -> None:
@@ -121,11 +125,12 @@ class IgnoreMatcher:
 
     # Internals ---------------------------------------------------------------------------
     def _git_options(self) -> list[str]:
-        if self._options is None:
-            self._options = (
-                ["-c", f"core.excludesFile={self._excludes_file()}"] if self._extra else []
-            )
-        return self._options
+        with self._listing:  # one excludes file written, whichever thread asks first
+            if self._options is None:
+                self._options = (
+                    ["-c", f"core.excludesFile={self._excludes_file()}"] if self._extra else []
+                )
+            return self._options
 
     def _start(self) -> subprocess.Popen[bytes]:
         argv = [
