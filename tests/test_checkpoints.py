@@ -28,6 +28,7 @@ from versatil_fs.checkpoints import (
     record_files_modified,
     write_lock_conflicts,
 )
+from versatil_fs.checkpoints.apply import remove_path
 from versatil_fs.errors import NotARepository, Refused, UsageError
 from versatil_fs.locks.table import Claim, Grant, Mode, Resource
 from versatil_fs.repo import Repository
@@ -112,7 +113,7 @@ def checkpoint_refs(root: Path) -> list[str]:
 
 
 def metadata_dir(cps: Checkpoints) -> Path:
-    return cps._dir
+    return cps.site.metadata
 
 
 # Pure helpers -------------------------------------------------------------------------------------
@@ -381,13 +382,13 @@ def test_a_sha256_repository_round_trips(tmp_path: Path) -> None:
 def test_an_id_drawn_twice_is_drawn_again_and_the_existing_ref_never_moves(
     repo: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import versatil_fs.checkpoints.store as module
+    import versatil_fs.checkpoints.create as module
 
     cps = Checkpoints(repo)
     first = cps.create("first")
     draws = iter([first.id])  # the next create draws the same id once
-    real = module._new_id
-    monkeypatch.setattr(module, "_new_id", lambda started, wave: next(draws, real(started, wave)))
+    real = module.new_id
+    monkeypatch.setattr(module, "new_id", lambda started, wave: next(draws, real(started, wave)))
     write(repo, "src/a.py", "changed\n")
     second = cps.create("second")
     assert second.id != first.id
@@ -918,7 +919,7 @@ def test_a_removal_never_follows_a_symlink_out_of_the_repository(
     outside.mkdir()
     (outside / "precious.txt").write_text("not the repository's\n")
     os.symlink(outside, repo / "escape")
-    Checkpoints(repo)._remove("escape/precious.txt")
+    remove_path(Checkpoints(repo).repo.toplevel, "escape/precious.txt")
     assert (outside / "precious.txt").read_text() == "not the repository's\n"
 
 

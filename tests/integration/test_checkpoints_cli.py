@@ -92,7 +92,7 @@ def files_of(root: Path) -> dict[str, bytes]:
 
 
 def scratch_of(repo: Path) -> Path:
-    return Checkpoints(repo)._scratch
+    return Checkpoints(repo).site.scratch
 
 
 # The command line, in process ---------------------------------------------------------------------
@@ -295,7 +295,7 @@ def test_killed_before_the_commit_leaves_no_ref_no_metadata_and_no_stray_index(
     assert refs(repo) == []
     cps = Checkpoints(repo)  # any command sweeps what the dead process left
     assert list(scratch_of(repo).iterdir()) == []
-    assert list(cps._dir.glob("*.json")) == []
+    assert list(cps.site.metadata.glob("*.json")) == []
     assert cps.list() == []
     assert (repo / ".git/index").read_bytes() == index_before
     assert not (repo / ".git/index.lock").exists()
@@ -313,7 +313,7 @@ def test_killed_before_the_metadata_rename_is_listed_from_its_commit(repo: Path)
     (record,) = json.loads(listed.stdout)["checkpoints"]
     assert record["id"] == cid and record["recovered"] is True
     assert (record["message"], record["wave"]) == ("half done", 4)
-    assert not list(Checkpoints(repo)._dir.glob("*.json"))  # no half-written record
+    assert not list(Checkpoints(repo).site.metadata.glob("*.json"))  # no half-written record
 
 
 @pytest.mark.slow

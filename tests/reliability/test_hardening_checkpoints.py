@@ -28,7 +28,8 @@ from reliability.support import (
 )
 
 from versatil_fs.checkpoints import REF_PREFIX, Checkpoints, record_files_modified
-from versatil_fs.checkpoints import store as checkpoints_module
+from versatil_fs.checkpoints import apply as checkpoints_module
+from versatil_fs.checkpoints.site import RepoGit
 from versatil_fs.state import StateDir
 
 FILES = {
@@ -378,7 +379,7 @@ def test_a_restore_that_fails_part_way_names_what_it_did_and_the_way_back(
     repo: Path, tally: Tally, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     target, theirs, ours = _big_world(repo)
-    real = checkpoints_module._move_into_place
+    real = checkpoints_module.move_into_place
     calls = []
 
     def fail_third(source: bytes, final: bytes) -> None:
@@ -387,7 +388,7 @@ def test_a_restore_that_fails_part_way_names_what_it_did_and_the_way_back(
             raise OSError(28, "No space left on device")
         real(source, final)
 
-    monkeypatch.setattr(checkpoints_module, "_move_into_place", fail_third)
+    monkeypatch.setattr(checkpoints_module, "move_into_place", fail_third)
     result = tally.outcome(versatil("checkpoint", "restore", target, cwd=repo))
     monkeypatch.undo()
     problems = one_line_problems(result, (1,), ["stopped part-way", "No space left",
@@ -622,14 +623,14 @@ def test_a_create_that_cannot_undo_its_ref_says_the_checkpoint_exists(
     repo: Path, tally: Tally, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _full_disk_for_metadata(monkeypatch)
-    real_spawn = Checkpoints._spawn
+    real_spawn = RepoGit.spawn
 
-    def spawn(self: Checkpoints, *args: str, **kwargs: object) -> subprocess.Popen[bytes]:
+    def spawn(self: RepoGit, *args: str, **kwargs: object) -> subprocess.Popen[bytes]:
         if args[:2] == ("update-ref", "-d"):
             args = ("update-ref", "-d", "refs/no/such/ref", "1" * 40)  # fails
         return real_spawn(self, *args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(Checkpoints, "_spawn", spawn)
+    monkeypatch.setattr(RepoGit, "spawn", spawn)
     result = tally.outcome(versatil("checkpoint", "create", "-m", "half", cwd=repo))
     monkeypatch.undo()
     assert one_line_problems(result, (1, 2), ["was made", "list"]) == [], result

@@ -1,0 +1,216 @@
+"""A restore, as the steps it takes.
+
+It changes the working tree only, and reads as one context manager composed of smaller ones
+(the shape of pre-commit's ``staged_files_only``: each step sets something up and undoes it on
+the way out, whatever happens inside):
+
+1. :func:`one_restore_at_a_time` -- the repository's restore lock (two interleaved restores
+   would each make a safety checkpoint of a tree the other is half-way through rewriting);
+2. :func:`staged_working_tree` -- the working tree staged into a private index, removed after;
+3. :func:`planned_changes` -- what differs between the staged tree and the checkpoint, narrowed
+   to the selection, refused if someone else's lock or work is in it;
+4. :func:`safety_checkpoint` -- the current state committed first (whatever the checkpoint will
+   overwrite that git ignores is force-added to it), its record marked finished only when the
+   restore in the block ended or changed nothing: a restore killed or failing part-way leaves it
+   unfinished, so ``list`` points at the checkpoint that undoes it;
+5. :func:`~versatil_fs.checkpoints.apply.apply_changes` -- the files written, each whole.
+"""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+import fcntl
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from versatil_fs.checkpoints.apply import apply_changes, unsaved_in_the_way
+from versatil_fs.checkpoints.create import commit
+from versatil_fs.checkpoints.plumbing import parse_raw_diff, path_bytes
+from versatil_fs.checkpoints.records import (
+    Change,
+    CheckpointRecord,
+    RestoreResult,
+    printable,
+    reason,
+)
+from versatil_fs.checkpoints.selection import refuse_locked, select
+from versatil_fs.checkpoints.site import (
+    Site,
+    StagedTree,
+    describe,
+    diff_index,
+    in_background,
+    stage,
+)
+from versatil_fs.errors import GitFailed, Refused, RestoreIncomplete, StateError
+from versatil_fs.state import flocked
+
+__all__ = [
+    "RestoreRequest",
+    "interrupted_restores",
+    "one_restore_at_a_time",
+    "planned_changes",
+    "restore",
+    "safety_checkpoint",
+    "staged_working_tree",
+]
+
+_RESTORE_LOCK = "restore.lock"
+
+
+@dataclass(frozen=True)
+class RestoreRequest:
+    """What to restore and on whose behalf (see ``Checkpoints.restore``)."""
+
+    paths: builtins.list[str] | None  # repo-relative, normalized; None: everything
+    agent: str | None  # only the files this agent recorded as modified
+    wave: int | None  # only the files this wave recorded as modified
+    force: bool  # overwrite locked files, other agents' work and unsaved ignored files
+    restorer: str  # the agent restoring: its own locks never block it
+
+    @property
+    def selective(self) -> bool:
+        return self.paths is not None or self.agent is not None or self.wave is not None
+
+
+def restore(site: Site, target: CheckpointRecord, request: RestoreRequest, *,
+            large_file_bytes: Callable[[], int]) -> RestoreResult:
+    """Bring the working tree (or the selection) back to ``target``; see the module's steps.
+
+    The result's ``safety_checkpoint`` is None when nothing had to change.
+    """
+    with one_restore_at_a_time(site), staged_working_tree(site) as staged, in_background(
+        # What the safety checkpoint will need is worked out while the restore decides what
+        # to change (and thrown away if nothing is to change).
+        lambda: describe(site.git, staged)
+    ) as described:
+        changes = planned_changes(site, staged, target, request)
+        if not changes:
+            return RestoreResult(checkpoint=target.id, safety_checkpoint=None)
+        with safety_checkpoint(site, staged, target, changes, request, described(),
+                               large_file_bytes=large_file_bytes) as safety:
+            return apply_changes(site, target, safety, changes)
+
+
+@contextlib.contextmanager
+def one_restore_at_a_time(site: Site) -> Iterator[None]:
+    """Hold the repository's restore lock for the block."""
+    fd = site.lock_file(_RESTORE_LOCK)
+    try:
+        with flocked(fd):
+            yield
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def staged_working_tree(site: Site) -> Iterator[StagedTree]:
+    """The working tree staged into a private index, which is removed on the way out."""
+    with site.private_index() as index:
+        yield stage(site, index)
+
+
+def planned_changes(site: Site, staged: StagedTree, target: CheckpointRecord,
+                    request: RestoreRequest) -> builtins.list[Change]:
+    """The changes that bring the staged tree to ``target``, within the request's selection;
+    ``Refused`` (unless forced) if another agent's write lock or recorded work is in them."""
+    # From the working tree (as staged) to the target: -R turns the tree-to-index comparison
+    # around. No tree is written unless there is something to restore.
+    changes = parse_raw_diff(diff_index(site.git, staged, target.tree, "-R"))
+    if request.selective:
+        changes = select(site, changes, target, request.paths, request.agent, request.wave,
+                         request.force)
+    if changes and not request.force:
+        refuse_locked(site, changes, target, request.restorer)
+    return changes
+
+
+@contextlib.contextmanager
+def safety_checkpoint(
+    site: Site,
+    staged: StagedTree,
+    target: CheckpointRecord,
+    changes: Sequence[Change],
+    request: RestoreRequest,
+    description: tuple[bytes, bytes],
+    *,
+    large_file_bytes: Callable[[], int],
+) -> Iterator[CheckpointRecord]:
+    """The safety checkpoint of the staged tree, for the restore in the block.
+
+    Content that ``changes`` would overwrite or delete and that the staged tree does not hold
+    (ignored now) is force-added to it first. Its record says the restore is unfinished until
+    the block ends; a block that fails having changed nothing (a :class:`RestoreIncomplete`
+    with nothing restored) marks it finished too, and names it in the error.
+    """
+    in_the_way = unsaved_in_the_way(site.repo.toplevel, changes)
+    if in_the_way:
+        _save_in_the_way(site, staged.index, in_the_way, target, request.force)
+        description = describe(site.git, staged)
+    safety = commit(
+        site, staged, started=time.time(), message=f"before restoring {target.id}",
+        agent=request.restorer, kind="safety", restore_of=target.id, described=description,
+        large_file_bytes=large_file_bytes,
+    )
+    try:
+        yield safety
+    except RestoreIncomplete as exc:
+        if exc.restored:
+            raise  # the safety record says unfinished: list points at it
+        # Nothing changed: the safety checkpoint is only a copy of the tree.
+        safety.restore_complete = True
+        with contextlib.suppress(StateError):
+            site.write_record(safety, durable=False)
+        exc.safety = safety.id
+        raise
+    safety.restore_complete = True
+    # Not fsynced: losing this update in a power cut only makes `list` call the restore
+    # interrupted, which sends the user to the same safety checkpoint.
+    try:
+        site.write_record(safety, durable=False)
+    except StateError as exc:
+        # The files are restored: an error now would say nothing was changed.
+        print(f"versatil: restored, but {safety.id} could not be marked as "
+              f"finished ({reason(exc)}); `list` will call it interrupted.",
+              file=sys.stderr)
+
+
+def _save_in_the_way(site: Site, index: Path, paths: Sequence[str], target: CheckpointRecord,
+                     force: bool) -> None:
+    """Force-add ``paths`` (ignored ones included) to the safety checkpoint's index."""
+    proc = site.git.spawn("add", "-f", "--pathspec-from-file=-", "--pathspec-file-nul",
+                          index=index, extra={"LC_ALL": "C"})
+    _, err = proc.communicate(b"".join(path_bytes(p) + b"\0" for p in paths))
+    if proc.returncode == 0 or force:
+        return
+    names = ", ".join(printable(p) for p in paths[:5])
+    more = f" and {len(paths) - 5} more" if len(paths) > 5 else ""
+    raise Refused(
+        f"Not restoring {target.id}: it would overwrite {names}{more}, which git ignores "
+        f"and which could not be saved in the safety checkpoint "
+        f"({GitFailed(('add', '-f'), proc.returncode, err)}); move them away, or pass "
+        "--force to overwrite them."
+    )
+
+
+def interrupted_restores(site: Site, listed: Sequence[CheckpointRecord]
+                         ) -> builtins.list[CheckpointRecord]:
+    """Safety checkpoints among ``listed`` of restores whose process died before finishing."""
+    pending = [r for r in listed if r.kind == "safety" and r.restore_complete is False]
+    if not pending:
+        return []
+    fd = site.lock_file(_RESTORE_LOCK)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return []  # a restore is running right now; its record is not stale
+        fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+    return pending

@@ -1,0 +1,249 @@
+"""What a restore may change: the paths a user names, the files an agent or a wave recorded as
+modified, and the refusals (a file write-locked by someone else, or modified by another agent
+since the checkpoint) that keep a restore from undoing other people's work.
+"""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from versatil_fs import events
+from versatil_fs.checkpoints.records import Change, CheckpointRecord, has_surrogates, printable
+from versatil_fs.checkpoints.site import Site
+from versatil_fs.errors import Refused, UsageError
+from versatil_fs.locks.manager import LockManager
+from versatil_fs.locks.table import Grant, WriteLocks, ancestors
+from versatil_fs.repo import Repository
+from versatil_fs.state import StateDir
+
+__all__ = [
+    "Modification",
+    "covered",
+    "modifications_since",
+    "normalize",
+    "record_files_modified",
+    "refusal",
+    "refuse_locked",
+    "select",
+    "write_lock_conflicts",
+]
+
+
+# Files modified by agents ----------------------------------------------------------------------
+def record_files_modified(
+    repo: Repository,
+    agent: str,
+    paths: builtins.list[str],
+    *,
+    wave: int | None = None,
+    task: str | None = None,
+    state: StateDir | None = None,
+) -> None:
+    """Record that ``agent`` modified ``paths`` (repo-relative POSIX), for ``restore --agent``.
+
+    The run wrapper and the monitor call this; a restore by agent or wave reads these events back
+    (from the same ``state`` directory: default $VERSATIL_HOME).
+    """
+    # The event log is UTF-8 JSON: a name that is not UTF-8 goes in `paths_hex` as its bytes,
+    # so that `restore --agent` selects exactly that file (a printable stand-in could name
+    # another one).
+    extra: dict[str, Any] = {}
+    raw = [os.fsencode(p).hex() for p in paths if has_surrogates(p)]
+    if raw:
+        extra["paths_hex"] = raw
+    events.emit(
+        "collision-detection",
+        "files-modified",
+        agent=agent,
+        repo=str(repo.common_dir),
+        paths=[p for p in paths if not has_surrogates(p)],
+        wave=wave,
+        task=task,
+        state=state,
+        **extra,
+    )
+
+
+@dataclass(frozen=True)
+class Modification:
+    """One ``files-modified`` event: who (agent, wave) modified which paths."""
+
+    agent: str | None
+    wave: int | None
+    paths: tuple[str, ...]
+
+
+def modifications_since(
+    repo_key: str, since: float, state: StateDir
+) -> builtins.list[Modification]:
+    """The modifications recorded in ``state`` for the repository ``repo_key`` after ``since``."""
+    found = []
+    for event in events.read("collision-detection", state=state):
+        if event.kind != "files-modified" or event.repo != repo_key or event.time <= since:
+            continue
+        raw_paths = builtins.list(event.data.get("paths") or [])
+        for encoded in event.data.get("paths_hex") or []:
+            with contextlib.suppress(TypeError, ValueError):
+                raw_paths.append(os.fsdecode(bytes.fromhex(encoded)))
+        wave = event.data.get("wave")
+        paths = tuple(_clean_recorded(p) for p in raw_paths if isinstance(p, str) and p)
+        found.append(Modification(event.agent, wave if isinstance(wave, int) else None, paths))
+    return found
+
+
+def _clean_recorded(path: str) -> str:
+    while path.startswith("./"):
+        path = path[2:]
+    return path.rstrip("/") or "."
+
+
+# Selections -------------------------------------------------------------------------------------
+def covered(path: str, selection: set[str] | dict[str, str]) -> bool:
+    """Whether ``path`` or a directory above it (``.`` included) is in ``selection``."""
+    return any(candidate in selection for candidate in _ancestors(path))
+
+
+def _ancestors(path: str) -> Iterator[str]:
+    """``a/b/c`` -> ``a/b/c``, ``a/b``, ``a``, ``.``: every selection that would cover it."""
+    return ancestors(path)
+
+
+def normalize(top: Path, raw: str | os.PathLike[str], parents: dict[str, str]) -> str:
+    """Repo-relative POSIX path; the last component is kept even if it is a symlink.
+
+    ``parents`` caches resolved directories: the paths of one restore share most of them.
+    """
+    text = os.fspath(raw)
+    if not text:
+        raise UsageError("An empty path cannot be restored; name a file or a directory.")
+    absolute = Path(os.path.normpath(top / text))
+    key = str(absolute.parent)
+    if key not in parents:
+        parents[key] = os.path.realpath(key)
+    parent = Path(parents[key])
+    candidate = parent if absolute.name in ("", ".") else parent / absolute.name
+    try:
+        rel = candidate.relative_to(top)
+    except ValueError:
+        raise UsageError(f"{printable(text)} is outside the repository {top}.") from None
+    if rel.parts and rel.parts[0] == ".git":
+        raise UsageError(
+            f"{printable(text)} is inside .git; checkpoints do not hold git's own files."
+        )
+    return rel.as_posix() if rel.parts else "."
+
+
+def select(
+    site: Site,
+    changes: builtins.list[Change],
+    target: CheckpointRecord,
+    paths: builtins.list[str] | None,
+    agent: str | None,
+    wave: int | None,
+    force: bool,
+) -> builtins.list[Change]:
+    """The ``changes`` within the selected ``paths`` and recorded for ``agent`` / ``wave``;
+    ``Refused`` (unless ``force``) if another agent modified one of them since ``target``."""
+    if paths is not None:
+        changes = _within(site.repo.toplevel, changes, target, paths)
+    if agent is None and wave is None:
+        return changes
+    mods = modifications_since(site.key, target.time, site.state)
+
+    def chosen(mod: Modification) -> bool:
+        return (agent is None or mod.agent == agent) and (wave is None or mod.wave == wave)
+
+    recorded = {p for m in mods if chosen(m) for p in m.paths}
+    changes = [c for c in changes if covered(c.path, recorded)]
+    if not force:
+        others = {p: m.agent or "someone" for m in mods if not chosen(m) for p in m.paths}
+        for change in changes:
+            who = next((others[a] for a in _ancestors(change.path) if a in others), None)
+            if who is not None:
+                raise refusal(
+                    site,
+                    f"Not restoring: {printable(change.path)} was also modified by {who} "
+                    "after "
+                    f"checkpoint {target.id}, so restoring it would undo their work too; "
+                    "pass --force to restore it anyway.",
+                    target, agent or "", [(change.path, who)],
+                )
+    return changes
+
+
+def _within(top: Path, changes: builtins.list[Change], target: CheckpointRecord,
+            paths: builtins.list[str]) -> builtins.list[Change]:
+    # Sets of paths and their ancestors keep this linear in the number of changes: restoring
+    # 1,000 paths must not compare every path with every change.
+    selected = {p.strip("/") or "." for p in paths}
+    touched = {a for c in changes for a in _ancestors(c.path)}
+    for path in selected:
+        if path not in touched and not os.path.lexists(top / path):
+            raise UsageError(
+                f"{printable(path)} is neither in the working tree nor in checkpoint "
+                f"{target.id}."
+            )
+    return [c for c in changes if covered(c.path, selected)]
+
+
+# Refusals ---------------------------------------------------------------------------------------
+def write_lock_conflicts(
+    grants: Iterable[Grant], paths: Iterable[str], *, repo_key: str, agent: str
+) -> builtins.list[tuple[str, str]]:
+    """``(path, holder)`` for each path write-locked by an agent other than ``agent``.
+
+    Read locks do not protect against a restore: a reader expects the file to change under it no
+    more than under any other writer, and only writers lose work when it is overwritten.
+    """
+    locks = WriteLocks(grants, repo_key, except_agent=agent)
+    conflicts = []
+    for path in paths:
+        hit = locks.holder(path)
+        if hit is not None:
+            conflicts.append((path, hit[0].agent))
+    return conflicts
+
+
+def refuse_locked(
+    site: Site, changes: Iterable[Change], target: CheckpointRecord, restorer: str
+) -> None:
+    """``Refused`` if a path of ``changes`` is write-locked by an agent other than
+    ``restorer``, in the lock table of the site's state directory."""
+    # The lock table of this state directory: one given to Checkpoints(state=...) is where
+    # its callers (a wave executor with its own state) take their locks.
+    grants = LockManager(repo=str(site.repo.toplevel), state=site.state).holders()
+    conflicts = write_lock_conflicts(
+        grants, [c.path for c in changes], repo_key=site.key, agent=restorer
+    )
+    if not conflicts:
+        return
+    path, holder = conflicts[0]
+    more = f" (and {len(conflicts) - 1} more locked files)" if len(conflicts) > 1 else ""
+    raise refusal(
+        site,
+        f"Not restoring: {printable(path)} is write-locked by {holder}{more}; wait until "
+        f"{holder} "
+        "releases it, or pass --force to overwrite it.",
+        target, restorer, conflicts,
+    )
+
+
+def refusal(
+    site: Site,
+    message: str,
+    target: CheckpointRecord,
+    restorer: str,
+    conflicts: builtins.list[tuple[str, str]],
+) -> Refused:
+    """The ``Refused`` to raise, its ``restore-refused`` event logged."""
+    site.emit_done(
+        "checkpoints", "restore-refused", agent=restorer or None, repo=site.key,
+        checkpoint=target.id, conflicts=[f"{p} ({a})" for p, a in conflicts[:20]],
+    )
+    return Refused(message)
