@@ -46,9 +46,8 @@ import sys
 import time
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Any
 
-from versatil_fs import flock
+from versatil_fs import flock, linux
 from versatil_fs.errors import NotRegularFile, StateError
 
 DIR_MODE = 0o700
@@ -295,7 +294,7 @@ class StateDir:
         """
         spare = path.with_name(f".{path.name}.spare")
         self._ensure_parent(path)
-        if not _exchange_supported():
+        if not linux.exchange_supported():
             self.write_atomic(path, data)
             return
         try:
@@ -310,7 +309,7 @@ class StateDir:
             raise error from exc
         try:
             _check_fd_owned(fd, spare)
-            if not _nobody_else_has_open(fd):
+            if not linux.nobody_else_has_open(fd):
                 os.close(fd)
                 fd = -1
                 self.write_atomic(path, data)
@@ -325,12 +324,12 @@ class StateDir:
 
         faults.point("state.before-rename")
         try:
-            _rename_exchange(spare, path)
+            linux.rename_exchange(spare, path)
         except FileNotFoundError:
             os.rename(spare, path)  # first write: nothing to exchange with yet
         except OSError as exc:
             if exc.errno in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
-                _EXCHANGE[0] = False
+                # linux.exchange_supported() now says no: later writes go straight there.
                 self.write_atomic(path, data)
                 return
             raise _state_error(path, exc) from exc
@@ -579,46 +578,6 @@ def _state_error(path: Path, exc: OSError) -> StateError:
             f"Could not use {path}: permission denied ({exc.strerror}); check VERSATIL_HOME."
         )
     return StateError(f"Could not use {path}: {exc.strerror or exc}.")
-
-
-_EXCHANGE = [sys.platform.startswith("linux")]
-
-
-def _exchange_supported() -> bool:
-    return _EXCHANGE[0]
-
-
-_renameat2: list[Any] = []
-
-
-def _nobody_else_has_open(fd: int) -> bool:
-    """Whether ``fd`` is the only open descriptor of its file (a write lease taken and dropped)."""
-    import fcntl
-    import signal
-
-    try:
-        # Should anyone open the spare in the microseconds we hold the lease, the kernel
-        # signals us; SIGIO would terminate the process, SIGURG is ignored by default.
-        fcntl.fcntl(fd, fcntl.F_SETSIG, signal.SIGURG)
-        fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_WRLCK)
-    except BlockingIOError:
-        return False  # a reader still has the old document open
-    except OSError:
-        _EXCHANGE[0] = False  # no leases on this file system: always take the safe path
-        return False
-    fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_UNLCK)
-    return True
-
-
-def _rename_exchange(a: Path, b: Path) -> None:
-    import ctypes
-
-    if not _renameat2:
-        _renameat2.append(ctypes.CDLL(None, use_errno=True).renameat2)
-    at_fdcwd, rename_exchange = -100, 2
-    if _renameat2[0](at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange):
-        code = ctypes.get_errno()
-        raise OSError(code, os.strerror(code), str(b))
 
 
 def overwrite(fd: int, data: bytes) -> None:

@@ -521,7 +521,7 @@ STEPPED = textwrap.dedent(
         offset[0] = step
     if len(sys.argv) > 3 and sys.argv[3] == "reboot":
         from versatil_fs.locks import clock
-        clock.CLOCK._boot_id = "00000000-0000-0000-0000-000000000000"
+        clock.CLOCK.boot_id = lambda: "00000000-0000-0000-0000-000000000000"
     from versatil_fs.cli import main
     sys.argv = ["versatil", *sys.argv[4:]]
     main()

@@ -16,8 +16,14 @@ from __future__ import annotations
 
 import time
 
+from versatil_fs import linux
+
+__all__ = ["CLOCK", "Clock"]
+
 
 class Clock:
+    """The clocks, read through one object so that a test can replace it (see above)."""
+
     def __init__(self) -> None:
         self._boot_id: str | None = None
 
@@ -28,21 +34,12 @@ class Clock:
         return time.monotonic()
 
     def boottime(self) -> float:
-        try:
-            return time.clock_gettime(time.CLOCK_BOOTTIME)  # type: ignore[attr-defined,unused-ignore]
-        except (AttributeError, OSError):
-            return time.monotonic()
+        return linux.boottime()
 
     def boot_id(self) -> str:
         """This boot's id ("" where the system does not tell: expiry then uses the wall clock)."""
         if self._boot_id is None:
-            try:
-                with open("/proc/sys/kernel/random/boot_id", "rb") as handle:
-                    text = handle.read(64).decode("ascii", "replace").strip().lower()
-            except OSError:
-                text = ""
-            hexdigits = set("0123456789abcdef-")
-            self._boot_id = text if text and set(text) <= hexdigits else ""
+            self._boot_id = linux.boot_id()
         return self._boot_id
 
 

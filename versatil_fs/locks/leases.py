@@ -29,13 +29,12 @@ import errno
 import os
 import select
 import stat
-import sys
 import threading
 import weakref
 from collections.abc import Iterable
 from pathlib import Path
 
-from versatil_fs import flock
+from versatil_fs import flock, linux
 from versatil_fs.state import StateDir, _state_error, overwrite
 
 
@@ -168,7 +167,7 @@ class Doorbell:
         self._read, self._write = os.pipe()
         os.set_blocking(self._read, False)
         os.set_blocking(self._write, False)
-        self._inotify = _inotify_watch(table_dir)
+        self._inotify = linux.inotify_moved_to(table_dir)
         # Closed when dropped too (a thread's doorbell, when the thread ends), not only by
         # close(): a process that starts many threads must not collect descriptors.
         self._finalizer = weakref.finalize(
@@ -257,31 +256,3 @@ def _wait_for_release(path: str) -> None:
                 os.write(bell, b"x")
             except OSError:
                 pass  # a full pipe has already been rung
-
-
-_IN_MOVED_TO = 0x00000080
-_IN_NONBLOCK = 0o4000
-_IN_CLOEXEC = 0o2000000
-
-
-def _inotify_watch(directory: Path) -> int | None:
-    """An inotify descriptor reporting files renamed into ``directory`` (Linux only).
-
-    The lock table is replaced by a rename (``RENAME_EXCHANGE`` or a plain rename), which
-    inotify reports as ``IN_MOVED_TO``; appends to the event logs beside it do not ring.
-    """
-    if not sys.platform.startswith("linux"):
-        return None
-    import ctypes
-
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        fd = int(libc.inotify_init1(_IN_NONBLOCK | _IN_CLOEXEC))
-    except (OSError, AttributeError):
-        return None
-    if fd < 0:
-        return None
-    if libc.inotify_add_watch(fd, os.fsencode(directory), _IN_MOVED_TO) < 0:
-        os.close(fd)  # e.g. the watch limit is reached: fall back to the bounded poll
-        return None
-    return fd

@@ -21,7 +21,7 @@ from typing import Protocol
 
 import msgspec
 
-from versatil_fs import flock
+from versatil_fs import flock, linux
 from versatil_fs.errors import LockConflict, StateError
 from versatil_fs.locks import clock, leases
 from versatil_fs.locks.table import (
@@ -237,7 +237,7 @@ class LocalStore:
         if path is None:
             who = "another thread of this process"
         else:
-            pid = _flock_holder(path)
+            pid = linux.flock_holder_pid(path)
             who = f"process {pid}" if pid else "another process"
         return LockConflict(
             f"The lock table is busy: {who} has held {self.state.table_lock} for more than "
@@ -556,26 +556,3 @@ def _older_than(path: Path, now: float, seconds: float) -> bool:
         return now - os.lstat(path).st_mtime > seconds
     except OSError:
         return False
-
-
-def _flock_holder(path: Path) -> int | None:
-    """The pid holding ``path`` flocked, from /proc/locks (Linux; None when unknown)."""
-    try:
-        info = os.stat(path)
-        with open("/proc/locks", encoding="ascii", errors="replace") as handle:
-            lines = handle.read().splitlines()
-    except OSError:
-        return None
-    major, minor = os.major(info.st_dev), os.minor(info.st_dev)
-    wanted = {f"{major:02x}:{minor:02x}:{info.st_ino}", f"{major}:{minor}:{info.st_ino}"}
-    for line in lines:
-        fields = line.split()
-        # "1: FLOCK  ADVISORY  WRITE 1234 08:01:5678 0 EOF"; a blocked waiter's line has
-        # "->" as its second field, so it never matches.
-        if (
-            len(fields) >= 6 and fields[1] == "FLOCK" and fields[5] in wanted
-            and fields[4].isdigit()
-        ):
-            return int(fields[4])
-    return None
-
