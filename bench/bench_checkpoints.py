@@ -276,22 +276,22 @@ def _per_file(repo: Path, cps: Checkpoints, files: int, rounds: int, changed: in
 def timed_writes(into: list[float], call: Callable[[], object]) -> float:
     """Time ``call`` (a restore), and put the time its working-tree writes took into ``into``:
     what it does after its safety checkpoint exists, the same job as the git anchor's."""
-    from versatil_fs.checkpoints import Checkpoints
+    from versatil_fs.checkpoints import restore as steps
 
-    apply = Checkpoints._apply
+    apply = steps.apply_changes
 
-    def timed_apply(self: Checkpoints, *args: Any, **kwargs: Any) -> Any:
+    def timed_apply(*args: Any, **kwargs: Any) -> Any:
         start = time.perf_counter()
         try:
-            return apply(self, *args, **kwargs)
+            return apply(*args, **kwargs)
         finally:
             into.append(time.perf_counter() - start)
 
-    Checkpoints._apply = timed_apply  # type: ignore[method-assign]
+    steps.apply_changes = timed_apply
     try:
         return _timed(call)
     finally:
-        Checkpoints._apply = apply  # type: ignore[method-assign]
+        steps.apply_changes = apply
 
 
 def _timed(call: Callable[[], object]) -> float:

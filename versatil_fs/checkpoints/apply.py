@@ -62,7 +62,7 @@ class Blocked:
         if self._gitlinks and any(a in self._gitlinks for a in ancestors(change.path)):
             return True
         if change.status != "A":
-            return False  # the snapshot holds it, so git saw no repository around it
+            return False  # the staged tree holds it, so git saw no repository around it
         parts = change.path.split("/")
         if any(self._root("/".join(parts[:i])) for i in range(1, len(parts))):
             return True
@@ -212,7 +212,7 @@ def remove_path(top: Path, rel: str) -> None:
     never through a symlink, never a directory that appeared there."""
     path = top / rel
     if os.path.realpath(path.parent) != str(path.parent):
-        # Git never tracks a file below a symlink, so one appeared after the snapshot;
+        # Git never tracks a file below a symlink, so one appeared after the tree was staged;
         # unlinking through it could delete a file outside the repository.
         return
     try:
@@ -220,7 +220,7 @@ def remove_path(top: Path, rel: str) -> None:
     except FileNotFoundError:
         pass
     except IsADirectoryError:
-        return  # became a directory after the snapshot: someone's new work, leave it
+        return  # became a directory after the tree was staged: someone's new work, leave it
     except OSError as exc:
         if exc.errno != errno.EISDIR:
             raise

@@ -5,7 +5,8 @@ A checkpoint is a commit of every tracked and untracked, non-ignored file, kept 
 It is built from git plumbing on a *private* index, never with ``git stash``:
 
 1. copy the user's index to a scratch ``GIT_INDEX_FILE`` (so unchanged files keep their stat
-   data and are not hashed again; the copy keeps the original's mtime, see :func:`_copy_index`);
+   data and are not hashed again; the copy keeps the original's mtime, see
+   :func:`~versatil_fs.checkpoints.scratch.copy_index`);
 2. ``git add -A`` into it;
 3. ``git diff-index --cached HEAD`` for what differs from HEAD, and ``git fast-import`` to commit
    HEAD's tree with those paths changed (parent HEAD, none on an unborn branch) and to create the
@@ -20,14 +21,14 @@ So creating one never takes ``.git/index.lock`` and never changes the user's ind
 HEAD, branch or stash list; parallel creates share nothing but the object database, which git
 already writes safely from many processes.
 
-What is on disk is what a snapshot stores: files git is told not to look at
+What is on disk is what a checkpoint stores: files git is told not to look at
 (``--assume-unchanged``, ``--skip-worktree``) lose that flag in the private index and are added
 like the rest (a skip-worktree file absent from the disk is a sparse checkout's, not deleted).
 
 A restore changes the working tree only. It first checkpoints the current state (the *safety*
 checkpoint, so every restore can be undone with one more restore), computes what differs with
-``git diff-index`` between the staged snapshot and the checkpoint's tree, and touches exactly
-those paths. Whatever stands on disk where it will write and that the snapshot does not hold (a
+``git diff-index`` between the staged tree and the checkpoint's tree, and touches exactly those
+paths. Whatever stands on disk where it will write and that the staged tree does not hold (a
 file git ignores now, an ignored directory where the checkpoint has a file) is force-added to
 the safety checkpoint first. Then every file to write is checked out with ``git checkout-index
 --prefix`` from a tiny index holding only those paths (so filters, modes and symlinks come out
