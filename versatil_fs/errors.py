@@ -8,6 +8,27 @@ from __future__ import annotations
 
 import signal
 from collections.abc import Sequence
+from dataclasses import dataclass
+
+__all__ = [
+    "Blocker",
+    "CommandNotExecutable",
+    "CommandNotFound",
+    "ConfigError",
+    "DamagedTable",
+    "Deadlock",
+    "GitFailed",
+    "LockConflict",
+    "MonitorError",
+    "NotARepository",
+    "NotRegularFile",
+    "PlanError",
+    "Refused",
+    "RestoreIncomplete",
+    "StateError",
+    "UsageError",
+    "VersatilError",
+]
 
 
 class VersatilError(Exception):
@@ -53,12 +74,73 @@ class Refused(VersatilError):
     exit_code = 1
 
 
+@dataclass(frozen=True)
+class Blocker:
+    """Who stood in a request's way: an agent and the id of its lease (or of its queued
+    request, when ``queued``: a waiter ahead in the queue holds nothing yet)."""
+
+    agent: str
+    lease: str
+    queued: bool = False
+
+
 class LockConflict(Refused):
-    """A lock could not be had within its wait budget; the message names the holder."""
+    """A lock could not be had within its wait budget; the message names the holder.
+
+    As data: ``holders`` (the :class:`Blocker` s in the way, first the one the message names),
+    ``resource`` (the contested resource), ``since`` (wall-clock seconds: when that holder got
+    it, or started waiting) and ``until`` (when a shell lease expires; None while the holding
+    process lives, or when unknown). All empty for a busy table or a lock not held at all.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        holders: Sequence[Blocker] = (),
+        resource: str = "",
+        since: float | None = None,
+        until: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.holders = tuple(holders)
+        self.resource = resource
+        self.since = since
+        self.until = until
 
 
 class Deadlock(Refused):
-    """Waiting would close a cycle of waiters; the message names the cycle."""
+    """Waiting would close a cycle of waiters; the message names the cycle, and ``cycle``
+    lists its agents in waiting order, each waiting for the next, closed by the first again
+    (``["a", "b", "a"]``: the message's ``a -> b -> a``)."""
+
+    def __init__(self, message: str, *, cycle: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.cycle = list(cycle)
+
+
+class DamagedTable(Exception):
+    """The lock table file did not parse; carries why, for the one report the user sees."""
+
+
+class PlanError(UsageError):
+    """A plan that cannot be run as written; the message names the file, line and task."""
+
+
+class MonitorError(VersatilError):
+    """The monitor cannot watch (no git, no inotify, an unreadable repository)."""
+
+
+class CommandNotFound(VersatilError):
+    """The command to run does not exist (exit 127, as a shell would)."""
+
+    exit_code = 127
+
+
+class CommandNotExecutable(VersatilError):
+    """The command exists but cannot be executed (exit 126, as a shell would)."""
+
+    exit_code = 126
 
 
 class GitFailed(VersatilError):

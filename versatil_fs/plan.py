@@ -43,7 +43,7 @@ from typing import Any, Generic, TypeVar
 
 import msgspec
 
-from versatil_fs.errors import UsageError
+from versatil_fs.errors import PlanError  # re-exported: the class moved to errors.py
 from versatil_fs.locks.table import Claim, Mode, Resource
 from versatil_fs.repo import parse_named
 
@@ -51,10 +51,6 @@ SCHEMA_VERSION = 1
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")  # not in a name printed on one line, or passed on
 _ID = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:+-]{0,99}$")
-
-
-class PlanError(UsageError):
-    """A plan that cannot be run as written; the message names the file, line and task."""
 
 
 # The model --------------------------------------------------------------------------------------

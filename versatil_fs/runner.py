@@ -69,7 +69,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from versatil_fs.errors import NotARepository, UsageError, VersatilError
+from versatil_fs.errors import (  # CommandNot*: re-exported, the classes moved to errors.py
+    CommandNotExecutable,
+    CommandNotFound,
+    NotARepository,
+    UsageError,
+    VersatilError,
+)
 from versatil_fs.repo import Repository, default_agent, git_config
 
 if TYPE_CHECKING:
@@ -92,18 +98,6 @@ DESCENDANT_GRACE = 0.1
 # The descriptors every process started under a lease inherits and should pass on to its own
 # children (a program that closes inherited descriptors takes its children out of the lease).
 LEASE_FDS = "VERSATIL_LEASE_FDS"
-
-
-class CommandNotFound(VersatilError):
-    """The command to run does not exist (exit 127, as a shell would)."""
-
-    exit_code = 127
-
-
-class CommandNotExecutable(VersatilError):
-    """The command exists but cannot be executed (exit 126, as a shell would)."""
-
-    exit_code = 126
 
 
 @dataclass

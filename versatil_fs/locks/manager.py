@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from versatil_fs import events, faults
-from versatil_fs.errors import Deadlock, LockConflict, StateError, UsageError
+from versatil_fs.errors import Blocker, Deadlock, LockConflict, StateError, UsageError
 from versatil_fs.locks import clock
 from versatil_fs.locks.leases import Doorbell
 from versatil_fs.locks.store import TABLE_LOCK_GRACE, LocalStore, LockStore, seconds_left
@@ -333,7 +333,8 @@ class LockManager:
                     logged.append(("deadlock", request, {"cycle": cycle}))
                     raise Deadlock(
                         f"Waiting for {_describe(request)} as {request.agent} would deadlock: "
-                        f"{' -> '.join(cycle)} each wait for the next; release a lock first."
+                        f"{' -> '.join(cycle)} each wait for the next; release a lock first.",
+                        cycle=cycle,
                     )
                 if clock.CLOCK.monotonic() >= until:
                     table.waiters.remove(mine)
@@ -382,12 +383,13 @@ class LockManager:
             c for c in blocker.claims if any(c.conflicts(mine) for mine in request.claims)
         )
         waited = max(now - request.since, 0.0)
+        expires: float | None = None
         if isinstance(blocker, Grant):
-            until = (
-                f"until {_clock(clock.CLOCK.wall() + seconds_left(blocker))}"
-                if blocker.owner == "shell"
-                else f"while its process {blocker.pid} lives"
-            )
+            if blocker.owner == "shell":
+                expires = clock.CLOCK.wall() + seconds_left(blocker)
+                until = f"until {_clock(expires)}"
+            else:
+                until = f"while its process {blocker.pid} lives"
             held = (
                 f"{claim.resource} is {claim.mode}-locked by {blocker.agent} "
                 f"(since {_clock(blocker.acquired_at)}, {until})"
@@ -399,7 +401,11 @@ class LockManager:
             )
         after = f"gave up after {waited:.1f} s" if waited >= 0.05 else "not waiting (--wait 0)"
         return LockConflict(
-            f"{held}; {after}. Wait longer with --wait, or ask {blocker.agent} to release."
+            f"{held}; {after}. Wait longer with --wait, or ask {blocker.agent} to release.",
+            holders=[Blocker(h.agent, h.id, queued=isinstance(h, Waiter)) for h in found],
+            resource=str(claim.resource),
+            since=blocker.acquired_at if isinstance(blocker, Grant) else blocker.since,
+            until=expires,
         )
 
     # Release --------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ from typing import Protocol
 import msgspec
 
 from versatil_fs import flock, linux
-from versatil_fs.errors import LockConflict, StateError
+from versatil_fs.errors import DamagedTable, LockConflict, StateError
 from versatil_fs.locks import clock, leases
 from versatil_fs.locks.table import (
     SCHEMA_VERSION,
@@ -110,10 +110,6 @@ _encoder = msgspec.json.Encoder()
 _table_decoder = msgspec.json.Decoder(Table)
 _grant_decoder = msgspec.json.Decoder(Grant)
 _records_decoder = msgspec.json.Decoder(HolderRecords)
-
-
-class DamagedTable(Exception):
-    """The table file did not parse; carries why, for the one report the user sees."""
 
 
 def seconds_left(grant: Grant) -> float:

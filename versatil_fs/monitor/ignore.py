@@ -19,15 +19,11 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from versatil_fs import git
-from versatil_fs.errors import GitFailed, VersatilError
+from versatil_fs.errors import GitFailed, MonitorError  # MonitorError moved to errors.py
 from versatil_fs.repo import Repository
 from versatil_fs.state import StateDir
 
 __all__ = ["IgnoreMatcher", "MonitorError"]
-
-
-class MonitorError(VersatilError):
-    """The monitor cannot watch (no git, no inotify, an unreadable repository)."""
 
 
 class IgnoreMatcher:
