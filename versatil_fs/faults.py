@@ -10,6 +10,9 @@ from __future__ import annotations
 import os
 import signal
 
+__all__ = ["point"]
+
+
 _ARMED = os.environ.get("VERSATIL_FAULT", "")
 _NAME, _, _COUNT = _ARMED.partition(":")
 _remaining = int(_COUNT) if _COUNT.isdigit() else 1

@@ -36,6 +36,26 @@ from versatil_fs.repo import Repository
 if TYPE_CHECKING:
     from versatil_fs.locks.table import Claim, Grant
 
+__all__ = [
+    "HOOK_NAME",
+    "HOOK_TEMPLATE",
+    "MARKER",
+    "SAVED_SUFFIX",
+    "Blocked",
+    "CheckResult",
+    "HookPlace",
+    "StagedPath",
+    "check",
+    "find_blocked",
+    "hook_place",
+    "install",
+    "parse_name_status",
+    "refusal",
+    "render_hook",
+    "uninstall",
+]
+
+
 HOOK_NAME = "pre-commit"
 SAVED_SUFFIX = ".versatil-orig"
 MARKER = "# versatil-fs pre-commit hook"

@@ -24,6 +24,19 @@ from pathlib import Path
 
 from versatil_fs.errors import NotARepository, UsageError
 
+__all__ = [
+    "NAME_MAX",
+    "PATH_MAX",
+    "Repository",
+    "check_path_text",
+    "default_agent",
+    "git_config",
+    "parse_named",
+    "shown",
+    "space_of",
+]
+
+
 # `kind:name`: a kind is a short identifier; a single letter followed by ':' is not a kind, so a
 # Windows drive path never parses as a named resource.
 _NAMED = re.compile(r"^(?P<kind>[A-Za-z][A-Za-z0-9_.-]+):(?P<name>.*)$")

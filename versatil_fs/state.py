@@ -50,6 +50,18 @@ from pathlib import Path
 from versatil_fs import flock, linux
 from versatil_fs.errors import NotRegularFile, StateError
 
+__all__ = [
+    "DIR_MODE",
+    "FILE_MODE",
+    "RECHECK_SECONDS",
+    "StateDir",
+    "flocked",
+    "home",
+    "overwrite",
+    "state_error",
+]
+
+
 DIR_MODE = 0o700
 FILE_MODE = 0o600
 
@@ -129,7 +141,7 @@ class StateDir:
                 except FileExistsError:
                     pass
                 except OSError as exc:
-                    raise _state_error(directory, exc) from exc
+                    raise state_error(directory, exc) from exc
             elif not os.path.lexists(directory):
                 return False
             _check_owned(directory, want_dir=True)
@@ -175,7 +187,7 @@ class StateDir:
         except FileNotFoundError:
             return None
         except OSError as exc:
-            raise _state_error(path, exc) from exc
+            raise state_error(path, exc) from exc
         try:
             _check_fd_owned(fd, path)
             chunks = []
@@ -183,7 +195,7 @@ class StateDir:
                 chunks.append(chunk)
             return b"".join(chunks)
         except OSError as exc:
-            raise _state_error(path, exc) from exc
+            raise state_error(path, exc) from exc
         finally:
             os.close(fd)
 
@@ -200,7 +212,7 @@ class StateDir:
         except FileNotFoundError:
             raise
         except OSError as exc:
-            raise _state_error(path, exc) from exc
+            raise state_error(path, exc) from exc
         try:
             _check_fd_owned(fd, path)
             # O_NONBLOCK was for the open; a regular file ignores it, but the descriptor may
@@ -240,7 +252,7 @@ class StateDir:
                 length -= len(chunk)
             return b"".join(chunks)
         except OSError as exc:
-            raise _state_error(path, exc) from exc
+            raise state_error(path, exc) from exc
         finally:
             os.close(fd)
 
@@ -251,7 +263,7 @@ class StateDir:
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _OPEN_FLAGS, FILE_MODE)
         except OSError as exc:
-            raise _state_error(path, exc) from exc
+            raise state_error(path, exc) from exc
         try:
             try:
                 view = memoryview(data)
@@ -268,7 +280,7 @@ class StateDir:
             os.replace(tmp, path)
         except OSError as exc:
             _unlink_quietly(tmp)
-            raise _state_error(path, exc) from exc
+            raise state_error(path, exc) from exc
         except BaseException:
             _unlink_quietly(tmp)
             raise
@@ -300,7 +312,7 @@ class StateDir:
         try:
             fd = os.open(spare, os.O_WRONLY | os.O_CREAT | _OPEN_FLAGS, FILE_MODE)
         except OSError as exc:
-            error = _state_error(spare, exc)
+            error = state_error(spare, exc)
             if isinstance(error, NotRegularFile):
                 # Something that is not a file took the spare's name (the damaged table a
                 # read moved aside left its FIFO there?): the slow path never writes into it.
@@ -316,7 +328,7 @@ class StateDir:
                 return
             overwrite(fd, data)
         except OSError as exc:
-            raise _state_error(path, exc) from exc
+            raise state_error(path, exc) from exc
         finally:
             if fd >= 0:
                 os.close(fd)
@@ -332,7 +344,7 @@ class StateDir:
                 # linux.exchange_supported() now says no: later writes go straight there.
                 self.write_atomic(path, data)
                 return
-            raise _state_error(path, exc) from exc
+            raise state_error(path, exc) from exc
 
     def append_line(self, path: Path, line: bytes) -> None:
         """Append one line with a single ``write`` on an ``O_APPEND`` descriptor.
@@ -346,7 +358,7 @@ class StateDir:
         try:
             fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | _OPEN_FLAGS, FILE_MODE)
         except OSError as exc:
-            raise _state_error(path, exc) from exc
+            raise state_error(path, exc) from exc
         try:
             _check_fd_owned(fd, path)
             written = os.write(fd, line)
@@ -355,7 +367,7 @@ class StateDir:
                 os.ftruncate(fd, os.fstat(fd).st_size - written)
                 raise StateError(f"Could not append to {path}: the disk is full.")
         except OSError as exc:
-            raise _state_error(path, exc) from exc
+            raise state_error(path, exc) from exc
         finally:
             os.close(fd)
 
@@ -368,7 +380,7 @@ class StateDir:
         except FileNotFoundError:
             raise
         except OSError as exc:
-            raise _state_error(path, exc) from exc
+            raise state_error(path, exc) from exc
         try:
             _check_fd_owned(fd, path)
             # O_NONBLOCK was for the open; a regular file ignores it, but the descriptor may
@@ -401,7 +413,7 @@ class StateDir:
                 # is renamed, to a name checked free first (rename would replace an empty
                 # directory there; nobody else can create one in our 0700 directory).
                 if not os.path.isdir(path) or os.path.islink(path):
-                    raise _state_error(path, exc) from exc
+                    raise state_error(path, exc) from exc
                 if os.path.lexists(target):
                     continue
                 try:
@@ -409,10 +421,10 @@ class StateDir:
                 except FileNotFoundError:
                     return target
                 except OSError as rename_exc:
-                    raise _state_error(path, rename_exc) from rename_exc
+                    raise state_error(path, rename_exc) from rename_exc
                 break
             except OSError as exc:
-                raise _state_error(path, exc) from exc
+                raise state_error(path, exc) from exc
             try:
                 os.unlink(path)
             except FileNotFoundError:
@@ -437,7 +449,7 @@ def _check_owned(path: Path, *, want_dir: bool) -> None:
     try:
         info = os.lstat(path)
     except OSError as exc:
-        raise _state_error(path, exc) from exc
+        raise state_error(path, exc) from exc
     if stat.S_ISLNK(info.st_mode):
         raise StateError(
             f"Refusing to use {path}: it is a symlink, and versatil only trusts a state "
@@ -527,7 +539,7 @@ def _check_ancestors(root: Path) -> None:
         except FileNotFoundError:
             continue  # creating the root below will say so
         except OSError as exc:
-            raise _state_error(directory, exc) from exc
+            raise state_error(directory, exc) from exc
         if info.st_uid not in (0, os.getuid()):
             raise StateError(
                 f"Refusing to use the state directory {root}: its parent {directory} belongs "
@@ -558,7 +570,8 @@ def _check_uid(info: os.stat_result, path: Path) -> None:
         )
 
 
-def _state_error(path: Path, exc: OSError) -> StateError:
+def state_error(path: Path, exc: OSError) -> StateError:
+    """The one sentence (a :class:`StateError`) for ``exc`` met while using ``path``."""
     if exc.errno == errno.ELOOP:
         return StateError(
             f"Refusing to use {path}: it is a symlink, and versatil only trusts files it "
@@ -578,6 +591,10 @@ def _state_error(path: Path, exc: OSError) -> StateError:
             f"Could not use {path}: permission denied ({exc.strerror}); check VERSATIL_HOME."
         )
     return StateError(f"Could not use {path}: {exc.strerror or exc}.")
+
+
+# The old private name, still imported by the checkpoints package (its owner switches).
+_state_error = state_error
 
 
 def overwrite(fd: int, data: bytes) -> None:

@@ -2,7 +2,7 @@
 
 Every process here is a real ``python`` child (see ``integration.helpers.lock_agent``) that
 takes and releases locks on command; the test synchronises on what the children print and on the
-lock table itself (a waiter is "queued" once ``LockManager.snapshot()`` lists it), never on sleeps.
+lock table itself (a waiter is "queued" once ``LockManager.sweep()`` lists it), never on sleeps.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ def agents(spawn: Spawner, repo: Path) -> Iterator[object]:
 
 def queued(manager: LockManager, *names: str) -> bool:
     """Whether every named agent currently has a request waiting in the queue."""
-    waiting = {w.agent for w in manager.snapshot().waiters}
+    waiting = {w.agent for w in manager.sweep().waiters}
     return all(name in waiting for name in names)
 
 
@@ -57,14 +57,14 @@ def wait_queued(manager: LockManager, *names: str) -> None:
     """Wait until every named agent has a request in the queue."""
     wait_for(
         lambda: queued(manager, *names),
-        message=lambda: f"{names} to be queued; table: {manager.snapshot()}",
+        message=lambda: f"{names} to be queued; table: {manager.sweep()}",
     )
 
 
 def holders_of(manager: LockManager, resource: str) -> list[str]:
     wanted = manager.resolve(resource)
     return sorted(
-        g.agent for g in manager.snapshot().locks
+        g.agent for g in manager.sweep().locks
         if any(c.resource.overlaps(wanted) for c in g.claims)
     )
 
@@ -137,7 +137,7 @@ for n in range(rounds):
         with manager.hold(writes, reads=reads, agent=agent, wait=60) as lease:
             made = enter(writes, reads)
             if n % 4 == 0:  # while holding, the table lists this lease
-                if lease.id not in [g.id for g in manager.snapshot().locks]:
+                if lease.id not in [g.id for g in manager.sweep().locks]:
                     problems.append(f"{agent}: own lease {lease.id} missing from the table")
             for path in made:
                 path.unlink()
@@ -198,7 +198,7 @@ def _soak(spawn: Spawner, repo: Path, tmp_path: Path, workers: int, rounds: int)
     witness = tmp_path / "witness"
     witness.mkdir()
     start, stop = StartLine(tmp_path / "go"), tmp_path / "stop"
-    LockManager(repo=repo).snapshot()  # create the table, so the reader never waits for it
+    LockManager(repo=repo).sweep()  # create the table, so the reader never waits for it
     reader = spawn(
         TABLE_READER, str(sd.lock_table), str(stop), "-", "both", "0", name="table-reader"
     )
@@ -223,7 +223,7 @@ def _soak(spawn: Spawner, repo: Path, tmp_path: Path, workers: int, rounds: int)
     # At the end: a complete table, nothing held, nobody waiting, every grant logged.
     final = msgspec.json.decode(sd.lock_table.read_bytes(), type=Table)
     assert final.version == 1
-    snapshot = LockManager(repo=repo).snapshot()
+    snapshot = LockManager(repo=repo).sweep()
     assert snapshot.locks == [] and snapshot.waiters == []
     assert len(lock_events("grant")) == workers * rounds
     assert list(witness.iterdir()) == []
@@ -309,7 +309,7 @@ def test_a_killed_waiter_leaves_the_queue(agents: object, manager: LockManager) 
     second.request(["db:users"], agent="Second", wait=30)
     wait_queued(manager, "Second")
     first.kill9()
-    assert [w.agent for w in manager.snapshot().waiters] == ["Second"]
+    assert [w.agent for w in manager.sweep().waiters] == ["Second"]
     # Logged by whichever process dropped it (perhaps Second), just after its transaction.
     wait_for(lambda: [e.agent for e in lock_events("waiter-gone")] == ["First"])
     # The dead waiter was ahead of Second: it must not hold Second back.
@@ -327,7 +327,7 @@ def test_a_waiter_that_gives_up_leaves_the_queue(agents: object, manager: LockMa
     assert time.monotonic() - started < 10
     message = str(caught.value)
     assert "Holder" in message and "db:users" in message and "since" in message
-    assert manager.snapshot().waiters == []
+    assert manager.sweep().waiters == []
 
 
 LOCK_POINTS = ["locks.before-record", "state.before-rename", "state.before-rename:2",
@@ -352,7 +352,7 @@ def test_a_process_killed_at_a_fault_point_leaves_no_lock_or_damage_behind(
     assert child.wait() == -9, f"never reached {point}: {child.stderr}"
     for resource in ("src/a.py", "db:users"):
         manager.acquire([resource], agent="Survivor", wait=0).release()
-    table = manager.snapshot()
+    table = manager.sweep()
     assert [g.agent for g in table.locks if g.owner == "process"] == []
     assert table.waiters == []
     assert not list(StateDir().logs.glob("*.corrupt-*"))
@@ -436,7 +436,7 @@ while not stop.exists():
             made = [claim(l) for r in writes for l in LEAVES[r]]
             made += [read(l) for r in reads for l in LEAVES[r]]
             if len(made) != len([m for m in made if m]):
-                report(f"while holding {lease!r}; table: {manager.snapshot()!r}")
+                report(f"while holding {lease!r}; table: {manager.sweep()!r}")
             for path in made:
                 if path is not None:
                     path.unlink(missing_ok=True)
@@ -472,7 +472,7 @@ def _chaos(spawn: Spawner, repo: Path, tmp_path: Path, workers: int, kills: int)
     for child in running:
         assert child.wait(timeout=60) == 0, child.stderr  # type: ignore[attr-defined]
     assert not problems.exists(), problems.read_text()
-    table = LockManager(repo=repo).snapshot()
+    table = LockManager(repo=repo).sweep()
     assert table.locks == [] and table.waiters == []  # every dead holder's lock was reclaimed
     assert not list(StateDir().logs.glob("*.corrupt-*"))
 
@@ -689,7 +689,7 @@ def test_the_queue_is_listed_in_grant_order(agents: object, manager: LockManager
     for name, priority in (("Late", 0), ("Later", 0), ("Boss", 3)):
         agents().request(["db:users"], agent=name, wait=60, priority=priority)  # type: ignore[operator]
         wait_queued(manager, name)
-    waiting = sorted(manager.snapshot().waiters, key=lambda w: (-w.priority, w.seq))
+    waiting = sorted(manager.sweep().waiters, key=lambda w: (-w.priority, w.seq))
     assert [w.agent for w in waiting] == ["Boss", "Late", "Later"]
 
 
@@ -710,13 +710,13 @@ def test_a_request_is_granted_all_at_once_or_not_at_all(
     greedy = agents()  # type: ignore[operator]
     greedy.request(["db:free", "db:held"], agent="Greedy", wait=30)
     wait_queued(manager, "Greedy")
-    assert "Greedy" not in {g.agent for g in manager.snapshot().locks}
+    assert "Greedy" not in {g.agent for g in manager.sweep().locks}
     assert holders_of(manager, "db:free") == []
     unrelated = manager.acquire(["db:unrelated"], agent="Other", wait=0)
     unrelated.release()
     holder.release()
     assert greedy.reply()["ok"]
-    (grant,) = [g for g in manager.snapshot().locks if g.agent == "Greedy"]
+    (grant,) = [g for g in manager.sweep().locks if g.agent == "Greedy"]
     assert sorted(str(c.resource) for c in grant.claims) == ["db:free", "db:held"]
 
 
@@ -771,7 +771,7 @@ def test_a_waiter_closing_a_cycle_is_refused_at_once(
     assert "Alice" in message and "Bob" in message
     assert caught.value.exit_code == 1
     # Bob was refused, not queued; Alice still waits and gets src/b.py when Bob lets go.
-    assert [w.agent for w in manager.snapshot().waiters] == ["Alice"]
+    assert [w.agent for w in manager.sweep().waiters] == ["Alice"]
     (event,) = lock_events("deadlock")
     assert event.agent == "Bob" and set(event.data["cycle"]) == {"Alice", "Bob"}
     mine.release()
@@ -852,7 +852,7 @@ def test_a_damaged_table_is_moved_aside_and_rebuilt_from_what_is_live(
     assert damaged.data["reason"]
 
     # Rebuilt: the live holder, the shell lease and the waiting request are all back.
-    table = fresh.snapshot()
+    table = fresh.sweep()
     assert {g.agent for g in table.locks} == {"Holder", "Shell"}
     assert [w.agent for w in table.waiters] == ["Waiter"]
     with pytest.raises(LockConflict, match="Shell"):
@@ -900,7 +900,7 @@ def test_a_forced_release_survives_a_table_rebuild(agents: object, manager: Lock
     manager.release_agent("Stuck")
     mine = manager.acquire(["src/a.py"], agent="Other", wait=0)
     _damage("garbage", StateDir().lock_table)
-    table = manager.snapshot()
+    table = manager.sweep()
     assert [g.agent for g in table.locks] == ["Other"]
     assert_no_conflicting_grants(table)
     mine.release()
@@ -915,7 +915,7 @@ def test_a_forced_release_survives_the_holders_next_lock_and_a_rebuild(
     mine = manager.acquire(["src/a.py"], agent="Other", wait=0)
     holder.acquire(["db:unrelated"], agent="Stuck")  # republishes the holder's own records
     _damage("garbage", StateDir().lock_table)
-    table = manager.snapshot()
+    table = manager.sweep()
     assert_no_conflicting_grants(table)
     assert holders_of(manager, "src/a.py") == ["Other"]
     mine.release()
@@ -930,7 +930,7 @@ def test_a_shell_unlock_of_part_of_a_process_lease_survives_a_rebuild(
     assert [str(c.resource) for c in released] == ["db:users"]
     mine = manager.acquire(["db:users"], agent="Other", wait=0)
     _damage("garbage", StateDir().lock_table)
-    table = manager.snapshot()
+    table = manager.sweep()
     assert_no_conflicting_grants(table)
     assert holders_of(manager, "db:users") == ["Other"]
     assert holders_of(manager, "src/a.py") == ["Marcus"]
@@ -943,9 +943,9 @@ def test_a_shell_unlock_of_part_of_a_process_lease_survives_a_rebuild(
 def test_hold_renews_a_process_lease_while_it_lives(agents: object, manager: LockManager) -> None:
     holder = agents()  # type: ignore[operator]
     holder.acquire(["db:renewed"], agent="Holder", ttl=0.3)
-    (first,) = manager.snapshot().locks
+    (first,) = manager.sweep().locks
     # Renewed: its displayed expiry moves forward, and it still blocks after the first expiry.
-    wait_for(lambda: manager.snapshot().locks[0].expires_at > first.expires_at + 0.2)
+    wait_for(lambda: manager.sweep().locks[0].expires_at > first.expires_at + 0.2)
     wait_for(lambda: time.time() > first.expires_at + 0.3)
     with pytest.raises(LockConflict, match="Holder"):
         manager.acquire(["db:renewed"], agent="Other", wait=0)
@@ -980,7 +980,7 @@ def test_bad_requests_are_usage_errors(manager: LockManager) -> None:
         manager.acquire(["../outside"], agent="A")
     with pytest.raises(UsageError):
         manager.acquire(["db:"], agent="A")
-    assert manager.snapshot().waiters == [] and manager.snapshot().locks == []
+    assert manager.sweep().waiters == [] and manager.sweep().locks == []
 
 
 def test_unlock_releases_part_of_a_lease(manager: LockManager) -> None:

@@ -44,7 +44,7 @@ def locks_json(repo: Path, *args: str) -> dict[str, object]:
 
 
 def wait_queued(manager: LockManager, name: str) -> None:
-    wait_for(lambda: name in {w.agent for w in manager.snapshot().waiters},
+    wait_for(lambda: name in {w.agent for w in manager.sweep().waiters},
              message=f"{name} to be queued")
 
 
@@ -273,7 +273,7 @@ def test_non_finite_numbers_are_bad_input_and_never_reach_the_table(
 ) -> None:
     manager.acquire(["db:kept"], agent="Keeper", owner="shell")
     result = versatil(repo, "lock", "--agent", "A", *args, "db:x")
-    assert [g.agent for g in manager.snapshot().locks] == ["Keeper"]
+    assert [g.agent for g in manager.sweep().locks] == ["Keeper"]
     assert not list(StateDir().logs.glob("resource-locks.json.corrupt-*")), "table damaged"
     assert "could not be read" not in capfd.readouterr().err
     assert_one_line_error(result, 2)
@@ -291,7 +291,7 @@ def test_waiting_for_ever_does_not_damage_the_table(
         stdin=False, name="wait-inf",
     )
     wait_for(
-        lambda: not forever.alive or "Patient" in {w.agent for w in manager.snapshot().waiters},
+        lambda: not forever.alive or "Patient" in {w.agent for w in manager.sweep().waiters},
         timeout=5,
         message="`lock --wait inf` to be refused or queued",
     )
@@ -299,7 +299,7 @@ def test_waiting_for_ever_does_not_damage_the_table(
         assert forever.wait() == 2 and "Traceback" not in forever.stderr
         return
     for _ in range(3):
-        manager.snapshot()  # a few more transactions while it waits
+        manager.sweep()  # a few more transactions while it waits
     assert not list(StateDir().logs.glob("resource-locks.json.corrupt-*")), forever.stderr
     ok(versatil(repo, "unlock", "--agent", "Holder", "db:held"))
     assert forever.wait() == 0, forever.stderr

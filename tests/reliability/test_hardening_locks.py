@@ -68,7 +68,7 @@ def _keep(repo: Path) -> None:
 
 
 def _kept(repo: Path) -> bool:
-    return any(g.agent == "Keeper" for g in LockManager(repo=repo).snapshot().locks)
+    return any(g.agent == "Keeper" for g in LockManager(repo=repo).sweep().locks)
 
 
 def _add_entry(home: Path, entry: dict[str, object], where: str = "locks") -> None:
@@ -194,7 +194,7 @@ def test_a_path_in_a_state_file_is_never_unlinked(
     assert _kept(repo), "the rebuilt table lost Keeper's lease"
     if kind == "holder-file-record":
         # The record is re-attached to the file it came from (alive): its lock stands.
-        table = LockManager(repo=repo).snapshot()
+        table = LockManager(repo=repo).sweep()
         assert [g.holder for g in table.locks if g.agent == "Ghost"] == [GHOST_ID]
 
 
@@ -289,13 +289,13 @@ def test_a_table_written_before_holder_ids_still_counts_its_live_locks(
     holder.acquire(["db:a"], agent="Old")
     waiter.request(["db:a"], agent="OldWaiter", wait=60)
     manager = LockManager(repo=repo)
-    wait_for(lambda: [w.agent for w in manager.snapshot().waiters] == ["OldWaiter"])
+    wait_for(lambda: [w.agent for w in manager.sweep().waiters] == ["OldWaiter"])
     path = _table(versatil_home)
     document = json.loads(path.read_bytes())
     for entry in [*document["locks"], *document["waiters"]]:
         entry.pop("holder", None)
     path.write_text(json.dumps(document))
-    table = LockManager(repo=repo).snapshot()
+    table = LockManager(repo=repo).sweep()
     assert _moved_aside(versatil_home) == []
     assert [g.agent for g in table.locks] == ["Old"]
     assert [w.agent for w in table.waiters] == ["OldWaiter"]
@@ -421,11 +421,11 @@ def test_a_rebuilt_table_keeps_each_waiters_place(
     holder, early, late = agents(), agents(), agents()  # type: ignore[operator]
     holder.acquire(["src/a.py"], agent="Holder")
     early.request(["src/a.py"], agent="Early", wait=60)
-    wait_for(lambda: [w.agent for w in manager.snapshot().waiters] == ["Early"])
+    wait_for(lambda: [w.agent for w in manager.sweep().waiters] == ["Early"])
     _table(versatil_home).write_text("garbage")
     tally.attack()
     late.request(["src/a.py"], agent="Late", wait=60)
-    wait_for(lambda: [w.agent for w in manager.snapshot().waiters] == ["Early", "Late"])
+    wait_for(lambda: [w.agent for w in manager.sweep().waiters] == ["Early", "Late"])
     holder.release()
     first = early.reply()
     assert first.get("ok"), f"Early lost its place: {first}"
@@ -451,7 +451,7 @@ def test_queue_order_survives_repeated_rebuilds(
             name = f"W{round_}-{index}"
             waiter.request(["db:a"], agent=name, wait=60, record=str(record), release_after=True)
             names.append(name)
-            wait_for(lambda n=names: [w.agent for w in manager.snapshot().waiters] == n)
+            wait_for(lambda n=names: [w.agent for w in manager.sweep().waiters] == n)
             _table(versatil_home).write_text("garbage")
             tally.attack()
         holder.release()
@@ -473,7 +473,7 @@ def test_no_false_deadlock_after_a_rebuild(
     for _ in range(5):
         manager.acquire(["db:warm-up"], agent="Warm", wait=0).release()
     waiter.request(["db:a"], agent="B", wait=60)
-    wait_for(lambda: [w.agent for w in manager.snapshot().waiters] == ["B"])
+    wait_for(lambda: [w.agent for w in manager.sweep().waiters] == ["B"])
     _table(versatil_home).write_text("garbage")
     with pytest.raises(LockConflict):  # C queues behind B, then gives up: no Deadlock
         manager.acquire(["db:a"], agent="C", wait=0.3)
@@ -493,7 +493,7 @@ def test_a_partial_unlock_survives_the_holders_next_lock_and_a_rebuild(
     _table(versatil_home).write_text("garbage")
     mine = manager.acquire(["db:users"], agent="Other", wait=0)  # must not conflict
     claims = {
-        str(c.resource) for g in manager.snapshot().locks if g.agent == "Marcus"
+        str(c.resource) for g in manager.sweep().locks if g.agent == "Marcus"
         for c in g.claims
     }
     assert claims == {"src/a.py", "db:other"}
@@ -653,7 +653,7 @@ def test_bad_lock_paths_are_one_sentence(repo: Path, tally: Tally) -> None:
         tally.bad_inputs += 1
         result = tally.outcome(versatil("lock", *option, "db:x", cwd=repo))
         assert one_line_problems(result, (2,), []) == [], (option, result)
-    assert LockManager(repo=repo).snapshot().locks == []
+    assert LockManager(repo=repo).sweep().locks == []
 
 
 def test_the_guard_never_crashes_on_a_non_utf8_staged_name(repo: Path, tally: Tally) -> None:
@@ -703,7 +703,7 @@ def test_deadlock_is_still_reported(agents: object, repo: Path) -> None:
     one.acquire(["db:1"], agent="One")
     mine = manager.acquire(["db:2"], agent="Two")
     one.request(["db:2"], agent="One", wait=30)
-    wait_for(lambda: [w.agent for w in manager.snapshot().waiters] == ["One"])
+    wait_for(lambda: [w.agent for w in manager.sweep().waiters] == ["One"])
     with pytest.raises(Deadlock):
         manager.acquire(["db:1"], agent="Two", wait=30)
     mine.release()

@@ -618,7 +618,7 @@ def test_cli_output_streams_print_names_that_are_not_utf8_escaped(tmp_path: Path
     # The safety net under every command's text output: a surrogate escape that reaches
     # stdout or stderr prints as \xNN instead of raising UnicodeEncodeError (exit 70).
     code = (
-        "import sys; from versatil_fs.cli import _printable_streams; _printable_streams(); "
+        "import sys; from versatil_fs.cli import printable_streams; printable_streams(); "
         "print('src/\\udcff.py'); print('\\udcfe', file=sys.stderr)"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, check=False,

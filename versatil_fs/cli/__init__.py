@@ -15,6 +15,9 @@ import click
 
 from versatil_fs.errors import VersatilError
 
+__all__ = ["COMMANDS", "LazyGroup", "cli", "main", "printable_streams", "run_cli"]
+
+
 # name -> "module:attribute"; the module is imported when the command is looked up.
 COMMANDS: dict[str, str] = {
     "lock": "versatil_fs.cli.locks:lock",
@@ -141,7 +144,7 @@ def _printable(error: UnicodeError) -> tuple[str, int]:
     ), error.end
 
 
-def _printable_streams() -> None:
+def printable_streams() -> None:
     # Without this, one file name that is not UTF-8 in any line of output (a lock, a
     # checkpoint's file list, a monitor report) is a UnicodeEncodeError: exit 70 mid-output.
     import codecs
@@ -154,5 +157,5 @@ def _printable_streams() -> None:
 
 
 def main(args: list[str] | None = None) -> Any:
-    _printable_streams()
+    printable_streams()
     sys.exit(run_cli(cli, args))

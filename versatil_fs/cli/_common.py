@@ -9,6 +9,9 @@ from typing import Any
 import click
 import msgspec
 
+__all__ = ["agent_option", "echo", "echo_json", "json_option", "restore_options"]
+
+
 json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 agent_option = click.option(
     "--agent",

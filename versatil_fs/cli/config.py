@@ -11,6 +11,8 @@ from versatil_fs.cli._common import echo, echo_json, json_option
 from versatil_fs.errors import ConfigError, NotARepository
 from versatil_fs.repo import Repository
 
+__all__ = ["config", "show"]
+
 
 @click.group()
 def config() -> None:

@@ -15,6 +15,8 @@ import click
 from versatil_fs.cli import run_cli
 from versatil_fs.cli._common import echo, echo_json, json_option, restore_options
 
+__all__ = ["daemon", "list_checkpoints", "main", "release_locks", "restore_checkpoint"]
+
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(

@@ -6,6 +6,8 @@ import click
 
 from versatil_fs.cli._common import echo
 
+__all__ = ["demo"]
+
 
 @click.command()
 @click.option("--keep", is_flag=True, help="Keep the throwaway repository to look at after.")

@@ -13,6 +13,8 @@ import click
 from versatil_fs import hook as guard
 from versatil_fs.cli._common import echo, echo_json, json_option
 
+__all__ = ["check", "hook", "install", "uninstall"]
+
 
 @click.group()
 def hook() -> None:

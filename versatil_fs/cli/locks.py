@@ -14,6 +14,8 @@ from versatil_fs.locks.store import seconds_left
 from versatil_fs.locks.table import Claim, Grant, Resource, Table, Waiter
 from versatil_fs.repo import default_agent
 
+__all__ = ["lock", "locks", "release", "render", "unlock"]
+
 
 def _manager() -> LockManager:
     return LockManager(repo=".")
@@ -92,7 +94,7 @@ def release(agent: str, as_json: bool) -> None:
 @json_option
 def locks(agent: str | None, as_json: bool) -> None:
     """Show who holds what, and who waits for what in queue order."""
-    table = _manager().snapshot()
+    table = _manager().sweep()
     if agent:
         table = Table(
             seq=table.seq,

@@ -9,6 +9,8 @@ import click
 from versatil_fs import events
 from versatil_fs.cli._common import echo
 
+__all__ = ["logs"]
+
 
 @click.command()
 @click.argument("stream", metavar="STREAM", type=click.Choice(events.STREAMS))

@@ -35,7 +35,9 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from versatil_fs import flock, linux
-from versatil_fs.state import StateDir, _state_error, overwrite
+from versatil_fs.state import StateDir, overwrite, state_error
+
+__all__ = ["Doorbell", "HolderFile", "is_held", "rewrite_foreign"]
 
 
 class HolderFile:
@@ -81,7 +83,7 @@ class HolderFile:
             except OSError as exc:
                 # A full disk: a StateError fails the transaction (nothing is recorded) with
                 # one sentence, instead of an internal error.
-                raise _state_error(self.path, exc) from exc
+                raise state_error(self.path, exc) from exc
 
     def close(self) -> None:
         """Remove the file, then drop the flock: waiters wake and find it gone."""
@@ -146,7 +148,7 @@ def rewrite_foreign(path: str | Path, data: bytes) -> None:
     try:
         overwrite(fd, data)
     except OSError as exc:
-        raise _state_error(Path(path), exc) from exc
+        raise state_error(Path(path), exc) from exc
     finally:
         os.close(fd)
 

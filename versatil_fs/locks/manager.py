@@ -31,9 +31,9 @@ from versatil_fs.locks.table import (
     MAX_TIME,
     Claim,
     Grant,
-    Holder,
     Mode,
     Owner,
+    Record,
     Resource,
     Table,
     Waiter,
@@ -47,9 +47,12 @@ from versatil_fs.state import StateDir
 if TYPE_CHECKING:
     from versatil_fs.config import Config
 
+__all__ = ["RELEASE_WAIT", "Lease", "LockManager", "Logged", "ResourceSpec"]
+
+
 ResourceSpec = str | os.PathLike[str] | Resource
 # Events to log once the table lock is released: (kind, holder, extra fields).
-Logged = list[tuple[str, Holder, dict[str, Any]]]
+Logged = list[tuple[str, Record, dict[str, Any]]]
 
 
 class Lease:
@@ -118,7 +121,7 @@ class LockManager:
         self._config = config
         self._leases: dict[str, Lease] = {}
         # This process's own grants and waits, published to the store for table rebuilds.
-        self._records: dict[str, Holder] = {}
+        self._records: dict[str, Record] = {}
         # Let go of the holder file when the manager is collected or the interpreter exits
         # (a kill -9 skips this; the kernel drops the flock and the next sweep the file).
         weakref.finalize(self, self.store.close)
@@ -214,12 +217,12 @@ class LockManager:
                 f"A priority must be between {-MAX_PRIORITY} and {MAX_PRIORITY}, got {rank}."
             )
         now = clock.CLOCK.wall()
-        token = self.store.liveness_token()
+        holder_id = self.store.holder_id()
         request = Waiter(
             id=new_id(), agent=agent, claims=claims, owner=owner, pid=os.getpid(),
             host=_host(), priority=rank, seq=0, since=now,
             deadline=min(now + wait, MAX_TIME), ttl=ttl,
-            holder=token, lease_file=self.store.lease_file(token),
+            holder=holder_id, lease_file=self.store.holder_file(holder_id),
         )
         # The wait is measured on the monotonic clock: `deadline` above is only what the table
         # shows people, and a wall clock set back must not stretch the wait (nor forward
@@ -276,7 +279,7 @@ class LockManager:
         finally:
             lease.release()
 
-    def _decide(self, request: Waiter, until: float, *, first: bool) -> Grant | list[Holder]:
+    def _decide(self, request: Waiter, until: float, *, first: bool) -> Grant | list[Record]:
         """One look under the table lock: the grant, or what still blocks the request.
 
         ``until`` is the request's deadline on the monotonic clock.
@@ -351,7 +354,7 @@ class LockManager:
 
     def _live_blockers(
         self, table: Table, request: Waiter, now: float, logged: Logged
-    ) -> list[Holder]:
+    ) -> list[Record]:
         # Only what stands in this request's way is probed: one flock probe per blocker keeps an
         # uncontended acquire cheap however many unrelated locks the table holds.
         while True:
@@ -366,7 +369,7 @@ class LockManager:
                 self._drop(table, holder, now, logged)
 
     def _drop(
-        self, table: Table, holder: Holder, now: float, logged: Logged
+        self, table: Table, holder: Record, now: float, logged: Logged
     ) -> None:
         if isinstance(holder, Grant):
             table.locks.remove(holder)
@@ -377,7 +380,7 @@ class LockManager:
             logged.append(("waiter-gone", holder, {}))
         self.store.forget(holder)
 
-    def _conflict(self, request: Waiter, found: Sequence[Holder], now: float) -> LockConflict:
+    def _conflict(self, request: Waiter, found: Sequence[Record], now: float) -> LockConflict:
         blocker = found[0]
         claim = next(
             c for c in blocker.claims if any(c.conflicts(mine) for mine in request.claims)
@@ -457,7 +460,7 @@ class LockManager:
             bell = self._bells.bell = self.store.doorbell()
         return bell
 
-    def _own(self, table: Table, record_id: str, record: Holder | None) -> None:
+    def _own(self, table: Table, record_id: str, record: Record | None) -> None:
         """Update this process's published records (called inside a transaction).
 
         Records the table no longer has (force-released, or reaped) are dropped first, and the
@@ -469,7 +472,7 @@ class LockManager:
             self._records.pop(record_id, None)
         else:
             self._records[record_id] = record
-        present: dict[str, Holder] = {g.id: g for g in table.locks}
+        present: dict[str, Record] = {g.id: g for g in table.locks}
         present.update((w.id, w) for w in table.waiters)
         self._records = {k: present[k] for k in self._records if k in present}
         self.store.publish(self._records.values())
@@ -551,13 +554,14 @@ class LockManager:
         return gone
 
     # Reading --------------------------------------------------------------------------------
-    def snapshot(self) -> Table:
-        """The live table: dead and expired entries are dropped (and logged) first."""
+    def sweep(self) -> Table:
+        """Drop (and log) dead and expired entries, write the table and sweep the holder files
+        left behind, then return what is live."""
         logged: Logged = []
         with self.store.transaction() as table:
             self.store.after_commit(lambda: self._emit_all(logged))
             now = clock.CLOCK.wall()
-            everyone: list[Holder] = [*table.locks, *table.waiters]
+            everyone: list[Record] = [*table.locks, *table.waiters]
             for holder in everyone:
                 if not self.store.is_live(holder, now):
                     self._drop(table, holder, now, logged)
@@ -568,9 +572,12 @@ class LockManager:
         self._emit_all(logged)
         return result
 
+    # Deprecated: the old name, kept because LockManager is public API (demo, library users).
+    snapshot = sweep
+
     def holders(self) -> list[Grant]:
         """The live lock records."""
-        return self.snapshot().locks
+        return self.sweep().locks
 
     # Leases of this manager ----------------------------------------------------------------
     def _track(self, lease: Lease) -> None:
@@ -682,7 +689,7 @@ def _youngest_in_cycle(table: Table, request: Waiter, cycle: list[str]) -> bool:
     return not seqs or request.seq >= max(seqs)
 
 
-def _sleep_budget(until: float, found: Sequence[Holder]) -> float:
+def _sleep_budget(until: float, found: Sequence[Record]) -> float:
     budget = until - clock.CLOCK.monotonic()
     for holder in found:
         if isinstance(holder, Grant) and holder.owner == "shell":
@@ -695,7 +702,7 @@ def _describe(request: Waiter) -> str:
     return ", ".join(str(c.resource) for c in request.claims)
 
 
-def _agents(found: Sequence[Holder]) -> list[str]:
+def _agents(found: Sequence[Record]) -> list[str]:
     return sorted({h.agent for h in found})
 
 

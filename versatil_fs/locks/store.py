@@ -27,7 +27,7 @@ from versatil_fs.locks import clock, leases
 from versatil_fs.locks.table import (
     SCHEMA_VERSION,
     Grant,
-    Holder,
+    Record,
     Table,
     Waiter,
     check_records,
@@ -36,6 +36,16 @@ from versatil_fs.locks.table import (
     valid_id,
 )
 from versatil_fs.state import StateDir
+
+__all__ = [
+    "TABLE_LOCK_GRACE",
+    "TABLE_LOCK_WAIT",
+    "HolderRecords",
+    "LocalStore",
+    "LockStore",
+    "seconds_left",
+]
+
 
 # How long a transaction waits for the table lock when its caller has no wait budget of its
 # own (a release, `versatil locks`, the commit guard), and at least, whatever the budget: a
@@ -55,23 +65,25 @@ class LockStore(Protocol):
         Waits at most ``budget`` seconds (default: a few) for another process's transaction
         to end, then raises :class:`LockConflict` saying the table is busy."""
 
-    def is_live(self, holder: Holder, now: float) -> bool:
+    def is_live(self, holder: Record, now: float) -> bool:
         """Whether a grant or waiter still stands (its process lives, or its lease unexpired)."""
 
-    def liveness_token(self) -> str:
-        """This process's proof of life, started if need be; stored in ``Holder.holder``."""
+    def holder_id(self) -> str:
+        """The id of this process's holder file (its proof of life), created if need be;
+        stored in ``Record.holder``."""
 
-    def lease_file(self, token: str) -> str:
-        """Where a reader outside the manager can probe ``token`` (``Holder.lease_file``)."""
+    def holder_file(self, holder_id: str) -> str:
+        """The path of the holder file ``holder_id``, where a reader outside the manager can
+        probe it (stored in ``Record.lease_file``)."""
 
-    def publish(self, records: Iterable[Holder]) -> None:
+    def publish(self, records: Iterable[Record]) -> None:
         """This process's own grants and waits, kept where a table rebuild can find them."""
 
     def after_commit(self, hook: Callable[[], None]) -> None:
         """Run ``hook`` once this transaction's table is written, before its lock is let go
         (dropped if the transaction raises)."""
 
-    def forget(self, holder: Holder) -> None:
+    def forget(self, holder: Record) -> None:
         """Drop what the store keeps for a holder that has left the table (inside a
         transaction; done once the table without it is written)."""
 
@@ -87,8 +99,8 @@ class LockStore(Protocol):
     def doorbell(self) -> leases.Doorbell:
         """Something a blocked request sleeps on until its blockers may have gone."""
 
-    def holder_files(self, holders: Iterable[Holder]) -> list[str]:
-        """The liveness tokens a blocked request should watch."""
+    def holder_files(self, holders: Iterable[Record]) -> list[str]:
+        """The holder files a blocked request should watch."""
 
     def sweep(self) -> int:
         """Clean up after processes that died without doing so; returns how many."""
@@ -164,7 +176,7 @@ class LocalStore:
         self.state = state or StateDir()
         self._lock_fd: int | None = None
         self._mutex = threading.RLock()
-        self._forgotten: list[Holder] = []
+        self._forgotten: list[Record] = []
         self._on_commit: list[Callable[[], None]] = []
         self._holder: leases.HolderFile | None = None
         self._probed: dict[str, bool] = {}
@@ -435,7 +447,7 @@ class LocalStore:
         return removed
 
     # Liveness -------------------------------------------------------------------------------
-    def is_live(self, holder: Holder, now: float) -> bool:
+    def is_live(self, holder: Record, now: float) -> bool:
         if holder.owner == "shell" and isinstance(holder, Grant):
             return seconds_left(holder) > 0
         # A process lease is alive exactly as long as its flock: no expiry takes it from a live
@@ -447,17 +459,17 @@ class LocalStore:
             alive = self._probed[ident] = path is not None and leases.is_held(path)
         return alive
 
-    def liveness_token(self) -> str:
+    def holder_id(self) -> str:
         with self._mutex:
             if self._holder is None or not self._holder.usable:
                 self._holder = leases.HolderFile.create(self.state, new_id())
             return self._holder.path.name[: -len(".lease")]
 
-    def lease_file(self, token: str) -> str:
-        path = self.holder_path(token)
+    def holder_file(self, holder_id: str) -> str:
+        path = self.holder_path(holder_id)
         return str(path) if path is not None else ""
 
-    def publish(self, records: Iterable[Holder]) -> None:
+    def publish(self, records: Iterable[Record]) -> None:
         if self._holder is None:
             return
         mine = HolderRecords(pid=os.getpid())
@@ -489,11 +501,11 @@ class LocalStore:
     def after_commit(self, hook: Callable[[], None]) -> None:
         self._on_commit.append(hook)
 
-    def forget(self, holder: Holder) -> None:
+    def forget(self, holder: Record) -> None:
         # Called inside a transaction: deferred until the table write has committed.
         self._forgotten.append(holder)
 
-    def _forget_now(self, holder: Holder) -> None:
+    def _forget_now(self, holder: Record) -> None:
         if holder.owner == "shell" and isinstance(holder, Grant):
             for kind in ("shell", "pending"):
                 path = self._shell_path(holder.id, kind)
@@ -510,7 +522,7 @@ class LocalStore:
         else:
             self._rewrite_foreign(grant, grant)
 
-    def _rewrite_foreign(self, holder: Holder, replacement: Grant | None) -> None:
+    def _rewrite_foreign(self, holder: Record, replacement: Grant | None) -> None:
         """Strike (or replace) a record in another live process's holder file.
 
         A live process that lost a grant (forced release, unlock from a shell) still lists it in
@@ -538,7 +550,7 @@ class LocalStore:
     def doorbell(self) -> leases.Doorbell:
         return leases.Doorbell(self.state.logs)
 
-    def holder_files(self, holders: Iterable[Holder]) -> list[str]:
+    def holder_files(self, holders: Iterable[Record]) -> list[str]:
         paths = (self.holder_path(h.holder) for h in holders if h.holder)
         return sorted({str(p) for p in paths if p is not None})
 

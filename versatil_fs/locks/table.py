@@ -17,6 +17,43 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
+__all__ = [
+    "FOREVER",
+    "ID_PATTERN",
+    "MAX_PRIORITY",
+    "MAX_TIME",
+    "SCHEMA_VERSION",
+    "Claim",
+    "ClaimIndex",
+    "Count",
+    "Duration",
+    "Grant",
+    "Mode",
+    "Owner",
+    "Priority",
+    "Record",
+    "Resource",
+    "Table",
+    "Time",
+    "Waiter",
+    "WriteLocks",
+    "ahead_of",
+    "ancestors",
+    "blockers",
+    "check_records",
+    "claims_conflict",
+    "conflicts",
+    "find_cycle",
+    "in_lock_space",
+    "new_id",
+    "path_contains",
+    "path_overlaps",
+    "queue_key",
+    "valid_id",
+    "write_holder",
+]
+
+
 SCHEMA_VERSION = 1
 
 Mode = Literal["read", "write"]
@@ -200,6 +237,8 @@ class _Request(msgspec.Struct, kw_only=True, gc=False):
     holder: str = ""
     # Where that file was, for readers outside the lock manager (the monitor probes it); the
     # lock manager itself never uses it as a path, it rebuilds run/leases/<holder>.lease.
+    # The path of the holder file (run/leases/<holder>.lease). Named `lease_file` because that
+    # is the table's on-disk JSON field, which older tables and readers (`cat`) know.
     lease_file: str = ""
 
 
@@ -245,14 +284,15 @@ class Table(msgspec.Struct, kw_only=True, gc=False):
         return self.seq
 
 
-Holder = Grant | Waiter
+# A row of the table: a grant (holds its claims) or a waiter (holds nothing yet, it queues).
+Record = Grant | Waiter
 
 
 def claims_conflict(a: Iterable[Claim], b: Sequence[Claim]) -> bool:
     return any(x.conflicts(y) for x in a for y in b)
 
 
-def conflicts(a: Holder, b: Holder) -> bool:
+def conflicts(a: Record, b: Record) -> bool:
     """Whether ``a`` and ``b`` exclude each other: different agents and a conflicting claim."""
     return a.agent != b.agent and claims_conflict(a.claims, b.claims)
 
@@ -314,11 +354,11 @@ def ancestors(path: str) -> Iterator[str]:
     yield "."
 
 
-def blockers(table: Table, request: Waiter) -> list[Holder]:
+def blockers(table: Table, request: Waiter) -> list[Record]:
     """Everything that keeps ``request`` from being granted now (empty: grant it)."""
     index = ClaimIndex(request.claims)
     agent = request.agent
-    found: list[Holder] = [
+    found: list[Record] = [
         g for g in table.locks if g.agent != agent and index.conflicts(g.claims)
     ]
     if not table.waiters:
