@@ -59,3 +59,30 @@ def test_the_locks_log_answers_only_inside_a_locks_interval(git_repo: Path) -> N
     assert lock_held_at(state, key, "src/a.py", lease.grant.acquired_at - 1) is None  # before
     assert lock_held_at(state, "/another/.git", "src/a.py", inside) is None  # another repo
     manager.close()
+
+
+def test_a_monitor_inside_a_submodule_sees_a_lock_taken_above_it(tmp_path: Path) -> None:
+    """Submodule files are locked in the top superproject's lock space (issue 12, item 12), so
+    the monitor of the submodule must attribute a write there to the superproject's lock."""
+    from integration.helpers import git, make_git_repo
+
+    from versatil_fs.monitor import LockView
+
+    sub = make_git_repo(tmp_path / "sub-origin", {"s.txt": "sub\n"})
+    top = make_git_repo(tmp_path / "super", {"README.md": "top\n"})
+    git(top, "-c", "protocol.file.allow=always", "submodule", "add", "-q", str(sub), "libs/sm")
+    git(top, "commit", "-q", "-m", "submodule")
+    manager = LockManager(repo=top)
+    lease = manager.acquire(["libs/"], agent="Marcus-Backend", wait=0)
+    inside = time.time()
+    wait_for(lambda: time.time() > inside + 0.02)
+    state = StateDir()
+    key = Repository.find(top / "libs" / "sm").key
+    view = LockView(state, key)
+    holder = view.holder("s.txt")
+    assert holder is not None and holder.agent == "Marcus-Backend"
+    lease.release()
+    assert view.holder("s.txt") is None
+    held = lock_held_at(state, key, "s.txt", inside)
+    assert held is not None and held.agent == "Marcus-Backend"
+    manager.close()

@@ -4,14 +4,14 @@
 from __future__ import annotations
 
 import os
-import time
 
 import msgspec
 
 from versatil_fs import events
 from versatil_fs.errors import NotRegularFile
 from versatil_fs.locks import leases
-from versatil_fs.locks.table import Grant, Table, path_contains
+from versatil_fs.locks.store import seconds_left
+from versatil_fs.locks.table import Grant, Table, in_lock_space, path_contains, valid_id
 from versatil_fs.state import StateDir
 
 __all__ = ["LockView", "lock_held_at"]
@@ -41,11 +41,10 @@ class LockView:
         """
         if refresh:
             self.refresh()
-        now = time.time()
         for grant in self._grants:
             for claim in grant.claims:
                 if claim.mode == "write" and claim.resource.covers(self.repo_key, path):
-                    if _alive(grant, now):
+                    if _alive(self.state, grant):
                         return grant
                     break
         return None
@@ -69,9 +68,12 @@ class LockView:
 
             table = LockManager(repo=None, state=self.state).snapshot()
             stamp = (0, 0, 0)
+        # Keyed by lock space, not by repository: a submodule's files are locked in its top
+        # superproject's space (issue 12), so a monitor inside a submodule must look there.
+        space = in_lock_space(self.repo_key, ".")[0]
         self._grants = [
             g for g in table.locks
-            if any(c.resource.repo == self.repo_key and c.mode == "write" for c in g.claims)
+            if any(c.resource.repo == space and c.mode == "write" for c in g.claims)
         ]
         self._stamp = stamp
 
@@ -99,8 +101,9 @@ def lock_held_at(state: StateDir, repo_key: str, path: str, written: float) -> G
             started[lease] = entry
         elif entry.kind in ("release", "expire", "reclaim", "forced-release"):
             ended[lease] = entry.time
+    space, path = in_lock_space(repo_key, path)  # the log keys submodule paths as locks do
     for lease, grant in started.items():
-        if grant.repo != repo_key or grant.agent is None:
+        if grant.repo != space or grant.agent is None:
             continue
         if not grant.time <= written <= ended.get(lease, written + _TICK) - _TICK:
             continue
@@ -113,8 +116,11 @@ def lock_held_at(state: StateDir, repo_key: str, path: str, written: float) -> G
     return None
 
 
-def _alive(grant: Grant, now: float) -> bool:
+def _alive(state: StateDir, grant: Grant) -> bool:
     if grant.owner == "shell":
-        return now < grant.expires_at
-    return bool(grant.lease_file) and leases.is_held(grant.lease_file)
+        return seconds_left(grant) > 0  # CLOCK_BOOTTIME: a stepped wall clock fools nothing
+    # The holder file's path is rebuilt from the validated id, never read from the table.
+    if not valid_id(grant.holder):
+        return False
+    return leases.is_held(state.leases / f"{grant.holder}.lease")
 
