@@ -96,11 +96,6 @@ def test_versatil_run_leaves_out_what_guard_ignore_names(repo: Repository) -> No
     assert result.files_modified == ["src/a.py"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the wave executor still has its own snapshot(): switched to monitor.scan by the "
-    "waves/ split (issue 13); remove this mark then",
-)
 def test_the_wave_executor_leaves_out_what_guard_ignore_names(repo: Repository) -> None:
     from versatil_fs.executor import WaveExecutor
     from versatil_fs.plan import Plan

@@ -128,6 +128,8 @@ from versatil_fs.errors import (
     VersatilError,
 )
 from versatil_fs.locks.table import Claim
+from versatil_fs.monitor.ignore import IgnoreMatcher
+from versatil_fs.monitor.scan import Stamp, TreeScan, modified, scan, within
 from versatil_fs.plan import (
     ConflictIndex,
     Plan,
@@ -152,8 +154,6 @@ TERM_GRACE = 3.0  # seconds between SIGTERM and SIGKILL for a task that is stopp
 Status = Literal["pending", "waiting", "running", "succeeded", "failed", "skipped"]
 RunStatus = Literal["running", "succeeded", "failed", "interrupted"]
 TERMINAL: frozenset[str] = frozenset({"succeeded", "failed", "skipped"})
-# The `stat` fields that tell whether a file was modified: size, mtime, inode, mode.
-Stamp = tuple[int, int, int, int]
 
 
 # The persisted records --------------------------------------------------------------------------
@@ -504,57 +504,7 @@ class Observer:
         """The run is over (or interrupted); let go of the terminal."""
 
 
-# Files a task modifies ---------------------------------------------------------------------------
-def snapshot(repo: Path, paths: Sequence[str]) -> dict[str, Stamp]:
-    """Every file under ``paths`` (repo-relative) with its ``stat`` stamp.
-
-    A path that is a file (or does not exist) is one ``lstat``. Directories are listed by git
-    (``ls-files --cached --others --exclude-standard``) so that ignored files (build output,
-    caches) are left out, as they are from checkpoints: what cannot be checkpointed cannot be
-    rolled back either. The stamp (size, mtime, inode, mode) changes on every write or rename.
-    """
-    stamps: dict[str, Stamp] = {}
-    directories = []
-    for path in paths:
-        if path == "." or (os.path.isdir(repo / path) and not os.path.islink(repo / path)):
-            directories.append(path)
-        else:
-            _stamp(repo, path, stamps)
-    if not directories:
-        return stamps
-    env = {**os.environ, "GIT_LITERAL_PATHSPECS": "1"}
-    for name in ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE"):
-        env.pop(name, None)
-    result = subprocess.run(
-        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard", "--",
-         *directories],
-        cwd=repo, env=env, capture_output=True, check=False,
-    )
-    if result.returncode != 0:
-        raise VersatilError(
-            f"git ls-files failed in {repo}: {result.stderr.decode(errors='replace').strip()}"
-        )
-    for raw in result.stdout.split(b"\0"):
-        if raw:
-            _stamp(repo, os.fsdecode(raw).rstrip("/"), stamps)
-    return stamps
-
-
-def _stamp(repo: Path, path: str, into: dict[str, Stamp]) -> None:
-    try:
-        info = os.lstat(repo / path)
-    except (FileNotFoundError, NotADirectoryError):
-        return  # not there (or in the index but deleted from the working tree)
-    into[path] = (info.st_size, info.st_mtime_ns, info.st_ino, info.st_mode)
-
-
-def modified(before: Mapping[str, Stamp], after: Mapping[str, Stamp]) -> list[str]:
-    """Files created, deleted or changed between two snapshots."""
-    return sorted(
-        {p for p in before if after.get(p) != before[p]} | {p for p in after if p not in before}
-    )
-
-
+# Processes a task left ------------------------------------------------------------------------
 def leftover_processes(run_id: str, task_id: str | None = None) -> list[int]:
     """PIDs of processes started for this run (or one of its tasks) that are still alive."""
     wanted = f"{MARKER}={run_id}/".encode()
@@ -1004,6 +954,9 @@ class WaveExecutor:
         self._rank = ranks(plan.tasks, self.schedule)
         self._checkpoints: Any = None
         self._journal: _Journal
+        # The one tree scan's rule (monitor/scan.py): what git counts, minus guard.ignore, the
+        # same files `versatil run` compares; list_files is safe from the worker threads.
+        self._matcher = IgnoreMatcher(self.repo, self.config.guard.ignore, state=self.state)
 
     # Public entry points ------------------------------------------------------------------------
     def run(self) -> RunState:
@@ -1193,10 +1146,10 @@ class WaveExecutor:
         """What an ended task modified (against its start snapshot), rolled back if it failed;
         returns (files, rolled back, error)."""
         paths = self._write_paths(task)
-        before = _only_under(task_run.before or {}, paths)
+        before = within(task_run.before or {}, paths)
         error = task_run.error
         with self._task_locks(task, wait=self.lock_wait):
-            after = snapshot(self.repo.toplevel, paths)
+            after = self._scan(paths)
             files = modified(before, after)
             rolled: list[str] = []
             if failed and files:
@@ -1211,9 +1164,9 @@ class WaveExecutor:
         task = self.tasks[task_run.id]
         detail = f"{len(killed)} leftover processes killed" if killed else "no process left"
         paths = self._write_paths(task)
-        before = _only_under(task_run.before or {}, paths)
+        before = within(task_run.before or {}, paths)
         with self._task_locks(task, wait=self.lock_wait) as _:
-            after = snapshot(self.repo.toplevel, paths)
+            after = self._scan(paths)
             files = modified(before, after)
             rolled = self._rollback(task_run, files) if files else []
         task_run.rolled_back = rolled
@@ -1223,6 +1176,10 @@ class WaveExecutor:
             f"was running when the executor stopped ({detail}); "
             f"{_files(rolled)} rolled back; running it again",
         )
+
+    def _scan(self, paths: Sequence[str]) -> TreeScan:
+        """The files under a task's write paths, with their stamps (see monitor/scan.py)."""
+        return scan(self.repo.toplevel, paths, self._matcher)
 
     # The main loop ----------------------------------------------------------------------------
     def _execute(self, kind: str, detail: str) -> RunState:
@@ -1263,6 +1220,7 @@ class WaveExecutor:
             ) from exc
         finally:
             _restore_signal(previous)
+            self._matcher.close()  # only ever lists files: no conversation left running
             for _ in self._pool:
                 self._tasks_to_run.put(None)  # each pool thread ends once it is free
             self.observer.close()
@@ -1657,7 +1615,7 @@ class WaveExecutor:
     ) -> _Outcome:
         run = self._state()
         paths = self._write_paths(task)
-        before = snapshot(self.repo.toplevel, paths)
+        before = self._scan(paths)
         log_path = self.store.log_dir(run.id) / f"{_safe_name(task.id)}.log"
         with self._mutex:
             task_run.status = "running"
@@ -1678,7 +1636,7 @@ class WaveExecutor:
             task, task_run, log_path, held
         )
         faults.point("wave.task-exited")
-        after = snapshot(self.repo.toplevel, paths)
+        after = self._scan(paths)
         files = modified(before, after)
         status: Status = "succeeded" if exit_code == 0 and not error else "failed"
         rolled: list[str] = []
@@ -1969,17 +1927,6 @@ def _tasks_word(count: int) -> str:
 
 def _files(paths: Sequence[str]) -> str:
     return "1 file" if len(paths) == 1 else f"{len(paths)} files"
-
-
-def _only_under(stamps: Mapping[str, Stamp], paths: Sequence[str]) -> dict[str, Stamp]:
-    """The entries of a snapshot read back from the state that lie under the task's write
-    paths: a resume compares and rolls back nothing else, whatever the state says."""
-    if "." in paths:
-        return dict(stamps)
-    return {
-        f: stamp for f, stamp in stamps.items()
-        if any(f == p or f.startswith(p.rstrip("/") + "/") for p in paths)
-    }
 
 
 def _safe_relative(path: str) -> bool:

@@ -82,7 +82,8 @@ if TYPE_CHECKING:
     from versatil_fs.checkpoints import Checkpoints
     from versatil_fs.config import Config
     from versatil_fs.locks.manager import Lease, LockManager
-    from versatil_fs.monitor import Election, IgnoreMatcher, Monitor, Snapshot, Write
+    from versatil_fs.monitor import Election, IgnoreMatcher, Monitor, Write
+    from versatil_fs.monitor.scan import TreeScan
 
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 SI_KERNEL = 0x80  # siginfo si_code of a signal the kernel itself sent (the terminal driver)
@@ -189,7 +190,7 @@ class _Run:
         self.handed_over = False  # the locks were left to processes the command started
         self.matcher: IgnoreMatcher | None = None
         self.locked_paths: list[str] = []
-        self.before: Snapshot | None = None
+        self.before: TreeScan | None = None
         self.checkpoints: Checkpoints | None = None
         self.checkpoint_id: str | None = None
         self.election: Election | None = None
@@ -301,7 +302,8 @@ class _Run:
                 self.checkpoint_id = record.id
                 self.say(f"checkpoint {record.id} taken before the command")
         if self.locked_paths or self.want_monitor:
-            from versatil_fs.monitor import IgnoreMatcher, scan
+            from versatil_fs.monitor.ignore import IgnoreMatcher
+            from versatil_fs.monitor.scan import scan
 
             self.matcher = IgnoreMatcher(self.repo, self.config.guard.ignore)
             if self.locked_paths:
@@ -484,10 +486,10 @@ class _Run:
     def _files_modified(self) -> list[str]:
         if self.before is None or self.repo is None or self.matcher is None:
             return []
-        from versatil_fs.monitor import diff_snapshots, scan
+        from versatil_fs.monitor.scan import modified, scan
 
         after = scan(self.repo.toplevel, self.locked_paths, self.matcher)
-        return [path for path, _ in diff_snapshots(self.before, after)]
+        return modified(self.before, after)
 
     def _roll_back(self, result: RunResult) -> None:
         assert self.checkpoints is not None and self.checkpoint_id is not None
