@@ -427,8 +427,11 @@ def _in_repository(toplevel: str) -> str:
 
 
 def _until(grant: Grant) -> str:
-    if grant.owner == "shell":
-        return f"until {_when(grant.expires_at)}"
+    from versatil_fs.locks.store import expires_wall  # loaded already: grants came from it
+
+    expires = expires_wall(grant)
+    if expires is not None:
+        return f"until {_when(expires)}"
     return f"while its process {grant.pid} lives"
 
 

@@ -59,6 +59,7 @@ __all__ = [
     "home",
     "overwrite",
     "state_error",
+    "write_all",
 ]
 
 
@@ -266,10 +267,7 @@ class StateDir:
             raise state_error(path, exc) from exc
         try:
             try:
-                view = memoryview(data)
-                while view:
-                    written = os.write(fd, view)
-                    view = view[written:]
+                write_all(fd, data)
                 if durable:
                     os.fsync(fd)
             finally:
@@ -595,6 +593,14 @@ def state_error(path: Path, exc: OSError) -> StateError:
 
 # The old private name, still imported by the checkpoints package (its owner switches).
 _state_error = state_error
+
+
+def write_all(fd: int, data: bytes) -> None:
+    """Write all of ``data`` at ``fd``'s position: ``os.write`` may write less than asked (a
+    signal, a pipe, a file-size limit), so it loops until everything is written."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
 
 
 def overwrite(fd: int, data: bytes) -> None:

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import time
-
 import click
 import msgspec
 
 from versatil_fs.cli._common import agent_option, echo, echo_json, json_option
-from versatil_fs.errors import UsageError
+from versatil_fs.locks.clock import hms
 from versatil_fs.locks.manager import LockManager
-from versatil_fs.locks.store import seconds_left
+from versatil_fs.locks.store import expires_wall
 from versatil_fs.locks.table import Claim, Grant, Resource, Table, Waiter
 from versatil_fs.repo import default_agent
 
@@ -43,8 +41,7 @@ def lock(
     Paths must have UTF-8 names (the lock table is JSON): lock the directory holding a file
     whose name is not, and the lock covers it.
     """
-    if wait is not None and wait < 0:
-        raise UsageError(f"--wait must be zero or more seconds, got {wait}.")
+    # --wait is checked once, by the lock core (NaN, negative, beyond FOREVER: exit 2).
     lease = _manager().acquire(
         resources, agent=agent, mode="read" if read_mode else "write", wait=wait, ttl=ttl,
         priority=priority, owner="shell",
@@ -54,7 +51,7 @@ def lock(
         return
     echo(
         f"Locked {_claims(lease.claims)} for {lease.agent} until "
-        f"{_clock(lease.grant.expires_at)} (lease {lease.id})."
+        f"{hms(lease.grant.expires_at)} (lease {lease.id})."
     )
 
 
@@ -139,7 +136,7 @@ def render(table: Table) -> str:
             for claim in grant.claims:
                 lines.append(
                     _row(grant.agent, claim.mode, _resource(claim.resource),
-                         _clock(grant.acquired_at), _until(grant))
+                         hms(grant.acquired_at), _until(grant))
                 )
     if table.waiters:
         lines.append("")
@@ -147,18 +144,15 @@ def render(table: Table) -> str:
         for position, waiter in enumerate(table.waiters, 1):
             lines.append(
                 f"{position:>3}. {waiter.agent} wants {_claims(waiter.claims)} "
-                f"(priority {waiter.priority}, since {_clock(waiter.since)}, "
-                f"gives up at {_clock(waiter.deadline)})"
+                f"(priority {waiter.priority}, since {hms(waiter.since)}, "
+                f"gives up at {hms(waiter.deadline)})"
             )
     return "\n".join(lines)
 
 
 def _until(grant: Grant | Waiter) -> str:
-    if isinstance(grant, Grant) and grant.owner == "shell":
-        # From the time left (the boot clock), not the stored wall time: right even after
-        # the wall clock was set.
-        return _clock(time.time() + seconds_left(grant))
-    return f"while pid {grant.pid} lives"
+    expires = expires_wall(grant)
+    return f"while pid {grant.pid} lives" if expires is None else hms(expires)
 
 
 def _row(*cells: str) -> str:
@@ -174,5 +168,3 @@ def _claims(claims: list[Claim]) -> str:
     return ", ".join(f"{c.resource} ({c.mode})" for c in claims)
 
 
-def _clock(ts: float) -> str:
-    return time.strftime("%H:%M:%S", time.localtime(ts))

@@ -18,7 +18,7 @@ import time
 
 from versatil_fs import linux
 
-__all__ = ["CLOCK", "Clock"]
+__all__ = ["CLOCK", "Clock", "hms"]
 
 
 class Clock:
@@ -44,3 +44,8 @@ class Clock:
 
 
 CLOCK = Clock()
+
+
+def hms(ts: float) -> str:
+    """A wall time as people read it in the lock table and in messages: local ``HH:MM:SS``."""
+    return time.strftime("%H:%M:%S", time.localtime(ts))

@@ -13,7 +13,6 @@ import math
 import os
 import sys
 import threading
-import time
 import weakref
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -24,7 +23,13 @@ from versatil_fs import events, faults
 from versatil_fs.errors import Blocker, Deadlock, LockConflict, StateError, UsageError
 from versatil_fs.locks import clock
 from versatil_fs.locks.leases import Doorbell
-from versatil_fs.locks.store import TABLE_LOCK_GRACE, LocalStore, LockStore, seconds_left
+from versatil_fs.locks.store import (
+    TABLE_LOCK_GRACE,
+    LocalStore,
+    LockStore,
+    expires_wall,
+    seconds_left,
+)
 from versatil_fs.locks.table import (
     FOREVER,
     MAX_PRIORITY,
@@ -207,7 +212,11 @@ class LockManager:
         agent = agent or default_agent(self._repo)
         _check_text("agent name", agent)
         settings = self.config.collision_detection
-        wait = self.config.default_wait if wait is None else _seconds("wait", wait, forever=True)
+        # The one check of a wait budget (the CLI passes --wait through unchecked).
+        if wait is None:
+            wait = self.config.default_wait
+        else:
+            wait = _seconds("wait (--wait)", wait, forever=True)
         ttl = settings.lock_timeout if ttl is None else _seconds("lease lifetime (ttl)", ttl)
         if ttl <= 0:
             raise UsageError(f"A lease lifetime must be positive, got {ttl} seconds.")
@@ -386,21 +395,20 @@ class LockManager:
             c for c in blocker.claims if any(c.conflicts(mine) for mine in request.claims)
         )
         waited = max(now - request.since, 0.0)
-        expires: float | None = None
+        expires = expires_wall(blocker)
         if isinstance(blocker, Grant):
-            if blocker.owner == "shell":
-                expires = clock.CLOCK.wall() + seconds_left(blocker)
-                until = f"until {_clock(expires)}"
+            if expires is not None:
+                until = f"until {clock.hms(expires)}"
             else:
                 until = f"while its process {blocker.pid} lives"
             held = (
                 f"{claim.resource} is {claim.mode}-locked by {blocker.agent} "
-                f"(since {_clock(blocker.acquired_at)}, {until})"
+                f"(since {clock.hms(blocker.acquired_at)}, {until})"
             )
         else:
             held = (
                 f"{claim.resource} is queued for by {blocker.agent} ahead of you "
-                f"(priority {blocker.priority}, waiting since {_clock(blocker.since)})"
+                f"(priority {blocker.priority}, waiting since {clock.hms(blocker.since)})"
             )
         after = f"gave up after {waited:.1f} s" if waited >= 0.05 else "not waiting (--wait 0)"
         return LockConflict(
@@ -704,10 +712,6 @@ def _describe(request: Waiter) -> str:
 
 def _agents(found: Sequence[Record]) -> list[str]:
     return sorted({h.agent for h in found})
-
-
-def _clock(ts: float) -> str:
-    return time.strftime("%H:%M:%S", time.localtime(ts))
 
 
 def _host() -> str:

@@ -43,6 +43,7 @@ __all__ = [
     "HolderRecords",
     "LocalStore",
     "LockStore",
+    "expires_wall",
     "seconds_left",
 ]
 
@@ -135,6 +136,15 @@ def seconds_left(grant: Grant) -> float:
     if grant.boot_id and grant.expires_boot > 0 and grant.boot_id == now.boot_id():
         return grant.expires_boot - now.boottime()
     return grant.expires_at - now.wall()
+
+
+def expires_wall(grant: Record) -> float | None:
+    """The wall-clock time a shell lease ends, from :func:`seconds_left` (the boot clock: right
+    even after the wall clock was set); None for a process lease or a waiter, which end with
+    their process."""
+    if isinstance(grant, Grant) and grant.owner == "shell":
+        return clock.CLOCK.wall() + seconds_left(grant)
+    return None
 
 
 def _read_regular(path: Path) -> bytes | None:
