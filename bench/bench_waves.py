@@ -36,7 +36,7 @@ MAKESPAN_GOAL = 1.05
 
 
 def _tasks(spec: list[tuple[str, float, list[str]]]) -> list[object]:
-    from versatil_fs.plan import Task
+    from versatil_fs.waves.plan import Task
 
     return [
         Task(id=tid, agent=f"agent-{i % 7}", run=["sleep", f"{d:.3f}"], writes=[f"out/{tid}"],
@@ -118,7 +118,7 @@ def tight_bound(spec: list[tuple[str, float, list[str]]], agents: int) -> float:
 # Window rules: may a ready task of `wave` start, given the waves of the tasks running (wave ->
 # how many), the lowest wave with a task not done, and max_concurrent_waves?
 def _window_running(in_flight: dict[int, int], wave: int, lowest: int, limit: int) -> bool:
-    from versatil_fs.executor import admits
+    from versatil_fs.waves.schedule import admits
 
     return admits(in_flight, wave, limit)  # the executor's own rule
 
@@ -158,8 +158,8 @@ def simulate(
     """
     import heapq
 
-    from versatil_fs.executor import ranks
-    from versatil_fs.plan import Plan
+    from versatil_fs.waves.plan import Plan
+    from versatil_fs.waves.schedule import ranks
 
     plan = Plan(tasks=_tasks(spec))  # type: ignore[arg-type]
     schedule = plan.schedule(agents=agents)
@@ -248,8 +248,9 @@ def run_plan(
     checkpoints: bool = True, max_waves: int | None = None,
 ) -> tuple[float, float, dict[str, float], int]:
     """(makespan, lower bound from the estimates, the durations tasks took, waves)."""
-    from versatil_fs.executor import WaveExecutor, report
-    from versatil_fs.plan import Plan
+    from versatil_fs.waves.executor import WaveExecutor
+    from versatil_fs.waves.plan import Plan
+    from versatil_fs.waves.report import report
 
     os.environ["VERSATIL_CHECKPOINTS_ENABLED"] = "true" if checkpoints else "false"
     try:
@@ -268,8 +269,9 @@ def run_plan(
 
 def scheduling_overhead(repo: Path, n: int = 30) -> float:
     """Milliseconds from one task's end to the next one's end, for `true` tasks in a chain."""
-    from versatil_fs.executor import WaveExecutor, report
-    from versatil_fs.plan import Plan, Task
+    from versatil_fs.waves.executor import WaveExecutor
+    from versatil_fs.waves.plan import Plan, Task
+    from versatil_fs.waves.report import report
 
     tasks = [Task(id=f"t{i}", agent="A", run=["true"], writes=[f"out/t{i}"],
                   needs=[f"t{i - 1}"] if i else []) for i in range(n)]
@@ -294,7 +296,8 @@ def checkpoint_ms(repo: Path, runs: int = 5) -> float:
 
 
 def resolver_ms(n: int = 1000, runs: int = 7) -> float:
-    from versatil_fs.plan import Task, resolve
+    from versatil_fs.waves.plan import Task
+    from versatil_fs.waves.resolve import resolve
 
     rng = random.Random(3)
     tasks = []

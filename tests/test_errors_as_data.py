@@ -13,9 +13,10 @@ from versatil_fs.locks.manager import LockManager
 
 
 def test_every_error_class_of_the_package_lives_in_errors() -> None:
-    from versatil_fs import plan, runner
+    from versatil_fs import runner
     from versatil_fs.locks import store
     from versatil_fs.monitor import ignore
+    from versatil_fs.waves import plan
 
     assert runner.CommandNotFound is errors.CommandNotFound
     assert runner.CommandNotExecutable is errors.CommandNotExecutable

@@ -97,8 +97,8 @@ def test_versatil_run_leaves_out_what_guard_ignore_names(repo: Repository) -> No
 
 
 def test_the_wave_executor_leaves_out_what_guard_ignore_names(repo: Repository) -> None:
-    from versatil_fs.executor import WaveExecutor
-    from versatil_fs.plan import Plan
+    from versatil_fs.waves.executor import WaveExecutor
+    from versatil_fs.waves.plan import Plan
 
     plan = repo.toplevel / "plan.yaml"
     task = {"id": "t", "agent": "A", "writes": ["src"],

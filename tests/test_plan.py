@@ -13,17 +13,8 @@ from hypothesis import strategies as st
 
 from versatil_fs.cli import cli, run_cli
 from versatil_fs.locks.table import Claim, Resource, claims_conflict
-from versatil_fs.plan import (
-    ConflictIndex,
-    Plan,
-    PlanError,
-    Task,
-    find_cycle,
-    format_duration,
-    lexical_claims,
-    parse_duration,
-    resolve,
-)
+from versatil_fs.waves.plan import Plan, PlanError, Task, format_duration, parse_duration
+from versatil_fs.waves.resolve import ConflictIndex, find_cycle, lexical_claims, resolve
 
 # A small alphabet makes ancestors, siblings (`b` / `bc`) and shared files common.
 SEGMENTS = st.sampled_from(["a", "b", "bc", "src"])

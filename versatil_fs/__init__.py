@@ -22,17 +22,17 @@ from versatil_fs.errors import (
 
 if TYPE_CHECKING:
     from versatil_fs.checkpoints import Checkpoints, checkpoint
-    from versatil_fs.executor import WaveExecutor
     from versatil_fs.locks.manager import Lease, LockManager
-    from versatil_fs.plan import Plan
+    from versatil_fs.waves.executor import WaveExecutor
+    from versatil_fs.waves.plan import Plan
 
 _LAZY = {
     "LockManager": "versatil_fs.locks.manager",
     "Lease": "versatil_fs.locks.manager",
     "Checkpoints": "versatil_fs.checkpoints",
     "checkpoint": "versatil_fs.checkpoints",
-    "Plan": "versatil_fs.plan",
-    "WaveExecutor": "versatil_fs.executor",
+    "Plan": "versatil_fs.waves.plan",
+    "WaveExecutor": "versatil_fs.waves.executor",
 }
 
 __all__ = [

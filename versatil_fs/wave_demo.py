@@ -26,8 +26,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from versatil_fs.executor import Observer, RunState, TaskRun, WaveExecutor, report
-from versatil_fs.plan import Plan, format_duration
+from versatil_fs.waves.executor import WaveExecutor
+from versatil_fs.waves.plan import Plan, format_duration
+from versatil_fs.waves.progress import Progress
+from versatil_fs.waves.records import RunState, TaskRun
+from versatil_fs.waves.report import report
 
 if TYPE_CHECKING:
     from versatil_fs.demo import Agent, Demo
@@ -103,20 +106,20 @@ def _tell_outcome(demo: Demo, run: RunState, unlocked: list[str]) -> None:
             demo.say(f"      {line}" if line else "")
 
 
-def _progress(demo: Demo, reviewer: Agent) -> Observer:
+def _progress(demo: Demo, reviewer: Agent) -> Progress:
     """Live progress (rich on a terminal), handing the reviewer's lock over on the first wait."""
     from versatil_fs.cli.wave import PlainProgress, RichProgress
 
-    base: Observer = (
+    base: Progress = (
         RichProgress() if sys.stdout.isatty() else PlainProgress(lambda s: demo.say(f"    {s}"))
     )
     return _HandOver(base, reviewer, demo)
 
 
-class _HandOver(Observer):
+class _HandOver(Progress):
     """Passes every event on; when a task first queues for a lock, the reviewer releases it."""
 
-    def __init__(self, inner: Observer, reviewer: Agent, demo: Demo) -> None:
+    def __init__(self, inner: Progress, reviewer: Agent, demo: Demo) -> None:
         self.inner = inner
         self.reviewer = reviewer
         self.demo = demo

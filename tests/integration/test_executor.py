@@ -31,20 +31,14 @@ from integration.helpers import (
 
 from versatil_fs import events
 from versatil_fs.checkpoints import Checkpoints
-from versatil_fs.executor import (
-    Observer,
-    RunState,
-    RunStore,
-    TaskRun,
-    WaveExecutor,
-    _frame,
-    _Record,
-    admits,
-    leftover_processes,
-    report,
-    waves_in_flight,
-)
-from versatil_fs.plan import Plan
+from versatil_fs.waves.executor import WaveExecutor
+from versatil_fs.waves.plan import Plan
+from versatil_fs.waves.progress import Progress
+from versatil_fs.waves.records import RunState, TaskRun
+from versatil_fs.waves.report import report
+from versatil_fs.waves.schedule import admits, waves_in_flight
+from versatil_fs.waves.store import RunStore, StartRecord, frame_record
+from versatil_fs.waves.tasks import leftover_processes
 
 # A task that waits for a file: polls it (the workload's own loop) for at most ~20 s.
 WAIT_FOR = 'i=0; while [ ! -e "{path}" ] && [ $i -lt 400 ]; do sleep 0.05; i=$((i+1)); done; ' \
@@ -230,7 +224,7 @@ def test_a_task_waits_for_an_outside_lock_holder_and_runs_under_its_own_locks(
     plan = write_plan(git_repo / "plan.yaml", tasks)
     seen: list[str] = []
 
-    class Watch(Observer):
+    class Watch(Progress):
         def event(self, run: RunState, kind: str, task: TaskRun | None, detail: str) -> None:
             seen.append(kind)
             if kind == "task-waiting":
@@ -401,9 +395,9 @@ def test_task_starts_written_ahead_of_the_state_are_read_over_it(git_repo: Path)
     a, b = state.tasks["a"], state.tasks["b"]
     again = msgspec.structs.replace(a, status="running", attempts=2, finished=None)
     store.wal_path(run.id).write_bytes(
-        _frame(_Record(number=3, task=msgspec.structs.replace(b, status="running")))
-        + _frame(_Record(number=5, task=again))
-        + _frame(_Record(number=6, task=msgspec.structs.replace(b, status="failed")))[:-2]
+        frame_record(StartRecord(number=3, task=msgspec.structs.replace(b, status="running")))
+        + frame_record(StartRecord(number=5, task=again))
+        + frame_record(StartRecord(number=6, task=msgspec.structs.replace(b, status="failed")))[:-2]
     )
     loaded = store.load(run.id)
     assert loaded.tasks["a"] == again and loaded.journal == 5

@@ -411,19 +411,20 @@ WAVE_FAULTS_SLOW = [
 def wave_runs() -> Iterator[None]:
     """Whatever tasks a killed executor left running are killed when the test ends."""
     yield
-    from versatil_fs.executor import RunStore, kill_leftovers
+    from versatil_fs.waves.store import RunStore
+    from versatil_fs.waves.tasks import kill_leftovers
 
     for run in RunStore().runs():
         kill_leftovers(run.id)
 
 
 def _wave_states(home: Path) -> list[str]:
-    from versatil_fs.executor import _decoder
+    from versatil_fs.waves.store import STATE_DECODER
 
     problems = []
     for path in sorted(home.glob("waves/*.msgpack")):
         try:
-            run = _decoder.decode(path.read_bytes())
+            run = STATE_DECODER.decode(path.read_bytes())
         except Exception as exc:  # any failure to read it back is what we are looking for
             problems.append(f"{path.name}: {exc}")
         else:

@@ -312,7 +312,8 @@ def _wave_plan(tmp: Path, run: str) -> Path:
 def wave_runs() -> Iterator[None]:
     """Whatever tasks a killed executor left running are killed when the test ends."""
     yield
-    from versatil_fs.executor import RunStore, kill_leftovers
+    from versatil_fs.waves.store import RunStore
+    from versatil_fs.waves.tasks import kill_leftovers
 
     for run in RunStore().runs():
         kill_leftovers(run.id)
@@ -429,7 +430,7 @@ def test_a_task_killed_around_its_exit_is_run_again_only_if_its_exit_was_not_rec
 # Planted wave state -----------------------------------------------------------------------------
 def _interrupted_run(repo: Path, tmp: Path) -> tuple[str, Path]:
     """A run killed while its one task ran: its id, and its state file (write-ahead applied)."""
-    from versatil_fs.executor import RunStore, _encoder
+    from versatil_fs.waves.store import ENCODER, RunStore
 
     plan = tmp / "plan.yaml"
     plan.write_text("tasks:\n  - {id: edit, agent: Holder, writes: [src/a.py], "
@@ -442,7 +443,7 @@ def _interrupted_run(repo: Path, tmp: Path) -> tuple[str, Path]:
     run = store.load(run.id)
     assert run.tasks["edit"].status == "running" and run.tasks["edit"].before
     # One document holding it all, so that a test's change is the whole truth.
-    store.path(run.id).write_bytes(_encoder.encode(run))
+    store.path(run.id).write_bytes(ENCODER.encode(run))
     store.drop_wal(run.id)
     return run.id, store.path(run.id)
 
@@ -782,7 +783,7 @@ def test_wave_state_nested_beyond_the_stack_is_damage_not_an_internal_error(
     import struct
     import zlib
 
-    from versatil_fs.executor import RunStore
+    from versatil_fs.waves.store import RunStore
 
     run_id, path = _interrupted_run(repo, tmp_path)
     deep = b"\x91" * 200_000 + b"\xc0"  # an array in an array ... 200,000 deep

@@ -13,8 +13,11 @@ import msgspec
 
 from versatil_fs.cli._common import echo, echo_json, json_option
 from versatil_fs.errors import UsageError
-from versatil_fs.executor import Observer, Report, RunState, TaskRun
-from versatil_fs.plan import Plan, Schedule, Task, format_duration
+from versatil_fs.waves.plan import Plan, Task, format_duration
+from versatil_fs.waves.progress import Progress
+from versatil_fs.waves.records import RunState, TaskRun
+from versatil_fs.waves.report import Report
+from versatil_fs.waves.resolve import Schedule
 
 max_agents_option = click.option(
     "--max-agents", type=click.IntRange(min=1), metavar="N",
@@ -146,7 +149,7 @@ def run_(
 
     Exits 0 when every task succeeded, 1 when one failed, 130 when interrupted (resumable).
     """
-    from versatil_fs.executor import WaveExecutor
+    from versatil_fs.waves.executor import WaveExecutor
 
     plan = Plan.load(file)
     with progress(quiet=as_json) as observer:
@@ -178,7 +181,7 @@ def resume(run_id: str | None, max_agents: int | None, lock_wait: float | None,
     Tasks that were running are rolled back and run again; finished tasks never are, except
     with --retry-failed the failed ones and those skipped because of them.
     """
-    from versatil_fs.executor import WaveExecutor
+    from versatil_fs.waves.executor import WaveExecutor
 
     with progress(quiet=as_json) as observer:
         run = WaveExecutor.resume(
@@ -189,7 +192,7 @@ def resume(run_id: str | None, max_agents: int | None, lock_wait: float | None,
 
 
 def _conclude(run: RunState, as_json: bool) -> int:
-    from versatil_fs.executor import report
+    from versatil_fs.waves.report import report
 
     if run.status == "running":  # interrupted: resumable
         result = report(run, status="interrupted")
@@ -221,8 +224,9 @@ class StatusView(msgspec.Struct, kw_only=True):
 @json_option
 def status(run_id: str | None, as_json: bool) -> None:
     """Where a run is (default: the latest of this repository), and its report once done."""
-    from versatil_fs.executor import RunStore, effective_status, report
     from versatil_fs.repo import Repository
+    from versatil_fs.waves.report import report
+    from versatil_fs.waves.store import RunStore, effective_status
 
     store = RunStore()
     if run_id is None:
@@ -356,12 +360,12 @@ def report_lines(run: RunState, result: Report) -> list[str]:
 
 # Live progress ----------------------------------------------------------------------------------
 @contextlib.contextmanager
-def progress(*, quiet: bool = False) -> Iterator[Observer]:
+def progress(*, quiet: bool = False) -> Iterator[Progress]:
     """Rich live progress on a terminal, one plain line per transition otherwise."""
     if quiet:
-        yield Observer()
+        yield Progress()
         return
-    observer: Observer = RichProgress() if sys.stdout.isatty() else PlainProgress(echo)
+    observer: Progress = RichProgress() if sys.stdout.isatty() else PlainProgress(echo)
     try:
         yield observer
     finally:
@@ -408,7 +412,7 @@ def _count(files: list[str]) -> str:
     return "1 file" if len(files) == 1 else f"{len(files)} files"
 
 
-class PlainProgress(Observer):
+class PlainProgress(Progress):
     """One line per transition, prefixed with the elapsed time: for logs and pipes."""
 
     def __init__(self, out: Callable[[str], None]) -> None:
@@ -425,7 +429,7 @@ class PlainProgress(Observer):
             self.out(f"[{time.monotonic() - self.started:7.1f}s] {line}")
 
 
-class RichProgress(Observer):
+class RichProgress(Progress):
     """A live panel (one line per running task, waves done, elapsed) under scrolling events."""
 
     def __init__(self) -> None:

@@ -3,7 +3,7 @@ isolates failures, and resumes after a crash.
 
 How a run goes
 --------------
-The resolver (:mod:`versatil_fs.plan`) gives each task a wave. A task starts as soon as
+The resolver (:mod:`versatil_fs.waves.plan`) gives each task a wave. A task starts as soon as
 
 * everything it ``needs`` has succeeded,
 * every task of an earlier wave whose claims conflict with its own has ended (so two tasks that
@@ -95,28 +95,18 @@ their own lock) goes with it.
 from __future__ import annotations
 
 import contextlib
-import fcntl
-import io
-import itertools
 import math
 import os
-import posixpath
 import queue
-import re
 import signal
-import struct
 import subprocess
 import sys
 import threading
 import time
-import zlib
-from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
-
-import msgspec
 
 from versatil_fs import events, faults
 from versatil_fs.errors import (
@@ -129,731 +119,44 @@ from versatil_fs.errors import (
 )
 from versatil_fs.locks.table import Claim
 from versatil_fs.monitor.ignore import IgnoreMatcher
-from versatil_fs.monitor.scan import Stamp, TreeScan, modified, scan, within
-from versatil_fs.plan import (
-    ConflictIndex,
-    Plan,
-    Schedule,
-    Task,
-    critical_path,
-    lower_bound,
-)
+from versatil_fs.monitor.scan import TreeScan, modified, scan, within
 from versatil_fs.repo import Repository
 from versatil_fs.runner import ProcessTree
 from versatil_fs.state import StateDir
-
-SCHEMA_VERSION = 1
-STREAM = "wave-execution"
-RUN_ID = re.compile(r"[0-9]{8}-[0-9]{6}-[0-9a-f]{4}")  # as WaveExecutor.run makes them
-MAX_SLOTS = 10_000  # agents or waves in flight: more is not a run this machine made
-MAX_LOCK_WAIT = 1e9  # the lock manager's "for ever"
-MAX_TIME = 1e11  # seconds since 1970 (the year 5138): anything later is not a time
-MARKER = "VERSATIL_WAVE_TASK"  # run-id/task-id, inherited by everything a task starts
-TERM_GRACE = 3.0  # seconds between SIGTERM and SIGKILL for a task that is stopped
-
-Status = Literal["pending", "waiting", "running", "succeeded", "failed", "skipped"]
-RunStatus = Literal["running", "succeeded", "failed", "interrupted"]
-TERMINAL: frozenset[str] = frozenset({"succeeded", "failed", "skipped"})
-
-
-# The persisted records --------------------------------------------------------------------------
-class TaskRun(msgspec.Struct, kw_only=True):
-    """One task of a run: where it is, and what happened the last time it ran."""
-
-    id: str
-    agent: str
-    wave: int
-    status: Status = "pending"
-    attempts: int = 0
-    started: float | None = None  # its process started (after its locks were granted)
-    finished: float | None = None
-    lock_wait: float = 0.0  # seconds spent in the lock queue
-    exit_code: int | None = None
-    error: str = ""
-    files: list[str] = []  # files it modified, under its write paths
-    rolled_back: list[str] = []
-    skipped_because: str = ""
-    log: str = ""
-    pid: int = 0
-    # When its process exited: recorded (write-ahead, fdatasynced) the moment it does, before
-    # its files are compared or rolled back; a resume finds the task ended, not interrupted.
-    exited: float | None = None
-    checkpoint: str | None = None  # the baseline its files are rolled back to
-    # While running: its write paths as they were when it started (path -> stat stamp), so a
-    # resume can tell what it changed. Cleared when it ends.
-    before: dict[str, Stamp] | None = None
-
-    @property
-    def duration(self) -> float | None:
-        if self.started is None or self.finished is None:
-            return None
-        return max(0.0, self.finished - self.started)
-
-
-class Session(msgspec.Struct, kw_only=True):
-    """One stretch of the executor running (a run has one, plus one per resume)."""
-
-    pid: int
-    started: float
-    ended: float | None = None
-
-
-class RunState(msgspec.Struct, kw_only=True):
-    """A wave run: the schema on disk (msgpack), in the API and in ``wave status --json``."""
-
-    version: int = SCHEMA_VERSION
-    id: str
-    status: RunStatus = "running"
-    plan: Plan
-    plan_file: str
-    repo: str  # the working tree
-    repo_key: str  # its git common directory
-    created: float
-    finished: float | None = None
-    max_agents: int
-    max_waves: int
-    checkpoints: bool = True
-    waves: list[list[str]]
-    wave_checkpoints: dict[int, str] = {}
-    tasks: dict[str, TaskRun]
-    sessions: list[Session] = []
-    lower_bound_estimate: float = 0.0
-    # The number of the last start record (see _Journal.log) whose transition this document
-    # holds: the records after it in waves/<run>.wal are newer than the document.
-    journal: int = 0
-
-    @property
-    def done(self) -> bool:
-        return all(t.status in TERMINAL for t in self.tasks.values())
-
-    def counts(self) -> dict[str, int]:
-        found: dict[str, int] = {}
-        for task in self.tasks.values():
-            found[task.status] = found.get(task.status, 0) + 1
-        return found
-
-    def waves_done(self) -> int:
-        return sum(
-            1 for wave in self.waves if all(self.tasks[t].status in TERMINAL for t in wave)
-        )
-
-
-_encoder = msgspec.msgpack.Encoder()
-_decoder = msgspec.msgpack.Decoder(RunState)
-
-
-class _Record(msgspec.Struct, array_like=True):
-    """One record of a run's write-ahead file: a task as it was when it started."""
-
-    number: int
-    task: TaskRun
-
-
-_record_decoder = msgspec.msgpack.Decoder(_Record)
-# What decoding a damaged or planted document raises: msgspec gives up on nesting deeper than
-# the interpreter's stack with RecursionError, which is damage too, not an internal error.
-_UNREADABLE = (msgspec.DecodeError, msgspec.ValidationError, RecursionError)
-_FRAME = struct.Struct("<II")  # payload length, CRC-32 of the payload
-
-
-def _frame(record: _Record) -> bytes:
-    payload = _encoder.encode(record)
-    return _FRAME.pack(len(payload), zlib.crc32(payload)) + payload
-
-
-def _records(data: bytes) -> Iterator[_Record]:
-    """The whole records of a write-ahead file, up to the first torn or damaged one (a crash
-    in the middle of an append leaves at most the last one incomplete)."""
-    at = 0
-    while at + _FRAME.size <= len(data):
-        length, crc = _FRAME.unpack_from(data, at)
-        payload = data[at + _FRAME.size: at + _FRAME.size + length]
-        if len(payload) != length or zlib.crc32(payload) != crc:
-            return
-        try:
-            yield _record_decoder.decode(payload)
-        except _UNREADABLE:
-            return
-        at += _FRAME.size + length
-
-
-# Where runs are kept ----------------------------------------------------------------------------
-class RunStore:
-    """``waves/<run>.msgpack`` (the state), ``waves/<run>.wal`` (task starts not yet in it, see
-    :class:`_Journal`), ``waves/<run>.lock`` (flocked by the executor running it) and
-    ``waves/<run>/`` (one log file per task) under the state directory."""
-
-    def __init__(self, state: StateDir | None = None) -> None:
-        self.state = state or StateDir()
-        self.root = self.state.subdir("waves")
-
-    def path(self, run_id: str) -> Path:
-        return self.root / f"{run_id}.msgpack"
-
-    def log_dir(self, run_id: str) -> Path:
-        return self.state.subdir("waves", run_id)
-
-    def wal_path(self, run_id: str) -> Path:
-        return self.root / f"{run_id}.wal"
-
-    def open_wal(self, run_id: str) -> int:
-        """The run's write-ahead file, open for appending; its name is durable on return."""
-        fd = self.state.open_lock_file(self.wal_path(run_id))  # 0600, owned, close-on-exec
-        try:
-            fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_APPEND)
-            directory = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-            try:
-                os.fsync(directory)
-            finally:
-                os.close(directory)
-        except BaseException:
-            os.close(fd)
-            raise
-        return fd
-
-    def drop_wal(self, run_id: str) -> None:
-        """Remove the write-ahead file once a durable state holds all of it."""
-        self.state.remove(self.wal_path(run_id))
-
-    def _replay(self, run: RunState) -> RunState:
-        """The state with the newer task starts of its write-ahead file applied."""
-        data = self.state.read_bytes(self.wal_path(run.id))
-        for record in _records(data or b""):
-            if record.number > run.journal and record.task.id in run.tasks:
-                run.tasks[record.task.id] = record.task
-                run.journal = record.number
-        return run
-
-    def save(self, run: RunState) -> None:
-        self.write(run.id, _encoder.encode(run))
-
-    def write(self, run_id: str, data: bytes) -> None:
-        faults.point("wave.before-state-write")
-        self.state.write_atomic(self.path(run_id), data, durable=True)
-
-    def load(self, run_id: str) -> RunState:
-        run_id = self.resolve_id(run_id)
-        path = self.path(run_id)
-        data = self.state.read_bytes(path)
-        if data is None:
-            raise UsageError(f"No wave run {run_id!r}; `versatil wave status` lists the latest.")
-        try:
-            run = _decoder.decode(data)
-        except _UNREADABLE as exc:
-            raise self._damaged(path, run_id, f"it does not parse: {exc}") from None
-        if run.version != SCHEMA_VERSION:
-            # Decoding is lenient about what it does not know, so a state of another schema
-            # would be read as this one and quietly misunderstood: refuse it instead.
-            raise self._damaged(
-                path, run_id, f"it is schema version {run.version}; this versatil reads "
-                f"version {SCHEMA_VERSION}",
-            )
-        run = self._replay(run)
-        problem = self._problem(run, run_id)
-        if problem:
-            raise self._damaged(path, run_id, problem)
-        return run
-
-    def _problem(self, run: RunState, run_id: str) -> str | None:
-        """Why a decoded run (write-ahead records applied) cannot be trusted, or None; fixes
-        up what is derived rather than stored.
-
-        Every path the executor acts on is rebuilt from the run's id and its tasks' ids, inside
-        this directory, never read from the document: its log files (``log`` is overwritten
-        here), its write-ahead file and its lock. The ids themselves, the tasks' paths and the
-        snapshot paths that a resume compares and rolls back are checked against the rules they
-        were made by, so a planted or damaged state cannot point a restore or an unlink outside
-        the repository or the state directory.
-        """
-        from versatil_fs.checkpoints import ID_PATTERN as _CHECKPOINT_ID
-        from versatil_fs.plan import plan_problem
-
-        if run.id != run_id or not RUN_ID.fullmatch(run_id):
-            return f"it names itself {run.id!r}, not the run {run_id!r} its file is"
-        problem = plan_problem(run.plan)
-        if problem:
-            return problem
-        ids = [t.id for t in run.plan.tasks]
-        if sorted(run.tasks) != sorted(ids) or any(k != t.id for k, t in run.tasks.items()):
-            return "its tasks are not its plan's tasks"
-        in_waves = [t for wave in run.waves for t in wave]
-        if sorted(in_waves) != sorted(ids):
-            return "its waves do not hold each of its tasks once"
-        if not (1 <= run.max_agents <= MAX_SLOTS and 1 <= run.max_waves <= MAX_SLOTS):
-            return f"it has {run.max_agents} agents and {run.max_waves} waves in flight"
-        times = [run.created, run.finished, run.lower_bound_estimate,
-                 *(x for s in run.sessions for x in (s.started, s.ended))]
-        for number, checkpoint in run.wave_checkpoints.items():
-            if not (1 <= number <= len(run.waves)) or not _CHECKPOINT_ID.fullmatch(checkpoint):
-                return f"wave {number} has the checkpoint {checkpoint!r}"
-        log_dir = self.root / run_id
-        for number, wave in enumerate(run.waves, start=1):
-            for task_id in wave:
-                task = run.tasks[task_id]
-                if task.wave != number:
-                    return f"task {task_id!r} is in wave {number} but says {task.wave}"
-                if task.checkpoint is not None and not _CHECKPOINT_ID.fullmatch(task.checkpoint):
-                    return f"task {task_id!r} has the checkpoint {task.checkpoint!r}"
-                bad = next((p for p in task.before or {} if not _safe_relative(p)), None)
-                if bad is not None:
-                    return f"task {task_id!r} has the snapshot path {bad!r}"
-                if any(not _safe_relative(p) for p in (*task.files, *task.rolled_back)):
-                    return f"task {task_id!r} names a file outside the repository"
-                times += [task.started, task.finished, task.exited, task.lock_wait]
-                if task.log:
-                    task.log = str(log_dir / f"{_safe_name(task_id)}.log")
-        # Finite and bounded, not necessarily positive: a wall clock stepped back makes a
-        # lock wait negative, and that must not make a good run look damaged.
-        if any(t is not None and not (math.isfinite(t) and abs(t) <= MAX_TIME) for t in times):
-            return "one of its times is not a time"
-        return None
-
-    def _damaged(self, path: Path, run_id: str, reason: str) -> StateError:
-        # move_aside prints its own notice, written for state rebuilt from what is live; a
-        # wave run is not rebuilt, so this error is the one sentence the user gets.
-        with contextlib.redirect_stderr(io.StringIO()):
-            target = self.state.move_aside(path, reason)
-        return StateError(
-            f"The state of wave run {run_id} could not be used ({reason}); it was moved aside "
-            f"to {target.name}. Its checkpoints are still in `versatil checkpoint list`."
-        )
-
-    def resolve_id(self, run_id: str) -> str:
-        """A full run id from a unique prefix."""
-        names = [p.name[: -len(".msgpack")] for p in self.root.glob("*.msgpack")]
-        if run_id in names:
-            return run_id
-        matches = [n for n in names if n.startswith(run_id)]
-        if len(matches) == 1:
-            return matches[0]
-        if matches:
-            raise UsageError(f"{run_id!r} matches several wave runs: {', '.join(sorted(matches))}.")
-        raise UsageError(f"No wave run {run_id!r}; `versatil wave status` shows the latest.")
-
-    def runs(self, repo_key: str | None = None) -> list[RunState]:
-        """Every readable run (of one repository), oldest first; damaged ones are skipped."""
-        found = []
-        for path in sorted(self.root.glob("*.msgpack")):
-            data = self.state.read_bytes(path)
-            if data is None:
-                continue
-            try:
-                run = _decoder.decode(data)
-            except _UNREADABLE:
-                continue  # reported when it is asked for by name
-            if run.version != SCHEMA_VERSION:
-                continue
-            run = self._replay(run)
-            if self._problem(run, path.name[: -len(".msgpack")]):
-                continue  # damaged or planted: reported (and moved aside) when asked for
-            if repo_key is None or run.repo_key == repo_key:
-                found.append(run)
-        return sorted(found, key=lambda r: r.created)
-
-    @contextlib.contextmanager
-    def locked(self, run_id: str) -> Iterator[None]:
-        """Hold the run's lock for the block; :class:`Refused` if an executor holds it now."""
-        fd = self.state.open_lock_file(self.root / f"{run_id}.lock")
-        try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise Refused(
-                    f"Wave run {run_id} is being executed by another process right now; "
-                    "watch it with `versatil wave status`."
-                ) from None
-            yield
-        finally:
-            os.close(fd)  # the flock goes with the descriptor
-
-    def is_live(self, run_id: str) -> bool:
-        """Whether an executor is running this run now (it holds the run's flock)."""
-        path = self.root / f"{run_id}.lock"
-        if not path.exists():
-            return False
-        fd = self.state.open_lock_file(path, create=False)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        finally:
-            os.close(fd)
-        return False
-
-
-def effective_status(run: RunState, store: RunStore) -> str:
-    """``interrupted`` for a run recorded as running whose executor is gone."""
-    if run.status == "running" and not store.is_live(run.id):
-        return "interrupted"
-    return run.status
-
-
-# Progress ---------------------------------------------------------------------------------------
-class Observer:
-    """Told about every transition, from the executor's main thread only; the CLI draws it."""
-
-    def event(self, run: RunState, kind: str, task: TaskRun | None, detail: str) -> None:
-        """``kind``: run-start, resume, wave-start, wave-done, task-waiting, task-start,
-        task-done, task-failed, task-skipped, task-interrupted, rollback, run-done,
-        run-interrupted; ``note`` is free text from whoever drives the run (the demo)."""
-
-    def tick(self, run: RunState) -> None:
-        """Called a few times a second while tasks run."""
-
-    def close(self) -> None:
-        """The run is over (or interrupted); let go of the terminal."""
-
-
-# Processes a task left ------------------------------------------------------------------------
-def leftover_processes(run_id: str, task_id: str | None = None) -> list[int]:
-    """PIDs of processes started for this run (or one of its tasks) that are still alive."""
-    wanted = f"{MARKER}={run_id}/".encode()
-    exact = f"{MARKER}={run_id}/{task_id}".encode() if task_id else None
-    found = []
-    me = os.getpid()
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit() or int(entry.name) == me:
-            continue
-        try:
-            with open(f"/proc/{entry.name}/environ", "rb") as handle:
-                environ = handle.read().split(b"\0")
-        except OSError:
-            continue  # gone, a zombie, or not ours
-        for item in environ:
-            if item.startswith(wanted) and (exact is None or item == exact):
-                found.append(int(entry.name))
-                break
-    return found
-
-
-def kill_leftovers(run_id: str, task_id: str | None = None, timeout: float = 10.0) -> list[int]:
-    """SIGKILL what is left of a task (or a whole run) and wait until it is gone."""
-    pids = leftover_processes(run_id, task_id)
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(pid, signal.SIGKILL)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and leftover_processes(run_id, task_id):
-        time.sleep(0.01)  # the kernel tears the processes down asynchronously
-    return pids
-
-
-# The waves-in-flight window ----------------------------------------------------------------------
-def ranks(tasks: Sequence[Task], schedule: Schedule) -> dict[str, tuple[int, float, int, int]]:
-    """The order ready tasks start in, as sort keys: highest priority first, then the longest
-    estimated chain from the task to the end of the plan (the classic list-scheduling rule that
-    keeps the makespan near its lower bound), then the most tasks on it, then plan order."""
-    dependents: dict[str, list[str]] = {t.id: [] for t in tasks}
-    for task in tasks:
-        for need in task.needs:
-            dependents[need].append(task.id)
-    by_id = {t.id: t for t in tasks}
-    ahead: dict[str, tuple[float, int]] = {}
-    for wave in reversed(schedule.waves):  # dependents come in later waves
-        for task_id in wave.tasks:
-            after = max((ahead[d] for d in dependents[task_id]), default=(0.0, 0))
-            ahead[task_id] = (after[0] + (by_id[task_id].estimate or 0.0), after[1] + 1)
-    order = {t.id: i for i, t in enumerate(tasks)}
-    return {
-        t: (-by_id[t].priority, -length, -count, order[t]) for t, (length, count) in ahead.items()
-    }
-
-
-def waves_in_flight(waves: Iterable[int]) -> dict[int, int]:
-    """Wave -> how many of its tasks are in flight, from the waves of the tasks in flight."""
-    return Counter(waves)
-
-
-def admits(in_flight: Mapping[int, int], wave: int, max_waves: int) -> bool:
-    """Whether a ready task of ``wave`` may start with ``in_flight`` (wave -> tasks) running.
-
-    A wave is in flight while one of its tasks is (its worker is making the wave's checkpoint,
-    waiting for locks or running the command): a task may start if its wave is already in
-    flight or fewer than ``max_waves`` are. See the module docstring for why.
-    """
-    return wave in in_flight or len(in_flight) < max_waves
-
-
-# The report --------------------------------------------------------------------------------------
-class TaskReport(msgspec.Struct, kw_only=True):
-    id: str
-    agent: str
-    wave: int
-    status: str
-    duration: float | None
-    lock_wait: float
-    exit_code: int | None
-    error: str = ""
-    files: list[str] = []
-    rolled_back: list[str] = []
-    skipped_because: str = ""
-    attempts: int = 0
-    log: str = ""
-
-
-class WaveReport(msgspec.Struct, kw_only=True):
-    number: int
-    tasks: list[str]
-    duration: float | None  # first start to last end of its tasks that ran
-    checkpoint: str | None = None
-
-
-class AgentUse(msgspec.Struct, kw_only=True):
-    agent: str
-    busy: float  # seconds its tasks ran
-    utilization: float  # busy / makespan
-    timeline: str  # 20 cells: busy (█) or idle (░) over the run
-    sequential_timeline: str  # the same tasks, one after another
-
-
-class Report(msgspec.Struct, kw_only=True):
-    """The end-of-run report; the schema of ``wave run --json`` and ``wave status --json``."""
-
-    version: int = SCHEMA_VERSION
-    run: str
-    status: str
-    makespan: float  # executor running time from the first task start to the last end
-    sequential: float  # every task that ran, one after another
-    speedup: float | None
-    lower_bound: float  # max(critical path, sequential / agents), from the actual durations
-    lower_bound_estimate: float  # the same from the plan's estimates
-    efficiency: float | None  # lower_bound / makespan: 1.0 is as fast as possible
-    agents: int
-    tasks: list[TaskReport]
-    waves: list[WaveReport]
-    utilization: list[AgentUse]
-    failed: list[str] = []
-    skipped: list[str] = []
-
-
-BAR = 20
-
-
-def report(run: RunState, status: str | None = None) -> Report:
-    """Durations, speedup, the lower bound and utilization, from a run's state (pure)."""
-    tasks = list(run.tasks.values())
-    ran = [t for t in tasks if t.duration is not None and t.status in ("succeeded", "failed")]
-    timeline = _Timeline(run.sessions, ran)
-    makespan = timeline.length
-    sequential = sum(t.duration or 0.0 for t in ran)
-    durations = {t.id: t.duration or 0.0 for t in tasks}
-    _, critical = critical_path(run.plan.tasks, durations)
-    bound = lower_bound(critical, sequential, run.max_agents) if ran else 0.0
-    waves = []
-    for number, ids in enumerate(run.waves, start=1):
-        members = [run.tasks[t] for t in ids]
-        starts = [t.started for t in members if t.started is not None and t.finished is not None]
-        ends = [t.finished for t in members if t.finished is not None and t.started is not None]
-        duration = timeline.span(min(starts), max(ends)) if starts and ends else None
-        waves.append(WaveReport(
-            number=number, tasks=ids, duration=duration,
-            checkpoint=run.wave_checkpoints.get(number),
-        ))
-    agents = sorted({t.agent for t in tasks}, key=lambda a: _first_wave(run, a))
-    use = []
-    cursor = 0.0
-    for agent in agents:
-        mine = [t for t in ran if t.agent == agent]
-        busy = sum(t.duration or 0.0 for t in mine)
-        spans = [timeline.interval(t) for t in mine]
-        sequential_spans = []
-        for task in sorted(mine, key=lambda t: (t.wave, t.started or 0.0)):
-            sequential_spans.append((cursor, cursor + (task.duration or 0.0)))
-            cursor += task.duration or 0.0
-        use.append(AgentUse(
-            agent=agent, busy=busy, utilization=busy / makespan if makespan else 0.0,
-            timeline=_bar(spans, makespan), sequential_timeline=_bar(sequential_spans, sequential),
-        ))
-    return Report(
-        run=run.id, status=status or run.status, makespan=makespan, sequential=sequential,
-        speedup=sequential / makespan if makespan > 0 else None,
-        lower_bound=bound, lower_bound_estimate=run.lower_bound_estimate,
-        efficiency=bound / makespan if makespan > 0 else None, agents=run.max_agents,
-        tasks=[
-            TaskReport(
-                id=t.id, agent=t.agent, wave=t.wave, status=t.status, duration=t.duration,
-                lock_wait=t.lock_wait, exit_code=t.exit_code, error=t.error, files=t.files,
-                rolled_back=t.rolled_back, skipped_because=t.skipped_because,
-                attempts=t.attempts, log=t.log,
-            )
-            for t in tasks
-        ],
-        waves=waves, utilization=use,
-        failed=[t.id for t in tasks if t.status == "failed"],
-        skipped=[t.id for t in tasks if t.status == "skipped"],
-    )
-
-
-def _first_wave(run: RunState, agent: str) -> tuple[int, int]:
-    order = list(run.tasks)
-    return min((t.wave, order.index(t.id)) for t in run.tasks.values() if t.agent == agent)
-
-
-class _Timeline:
-    """Wall-clock times mapped onto the executor's running time: the gaps between a crash and
-    its resume are left out, so a resumed run's makespan is the time it actually ran."""
-
-    def __init__(self, sessions: Sequence[Session], ran: Sequence[TaskRun]) -> None:
-        starts = [t.started for t in ran if t.started is not None]
-        ends = [t.finished for t in ran if t.finished is not None]
-        self.origin = min(starts) if starts else 0.0
-        self.end = max(ends) if ends else self.origin
-        # Gaps: from the end of one session to the start of the next. A session killed with
-        # -9 recorded no end: its last recorded task start or end stands in for it.
-        stamps = [s for t in ran for s in (t.started, t.finished) if s is not None]
-        self.gaps = []
-        for a, b in itertools.pairwise(sessions):
-            end = a.ended
-            if end is None:
-                end = max((s for s in stamps if a.started <= s <= b.started), default=a.started)
-            self.gaps.append((end, b.started))
-        self.length = self.offset(self.end)
-
-    def offset(self, when: float) -> float:
-        skipped = sum(
-            max(0.0, min(when, end) - start) for start, end in self.gaps if start >= self.origin
-        )
-        return max(0.0, when - self.origin - skipped)
-
-    def span(self, start: float, end: float) -> float:
-        return self.offset(end) - self.offset(start)
-
-    def interval(self, task: TaskRun) -> tuple[float, float]:
-        assert task.started is not None and task.finished is not None
-        return self.offset(task.started), self.offset(task.finished)
-
-
-def _bar(spans: Sequence[tuple[float, float]], length: float) -> str:
-    """20 cells over ``length`` seconds: a cell is busy when spans cover half of it or more."""
-    if length <= 0:
-        return "░" * BAR
-    cell = length / BAR
-    out = []
-    for i in range(BAR):
-        lo, hi = i * cell, (i + 1) * cell
-        covered = sum(max(0.0, min(hi, b) - max(lo, a)) for a, b in spans)
-        out.append("█" if covered >= cell / 2 else "░")
-    return "".join(out)
-
-
-# Durable state, several transitions per fsync --------------------------------------------------
-class _Journal:
-    """Writes the run state on a thread of its own: every transition is on disk (fsynced)
-    within one write of happening, and transitions that come together share a write.
-
-    A transition is made under ``mutex`` and followed by :meth:`note`; the writer encodes the
-    state under the same mutex, so it never sees half a transition. Before this, every
-    transition paid its own fsync under the mutex, and with five tasks ending together the
-    scheduler queued behind the disk.
-
-    A task's process starts only once its "running" record (with its file snapshot) is on
-    disk. Waiting for a state write for that took two fsyncs (file and directory) of the whole
-    document, often behind a write already under way; instead :meth:`log` appends the task's
-    record to the run's write-ahead file (``waves/<run>.wal``) with one ``fdatasync``, and the
-    document catches up in the background. Records are numbered; the document says up to
-    which number it holds (``RunState.journal``), and whoever reads the run applies the newer
-    records (:meth:`RunStore._replay`). The file goes once a durable document holds all of it.
-    """
-
-    def __init__(self, store: RunStore, run: RunState, mutex: threading.Lock) -> None:
-        self.store = store
-        self.run = run
-        self.mutex = mutex
-        self.cond = threading.Condition()
-        self.asked = 0
-        self.written = 0
-        self.failure: BaseException | None = None
-        self.stopping = False  # the run stops because of ``failure``: notes no longer raise
-        self.closing = False
-        self.wal_lock = threading.Lock()  # appends in the order of their numbers
-        self.wal_fd: int | None = None
-        self.thread = threading.Thread(target=self._loop, name="wave-journal", daemon=True)
-        self.thread.start()
-
-    def log(self, task: TaskRun) -> None:
-        """Make ``task`` as it now is durable before returning, ahead of the document.
-
-        The caller has made the transition under the mutex; the record is numbered and encoded
-        under it too, so a document encoded later holds the transition and a higher number.
-        The caller notes the transition for the document when it suits it (a task once its
-        process started: the document's write would otherwise compete with the spawn).
-        """
-        with self.wal_lock:
-            if self.closing:
-                raise _Stopped  # the run is over (interrupted): this task must not start
-            with self.mutex:
-                self.run.journal += 1
-                frame = _frame(_Record(number=self.run.journal, task=task))
-            try:
-                if self.wal_fd is None:
-                    self.wal_fd = self.store.open_wal(self.run.id)
-                view = memoryview(frame)
-                while view:
-                    view = view[os.write(self.wal_fd, view):]
-                os.fdatasync(self.wal_fd)
-            except OSError as exc:
-                raise StateError(
-                    f"Could not record the start of task {task.id} in "
-                    f"{self.store.wal_path(self.run.id)}: {exc.strerror or exc}"
-                ) from exc
-
-    def note(self) -> int:
-        """Ask for a write of the state as it now is; returns its number for :meth:`sync`."""
-        with self.cond:
-            if self.failure is not None and self.stopping:
-                return self.asked  # the run is being stopped for this failure: said once
-            self._raise()
-            self.asked += 1
-            self.cond.notify_all()
-            return self.asked
-
-    def sync(self, number: int | None = None) -> None:
-        """Wait until write ``number`` (default: everything noted so far) is on disk."""
-        with self.cond:
-            wanted = self.asked if number is None else number
-            while self.written < wanted and self.failure is None:
-                self.cond.wait()
-            self._raise()
-
-    def close(self) -> None:
-        """Write what is pending and stop the writer; the document then holds every record."""
-        with self.cond:
-            self.closing = True
-            self.cond.notify_all()
-        self.thread.join()
-        with self.wal_lock:
-            if self.wal_fd is not None:
-                os.close(self.wal_fd)
-                self.wal_fd = None
-                if self.failure is None:
-                    self.store.drop_wal(self.run.id)
-        with self.cond:
-            self._raise()
-
-    def _raise(self) -> None:
-        if self.failure is not None:
-            raise self.failure
-
-    def _loop(self) -> None:
-        while True:
-            with self.cond:
-                while self.written == self.asked and not self.closing:
-                    self.cond.wait()
-                if self.written == self.asked:
-                    return
-                number = self.asked
-            with self.mutex:
-                data = _encoder.encode(self.run)
-            try:
-                self.store.write(self.run.id, data)
-            except BaseException as exc:  # a full disk: tell every waiter, stop writing
-                with self.cond:
-                    self.failure = exc
-                    self.cond.notify_all()
-                return
-            with self.cond:
-                self.written = number
-                self.cond.notify_all()
+from versatil_fs.waves.plan import Plan, Task
+from versatil_fs.waves.progress import Progress
+from versatil_fs.waves.records import (
+    MAX_LOCK_WAIT,
+    STREAM,
+    TERMINAL,
+    RunState,
+    Session,
+    Status,
+    TaskRun,
+)
+from versatil_fs.waves.resolve import ConflictIndex
+from versatil_fs.waves.schedule import admits, ranks, waves_in_flight
+from versatil_fs.waves.store import (
+    Journal,
+    RunStore,
+    Stopped,
+    effective_status,
+    os_reason,
+    safe_name,
+    write_all,
+)
+from versatil_fs.waves.tasks import (
+    MARKER,
+    TERM_GRACE,
+    kill_leftovers,
+    restore_sigterm,
+    signal_group,
+    stop_on_sigterm,
+)
+
+__all__ = [
+    "WaveExecutor",
+]
 
 
 # The executor ----------------------------------------------------------------------------------
@@ -905,7 +208,7 @@ class WaveExecutor:
         max_agents: int | None = None,
         max_waves: int | None = None,
         lock_wait: float | None = None,
-        observer: Observer | None = None,
+        observer: Progress | None = None,
         state: StateDir | None = None,
     ) -> None:
         from versatil_fs import config as config_module
@@ -930,7 +233,7 @@ class WaveExecutor:
                 f"--lock-wait must be between 0 and {MAX_LOCK_WAIT:.0e} seconds (or inf), "
                 f"got {self.lock_wait}."
             )
-        self.observer = observer or Observer()
+        self.observer = observer or Progress()
         self.tasks = {t.id: t for t in plan.tasks}
         self._mutex = threading.Lock()  # guards self.run and its writes to disk
         self._inbox: queue.Queue[_Outcome] = queue.Queue()
@@ -953,7 +256,7 @@ class WaveExecutor:
         self._after = self._conflict_predecessors()
         self._rank = ranks(plan.tasks, self.schedule)
         self._checkpoints: Any = None
-        self._journal: _Journal
+        self._journal: Journal
         # The one tree scan's rule (monitor/scan.py): what git counts, minus guard.ignore, the
         # same files `versatil run` compares; list_files is safe from the worker threads.
         self._matcher = IgnoreMatcher(self.repo, self.config.guard.ignore, state=self.state)
@@ -989,7 +292,7 @@ class WaveExecutor:
         repo: str | os.PathLike[str] = ".",
         max_agents: int | None = None,
         lock_wait: float | None = None,
-        observer: Observer | None = None,
+        observer: Progress | None = None,
         state: StateDir | None = None,
         retry_failed: bool = False,
     ) -> RunState:
@@ -1186,10 +489,10 @@ class WaveExecutor:
         run = self._state()
         with self._mutex:
             run.sessions.append(Session(pid=os.getpid(), started=time.time()))
-        self._journal = _Journal(self.store, run, self._mutex)
+        self._journal = Journal(self.store, run, self._mutex)
         self._journal.sync(self._journal.note())
         self.observer.event(run, kind, None, detail)
-        previous = _terminate_as_interrupt()
+        previous = stop_on_sigterm()
         try:
             while True:
                 self._drain(block=False)
@@ -1214,12 +517,12 @@ class WaveExecutor:
             self._journal.stopping = True
             self._interrupt(save=False)
             raise StateError(
-                f"The state of wave run {run.id} could not be written ({_reason(exc)}): its "
+                f"The state of wave run {run.id} could not be written ({os_reason(exc)}): its "
                 "running tasks were stopped and rolled back and nothing more was started; "
                 f"once there is room, go on with `versatil wave resume {run.id}`."
             ) from exc
         finally:
-            _restore_signal(previous)
+            restore_sigterm(previous)
             self._matcher.close()  # only ever lists files: no conversation left running
             for _ in self._pool:
                 self._tasks_to_run.put(None)  # each pool thread ends once it is free
@@ -1257,14 +560,14 @@ class WaveExecutor:
         self._stopping.set()
         for worker in list(self._workers.values()):
             if worker.proc is not None:
-                _signal_group(worker.proc.pid, signal.SIGTERM)
+                signal_group(worker.proc.pid, signal.SIGTERM)
         deadline = time.monotonic() + TERM_GRACE
         while self._workers and time.monotonic() < deadline:
             with contextlib.suppress(KeyboardInterrupt):
                 self._drain(block=True)
         for worker in list(self._workers.values()):
             if worker.proc is not None:
-                _signal_group(worker.proc.pid, signal.SIGKILL)
+                signal_group(worker.proc.pid, signal.SIGKILL)
         deadline = time.monotonic() + 30
         while any(w.proc is not None for w in self._workers.values()) and (
             time.monotonic() < deadline
@@ -1580,7 +883,7 @@ class WaveExecutor:
         task_run = run.tasks[task.id]
         try:
             if self._stopping.is_set():
-                raise _Stopped
+                raise Stopped
             baseline = self._baseline(task, task_run.wave)
             with self._mutex:
                 task_run.checkpoint = baseline
@@ -1589,9 +892,9 @@ class WaveExecutor:
                 task, wait=self.lock_wait, on_wait=self._announce_wait
             ) as held:
                 if self._stopping.is_set():
-                    raise _Stopped
+                    raise Stopped
                 outcome = self._run_locked(task, task_run, queued, held)
-        except _Stopped:
+        except Stopped:
             outcome = _Outcome(task=task.id, kind="finished", status="pending", interrupted=True)
         except (LockConflict, Deadlock) as exc:  # the locks could not be had
             outcome = _Outcome(
@@ -1616,7 +919,7 @@ class WaveExecutor:
         run = self._state()
         paths = self._write_paths(task)
         before = self._scan(paths)
-        log_path = self.store.log_dir(run.id) / f"{_safe_name(task.id)}.log"
+        log_path = self.store.log_dir(run.id) / f"{safe_name(task.id)}.log"
         with self._mutex:
             task_run.status = "running"
             task_run.attempts += 1
@@ -1684,7 +987,7 @@ class WaveExecutor:
                 task_run.started = task_run.finished = task_run.exited = None
         try:
             self._journal.log(task_run)
-        except (StateError, _Stopped):
+        except (StateError, Stopped):
             pass  # as for the exit record: the state write that follows is the record then
         faults.point("wave.after-outcome-record")
 
@@ -1716,7 +1019,7 @@ class WaveExecutor:
                 os.lseek(log_fd, 0, os.SEEK_END)
                 header = f"== {task.id} ({task.agent}), attempt {task_run.attempts}: " \
                          f"{task.describe_run()}\n"
-                _write_all(log_fd, header.encode())
+                write_all(log_fd, header.encode())
                 proc = subprocess.Popen(
                     task.command, cwd=self.repo.toplevel, env=env, stdin=subprocess.DEVNULL,
                     stdout=log_fd, stderr=subprocess.STDOUT, start_new_session=True,
@@ -1750,11 +1053,11 @@ class WaveExecutor:
             code = proc.wait(timeout=task.timeout)
         except subprocess.TimeoutExpired:
             timed_out = True
-            _signal_group(proc.pid, signal.SIGTERM)
+            signal_group(proc.pid, signal.SIGTERM)
             try:
                 code = proc.wait(timeout=TERM_GRACE)
             except subprocess.TimeoutExpired:
-                _signal_group(proc.pid, signal.SIGKILL)
+                signal_group(proc.pid, signal.SIGKILL)
                 code = proc.wait()
         ended = time.time()
         interrupted = self._stopping.is_set() and not timed_out
@@ -1772,7 +1075,7 @@ class WaveExecutor:
         # The task is everything it started: anything it left running would go on writing
         # once its locks are gone, so it ends with the task. Its process group first; then
         # whatever left the group (setsid, daemons), found by the marker in its environment.
-        _signal_group(proc.pid, signal.SIGKILL)
+        signal_group(proc.pid, signal.SIGKILL)
         if not tree.empty(TERM_GRACE):
             killed = kill_leftovers(self._state().id, task.id)
             if not tree.empty(TERM_GRACE):
@@ -1794,7 +1097,7 @@ class WaveExecutor:
             task_run.error = error
         try:
             self._journal.log(task_run)
-        except (StateError, _Stopped):
+        except (StateError, Stopped):
             # A full disk: the exit still reaches the state through the usual write, and until
             # then a crash makes resume run the task again, as before this record existed.
             pass
@@ -1917,8 +1220,6 @@ class WaveExecutor:
                 )
 
 
-class _Stopped(Exception):
-    """The run was interrupted while this task waited for its locks."""
 
 
 def _tasks_word(count: int) -> str:
@@ -1929,30 +1230,6 @@ def _files(paths: Sequence[str]) -> str:
     return "1 file" if len(paths) == 1 else f"{len(paths)} files"
 
 
-def _safe_relative(path: str) -> bool:
-    """A repository path as snapshots write them: relative, normalised, inside the tree."""
-    return (
-        bool(path) and "\0" not in path and not path.startswith("/")
-        and posixpath.normpath(path) == path and path != ".." and not path.startswith("../")
-        and not (path == ".git" or path.startswith(".git/"))
-    )
-
-
-def _reason(exc: BaseException) -> str:
-    cause = exc.__cause__
-    return cause.strerror if isinstance(cause, OSError) and cause.strerror else str(exc)
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
-
-
-def _safe_name(task_id: str) -> str:
-    return task_id.replace("/", "_").replace(":", "_")
-
-
 def _tree_files(repo: Path, commit: str, paths: Sequence[str]) -> list[str]:
     """Which of ``paths`` the commit's tree holds."""
     env = {**os.environ, "GIT_LITERAL_PATHSPECS": "1"}
@@ -1961,29 +1238,3 @@ def _tree_files(repo: Path, commit: str, paths: Sequence[str]) -> list[str]:
         cwd=repo, env=env, capture_output=True, check=False,
     )
     return [os.fsdecode(p) for p in result.stdout.split(b"\0") if p]
-
-
-def _signal_group(pgid: int, sig: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, sig)
-
-
-def _terminate_as_interrupt() -> Any:
-    """Make SIGTERM stop a run the way Ctrl-C does (tasks stopped, rolled back, resumable)."""
-    if threading.current_thread() is not threading.main_thread():
-        return None
-
-    def handler(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    return signal.signal(signal.SIGTERM, handler)
-
-
-def _restore_signal(previous: Any) -> None:
-    if previous is not None:
-        signal.signal(signal.SIGTERM, previous)
-
-
-def latest_run(store: RunStore, repo: Repository) -> RunState | None:
-    runs = store.runs(repo.key)
-    return runs[-1] if runs else None
