@@ -596,10 +596,10 @@ def _full_disk_for_metadata(monkeypatch: pytest.MonkeyPatch) -> None:
 
     def write_atomic(self: StateDir, path: Path, data: bytes, *, durable: bool = False) -> None:
         if path.parent.parent.name == "checkpoints" and path.suffix == ".json":
-            from versatil_fs.state import _state_error
+            from versatil_fs.state import state_error
 
             cause = OSError(28, "No space left on device")
-            raise _state_error(path, cause) from cause
+            raise state_error(path, cause) from cause
         real(self, path, data, durable=durable)
 
     monkeypatch.setattr(StateDir, "write_atomic", write_atomic)
@@ -648,10 +648,10 @@ def test_a_restore_whose_last_record_cannot_be_written_says_it_restored(
 
     def write_atomic(self: StateDir, path: Path, data: bytes, *, durable: bool = False) -> None:
         if b'"restore_complete": true' in data:  # the record saying the restore finished
-            from versatil_fs.state import _state_error
+            from versatil_fs.state import state_error
 
             cause = OSError(28, "No space left on device")
-            raise _state_error(path, cause) from cause
+            raise state_error(path, cause) from cause
         real(self, path, data, durable=durable)
 
     monkeypatch.setattr(StateDir, "write_atomic", write_atomic)

@@ -35,7 +35,7 @@ from versatil_fs.checkpoints.records import (
 )
 from versatil_fs.checkpoints.site import Site, StagedTree, describe
 from versatil_fs.errors import GitFailed, VersatilError
-from versatil_fs.state import _state_error
+from versatil_fs.state import state_error
 
 __all__ = ["commit"]
 
@@ -129,7 +129,7 @@ def _import(site: Site, stream: bytes, scratch: Path) -> tuple[str, str, bool]:
     try:
         path.write_bytes(stream)
     except OSError as exc:
-        raise _state_error(path, exc) from exc
+        raise state_error(path, exc) from exc
     faults.point("checkpoint.before-commit")  # blobs stored, no tree, commit or ref yet
     with open(path, "rb") as source:
         # LC_ALL=C: its "Not updating" refusal is recognised below.

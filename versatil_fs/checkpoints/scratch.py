@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from versatil_fs.errors import GitFailed
-from versatil_fs.state import _state_error
+from versatil_fs.state import state_error
 
 __all__ = [
     "SCRATCH_GRACE_SECONDS",
@@ -84,7 +84,7 @@ def scratch_dir(scratch: Path) -> Iterator[Path]:
             fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         except OSError as exc:
             # A read-only or full state directory: one sentence, not an internal error.
-            raise _state_error(lock_path, exc) from exc
+            raise state_error(lock_path, exc) from exc
         fcntl.flock(fd, fcntl.LOCK_EX)
         if os.fstat(fd).st_nlink == 0:
             os.close(fd)
@@ -95,7 +95,7 @@ def scratch_dir(scratch: Path) -> Iterator[Path]:
         try:
             os.mkdir(directory, 0o700)
         except OSError as exc:
-            raise _state_error(directory, exc) from exc
+            raise state_error(directory, exc) from exc
         yield directory
     finally:
         shutil.rmtree(directory, ignore_errors=True)

@@ -27,7 +27,7 @@ from versatil_fs.checkpoints.records import CheckpointRecord, encode_record, val
 from versatil_fs.checkpoints.scratch import copy_index, scratch_dir, sweep, sweep_staging
 from versatil_fs.errors import GitFailed, StateError, UsageError
 from versatil_fs.repo import Repository
-from versatil_fs.state import StateDir, _state_error
+from versatil_fs.state import StateDir, state_error
 
 __all__ = [
     "RepoGit",
@@ -129,7 +129,7 @@ class Site:
                 copy_index(self.repo.git_dir / "index", index)
             except OSError as exc:
                 # The copy goes to the state directory: a full disk there is a StateError.
-                raise _state_error(index, exc) from exc
+                raise state_error(index, exc) from exc
             yield index
 
     def write_record(self, record: CheckpointRecord, *, durable: bool = True) -> None:
