@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from versatil_fs.cli import cli, run_cli
 from versatil_fs.locks.table import Claim, Resource, claims_conflict
 from versatil_fs.waves.plan import Plan, PlanError, Task, format_duration, parse_duration
-from versatil_fs.waves.resolve import ConflictIndex, find_cycle, lexical_claims, resolve
+from versatil_fs.waves.resolve import ConflictIndex, dependency_cycle, lexical_claims, resolve
 
 # A small alphabet makes ancestors, siblings (`b` / `bc`) and shared files common.
 SEGMENTS = st.sampled_from(["a", "b", "bc", "src"])
@@ -111,7 +111,7 @@ def test_critical_path_is_the_longest_chain_and_bounds_the_makespan(tasks: list[
 def test_a_cycle_is_always_found_and_is_a_real_cycle(
     tasks: list[Task], data: st.DataObject
 ) -> None:
-    assert find_cycle(tasks) is None
+    assert dependency_cycle(tasks) is None
     # Close a cycle: some task needs one of its own transitive dependents (or itself).
     by_id = {t.id: t for t in tasks}
     dependents: dict[str, set[str]] = {t.id: set() for t in tasks}
@@ -131,7 +131,7 @@ def test_a_cycle_is_always_found_and_is_a_real_cycle(
     victim = data.draw(st.sampled_from(sorted(by_id)))
     target = data.draw(st.sampled_from(sorted(below(victim))))
     by_id[victim].needs = [*by_id[victim].needs, target]
-    cycle = find_cycle(tasks)
+    cycle = dependency_cycle(tasks)
     assert cycle is not None and cycle[0] == cycle[-1]
     for task_id, needed in itertools.pairwise(cycle):
         assert needed in by_id[task_id].needs
@@ -208,7 +208,7 @@ def test_a_long_chain_does_not_hit_the_recursion_limit() -> None:
              for i in range(5000)]
     assert len(resolve(tasks).waves) == 5000
     tasks[0].needs = ["t4999"]
-    assert find_cycle(tasks) is not None
+    assert dependency_cycle(tasks) is not None
 
 
 # The plan file ---------------------------------------------------------------------------------

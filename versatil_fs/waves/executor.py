@@ -146,7 +146,7 @@ from versatil_fs.waves.store import (
     write_all,
 )
 from versatil_fs.waves.tasks import (
-    MARKER,
+    TASK_ENV,
     TERM_GRACE,
     kill_leftovers,
     restore_sigterm,
@@ -1005,7 +1005,7 @@ class WaveExecutor:
             "VERSATIL_WAVE": str(task_run.wave),
             "VERSATIL_RUN": run.id,
             "VERSATIL_PLAN_DIR": str(plan_dir) if plan_dir else "",
-            MARKER: f"{run.id}/{task.id}",
+            TASK_ENV: f"{run.id}/{task.id}",
         })
         # Everything the task starts inherits its lease's descriptor, so its locks last as
         # long as the last of those processes, even if this executor is killed (see

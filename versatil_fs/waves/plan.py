@@ -48,7 +48,7 @@ from versatil_fs.repo import parse_named
 from versatil_fs.waves.resolve import (
     SCHEMA_VERSION,
     Schedule,
-    find_cycle,
+    dependency_cycle,
     resolve,
 )
 
@@ -369,7 +369,7 @@ class _Loader:
             name=name, description=description, defaults=defaults, tasks=tasks,
             path=self.path, lines=lines,
         )
-        cycle = find_cycle(tasks)
+        cycle = dependency_cycle(tasks)
         if cycle:
             first = cycle[0]
             index = next(i for i, t in enumerate(tasks) if t.id == first)
@@ -554,7 +554,7 @@ def plan_problem(plan: Plan) -> str | None:
             return f"task {task.id!r} needs {missing[0]!r}, which is not a task of the plan"
     if not plan.tasks:
         return "the plan has no tasks"
-    if find_cycle(plan.tasks):
+    if dependency_cycle(plan.tasks):
         return "the plan's needs form a cycle"
     return None
 

@@ -32,7 +32,7 @@ __all__ = [
     "Schedule",
     "Wave",
     "critical_path",
-    "find_cycle",
+    "dependency_cycle",
     "lexical_claims",
     "lower_bound",
     "resolve",
@@ -162,7 +162,7 @@ class Schedule(msgspec.Struct, kw_only=True):
         return sum(w.estimate for w in self.waves)
 
 
-def find_cycle(tasks: Sequence[Task]) -> list[str] | None:
+def dependency_cycle(tasks: Sequence[Task]) -> list[str] | None:
     """A dependency cycle as ``[a, b, ..., a]`` (each needs the next), or None.
 
     Iterative, so a chain of thousands of tasks cannot exhaust Python's recursion limit.
@@ -303,6 +303,6 @@ def _topological(tasks: Sequence[Task], by_id: Mapping[str, Task]) -> list[str]:
             if pending[dependent] == 0:
                 ready.append(dependent)
     if len(order) != len(tasks):
-        cycle = find_cycle(tasks) or sorted(t for t, n in pending.items() if n)
+        cycle = dependency_cycle(tasks) or sorted(t for t, n in pending.items() if n)
         raise PlanError(f"dependency cycle: {' -> '.join(cycle)}; remove one of these needs.")
     return order

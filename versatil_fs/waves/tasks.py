@@ -12,7 +12,7 @@ import time
 from typing import Any
 
 __all__ = [
-    "MARKER",
+    "TASK_ENV",
     "TERM_GRACE",
     "kill_leftovers",
     "leftover_processes",
@@ -22,15 +22,15 @@ __all__ = [
 ]
 
 
-MARKER = "VERSATIL_WAVE_TASK"  # run-id/task-id, inherited by everything a task starts
+TASK_ENV = "VERSATIL_WAVE_TASK"  # run-id/task-id, inherited by everything a task starts
 TERM_GRACE = 3.0  # seconds between SIGTERM and SIGKILL for a task that is stopped
 
 
 # Processes a task left ------------------------------------------------------------------------
 def leftover_processes(run_id: str, task_id: str | None = None) -> list[int]:
     """PIDs of processes started for this run (or one of its tasks) that are still alive."""
-    wanted = f"{MARKER}={run_id}/".encode()
-    exact = f"{MARKER}={run_id}/{task_id}".encode() if task_id else None
+    wanted = f"{TASK_ENV}={run_id}/".encode()
+    exact = f"{TASK_ENV}={run_id}/{task_id}".encode() if task_id else None
     found = []
     me = os.getpid()
     for entry in os.scandir("/proc"):
