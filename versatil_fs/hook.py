@@ -1,7 +1,7 @@
 """The git pre-commit guard: the check it runs, and installing or removing the hook itself.
 
 :func:`check` runs on every commit, so it is built for start-up time: it imports neither
-GitPython, watchdog, rich nor yaml, starts ``git diff`` and ``git config`` in the background
+watchdog, rich nor yaml, starts ``git diff`` and ``git config`` in the background
 while it reads the lock table, and matches staged paths against an index of write locks (one
 dict probe per ancestor directory) instead of every staged path against every lock.
 

@@ -591,10 +591,6 @@ def state_error(path: Path, exc: OSError) -> StateError:
     return StateError(f"Could not use {path}: {exc.strerror or exc}.")
 
 
-# The old private name, still imported by the checkpoints package (its owner switches).
-_state_error = state_error
-
-
 def write_all(fd: int, data: bytes) -> None:
     """Write all of ``data`` at ``fd``'s position: ``os.write`` may write less than asked (a
     signal, a pipe, a file-size limit), so it loops until everything is written."""

@@ -1,7 +1,7 @@
 """The ``versatil`` command: parse, call the public API, print, map errors to exit codes.
 
 Subcommand modules are imported only when their command runs (``LazyGroup``), so ``versatil
-lock`` never pays for GitPython, watchdog or rich; see bench/ for the start-up figures.
+lock`` never pays for watchdog, yaml or rich; see bench/ for the start-up figures.
 """
 
 from __future__ import annotations

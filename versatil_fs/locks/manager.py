@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 import os
-import sys
 import threading
 import weakref
 from collections.abc import Iterable, Iterator, Sequence
@@ -20,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from versatil_fs import events, faults
-from versatil_fs.errors import Blocker, Deadlock, LockConflict, StateError, UsageError
+from versatil_fs.errors import Blocker, Deadlock, LockConflict, UsageError
 from versatil_fs.locks import clock
 from versatil_fs.locks.leases import Doorbell
 from versatil_fs.locks.store import (
@@ -607,39 +606,34 @@ class LockManager:
         self.store.on_damage.clear()
         pending = list(logged)
         logged.clear()
-        try:
-            for reason in damaged:
-                events.emit("locks", "table-damaged", state=self.state, reason=reason)
-            for kind, holder, data in pending:
-                fields: dict[str, Any] = {
-                    "lease": holder.id,
-                    "resources": [f"{c.resource} ({c.mode})" for c in holder.claims],
-                    "holder_pid": holder.pid,
-                }
-                # Structured, for the monitor: a write it sees after the lock is gone is
-                # still attributed by the grant and release times logged here.
-                writes = [
-                    c.resource for c in holder.claims if c.mode == "write" and c.resource.is_path
-                ]
-                if writes:
-                    fields["write_paths"] = [r.path for r in writes]
-                fields.update(data)
-                events.emit(
-                    "locks", kind, agent=holder.agent, state=self.state,
-                    repo=writes[0].repo if writes else None, **fields,
-                )
-        except StateError as exc:
-            # The table transaction has committed: the grant or release stands whatever becomes
-            # of its log line. Raising here told the caller "nothing was changed" about a lock
-            # it now held (a full disk left shell leases nobody knew they had), so say what
-            # happened instead and let the operation succeed.
-            cause = exc.__cause__
-            detail = cause.strerror if isinstance(cause, OSError) and cause.strerror else exc
-            print(
-                f"versatil: the locks were changed as asked, but the event could not be "
-                f"written to {self.state.event_log('locks')} ({detail}).",
-                file=sys.stderr,
-            )
+        # The table transaction has committed: the grant or release stands whatever becomes of
+        # its log line. Raising told the caller "nothing was changed" about a lock it now held
+        # (a full disk left shell leases nobody knew they had), so emit_done says what happened
+        # instead, once: after the first line that could not be written the rest are dropped.
+        done = "the locks were changed as asked"
+        for reason in damaged:
+            if events.emit_done("locks", "table-damaged", state=self.state, done=done,
+                                reason=reason) is None:
+                return
+        for kind, holder, data in pending:
+            fields: dict[str, Any] = {
+                "lease": holder.id,
+                "resources": [f"{c.resource} ({c.mode})" for c in holder.claims],
+                "holder_pid": holder.pid,
+            }
+            # Structured, for the monitor: a write it sees after the lock is gone is
+            # still attributed by the grant and release times logged here.
+            writes = [
+                c.resource for c in holder.claims if c.mode == "write" and c.resource.is_path
+            ]
+            if writes:
+                fields["write_paths"] = [r.path for r in writes]
+            fields.update(data)
+            if events.emit_done(
+                "locks", kind, agent=holder.agent, state=self.state, done=done,
+                repo=writes[0].repo if writes else None, **fields,
+            ) is None:
+                return
 
 
 def _seconds(what: str, value: float, *, forever: bool = False) -> float:
