@@ -606,8 +606,8 @@ def test_python_api_from_the_package(git_repo: Path) -> None:
 
 
 def test_the_demo_chapter_tells_the_whole_wave_story(git_repo: Path) -> None:
-    from versatil_fs.demo import Demo
-    from versatil_fs.wave_demo import chapter_waves
+    from versatil_fs.demo.stage import Demo
+    from versatil_fs.demo.waves import chapter_waves
 
     lines: list[str] = []
     demo = Demo(repo=git_repo, out=lines.append)
@@ -635,7 +635,7 @@ def test_the_demo_plan_ships_inside_the_package() -> None:
     # A wheel holds the package directory only: the example must live there for `versatil
     # demo` to run its wave chapter from a wheel install.
     import versatil_fs
-    from versatil_fs.wave_demo import EXAMPLE
+    from versatil_fs.demo.waves import EXAMPLE
 
     assert EXAMPLE.is_relative_to(Path(versatil_fs.__file__).resolve().parent)
     assert EXAMPLE.is_file() and (EXAMPLE.parent / "agents" / "lib.sh").is_file()

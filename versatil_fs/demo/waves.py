@@ -1,7 +1,7 @@
 """The demo's wave chapter: the reference note's auth feature run as a plan, end to end.
 
-Appended to :data:`versatil_fs.demo.CHAPTERS` (see :data:`CHAPTERS` here). On the demo's
-throwaway repository it shows, in a few seconds of real processes:
+Run after the lock chapters of :mod:`versatil_fs.demo.locks` (see :data:`CHAPTERS` here).
+On the demo's throwaway repository it shows, in a few seconds of real processes:
 
 * the plan's waves, critical path and lower bound (``versatil wave plan``);
 * the plan running in waves with live progress;
@@ -33,9 +33,11 @@ from versatil_fs.waves.records import RunState, TaskRun
 from versatil_fs.waves.report import report
 
 if TYPE_CHECKING:
-    from versatil_fs.demo import Agent, Demo
+    from versatil_fs.demo.stage import Agent, Demo
 
-EXAMPLE = Path(__file__).resolve().parent / "examples" / "auth" / "plan.yaml"
+__all__ = ["BLOCKED_DIR", "CHAPTERS", "EXAMPLE", "FAILING", "MINUTE", "STRAY", "chapter_waves"]
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "auth" / "plan.yaml"
 # Seconds of real time per minute of estimate: the 90-minute critical path runs in ~2.7 s.
 MINUTE = "0.03"
 FAILING = "connect-api"  # James-Frontend gives up half-way through wiring the UI to the API
