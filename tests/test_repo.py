@@ -302,3 +302,18 @@ def test_default_agent_prefers_the_environment_then_git_config(
     assert default_agent(repo) == "Dana-Database"
     git(git_repo, "config", "--unset", "versatil.agent")
     assert default_agent(repo)  # the login name, never empty
+
+
+def test_an_agent_name_comes_from_this_repository_whatever_git_dir_leaks(
+    git_repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A hook (or a wrapper) exports GIT_DIR/GIT_WORK_TREE of another repository: the agent's
+    # name must still be read from the repository we work in.
+    other = make_git_repo(tmp_path / "other")
+    git(git_repo, "config", "versatil.agent", "Mine")
+    git(other, "config", "versatil.agent", "Theirs")
+    mine = Repository.find(git_repo)
+    monkeypatch.setenv("GIT_DIR", str(other / ".git"))
+    monkeypatch.setenv("GIT_WORK_TREE", str(other))
+    monkeypatch.delenv("VERSATIL_AGENT", raising=False)
+    assert default_agent(mine) == "Mine"

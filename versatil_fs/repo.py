@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from versatil_fs.errors import NotARepository, UsageError
+from versatil_fs import git
+from versatil_fs.errors import GitFailed, NotARepository, UsageError
 
 __all__ = [
     "NAME_MAX",
@@ -275,17 +275,16 @@ def default_agent(repo: Repository | None = None) -> str:
 
 
 def git_config(key: str, repo: Repository | None = None) -> str | None:
-    """One git config value, or None (also when git is missing)."""
-    cmd = ["git", "config", "--get", key]
+    """One git config value, or None (also when git is missing).
+
+    Run through :mod:`versatil_fs.git`: a ``GIT_DIR`` leaking from a hook's environment must not
+    make us read another repository's ``versatil.agent``. A value that is not UTF-8 keeps its
+    bytes as surrogates, for the agent-name check to refuse in one sentence.
+    """
     try:
-        result = subprocess.run(
-            cmd,
-            cwd=repo.toplevel if repo else None,
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-    except OSError:
+        result = git.run(["config", "--get", key], cwd=repo.toplevel if repo else None,
+                         check=False)
+    except GitFailed:
         return None
-    value = result.stdout.strip()
+    value = result.stdout.decode("utf-8", "surrogateescape").strip()
     return value if result.returncode == 0 and value else None
