@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import builtins
 import contextlib
-import fcntl
 import os
 import sys
 import time
@@ -28,6 +27,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from versatil_fs import flock
 from versatil_fs.checkpoints.apply import apply_changes, unsaved_in_the_way
 from versatil_fs.checkpoints.create import commit
 from versatil_fs.checkpoints.plumbing import parse_raw_diff, path_bytes
@@ -206,11 +206,9 @@ def interrupted_restores(site: Site, listed: Sequence[CheckpointRecord]
         return []
     fd = site.lock_file(_RESTORE_LOCK)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        if not flock.try_lock(fd):
             return []  # a restore is running right now; its record is not stale
-        fcntl.flock(fd, fcntl.LOCK_UN)
+        flock.unlock(fd)
     finally:
         os.close(fd)
     return pending

@@ -9,7 +9,6 @@ lock goes with the process. Nothing is opened through a symlink.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import secrets
 import shutil
@@ -17,6 +16,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from versatil_fs import flock
 from versatil_fs.errors import GitFailed
 from versatil_fs.state import state_error
 
@@ -85,7 +85,7 @@ def scratch_dir(scratch: Path) -> Iterator[Path]:
         except OSError as exc:
             # A read-only or full state directory: one sentence, not an internal error.
             raise state_error(lock_path, exc) from exc
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        flock.lock(fd)
         if os.fstat(fd).st_nlink == 0:
             os.close(fd)
             continue
@@ -133,9 +133,7 @@ def _sweep_one(scratch: Path, name: str) -> None:
     except OSError:
         return  # a symlink (ELOOP) or something else that is not our lock file
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        if not flock.try_lock(fd):
             return  # its owner is alive
         if os.fstat(fd).st_nlink == 0:
             return  # its owner finished, or another sweeper got there first
@@ -173,7 +171,7 @@ def staging_dir(git_dir: Path, toplevel: Path) -> Iterator[Path]:
         shutil.rmtree(directory, ignore_errors=True)
         raise
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        flock.lock(fd)
         if os.fstat(fd).st_nlink == 0:
             # A sweeper took the lock between our open and our flock, and removed it all.
             raise GitFailed(message=f"{directory} was removed while in use; run the "
@@ -206,10 +204,7 @@ def sweep_staging(base: Path) -> None:
         except OSError:
             continue
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            continue  # its restore is running
-        else:
-            shutil.rmtree(entry.path, ignore_errors=True)
+            if flock.try_lock(fd):  # else its restore is running
+                shutil.rmtree(entry.path, ignore_errors=True)
         finally:
             os.close(fd)
