@@ -85,6 +85,23 @@ if TYPE_CHECKING:
     from versatil_fs.monitor import Election, IgnoreMatcher, Monitor, Write
     from versatil_fs.monitor.scan import TreeScan
 
+__all__ = [
+    "DESCENDANT_GRACE",
+    "FORWARDED",
+    "LEASE_FDS",
+    "MONITOR_DELAY",
+    "PR_SET_PDEATHSIG",
+    "SI_KERNEL",
+    "WAIT_NOTICE_SECONDS",
+    "CommandNotExecutable",
+    "CommandNotFound",
+    "ProcessTree",
+    "RunResult",
+    "exit_code_of",
+    "run",
+    "signal_exit_code",
+]
+
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 SI_KERNEL = 0x80  # siginfo si_code of a signal the kernel itself sent (the terminal driver)
 PR_SET_PDEATHSIG = 1
@@ -118,7 +135,13 @@ class RunResult:
 
 def exit_code_of(returncode: int) -> int:
     """A shell's exit status for a child's ``returncode``: 128+N for death by signal N."""
-    return 128 - returncode if returncode < 0 else returncode
+    return signal_exit_code(-returncode) if returncode < 0 else returncode
+
+
+def signal_exit_code(signum: int) -> int:
+    """The exit status of a process that signal ``signum`` ended (or stopped): 128+N, as a
+    shell reports it; the one place the wrapper and the wave executor compute it."""
+    return 128 + signum
 
 
 def run(
@@ -225,7 +248,7 @@ class _Run:
                 self._prepare()
                 if signals.pending is not None:
                     # Asked to stop before the command started: do not start it.
-                    result.exit_code = 128 + signals.pending
+                    result.exit_code = signal_exit_code(signals.pending)
                     return result
                 child = self._spawn(executable, signals)
                 signals.running(child)
@@ -745,13 +768,13 @@ class _SignalRouter:
             if phase == "acquire":
                 self._run.say(f"interrupted ({signal.Signals(signum).name}) while waiting for "
                               "locks; the command was not run")
-                os._exit(128 + signum)
+                os._exit(signal_exit_code(signum))
             if phase == "acquire-done" or child is None:
                 self.pending = signum
                 return
             if phase == "finishing":
                 if self.pending is not None:
-                    os._exit(128 + signum)
+                    os._exit(signal_exit_code(signum))
                 self.pending = signum
                 return
         if info.si_code == SI_KERNEL and os.getpgid(0) == _pgid(child.pid):

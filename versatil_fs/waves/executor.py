@@ -121,7 +121,7 @@ from versatil_fs.locks.table import Claim
 from versatil_fs.monitor.ignore import IgnoreMatcher
 from versatil_fs.monitor.scan import TreeScan, modified, scan, within
 from versatil_fs.repo import Repository
-from versatil_fs.runner import ProcessTree
+from versatil_fs.runner import ProcessTree, exit_code_of
 from versatil_fs.state import StateDir
 from versatil_fs.waves.plan import Plan, Task
 from versatil_fs.waves.progress import Progress
@@ -152,6 +152,7 @@ from versatil_fs.waves.tasks import (
     restore_sigterm,
     signal_group,
     stop_on_sigterm,
+    terminate,
 )
 
 __all__ = [
@@ -558,16 +559,17 @@ class WaveExecutor:
         (tasks running, with their snapshots) is what a resume starts from."""
         run = self._state()
         self._stopping.set()
-        for worker in list(self._workers.values()):
-            if worker.proc is not None:
-                signal_group(worker.proc.pid, signal.SIGTERM)
-        deadline = time.monotonic() + TERM_GRACE
-        while self._workers and time.monotonic() < deadline:
-            with contextlib.suppress(KeyboardInterrupt):
-                self._drain(block=True)
-        for worker in list(self._workers.values()):
-            if worker.proc is not None:
-                signal_group(worker.proc.pid, signal.SIGKILL)
+
+        def running() -> list[int]:
+            return [w.proc.pid for w in list(self._workers.values()) if w.proc is not None]
+
+        def settled(deadline: float) -> bool:
+            while self._workers and time.monotonic() < deadline:
+                with contextlib.suppress(KeyboardInterrupt):
+                    self._drain(block=True)
+            return not self._workers
+
+        terminate(running, settled)
         deadline = time.monotonic() + 30
         while any(w.proc is not None for w in self._workers.values()) and (
             time.monotonic() < deadline
@@ -1053,18 +1055,22 @@ class WaveExecutor:
             code = proc.wait(timeout=task.timeout)
         except subprocess.TimeoutExpired:
             timed_out = True
-            signal_group(proc.pid, signal.SIGTERM)
-            try:
-                code = proc.wait(timeout=TERM_GRACE)
-            except subprocess.TimeoutExpired:
-                signal_group(proc.pid, signal.SIGKILL)
-                code = proc.wait()
+
+            def settled(deadline: float) -> bool:
+                try:
+                    proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    return False
+                return True
+
+            terminate(lambda: [proc.pid], settled)
+            code = proc.wait()
         ended = time.time()
         interrupted = self._stopping.is_set() and not timed_out
         if timed_out:
             exit_code, error = code, f"timed out after {task.timeout:g} s"
         elif code < 0:
-            exit_code, error = 128 - code, f"killed by signal {-code}"
+            exit_code, error = exit_code_of(code), f"killed by signal {-code}"
         else:
             exit_code, error = code, "" if code == 0 else f"exited with {code}"
         if not interrupted:

@@ -9,6 +9,7 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 __all__ = [
@@ -19,6 +20,7 @@ __all__ = [
     "restore_sigterm",
     "signal_group",
     "stop_on_sigterm",
+    "terminate",
 ]
 
 
@@ -60,6 +62,26 @@ def kill_leftovers(run_id: str, task_id: str | None = None, timeout: float = 10.
     return pids
 
 
+
+
+def terminate(
+    groups: Callable[[], Sequence[int]], settled: Callable[[float], bool],
+    grace: float = TERM_GRACE,
+) -> bool:
+    """TERM, then KILL after ``grace``: the one way a task (or every running task) is stopped.
+
+    ``groups`` names the process groups still to stop (asked again before the KILL: one that
+    ended meanwhile is not signalled, its pgid may be reused); ``settled(deadline)`` waits
+    until they have all ended or the monotonic ``deadline`` passes, and says whether they did.
+    Returns whether they all ended within the grace (no KILL was sent).
+    """
+    for pgid in groups():
+        signal_group(pgid, signal.SIGTERM)
+    if settled(time.monotonic() + grace):
+        return True
+    for pgid in groups():
+        signal_group(pgid, signal.SIGKILL)
+    return False
 
 
 def signal_group(pgid: int, sig: int) -> None:
