@@ -30,7 +30,8 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
-from versatil_fs.errors import NotARepository, Refused, StateError, UsageError
+from versatil_fs import git
+from versatil_fs.errors import GitFailed, NotARepository, Refused, StateError, UsageError
 from versatil_fs.repo import Repository
 
 if TYPE_CHECKING:
@@ -243,10 +244,10 @@ def _why_git_failed(where: Path, stderr: bytes) -> str:
     about a hundred lines. So the reason is asked of ``git rev-parse``, on this failure path
     only, and a refusal for ownership names the ``safe.directory`` setting that lifts it.
     """
-    probe = subprocess.run(
-        ["git", "rev-parse", "--git-dir"], cwd=where, capture_output=True,
-        stdin=subprocess.DEVNULL, check=False,
-    )
+    try:
+        probe = git.run(["rev-parse", "--git-dir"], cwd=where, env=_hook_env(), check=False)
+    except GitFailed:
+        return _git_message(where, stderr)
     if probe.returncode != 0:
         stderr = probe.stderr
     return _git_message(where, stderr)
@@ -322,15 +323,9 @@ def _git(
         yield None
         return
     try:
-        proc = subprocess.Popen(
-            ["git", *args],
-            cwd=repo.toplevel,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-        )
-    except OSError as exc:
-        raise Refused(f"Could not run git ({exc.strerror}), so the commit is refused.") from exc
+        proc = git.spawn(list(args), cwd=repo.toplevel, env=_hook_env(), stdin=subprocess.DEVNULL)
+    except GitFailed as exc:
+        raise Refused(f"Could not run git ({exc}), so the commit is refused.") from exc
     try:
         yield proc
     finally:
@@ -477,13 +472,20 @@ def hook_place(start: str | os.PathLike[str] = ".") -> HookPlace:
     return HookPlace(Path(os.path.normpath(path)))
 
 
+def _hook_env() -> dict[str, str]:
+    """The location variables git exported to this hook, handed back to :mod:`versatil_fs.git`
+    (which drops them for every other caller): during ``git commit -a`` or ``git commit
+    <paths>`` ``GIT_INDEX_FILE`` names the temporary index being committed, and the guard must
+    check exactly what is committed. Outside a hook this is whatever the caller exported, as
+    before."""
+    return {k: v for k, v in os.environ.items() if k in git.LOCATION_VARIABLES}
+
+
 def _run_git(cwd: Path, *args: str) -> str:
     try:
-        result = subprocess.run(
-            ["git", *args], cwd=cwd, capture_output=True, check=False, stdin=subprocess.DEVNULL
-        )
-    except OSError as exc:
-        raise UsageError(f"Could not run git: {exc.strerror}.") from exc
+        result = git.run(list(args), cwd=cwd, env=_hook_env(), check=False)
+    except GitFailed as exc:
+        raise UsageError(f"Could not run git: {exc}") from exc
     if result.returncode != 0:
         detail = _git_message(cwd, result.stderr)
         raise NotARepository(f"git {' '.join(args)} failed in {cwd}: {detail}")
