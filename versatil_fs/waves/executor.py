@@ -123,6 +123,7 @@ from versatil_fs.monitor.scan import TreeScan, modified, scan, within
 from versatil_fs.repo import Repository
 from versatil_fs.runner import ProcessTree, exit_code_of
 from versatil_fs.state import StateDir
+from versatil_fs.waves.baselines import Baselines
 from versatil_fs.waves.plan import Plan, Task
 from versatil_fs.waves.progress import Progress
 from versatil_fs.waves.records import (
@@ -242,13 +243,6 @@ class WaveExecutor:
         self._tasks_to_run: queue.SimpleQueue[Task | None] = queue.SimpleQueue()
         self._pool: list[threading.Thread] = []  # at most max_agents
         self._stopping = threading.Event()
-        self._git = threading.Lock()  # one checkpoint create/restore at a time in this process
-        self._seq = 0  # orders checkpoint creations and task ends (see _baseline);
-        # it and the two maps below are guarded by _mutex
-        self._checkpoint_seq: dict[str, int] = {}
-        self._ended_seq: dict[str, int] = {}
-        self._wave_gates: dict[int, threading.Lock] = {}  # one maker of each wave's checkpoint
-        self._making: set[int] = set()  # waves whose checkpoint _make_ahead started (main thread)
         self._failed_root: dict[str, str] = {}  # skipped task -> the failed task behind it
         self.run_state: RunState | None = None
         self._events_lost = False  # said once on stderr (see _emit)
@@ -256,8 +250,11 @@ class WaveExecutor:
         self.schedule = plan.schedule(agents=self.max_agents, claims=self._claims)
         self._after = self._conflict_predecessors()
         self._rank = ranks(plan.tasks, self.schedule)
-        self._checkpoints: Any = None
         self._journal: Journal
+        self._baselines = Baselines(
+            self.repo.toplevel, self.state, run=self._state, mutex=self._mutex,
+            after=self._after, started=self._wave_started,
+        )
         # The one tree scan's rule (monitor/scan.py): what git counts, minus guard.ignore, the
         # same files `versatil run` compares; list_files is safe from the worker threads.
         self._matcher = IgnoreMatcher(self.repo, self.config.guard.ignore, state=self.state)
@@ -458,7 +455,7 @@ class WaveExecutor:
             rolled: list[str] = []
             if failed and files:
                 try:
-                    rolled = self._rollback(task_run, files)
+                    rolled = self._baselines.rollback(task_run, files)
                 except VersatilError as exc:
                     error = f"{error}; rollback failed: {exc}"
         return files, rolled, error
@@ -472,7 +469,7 @@ class WaveExecutor:
         with self._task_locks(task, wait=self.lock_wait) as _:
             after = self._scan(paths)
             files = modified(before, after)
-            rolled = self._rollback(task_run, files) if files else []
+            rolled = self._baselines.rollback(task_run, files) if files else []
         task_run.rolled_back = rolled
         self._emit("rollback", task_run, files=rolled, reason="interrupted", detail=detail)
         self.observer.event(
@@ -546,7 +543,7 @@ class WaveExecutor:
             self.store.save(run)
         if run.checkpoints:
             with contextlib.suppress(VersatilError):
-                self._checkpoints_api().prune()  # the run made them with prune=False
+                self._baselines.api().prune()  # the run made them with prune=False
         counts = run.counts()
         self._emit("run-done", None, status=run.status, **counts)
         self.observer.event(run, "run-done", None, run.status)
@@ -628,8 +625,7 @@ class WaveExecutor:
             return
         self._workers.pop(outcome.task, None)
         with self._mutex:
-            self._seq += 1
-            self._ended_seq[outcome.task] = self._seq
+            self._baselines.task_ended(outcome.task)
             task_run.finished = (
                 (outcome.ended or time.time()) if task_run.started is not None else None
             )
@@ -727,7 +723,7 @@ class WaveExecutor:
             ready.append(task)
         # Even with every slot taken: a ready task's wave gets its checkpoint while it waits.
         for wave in {run.tasks[t.id].wave for t in ready}:
-            self._make_ahead(wave)
+            self._baselines.make_ahead(wave)
         slots = self.max_agents - len(self._workers)
         if not ready or slots <= 0:
             return
@@ -773,111 +769,15 @@ class WaveExecutor:
             me.name = "task-pool"
 
     # Checkpoints --------------------------------------------------------------------------------
-    def _checkpoints_api(self) -> Any:
-        if self._checkpoints is None:
-            from versatil_fs.checkpoints import Checkpoints
-
-            self._checkpoints = Checkpoints(self.repo.toplevel, state=self.state)
-        return self._checkpoints
-
-    def _baseline(self, task: Task, wave: int) -> str | None:
-        """The checkpoint this task's files go back to if it fails (see the module docstring).
-
-        Called from the task's worker thread before it takes its locks, so the scheduler goes
-        on starting other tasks meanwhile.
-        """
-        run = self._state()
-        if not run.checkpoints:
-            return None
-        checkpoint = self._wave_checkpoint(wave)
-        with self._mutex:
-            # Every conflicting predecessor has ended (the scheduler starts a task only then)
-            # and its end has its number; a checkpoint whose making began before one of those
-            # ends may hold that task's half-written files, which must not be what this
-            # task's failure restores.
-            made = self._checkpoint_seq.get(checkpoint, 0)
-            stale = any(self._ended_seq.get(p, 0) > made for p in self._after[task.id])
-        if stale:
-            checkpoint = self._checkpoint(f"wave {wave}, before task {task.id}", wave)
-        return checkpoint
-
-    def _wave_checkpoint(self, wave: int) -> str:
-        """The wave's checkpoint, made once: whoever comes first makes it under the wave's
-        gate (a task's worker, or :meth:`_make_ahead`), and the others wait for it."""
-        run = self._state()
-        with self._mutex:
-            gate = self._wave_gates.setdefault(wave, threading.Lock())
-        with gate:
-            with self._mutex:
-                checkpoint = run.wave_checkpoints.get(wave)
-            if checkpoint is not None:
-                return checkpoint
-            checkpoint = self._checkpoint(f"before wave {wave}", wave)
-            with self._mutex:
-                run.wave_checkpoints[wave] = checkpoint
-            self._journal.note()
-            faults.point("wave.after-wave-checkpoint")
-            self._emit("wave-start", None, wave=wave, checkpoint=checkpoint)
-            self._inbox.put(_Outcome(
-                task="", kind="wave-start", wave=wave,
-                detail=f"wave {wave} (checkpoint {checkpoint})",
-            ))
-            return checkpoint
-
-    def _make_ahead(self, wave: int) -> None:
-        """Start making the checkpoint of a wave that has a ready task, in the background.
-
-        A ready task often waits for a slot; its wave's checkpoint is then made meanwhile
-        instead of on its path once it starts. It is the same checkpoint its first task would
-        make (the task is ready: whatever conflicts with it has ended), only sooner; a task of
-        the wave for which it is too old gets a fresh one (:meth:`_baseline`).
-        """
-        run = self._state()
-        if not run.checkpoints or wave in self._making or wave in run.wave_checkpoints:
-            return
-        self._making.add(wave)
-
-        def make() -> None:
-            # A failure here is not lost: the wave's first task tries again and fails with it.
-            with contextlib.suppress(Exception):
-                self._wave_checkpoint(wave)
-
-        threading.Thread(target=make, name=f"checkpoint-wave-{wave}", daemon=True).start()
-
-    def _checkpoint(self, message: str, wave: int) -> str:
-        run = self._state()
-        with self._git:
-            api = self._checkpoints_api()
-            with self._mutex:
-                # Numbered when its making begins: a task that ends from here on ends after
-                # it, even if the end is applied before the checkpoint is done.
-                self._seq += 1
-                number = self._seq
-                states = {t.id: t.status for t in run.tasks.values()}
-            record = api.create(
-                f"{message} of wave run {run.id}", wave=wave, agent="wave-executor",
-                tasks=states, prune=False,
-            )
-        with self._mutex:
-            self._checkpoint_seq[record.id] = number
-        return str(record.id)
-
-    def _rollback(self, task_run: TaskRun, files: list[str]) -> list[str]:
-        """Restore ``files`` from the task's baseline, on its behalf; returns what changed."""
-        if not files or task_run.checkpoint is None:
-            return []
-        api = self._checkpoints_api()
-        with self._git:
-            record = api.show(task_run.checkpoint)
-            # A file the task deleted that the checkpoint does not hold either (made after it
-            # by someone else) cannot be restored; restore() would refuse the whole selection.
-            present = set(_tree_files(self.repo.toplevel, record.commit, files))
-            wanted = [f for f in files if f in present or (self.repo.toplevel / f).exists()
-                      or os.path.islink(self.repo.toplevel / f)]
-            if not wanted:
-                return []
-            result = api.restore(task_run.checkpoint, paths=wanted, by=task_run.agent)
-        return list(result.changed)
+    def _wave_started(self, wave: int, checkpoint: str) -> None:
+        """A wave's checkpoint was made (in the thread that made it): record and tell it."""
+        self._journal.note()
+        faults.point("wave.after-wave-checkpoint")
+        self._emit("wave-start", None, wave=wave, checkpoint=checkpoint)
+        self._inbox.put(_Outcome(
+            task="", kind="wave-start", wave=wave,
+            detail=f"wave {wave} (checkpoint {checkpoint})",
+        ))
 
     # One task, in its worker thread ----------------------------------------------------------
     def _work(self, task: Task) -> None:
@@ -886,7 +786,7 @@ class WaveExecutor:
         try:
             if self._stopping.is_set():
                 raise Stopped
-            baseline = self._baseline(task, task_run.wave)
+            baseline = self._baselines.baseline(task.id, task_run.wave)
             with self._mutex:
                 task_run.checkpoint = baseline
             queued = time.time()
@@ -947,7 +847,7 @@ class WaveExecutor:
         rolled: list[str] = []
         if status == "failed" or interrupted:
             try:
-                rolled = self._rollback(task_run, files)
+                rolled = self._baselines.rollback(task_run, files)
             except VersatilError as exc:
                 error = f"{error}; rollback failed: {exc}" if error else f"rollback failed: {exc}"
             if files and not run.checkpoints:
@@ -1234,13 +1134,3 @@ def _tasks_word(count: int) -> str:
 
 def _files(paths: Sequence[str]) -> str:
     return "1 file" if len(paths) == 1 else f"{len(paths)} files"
-
-
-def _tree_files(repo: Path, commit: str, paths: Sequence[str]) -> list[str]:
-    """Which of ``paths`` the commit's tree holds."""
-    env = {**os.environ, "GIT_LITERAL_PATHSPECS": "1"}
-    result = subprocess.run(
-        ["git", "ls-tree", "-r", "-z", "--name-only", commit, "--", *paths],
-        cwd=repo, env=env, capture_output=True, check=False,
-    )
-    return [os.fsdecode(p) for p in result.stdout.split(b"\0") if p]
