@@ -98,7 +98,6 @@ import contextlib
 import math
 import os
 import queue
-import signal
 import subprocess
 import sys
 import threading
@@ -121,7 +120,7 @@ from versatil_fs.locks.table import Claim
 from versatil_fs.monitor.ignore import IgnoreMatcher
 from versatil_fs.monitor.scan import TreeScan, modified, scan, within
 from versatil_fs.repo import Repository
-from versatil_fs.runner import ProcessTree, exit_code_of
+from versatil_fs.runner import ProcessTree
 from versatil_fs.state import StateDir
 from versatil_fs.waves.baselines import Baselines
 from versatil_fs.waves.plan import Plan, Task
@@ -144,16 +143,17 @@ from versatil_fs.waves.store import (
     effective_status,
     os_reason,
     safe_name,
-    write_all,
 )
 from versatil_fs.waves.tasks import (
-    TASK_ENV,
-    TERM_GRACE,
+    describe_exit,
+    end_task_tree,
     kill_leftovers,
     restore_sigterm,
-    signal_group,
+    spawn_task,
     stop_on_sigterm,
+    task_environment,
     terminate,
+    wait_task,
 )
 
 __all__ = [
@@ -897,18 +897,7 @@ class WaveExecutor:
         self, task: Task, task_run: TaskRun, log_path: Path, held: _Held
     ) -> tuple[int | None, str, bool, float]:
         """Run the command; returns (exit code, error, interrupted, when it exited)."""
-        run = self._state()
-        env = dict(os.environ)
-        env.pop("VERSATIL_FAULT", None)  # a fault armed for the executor is not the task's
-        plan_dir = run.plan.directory
-        env.update({
-            "VERSATIL_AGENT": task.agent,
-            "VERSATIL_TASK": task.id,
-            "VERSATIL_WAVE": str(task_run.wave),
-            "VERSATIL_RUN": run.id,
-            "VERSATIL_PLAN_DIR": str(plan_dir) if plan_dir else "",
-            TASK_ENV: f"{run.id}/{task.id}",
-        })
+        env = task_environment(self._state(), task, task_run.wave)
         # Everything the task starts inherits its lease's descriptor, so its locks last as
         # long as the last of those processes, even if this executor is killed (see
         # versatil_fs.runner.ProcessTree); the pipe beside it tells when they have all gone.
@@ -918,14 +907,8 @@ class WaveExecutor:
             # Opened like the state's lock files: 0600, no symlink followed, close-on-exec.
             log_fd = self.state.open_lock_file(log_path)
             try:
-                os.lseek(log_fd, 0, os.SEEK_END)
-                header = f"== {task.id} ({task.agent}), attempt {task_run.attempts}: " \
-                         f"{task.describe_run()}\n"
-                write_all(log_fd, header.encode())
-                proc = subprocess.Popen(
-                    task.command, cwd=self.repo.toplevel, env=env, stdin=subprocess.DEVNULL,
-                    stdout=log_fd, stderr=subprocess.STDOUT, start_new_session=True,
-                    pass_fds=tree.pass_fds,
+                proc = spawn_task(
+                    task, task_run.attempts, self.repo.toplevel, env, log_fd, tree.pass_fds
                 )
             except OSError as exc:
                 return None, f"could not start: {exc.strerror or exc}", False, time.time()
@@ -950,29 +933,10 @@ class WaveExecutor:
             self._journal.note()
         self._inbox.put(_Outcome(task=task.id, kind="started"))
         faults.point("wave.task-started")
-        timed_out = False
-        try:
-            code = proc.wait(timeout=task.timeout)
-        except subprocess.TimeoutExpired:
-            timed_out = True
-
-            def settled(deadline: float) -> bool:
-                try:
-                    proc.wait(timeout=max(0.0, deadline - time.monotonic()))
-                except subprocess.TimeoutExpired:
-                    return False
-                return True
-
-            terminate(lambda: [proc.pid], settled)
-            code = proc.wait()
+        code, timed_out = wait_task(proc, task.timeout)
         ended = time.time()
         interrupted = self._stopping.is_set() and not timed_out
-        if timed_out:
-            exit_code, error = code, f"timed out after {task.timeout:g} s"
-        elif code < 0:
-            exit_code, error = exit_code_of(code), f"killed by signal {-code}"
-        else:
-            exit_code, error = code, "" if code == 0 else f"exited with {code}"
+        exit_code, error = describe_exit(code, timed_out, task.timeout)
         if not interrupted:
             # Before anything else, the kill below included: from here on a crash no longer
             # makes `wave resume` run the task again (see the module docstring).
@@ -981,15 +945,13 @@ class WaveExecutor:
         # The task is everything it started: anything it left running would go on writing
         # once its locks are gone, so it ends with the task. Its process group first; then
         # whatever left the group (setsid, daemons), found by the marker in its environment.
-        signal_group(proc.pid, signal.SIGKILL)
-        if not tree.empty(TERM_GRACE):
-            killed = kill_leftovers(self._state().id, task.id)
-            if not tree.empty(TERM_GRACE):
-                # Still alive without our marker (it cleared its environment): its locks are
-                # left to it and end when it does, instead of letting it write unguarded.
-                held.handed_over = True
-                self._emit("task-leftovers", task_run, killed=killed,
-                           locks="kept until the processes left exit")
+        killed, left = end_task_tree(proc, tree, self._state().id, task.id)
+        if left:
+            # Still alive without our marker (it cleared its environment): its locks are
+            # left to it and end when it does, instead of letting it write unguarded.
+            held.handed_over = True
+            self._emit("task-leftovers", task_run, killed=killed,
+                       locks="kept until the processes left exit")
         self._workers[task.id].proc = None
         return exit_code, "" if interrupted else error, interrupted, ended
 

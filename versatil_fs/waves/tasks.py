@@ -1,5 +1,6 @@
-"""The processes a task leaves: found by the marker every descendant inherits, killed, and
-SIGTERM turned into an interrupt for the executor's main thread.
+"""A task's processes: its environment and start, its wait (TERM, grace, KILL on a timeout),
+its exit in words, what it leaves (found by the marker every descendant inherits, killed),
+and SIGTERM turned into an interrupt for the executor's main thread.
 """
 
 from __future__ import annotations
@@ -7,20 +8,32 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
+
+from versatil_fs.runner import ProcessTree, exit_code_of
+from versatil_fs.waves.plan import Task
+from versatil_fs.waves.records import RunState
+from versatil_fs.waves.store import write_all
 
 __all__ = [
     "TASK_ENV",
     "TERM_GRACE",
+    "describe_exit",
+    "end_task_tree",
     "kill_leftovers",
     "leftover_processes",
     "restore_sigterm",
     "signal_group",
+    "spawn_task",
     "stop_on_sigterm",
+    "task_environment",
     "terminate",
+    "wait_task",
 ]
 
 
@@ -103,3 +116,76 @@ def stop_on_sigterm() -> Any:
 def restore_sigterm(previous: Any) -> None:
     if previous is not None:
         signal.signal(signal.SIGTERM, previous)
+
+
+def task_environment(run: RunState, task: Task, wave: int) -> dict[str, str]:
+    """The environment a task's command runs in: ours, without an armed fault, plus who and
+    what it is, and the marker that finds everything it starts (:func:`leftover_processes`)."""
+    env = dict(os.environ)
+    env.pop("VERSATIL_FAULT", None)  # a fault armed for the executor is not the task's
+    plan_dir = run.plan.directory
+    env.update({
+        "VERSATIL_AGENT": task.agent,
+        "VERSATIL_TASK": task.id,
+        "VERSATIL_WAVE": str(wave),
+        "VERSATIL_RUN": run.id,
+        "VERSATIL_PLAN_DIR": str(plan_dir) if plan_dir else "",
+        TASK_ENV: f"{run.id}/{task.id}",
+    })
+    return env
+
+
+def spawn_task(
+    task: Task, attempt: int, cwd: Path, env: dict[str, str], log_fd: int,
+    pass_fds: Sequence[int],
+) -> subprocess.Popen[bytes]:
+    """Start a task's command in its own session, output appended to its log after a header
+    line; ``OSError`` if it cannot start."""
+    os.lseek(log_fd, 0, os.SEEK_END)
+    header = f"== {task.id} ({task.agent}), attempt {attempt}: {task.describe_run()}\n"
+    write_all(log_fd, header.encode())
+    return subprocess.Popen(
+        task.command, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=log_fd,
+        stderr=subprocess.STDOUT, start_new_session=True, pass_fds=tuple(pass_fds),
+    )
+
+
+def wait_task(proc: subprocess.Popen[bytes], timeout: float | None) -> tuple[int, bool]:
+    """Wait for a task's process; past ``timeout`` it is stopped (:func:`terminate`).
+    Returns (its returncode, whether it timed out)."""
+    try:
+        return proc.wait(timeout=timeout), False
+    except subprocess.TimeoutExpired:
+        pass
+
+    def settled(deadline: float) -> bool:
+        try:
+            proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            return False
+        return True
+
+    terminate(lambda: [proc.pid], settled)
+    return proc.wait(), True
+
+
+def describe_exit(code: int, timed_out: bool, timeout: float | None) -> tuple[int, str]:
+    """(exit code, error) of a task's process: 128+N for death by signal N, "" on success."""
+    if timed_out:
+        return code, f"timed out after {timeout or 0:g} s"
+    if code < 0:
+        return exit_code_of(code), f"killed by signal {-code}"
+    return code, "" if code == 0 else f"exited with {code}"
+
+
+def end_task_tree(
+    proc: subprocess.Popen[bytes], tree: ProcessTree, run_id: str, task_id: str
+) -> tuple[list[int], bool]:
+    """Kill what a task left running: its process group, then whatever left the group
+    (setsid, daemons) found by its marker. Returns (the pids killed by marker, whether
+    something is still alive, i.e. a process that also cleared its environment)."""
+    signal_group(proc.pid, signal.SIGKILL)
+    if tree.empty(TERM_GRACE):
+        return [], False
+    killed = kill_leftovers(run_id, task_id)
+    return killed, not tree.empty(TERM_GRACE)
