@@ -65,7 +65,7 @@ def restore_checkpoint(
 @json_option
 def release_locks(agent: str, as_json: bool) -> None:
     """Release every lock an agent holds (its processes keep running)."""
-    # Imported here: listing or restoring checkpoints must not need the lock manager's imports.
+    # Each command imports only what it uses, so `versatil-daemon --help` starts fast.
     from versatil_fs.locks.manager import LockManager
 
     released: list[Any] = list(LockManager(repo=".").release_agent(agent))
