@@ -135,7 +135,7 @@ from versatil_fs.waves.records import (
     TaskRun,
 )
 from versatil_fs.waves.resolve import ConflictIndex
-from versatil_fs.waves.schedule import admits, ranks, waves_in_flight
+from versatil_fs.waves.schedule import ranks, ready_tasks, skips, to_start
 from versatil_fs.waves.store import (
     Journal,
     RunStore,
@@ -678,67 +678,31 @@ class WaveExecutor:
                 self._wave_ended(number)
 
     def _find_skips(self, run: RunState) -> list[TaskRun]:
-        changed = True
+        statuses = {t: r.status for t, r in run.tasks.items()}
         skipped: list[TaskRun] = []
-        while changed:  # a skip can make the tasks that need it skippable in turn
-            changed = False
-            for task in self.plan.tasks:
-                task_run = run.tasks[task.id]
-                if task_run.status != "pending":
-                    continue
-                for need in task.needs:
-                    other = run.tasks[need]
-                    if other.status == "failed":
-                        reason = f"needs {need}, which failed"
-                        self._failed_root[task.id] = need
-                    elif other.status == "skipped":
-                        root = self._failed_root.get(need)
-                        reason = f"needs {need}, which was skipped" + (
-                            f" ({root} failed)" if root else ""
-                        )
-                        if root:
-                            self._failed_root[task.id] = root
-                    else:
-                        continue
-                    task_run.status = "skipped"
-                    task_run.skipped_because = reason
-                    skipped.append(task_run)
-                    changed = True
-                    break
+        for task_id, reason, root in skips(self.plan.tasks, statuses, self._failed_root):
+            task_run = run.tasks[task_id]
+            task_run.status = "skipped"
+            task_run.skipped_because = reason
+            if root:
+                self._failed_root[task_id] = root
+            skipped.append(task_run)
         return skipped
 
     def _start_ready(self) -> None:
         if self._stopping.is_set():
             return
         run = self._state()
-        ready = []
-        for task in self.plan.tasks:
-            task_run = run.tasks[task.id]
-            if task_run.status != "pending":
-                continue
-            if any(run.tasks[n].status != "succeeded" for n in task.needs):
-                continue
-            if any(run.tasks[p].status not in TERMINAL for p in self._after[task.id]):
-                continue
-            ready.append(task)
+        ready = ready_tasks(self.plan.tasks, run, self._after)
         # Even with every slot taken: a ready task's wave gets its checkpoint while it waits.
         for wave in {run.tasks[t.id].wave for t in ready}:
             self._baselines.make_ahead(wave)
-        slots = self.max_agents - len(self._workers)
-        if not ready or slots <= 0:
-            return
-        # Highest priority first, then critical path first (see ranks()).
-        ready.sort(key=lambda t: self._rank[t.id])
-        in_flight = waves_in_flight(run.tasks[t].wave for t in self._workers)
-        for task in ready:
-            wave = run.tasks[task.id].wave
-            if not admits(in_flight, wave, self.max_waves):
-                continue  # a later ready task of a wave already in flight may still start
+        running = [run.tasks[t].wave for t in self._workers]
+        for task in to_start(
+            ready, self._rank, {t: r.wave for t, r in run.tasks.items()}, running,
+            slots=self.max_agents - len(self._workers), max_waves=self.max_waves,
+        ):
             self._start(task)
-            in_flight[wave] = in_flight.get(wave, 0) + 1
-            slots -= 1
-            if slots == 0:
-                return
 
     def _start(self, task: Task) -> None:
         run = self._state()
