@@ -54,6 +54,7 @@ Choices, and why:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
 import shlex
@@ -69,6 +70,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
+from versatil_fs import linux
 from versatil_fs.errors import (  # CommandNot*: re-exported, the classes moved to errors.py
     CommandNotExecutable,
     CommandNotFound,
@@ -90,7 +92,6 @@ __all__ = [
     "FORWARDED",
     "LEASE_FDS",
     "MONITOR_DELAY",
-    "PR_SET_PDEATHSIG",
     "SI_KERNEL",
     "WAIT_NOTICE_SECONDS",
     "CommandNotExecutable",
@@ -104,7 +105,6 @@ __all__ = [
 
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 SI_KERNEL = 0x80  # siginfo si_code of a signal the kernel itself sent (the terminal driver)
-PR_SET_PDEATHSIG = 1
 # The command runs this long before the elected wrapper starts its observer; writes before that
 # are found by comparing with the snapshot taken before the command started.
 MONITOR_DELAY = 0.1
@@ -678,34 +678,19 @@ _INHERITED = _inherited_lease_fds()
 def _child_setup(mask: set[int | signal.Signals] | None) -> Callable[[], None]:
     """What the child does between fork and exec: its signal mask back, and die with us."""
     parent = os.getpid()
-    prctl = _prctl()
+    die_with_parent = linux.parent_death_signal()  # resolved before the fork: it allocates
 
     def setup() -> None:
         if mask is not None:
             signal.pthread_sigmask(signal.SIG_SETMASK, mask)
-        if prctl is not None:
-            prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if die_with_parent is not None:
+            with contextlib.suppress(OSError):  # refused: the getppid check below still holds
+                die_with_parent(signal.SIGKILL)
             # The wrapper may have died before the line above: then no signal will ever come.
             if os.getppid() != parent:
                 os.kill(os.getpid(), signal.SIGKILL)
 
     return setup
-
-
-def _prctl() -> Any:
-    """libc's prctl, resolved before the fork (Linux only)."""
-    if not sys.platform.startswith("linux"):
-        return None
-    import ctypes
-
-    try:
-        function = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-    function.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong,
-                         ctypes.c_ulong]
-    function.restype = ctypes.c_int
-    return function
 
 
 class _SignalRouter:

@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from versatil_fs import linux
 from versatil_fs.runner import ProcessTree, exit_code_of
 from versatil_fs.waves.plan import Task
 from versatil_fs.waves.records import RunState
@@ -46,21 +47,13 @@ def leftover_processes(run_id: str, task_id: str | None = None) -> list[int]:
     """PIDs of processes started for this run (or one of its tasks) that are still alive."""
     wanted = f"{TASK_ENV}={run_id}/".encode()
     exact = f"{TASK_ENV}={run_id}/{task_id}".encode() if task_id else None
-    found = []
-    me = os.getpid()
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit() or int(entry.name) == me:
-            continue
-        try:
-            with open(f"/proc/{entry.name}/environ", "rb") as handle:
-                environ = handle.read().split(b"\0")
-        except OSError:
-            continue  # gone, a zombie, or not ours
-        for item in environ:
-            if item.startswith(wanted) and (exact is None or item == exact):
-                found.append(int(entry.name))
-                break
-    return found
+
+    def ours(environ: list[bytes]) -> bool:
+        return any(
+            item.startswith(wanted) and (exact is None or item == exact) for item in environ
+        )
+
+    return linux.pids_with_environ(ours)
 
 
 def kill_leftovers(run_id: str, task_id: str | None = None, timeout: float = 10.0) -> list[int]:
