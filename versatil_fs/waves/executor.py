@@ -123,6 +123,7 @@ from versatil_fs.repo import Repository
 from versatil_fs.runner import ProcessTree
 from versatil_fs.state import StateDir
 from versatil_fs.waves.baselines import Baselines
+from versatil_fs.waves.journal import Journal
 from versatil_fs.waves.plan import Plan, Task
 from versatil_fs.waves.progress import Progress
 from versatil_fs.waves.records import (
@@ -137,7 +138,6 @@ from versatil_fs.waves.records import (
 from versatil_fs.waves.resolve import ConflictIndex
 from versatil_fs.waves.schedule import ranks, ready_tasks, skips, to_start
 from versatil_fs.waves.store import (
-    Journal,
     RunStore,
     Stopped,
     effective_status,
