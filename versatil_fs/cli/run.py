@@ -11,6 +11,10 @@ import click
 from versatil_fs import runner
 from versatil_fs.cli._common import agent_option
 
+__all__ = [
+    "run",
+]
+
 
 @click.command(
     context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False}

@@ -19,6 +19,25 @@ from versatil_fs.waves.records import RunState, TaskRun
 from versatil_fs.waves.report import Report
 from versatil_fs.waves.resolve import Schedule
 
+__all__ = [
+    "PlainProgress",
+    "PlanView",
+    "RichProgress",
+    "StatusView",
+    "bound_lines",
+    "event_line",
+    "max_agents_option",
+    "plan_",
+    "plan_lines",
+    "progress",
+    "report_lines",
+    "resume",
+    "run_",
+    "status",
+    "status_lines",
+    "wave",
+]
+
 max_agents_option = click.option(
     "--max-agents", type=click.IntRange(min=1), metavar="N",
     help="Tasks running at once (default parallel.max_concurrent_agents).",

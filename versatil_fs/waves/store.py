@@ -18,7 +18,7 @@ from pathlib import Path
 
 import msgspec
 
-from versatil_fs import faults
+from versatil_fs import faults, flock
 from versatil_fs.errors import (
     Refused,
     StateError,
@@ -272,9 +272,7 @@ class RunStore:
         """Hold the run's lock for the block; :class:`Refused` if an executor holds it now."""
         fd = self.state.open_lock_file(self.root / f"{run_id}.lock")
         try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
+            if not flock.try_lock(fd):
                 raise Refused(
                     f"Wave run {run_id} is being executed by another process right now; "
                     "watch it with `versatil wave status`."
@@ -290,12 +288,9 @@ class RunStore:
             return False
         fd = self.state.open_lock_file(path, create=False)
         try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
+            return flock.probe(fd)  # a fresh descriptor of our own: held exclusively = live
         finally:
             os.close(fd)
-        return False
 
 
 def effective_status(run: RunState, store: RunStore) -> str:
