@@ -225,16 +225,9 @@ class WaveExecutor:
         self.max_waves = max_waves or parallel.max_concurrent_waves
         if self.max_agents < 1 or self.max_waves < 1:
             raise UsageError("--max-agents and --max-waves must be 1 or more.")
-        self.lock_wait = self.config.default_wait if lock_wait is None else lock_wait
-        if math.isnan(self.lock_wait) or self.lock_wait < 0 or (
-            math.isfinite(self.lock_wait) and self.lock_wait > MAX_LOCK_WAIT
-        ):
-            # Checked once here: the lock manager would refuse it too, but task by task, and
-            # every task would fail over one bad option.
-            raise UsageError(
-                f"--lock-wait must be between 0 and {MAX_LOCK_WAIT:.0e} seconds (or inf), "
-                f"got {self.lock_wait}."
-            )
+        self.lock_wait = _checked_lock_wait(
+            self.config.default_wait if lock_wait is None else lock_wait
+        )
         self.observer = observer or Progress()
         self.tasks = {t.id: t for t in plan.tasks}
         self._mutex = threading.Lock()  # guards self.run and its writes to disk
@@ -304,40 +297,13 @@ class WaveExecutor:
         meanwhile, including later tasks that share its files without needing it.
         """
         store = RunStore(state)
-        wanted = ("interrupted", "failed") if retry_failed else ("interrupted",)
         if run_id is None:
-            here = Repository.find(repo)
-            candidates = [
-                r for r in store.runs(here.key) if effective_status(r, store) in wanted
-            ]
-            if not candidates:
-                what = "interrupted or failed" if retry_failed else "interrupted"
-                raise UsageError(
-                    f"No {what} wave run in this repository; `versatil wave status` shows "
-                    "the latest run."
-                )
-            run_id = candidates[-1].id
+            run_id = _latest_resumable(store, Repository.find(repo), retry_failed)
         run = store.load(run_id)
         with store.locked(run.id):
             # Read again under the lock: the last executor may have ended in between.
             run = store.load(run.id)
-            here = Repository.find(run.repo)
-            if str(here.toplevel) != run.repo or here.key != run.repo_key:
-                raise StateError(
-                    f"Wave run {run.id} says it ran in {run.repo}, which is not the working "
-                    "tree it was started in; it is not resumed."
-                )
-            if run.status == "succeeded" or (run.status == "failed" and not retry_failed):
-                hint = (
-                    " To run its failed tasks (and those skipped because of them) again: "
-                    f"`versatil wave resume --retry-failed {run.id}`."
-                    if run.status == "failed" else ""
-                )
-                raise Refused(
-                    f"Wave run {run.id} already finished ({run.status}); nothing to resume. "
-                    "Finished tasks are never run again: start a new run with `versatil wave "
-                    f"run`.{hint}"
-                )
+            _check_resumable(run, retry_failed)
             executor = cls(
                 run.plan, repo=run.repo, max_agents=max_agents or run.max_agents,
                 max_waves=run.max_waves, lock_wait=lock_wait, observer=observer,
@@ -1052,6 +1018,53 @@ class WaveExecutor:
                 )
 
 
+
+
+def _checked_lock_wait(seconds: float) -> float:
+    """``--lock-wait``, checked once here: the lock manager would refuse a bad one too, but
+    task by task, and every task would fail over one bad option."""
+    if math.isnan(seconds) or seconds < 0 or (
+        math.isfinite(seconds) and seconds > MAX_LOCK_WAIT
+    ):
+        raise UsageError(
+            f"--lock-wait must be between 0 and {MAX_LOCK_WAIT:.0e} seconds (or inf), "
+            f"got {seconds}."
+        )
+    return seconds
+
+
+def _latest_resumable(store: RunStore, here: Repository, retry_failed: bool) -> str:
+    """The id of the latest run of this repository that ``resume`` may go on with."""
+    wanted = ("interrupted", "failed") if retry_failed else ("interrupted",)
+    candidates = [r for r in store.runs(here.key) if effective_status(r, store) in wanted]
+    if not candidates:
+        what = "interrupted or failed" if retry_failed else "interrupted"
+        raise UsageError(
+            f"No {what} wave run in this repository; `versatil wave status` shows "
+            "the latest run."
+        )
+    return candidates[-1].id
+
+
+def _check_resumable(run: RunState, retry_failed: bool) -> None:
+    """Refuse a run that is not in the working tree it names, or already finished."""
+    here = Repository.find(run.repo)
+    if str(here.toplevel) != run.repo or here.key != run.repo_key:
+        raise StateError(
+            f"Wave run {run.id} says it ran in {run.repo}, which is not the working "
+            "tree it was started in; it is not resumed."
+        )
+    if run.status == "succeeded" or (run.status == "failed" and not retry_failed):
+        hint = (
+            " To run its failed tasks (and those skipped because of them) again: "
+            f"`versatil wave resume --retry-failed {run.id}`."
+            if run.status == "failed" else ""
+        )
+        raise Refused(
+            f"Wave run {run.id} already finished ({run.status}); nothing to resume. "
+            "Finished tasks are never run again: start a new run with `versatil wave "
+            f"run`.{hint}"
+        )
 
 
 def _tasks_word(count: int) -> str:
