@@ -1,7 +1,8 @@
 """versatil-fs: let several coding agents work on one git repository without losing work.
 
 The public API is re-exported here lazily, so ``import versatil_fs`` (and every CLI start-up)
-pays only for what a caller actually uses: the lock path never imports GitPython or watchdog.
+pays only for what a caller actually uses: the lock path never imports watchdog or the
+checkpoint code.
 """
 
 from __future__ import annotations
