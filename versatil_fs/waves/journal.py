@@ -10,6 +10,7 @@ import threading
 from versatil_fs.errors import (
     StateError,
 )
+from versatil_fs.state import write_all
 from versatil_fs.waves.records import (
     RunState,
     TaskRun,
@@ -20,7 +21,6 @@ from versatil_fs.waves.store import (
     StartRecord,
     Stopped,
     frame_record,
-    write_all,
 )
 
 __all__ = ["Journal"]

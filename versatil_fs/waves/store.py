@@ -49,7 +49,6 @@ __all__ = [
     "read_records",
     "safe_name",
     "safe_relative",
-    "write_all",
 ]
 
 
@@ -318,12 +317,6 @@ def safe_relative(path: str) -> bool:
 def os_reason(exc: BaseException) -> str:
     cause = exc.__cause__
     return cause.strerror if isinstance(cause, OSError) and cause.strerror else str(exc)
-
-
-def write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
 
 
 def safe_name(task_id: str) -> str:

@@ -17,9 +17,9 @@ from typing import Any
 
 from versatil_fs import linux
 from versatil_fs.runner import ProcessTree, exit_code_of
+from versatil_fs.state import write_all
 from versatil_fs.waves.plan import Task
 from versatil_fs.waves.records import RunState
-from versatil_fs.waves.store import write_all
 
 __all__ = [
     "TASK_ENV",
