@@ -58,6 +58,7 @@ __all__ = [
     "flocked",
     "home",
     "overwrite",
+    "read_regular",
     "state_error",
     "write_all",
 ]
@@ -207,22 +208,7 @@ class StateDir:
         read under the table lock): ``FileNotFoundError`` passes through, everything else
         unsafe is a :class:`StateError`. The caller closes the descriptor.
         """
-        self._ensure_parent(path)
-        try:
-            fd = os.open(path, flags | _OPEN_FLAGS)
-        except FileNotFoundError:
-            raise
-        except OSError as exc:
-            raise state_error(path, exc) from exc
-        try:
-            _check_fd_owned(fd, path)
-            # O_NONBLOCK was for the open; a regular file ignores it, but the descriptor may
-            # be handed to a child (a wave task's log) that should see an ordinary file.
-            os.set_blocking(fd, True)
-        except BaseException:
-            os.close(fd)
-            raise
-        return fd
+        return self._open_owned(path, flags | _OPEN_FLAGS)
 
     def size(self, path: Path) -> int:
         """The size of the state file ``path`` (0 when it does not exist), checked like a read:
@@ -371,8 +357,12 @@ class StateDir:
 
     def open_lock_file(self, path: Path, *, create: bool = True) -> int:
         """Open (and create 0600) a file used only for its flock; returns the descriptor."""
+        return self._open_owned(path, os.O_RDWR | _OPEN_FLAGS | (os.O_CREAT if create else 0))
+
+    def _open_owned(self, path: Path, flags: int) -> int:
+        """Open ``path`` (created 0600 if ``flags`` asks) and check the descriptor is a regular
+        file of ours that nobody else can write; ``FileNotFoundError`` passes through."""
         self._ensure_parent(path)
-        flags = os.O_RDWR | _OPEN_FLAGS | (os.O_CREAT if create else 0)
         try:
             fd = os.open(path, flags, FILE_MODE)
         except FileNotFoundError:
@@ -626,3 +616,34 @@ def _unlink_quietly(path: str | Path) -> None:
         os.unlink(path)
     except FileNotFoundError:
         pass
+
+
+def read_regular(
+    path: str | os.PathLike[str], *, ours: bool = False, follow_symlinks: bool = False
+) -> bytes | None:
+    """The bytes of the regular file ``path``, or None: absent, unreadable, a FIFO or device
+    (``O_NONBLOCK`` and the ``S_ISREG`` check on the descriptor keep those from hanging the
+    reader), or a symlink unless ``follow_symlinks``. ``ours=True`` also wants it owned by this
+    user (a holder file).
+
+    For files read best-effort, outside :class:`StateDir`'s checks: a holder file probed under
+    the table lock (never through a symlink), the user's global git excludes file (often a
+    symlink into a dotfiles repository).
+    """
+    nofollow = 0 if follow_symlinks else os.O_NOFOLLOW
+    try:
+        fd = os.open(path, os.O_RDONLY | nofollow | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or (ours and info.st_uid != os.getuid()):
+            return None
+        chunks = []
+        while chunk := os.read(fd, 1 << 20):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)

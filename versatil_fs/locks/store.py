@@ -35,7 +35,7 @@ from versatil_fs.locks.table import (
     queue_key,
     valid_id,
 )
-from versatil_fs.state import StateDir
+from versatil_fs.state import StateDir, read_regular
 
 __all__ = [
     "TABLE_LOCK_GRACE",
@@ -145,27 +145,6 @@ def expires_wall(grant: Record) -> float | None:
     if isinstance(grant, Grant) and grant.owner == "shell":
         return clock.CLOCK.wall() + seconds_left(grant)
     return None
-
-
-def _read_regular(path: Path) -> bytes | None:
-    """A holder file's bytes: never through a symlink, never blocking on a FIFO, only a
-    regular file of ours (None otherwise, or when it is gone)."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError:
-        return None
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode) or info.st_uid != os.getuid():
-            return None
-        chunks = []
-        while chunk := os.read(fd, 1 << 20):
-            chunks.append(chunk)
-        return b"".join(chunks)
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
 
 
 def _parse_name(name: str) -> tuple[str, str] | None:
@@ -396,7 +375,7 @@ class LocalStore:
         waiters: list[Waiter] = []
         for path, ident, kind in self._entries():
             if kind == "shell":
-                raw = _read_regular(path)
+                raw = read_regular(path, ours=True)
                 try:
                     grant = _grant_decoder.decode(raw) if raw is not None else None
                 except (msgspec.DecodeError, msgspec.ValidationError):
@@ -414,7 +393,7 @@ class LocalStore:
                 if not leases.is_held(path):
                     self._remove_entry(path)  # its process is gone, and so are its leases
                     continue
-                raw = _read_regular(path)
+                raw = read_regular(path, ours=True)
                 try:
                     records = _records_decoder.decode(raw) if raw else None
                 except (msgspec.DecodeError, msgspec.ValidationError):
@@ -544,7 +523,7 @@ class LocalStore:
         if not leases.is_held(path):
             self._remove_entry(path)  # its process is gone, and with it every lease it held
             return
-        raw = _read_regular(path)
+        raw = read_regular(path, ours=True)
         try:
             records = _records_decoder.decode(raw) if raw else None
         except (msgspec.DecodeError, msgspec.ValidationError):

@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import os
 import selectors
-import stat
 import subprocess
 import threading
 from collections.abc import Iterable, Sequence
@@ -21,7 +20,7 @@ from pathlib import Path
 from versatil_fs import git
 from versatil_fs.errors import GitFailed, MonitorError  # MonitorError moved to errors.py
 from versatil_fs.repo import Repository
-from versatil_fs.state import StateDir
+from versatil_fs.state import StateDir, read_regular
 
 __all__ = ["IgnoreMatcher", "MonitorError"]
 
@@ -148,7 +147,7 @@ class IgnoreMatcher:
         xdg = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
         candidates.append(str(Path(xdg) / "git" / "ignore"))
         for candidate in candidates:
-            found = _read_regular(Path(candidate).expanduser())
+            found = read_regular(Path(candidate).expanduser(), follow_symlinks=True)
             if found is not None:
                 own = found
                 break
@@ -191,26 +190,6 @@ class IgnoreMatcher:
             for path in paths:
                 self._cache[path] = answers.get(path, False)
             return
-
-
-def _read_regular(path: Path) -> bytes | None:
-    """The bytes of the regular file ``path``, or None (absent, unreadable, or a FIFO or device,
-    which ``O_NONBLOCK`` and the ``S_ISREG`` check keep from hanging the monitor's start)."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError:
-        return None
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return None
-        chunks = []
-        while chunk := os.read(fd, 1 << 20):
-            chunks.append(chunk)
-        return b"".join(chunks)
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
 
 
 def _converse(proc: subprocess.Popen[bytes], paths: list[str]) -> dict[str, bool]:
