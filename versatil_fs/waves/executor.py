@@ -98,19 +98,14 @@ import contextlib
 import math
 import os
 import queue
-import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Literal
+from collections.abc import Sequence
+from typing import Any
 
 from versatil_fs import events, faults
 from versatil_fs.errors import (
-    Deadlock,
-    LockConflict,
     Refused,
     StateError,
     UsageError,
@@ -120,7 +115,6 @@ from versatil_fs.locks.table import Claim
 from versatil_fs.monitor.ignore import IgnoreMatcher
 from versatil_fs.monitor.scan import TreeScan, modified, scan, within
 from versatil_fs.repo import Repository
-from versatil_fs.runner import ProcessTree
 from versatil_fs.state import StateDir
 from versatil_fs.waves.baselines import Baselines
 from versatil_fs.waves.journal import Journal
@@ -132,28 +126,21 @@ from versatil_fs.waves.records import (
     TERMINAL,
     RunState,
     Session,
-    Status,
     TaskRun,
 )
 from versatil_fs.waves.resolve import ConflictIndex
+from versatil_fs.waves.running import Outcome, TaskRunner, Worker, write_paths
 from versatil_fs.waves.schedule import ranks, ready_tasks, skips, to_start
 from versatil_fs.waves.store import (
     RunStore,
-    Stopped,
     effective_status,
     os_reason,
-    safe_name,
 )
 from versatil_fs.waves.tasks import (
-    describe_exit,
-    end_task_tree,
     kill_leftovers,
     restore_sigterm,
-    spawn_task,
     stop_on_sigterm,
-    task_environment,
     terminate,
-    wait_task,
 )
 
 __all__ = [
@@ -162,37 +149,6 @@ __all__ = [
 
 
 # The executor ----------------------------------------------------------------------------------
-@dataclass
-class _Outcome:
-    """What a worker thread reports to the main thread."""
-
-    task: str  # "" for a wave-start
-    kind: Literal["started", "finished", "waiting", "wave-start"]
-    status: Status = "running"
-    exit_code: int | None = None
-    error: str = ""
-    files: list[str] = field(default_factory=list)
-    rolled_back: list[str] = field(default_factory=list)
-    interrupted: bool = False
-    ended: float | None = None  # when its process exited (rollback time is not its duration)
-    wave: int = 0  # of a wave-start
-    detail: str = ""  # for the observer
-
-
-@dataclass
-class _Held:
-    """A task's hold on its locks, as its worker sees it."""
-
-    lease_fd: int | None = None  # for the task's processes to inherit (None: no locks)
-    handed_over: bool = False  # left to processes of the task that could not be stopped
-
-
-@dataclass
-class _Worker:
-    task: Task
-    proc: subprocess.Popen[bytes] | None = None
-
-
 class WaveExecutor:
     """Run a :class:`~versatil_fs.plan.Plan` in waves: ``WaveExecutor(plan).run()``.
 
@@ -231,8 +187,8 @@ class WaveExecutor:
         self.observer = observer or Progress()
         self.tasks = {t.id: t for t in plan.tasks}
         self._mutex = threading.Lock()  # guards self.run and its writes to disk
-        self._inbox: queue.Queue[_Outcome] = queue.Queue()
-        self._workers: dict[str, _Worker] = {}  # the tasks in flight
+        self._inbox: queue.Queue[Outcome] = queue.Queue()
+        self._workers: dict[str, Worker] = {}  # the tasks in flight
         self._tasks_to_run: queue.SimpleQueue[Task | None] = queue.SimpleQueue()
         self._pool: list[threading.Thread] = []  # at most max_agents
         self._stopping = threading.Event()
@@ -251,6 +207,11 @@ class WaveExecutor:
         # The one tree scan's rule (monitor/scan.py): what git counts, minus guard.ignore, the
         # same files `versatil run` compares; list_files is safe from the worker threads.
         self._matcher = IgnoreMatcher(self.repo, self.config.guard.ignore, state=self.state)
+        self._runner = TaskRunner(
+            self.repo, self.state, self.config, self.store, self._claims, self.lock_wait,
+            self._baselines, self._mutex, self._inbox, self._workers, self._stopping,
+            run=self._state, journal=lambda: self._journal, emit=self._emit, scan=self._scan,
+        )
 
     # Public entry points ------------------------------------------------------------------------
     def run(self) -> RunState:
@@ -415,7 +376,7 @@ class WaveExecutor:
         paths = self._write_paths(task)
         before = within(task_run.before or {}, paths)
         error = task_run.error
-        with self._task_locks(task, wait=self.lock_wait):
+        with self._runner.task_locks(task, wait=self.lock_wait):
             after = self._scan(paths)
             files = modified(before, after)
             rolled: list[str] = []
@@ -432,7 +393,7 @@ class WaveExecutor:
         detail = f"{len(killed)} leftover processes killed" if killed else "no process left"
         paths = self._write_paths(task)
         before = within(task_run.before or {}, paths)
-        with self._task_locks(task, wait=self.lock_wait) as _:
+        with self._runner.task_locks(task, wait=self.lock_wait) as _:
             after = self._scan(paths)
             files = modified(before, after)
             rolled = self._baselines.rollback(task_run, files) if files else []
@@ -577,7 +538,7 @@ class WaveExecutor:
             except queue.Empty:
                 return
 
-    def _apply(self, outcome: _Outcome) -> None:
+    def _apply(self, outcome: Outcome) -> None:
         run = self._state()
         if outcome.kind == "wave-start":
             self.observer.event(run, "wave-start", None, outcome.detail)
@@ -681,7 +642,7 @@ class WaveExecutor:
             task_run.error = ""
             task_run.files = []
             task_run.rolled_back = []
-        self._workers[task.id] = _Worker(task=task)
+        self._workers[task.id] = Worker(task=task)
         self._tasks_to_run.put(task)
         if len(self._pool) < len(self._workers):
             # A thread per slot, kept for the run: starting a thread per task made the
@@ -695,7 +656,7 @@ class WaveExecutor:
         me = threading.current_thread()
         while (task := self._tasks_to_run.get()) is not None:
             me.name = f"task-{task.id}"
-            self._work(task)
+            self._runner.work(task)
             me.name = "task-pool"
 
     # Checkpoints --------------------------------------------------------------------------------
@@ -704,254 +665,10 @@ class WaveExecutor:
         self._journal.note()
         faults.point("wave.after-wave-checkpoint")
         self._emit("wave-start", None, wave=wave, checkpoint=checkpoint)
-        self._inbox.put(_Outcome(
+        self._inbox.put(Outcome(
             task="", kind="wave-start", wave=wave,
             detail=f"wave {wave} (checkpoint {checkpoint})",
         ))
-
-    # One task, in its worker thread ----------------------------------------------------------
-    def _work(self, task: Task) -> None:
-        run = self._state()
-        task_run = run.tasks[task.id]
-        try:
-            if self._stopping.is_set():
-                raise Stopped
-            baseline = self._baselines.baseline(task.id, task_run.wave)
-            with self._mutex:
-                task_run.checkpoint = baseline
-            queued = time.time()
-            with self._task_locks(
-                task, wait=self.lock_wait, on_wait=self._announce_wait
-            ) as held:
-                if self._stopping.is_set():
-                    raise Stopped
-                outcome = self._run_locked(task, task_run, queued, held)
-        except Stopped:
-            outcome = _Outcome(task=task.id, kind="finished", status="pending", interrupted=True)
-        except (LockConflict, Deadlock) as exc:  # the locks could not be had
-            outcome = _Outcome(
-                task=task.id, kind="finished", status="failed", error=f"locks: {exc}"
-            )
-        except VersatilError as exc:
-            outcome = _Outcome(task=task.id, kind="finished", status="failed", error=str(exc))
-        except Exception as exc:  # a bug or an OS failure: fail the task, keep the run going
-            outcome = _Outcome(
-                task=task.id, kind="finished", status="failed",
-                error=f"internal error: {type(exc).__name__}: {exc}",
-            )
-        self._inbox.put(outcome)
-
-    def _announce_wait(self, task: Task) -> None:
-        self._inbox.put(_Outcome(task=task.id, kind="waiting"))
-        self._emit("task-waiting", self._state().tasks[task.id])
-
-    def _run_locked(
-        self, task: Task, task_run: TaskRun, queued: float, held: _Held
-    ) -> _Outcome:
-        run = self._state()
-        paths = self._write_paths(task)
-        before = self._scan(paths)
-        log_path = self.store.log_dir(run.id) / f"{safe_name(task.id)}.log"
-        with self._mutex:
-            task_run.status = "running"
-            task_run.attempts += 1
-            task_run.started = time.time()
-            task_run.finished = None
-            task_run.lock_wait = round(task_run.started - queued, 6)
-            task_run.before = before
-            task_run.log = str(log_path)
-        # Durable before the process exists: see the module docstring.
-        self._journal.log(task_run)
-        faults.point("wave.after-start-record")  # recorded as running, no process yet
-        self._emit(
-            "task-start", task_run, attempt=task_run.attempts, checkpoint=task_run.checkpoint,
-            lock_wait=task_run.lock_wait, command=task.describe_run(),
-        )
-        exit_code, error, interrupted, ended = self._spawn_and_wait(
-            task, task_run, log_path, held
-        )
-        faults.point("wave.task-exited")
-        after = self._scan(paths)
-        files = modified(before, after)
-        status: Status = "succeeded" if exit_code == 0 and not error else "failed"
-        rolled: list[str] = []
-        if status == "failed" or interrupted:
-            try:
-                rolled = self._baselines.rollback(task_run, files)
-            except VersatilError as exc:
-                error = f"{error}; rollback failed: {exc}" if error else f"rollback failed: {exc}"
-            if files and not run.checkpoints:
-                error += "; its files were kept (checkpoints.enabled is false: no rollback)"
-        # Attribute what it changed and kept: a rolled-back file is no longer its work, and
-        # counting it would make a later `restore --agent` refuse over a change that is gone.
-        kept = [f for f in files if f not in set(rolled)]
-        if kept:
-            from versatil_fs.checkpoints import record_files_modified
-
-            with contextlib.suppress(VersatilError):
-                record_files_modified(
-                    self.repo, task.agent, kept, wave=task_run.wave, task=task.id
-                )
-        self._record_settled(task_run, files, rolled, error, interrupted=interrupted)
-        return _Outcome(
-            task=task.id, kind="finished", status=status, exit_code=exit_code, error=error,
-            files=files, rolled_back=rolled, interrupted=interrupted, ended=ended,
-        )
-
-    def _record_settled(
-        self, task_run: TaskRun, files: list[str], rolled: list[str], error: str, *,
-        interrupted: bool,
-    ) -> None:
-        """Make the task's outcome durable while it still holds its locks.
-
-        Once they are released another agent may change its files; a resume that then
-        compared them with the task's start snapshot would roll that agent's work back. So
-        the snapshot goes (``before`` cleared) in the same fdatasync'd record that holds what
-        the task modified and what was rolled back: a resume only marks such a task ended.
-        """
-        with self._mutex:
-            task_run.files = files
-            task_run.rolled_back = rolled
-            task_run.error = error
-            task_run.before = None
-            if interrupted:  # stopped and rolled back: to be run again, from nothing
-                task_run.status = "pending"
-                task_run.started = task_run.finished = task_run.exited = None
-        try:
-            self._journal.log(task_run)
-        except (StateError, Stopped):
-            pass  # as for the exit record: the state write that follows is the record then
-        faults.point("wave.after-outcome-record")
-
-    def _spawn_and_wait(
-        self, task: Task, task_run: TaskRun, log_path: Path, held: _Held
-    ) -> tuple[int | None, str, bool, float]:
-        """Run the command; returns (exit code, error, interrupted, when it exited)."""
-        env = task_environment(self._state(), task, task_run.wave)
-        # Everything the task starts inherits its lease's descriptor, so its locks last as
-        # long as the last of those processes, even if this executor is killed (see
-        # versatil_fs.runner.ProcessTree); the pipe beside it tells when they have all gone.
-        tree = ProcessTree(held.lease_fd)
-        tree.export(env)
-        try:
-            # Opened like the state's lock files: 0600, no symlink followed, close-on-exec.
-            log_fd = self.state.open_lock_file(log_path)
-            try:
-                proc = spawn_task(
-                    task, task_run.attempts, self.repo.toplevel, env, log_fd, tree.pass_fds
-                )
-            except OSError as exc:
-                return None, f"could not start: {exc.strerror or exc}", False, time.time()
-            finally:
-                os.close(log_fd)
-            tree.started()
-            return self._wait_for(task, task_run, proc, tree, held)
-        finally:
-            tree.close()
-
-    def _wait_for(
-        self, task: Task, task_run: TaskRun, proc: subprocess.Popen[bytes], tree: ProcessTree,
-        held: _Held,
-    ) -> tuple[int | None, str, bool, float]:
-        self._workers[task.id].proc = proc
-        with self._mutex:
-            task_run.pid = proc.pid
-        # The document catches up with the write-ahead record. A failed state write is the
-        # main thread's to report: raising here would leave the process running unwaited
-        # for, and its lease released under it.
-        with contextlib.suppress(StateError):
-            self._journal.note()
-        self._inbox.put(_Outcome(task=task.id, kind="started"))
-        faults.point("wave.task-started")
-        code, timed_out = wait_task(proc, task.timeout)
-        ended = time.time()
-        interrupted = self._stopping.is_set() and not timed_out
-        exit_code, error = describe_exit(code, timed_out, task.timeout)
-        if not interrupted:
-            # Before anything else, the kill below included: from here on a crash no longer
-            # makes `wave resume` run the task again (see the module docstring).
-            faults.point("wave.before-exit-record")
-            self._record_exit(task_run, exit_code, error, ended)
-        # The task is everything it started: anything it left running would go on writing
-        # once its locks are gone, so it ends with the task. Its process group first; then
-        # whatever left the group (setsid, daemons), found by the marker in its environment.
-        killed, left = end_task_tree(proc, tree, self._state().id, task.id)
-        if left:
-            # Still alive without our marker (it cleared its environment): its locks are
-            # left to it and end when it does, instead of letting it write unguarded.
-            held.handed_over = True
-            self._emit("task-leftovers", task_run, killed=killed,
-                       locks="kept until the processes left exit")
-        self._workers[task.id].proc = None
-        return exit_code, "" if interrupted else error, interrupted, ended
-
-    def _record_exit(
-        self, task_run: TaskRun, exit_code: int | None, error: str, ended: float
-    ) -> None:
-        """Make the task's exit durable the moment it happens: one fdatasync'd append."""
-        with self._mutex:
-            task_run.exited = ended
-            task_run.exit_code = exit_code
-            task_run.error = error
-        try:
-            self._journal.log(task_run)
-        except (StateError, Stopped):
-            # A full disk: the exit still reaches the state through the usual write, and until
-            # then a crash makes resume run the task again, as before this record existed.
-            pass
-
-    @contextlib.contextmanager
-    def _task_locks(
-        self, task: Task, *, wait: float, on_wait: Callable[[Task], None] | None = None
-    ) -> Iterator[_Held]:
-        """Hold the task's locks, as its agent, for the block (nothing to hold: no locks).
-
-        Released at the end, unless the block left them to processes the task started that
-        could not be stopped (:attr:`_Held.handed_over`): they then end with those processes.
-        """
-        if not task.writes and not task.reads:
-            yield _Held()
-            return
-        from versatil_fs.locks.manager import LockManager
-
-        # One manager per task: a manager's table transactions are not safe to share between
-        # threads (they flock one descriptor), and each task is a thread here.
-        manager = LockManager(self.repo, state=self.state, config=self.config)
-        try:
-            claims = self._claims[task.id]
-            writes = [c.resource for c in claims if c.mode == "write"]
-            reads = [c.resource for c in claims if c.mode == "read"]
-            # Not granted within a moment means queued behind a holder: say so. (A first try
-            # with wait=0 would tell for sure, but logs a lock conflict for a normal wait.)
-            granted = threading.Event()
-            timer = threading.Timer(
-                0.1, lambda: None if granted.is_set() or on_wait is None else on_wait(task)
-            )
-            timer.daemon = True
-            timer.start()
-            try:
-                lease = manager.acquire(
-                    writes, reads=reads, agent=task.agent, wait=wait, priority=task.priority
-                )
-            finally:
-                granted.set()
-                timer.cancel()
-            held = _Held(lease_fd=manager.lease_descriptor())
-            try:
-                yield held
-            finally:
-                if held.handed_over:
-                    manager.hand_over()
-                else:
-                    try:
-                        lease.release()
-                    except StateError:
-                        # The table cannot be rewritten (a full disk). Closing the manager
-                        # below drops the flock, so the grant is dead and reclaimed at the
-                        # next look; the task's outcome must not be replaced by this error.
-                        pass
-        finally:
-            manager.close()
 
     # Helpers ---------------------------------------------------------------------------------
     def _state(self) -> RunState:
@@ -990,10 +707,7 @@ class WaveExecutor:
         return after
 
     def _write_paths(self, task: Task) -> list[str]:
-        return [
-            c.resource.path for c in self._claims[task.id]
-            if c.mode == "write" and c.resource.is_path
-        ]
+        return write_paths(self._claims, task)
 
     def _emit(self, kind: str, task: TaskRun | None, **data: Any) -> None:
         run = self._state()
