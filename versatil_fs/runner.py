@@ -54,29 +54,34 @@ Choices, and why:
 
 from __future__ import annotations
 
-import contextlib
 import os
-import select
 import shlex
 import shutil
-import signal
-import stat
 import subprocess
 import sys
 import threading
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, TextIO
 
-from versatil_fs import linux
 from versatil_fs.errors import (  # CommandNot*: re-exported, the classes moved to errors.py
     CommandNotExecutable,
     CommandNotFound,
     NotARepository,
     UsageError,
     VersatilError,
+)
+from versatil_fs.processes import (  # re-exported: they lived here, the waves import them
+    FORWARDED,
+    INHERITED,
+    LEASE_FDS,
+    SI_KERNEL,
+    ProcessTree,
+    SignalRouter,
+    child_setup,
+    exit_code_of,
+    signal_exit_code,
 )
 from versatil_fs.repo import Repository, default_agent, git_config
 
@@ -103,8 +108,6 @@ __all__ = [
     "signal_exit_code",
 ]
 
-FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-SI_KERNEL = 0x80  # siginfo si_code of a signal the kernel itself sent (the terminal driver)
 # The command runs this long before the elected wrapper starts its observer; writes before that
 # are found by comparing with the snapshot taken before the command started.
 MONITOR_DELAY = 0.1
@@ -113,9 +116,6 @@ WAIT_NOTICE_SECONDS = 0.5
 # Once the command has exited, how long the processes it started may take to exit as well
 # (a shell's last children are often a moment behind it) before the locks are left to them.
 DESCENDANT_GRACE = 0.1
-# The descriptors every process started under a lease inherits and should pass on to its own
-# children (a program that closes inherited descriptors takes its children out of the lease).
-LEASE_FDS = "VERSATIL_LEASE_FDS"
 
 
 @dataclass
@@ -132,16 +132,6 @@ class RunResult:
     # The command left processes running, and the locks to them: they end when those exit.
     locks_left_running: bool = False
 
-
-def exit_code_of(returncode: int) -> int:
-    """A shell's exit status for a child's ``returncode``: 128+N for death by signal N."""
-    return signal_exit_code(-returncode) if returncode < 0 else returncode
-
-
-def signal_exit_code(signum: int) -> int:
-    """The exit status of a process that signal ``signum`` ended (or stopped): 128+N, as a
-    shell reports it; the one place the wrapper and the wave executor compute it."""
-    return 128 + signum
 
 
 def run(
@@ -241,7 +231,7 @@ class _Run:
     def execute(self) -> RunResult:
         executable = _resolve_command(self.command[0], self.cwd)
         result = RunResult(exit_code=1, agent=self.agent)
-        with _SignalRouter(self) as signals:
+        with SignalRouter(self.say) as signals:
             try:
                 self._acquire()
                 signals.acquired()
@@ -383,7 +373,7 @@ class _Run:
             self._unlocked_notes.append(write.path)
 
     # The child ----------------------------------------------------------------------------
-    def _spawn(self, executable: str, signals: _SignalRouter) -> subprocess.Popen[bytes]:
+    def _spawn(self, executable: str, signals: SignalRouter) -> subprocess.Popen[bytes]:
         env = dict(os.environ)
         env["VERSATIL_AGENT"] = self.agent
         lease_fd = self.manager.lease_descriptor() if self.manager and self.lease else None
@@ -395,8 +385,8 @@ class _Run:
                 [executable, *self.command[1:]],
                 cwd=self.cwd, env=env, close_fds=True, restore_signals=True,
                 # Without locks of our own, an enclosing lease's descriptors still go on.
-                pass_fds=self.tree.pass_fds if self.tree else _INHERITED,
-                preexec_fn=_child_setup(signals.child_mask),
+                pass_fds=self.tree.pass_fds if self.tree else INHERITED,
+                preexec_fn=child_setup(signals.child_mask),
             )
         except FileNotFoundError as exc:
             raise CommandNotFound(f"{self.command[0]}: command not found.") from exc
@@ -582,200 +572,3 @@ def _resolve_command(name: str, cwd: Path) -> str:
         raise CommandNotFound(f"{name}: command not found.")
     return found
 
-
-# The process tree ---------------------------------------------------------------------------------
-class ProcessTree:
-    """The processes started under a lease, kept under it by two inherited descriptors.
-
-    * The lease's holder descriptor (:meth:`LockManager.lease_descriptor`): its flock proves
-      the lease alive, and it belongs to the open file description every inheriting process
-      shares, so the kernel keeps the locks while any of them lives, whoever else dies.
-    * The write end of a pipe whose read end only we hold: it reads end-of-file once every
-      process that inherited the write end has exited, which is how we learn that the command
-      left nothing running (no /proc scan, no PID to trust).
-
-    Both are listed in ``$VERSATIL_LEASE_FDS`` for programs that close inherited descriptors
-    and want their children kept under the lease (they pass both on). We are such a program
-    ourselves: the descriptors of enclosing leases that we inherited (a ``versatil run``
-    inside a wave task or inside another run) are passed on with ours, so that what the inner
-    command starts stays under the outer locks too.
-    """
-
-    def __init__(self, lease_fd: int | None) -> None:
-        # os.pipe() descriptors are close-on-exec: only the child we start gets the write end
-        # (pass_fds), never a git or a checkpoint process of ours.
-        self._read, self._write = os.pipe()
-        self._write_open = True
-        self.lease_fd = lease_fd
-
-    @property
-    def pass_fds(self) -> tuple[int, ...]:
-        # With no lock of our own: the pipe alone, to know when they are gone.
-        own = (self._write,) if self.lease_fd is None else (self.lease_fd, self._write)
-        return (*own, *(fd for fd in _INHERITED if fd not in own))
-
-    def export(self, env: dict[str, str]) -> None:
-        env[LEASE_FDS] = " ".join(str(fd) for fd in self.pass_fds)
-
-    def started(self) -> None:
-        """The child has its copies: ours of the write end must go, or no end-of-file comes."""
-        if self._write_open:
-            os.close(self._write)
-            self._write_open = False
-
-    def empty(self, timeout: float = 0.0) -> bool:
-        """Whether every process that inherited the pipe has exited (waits up to ``timeout``)."""
-        self.started()
-        deadline = time.monotonic() + timeout
-        while True:
-            ready, _, _ = select.select([self._read], [], [], max(0.0, deadline - time.monotonic()))
-            if not ready:
-                return False
-            try:
-                if not os.read(self._read, 4096):
-                    return True
-            except BlockingIOError:
-                pass
-            # A descendant wrote to it (nobody should): drained, go on waiting for the end.
-
-    def close(self) -> None:
-        self.started()
-        if self._read >= 0:
-            os.close(self._read)
-            self._read = -1
-
-
-def _inherited_lease_fds() -> tuple[int, ...]:
-    """The enclosing leases' descriptors listed in ``$VERSATIL_LEASE_FDS`` that we really hold.
-
-    Read once, when this module is imported, before this process opens descriptors of its
-    own: a number the parent listed but closed before starting us could otherwise be one of
-    ours by now. Only a holder file (``run/leases/*.lease``) or a pipe is passed on.
-    """
-    found: list[int] = []
-    for word in os.environ.get(LEASE_FDS, "").split():
-        if not word.isdigit() or int(word) <= 2:
-            continue
-        fd = int(word)
-        try:
-            mode = os.fstat(fd).st_mode
-            if stat.S_ISREG(mode):
-                target = os.readlink(f"/proc/self/fd/{fd}")
-                if not (target.endswith(".lease") and "/run/leases/" in target):
-                    continue
-            elif not stat.S_ISFIFO(mode):
-                continue
-        except OSError:
-            continue  # closed, or no /proc to tell what it is: not passed on
-        found.append(fd)
-    return tuple(found)
-
-
-_INHERITED = _inherited_lease_fds()
-
-
-# Signals ----------------------------------------------------------------------------------------
-def _child_setup(mask: set[int | signal.Signals] | None) -> Callable[[], None]:
-    """What the child does between fork and exec: its signal mask back, and die with us."""
-    parent = os.getpid()
-    die_with_parent = linux.parent_death_signal()  # resolved before the fork: it allocates
-
-    def setup() -> None:
-        if mask is not None:
-            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
-        if die_with_parent is not None:
-            with contextlib.suppress(OSError):  # refused: the getppid check below still holds
-                die_with_parent(signal.SIGKILL)
-            # The wrapper may have died before the line above: then no signal will ever come.
-            if os.getppid() != parent:
-                os.kill(os.getpid(), signal.SIGKILL)
-
-    return setup
-
-
-class _SignalRouter:
-    """Receives SIGINT/SIGTERM/SIGHUP for the wrapper in one thread, with the sender's siginfo.
-
-    Phases: while the locks are awaited a signal ends the wrapper at once (128+N; nothing is
-    held that the kernel will not release); before the child starts it is remembered and the
-    child is not started; while the child runs it is forwarded (see the module notes); while
-    the wrapper cleans up the first is ignored and a second ends it at once.
-    """
-
-    def __init__(self, run: _Run) -> None:
-        self._run = run
-        self.active = (
-            threading.current_thread() is threading.main_thread()
-            and hasattr(signal, "sigwaitinfo")
-        )
-        self.child_mask: set[int | signal.Signals] | None = None
-        self.pending: int | None = None
-        self._child: subprocess.Popen[bytes] | None = None
-        self._phase = "acquire"
-        self._stop = threading.Event()
-        self._lock = threading.Lock()
-
-    def __enter__(self) -> _SignalRouter:
-        if self.active:
-            # Before any thread exists, so every thread we start inherits the blocked mask and
-            # the kernel can only hand these signals to sigwaitinfo below.
-            self.child_mask = signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED)
-            threading.Thread(target=self._loop, name="versatil-signals", daemon=True).start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        if self.active and self.child_mask is not None:
-            # Signals that arrive from now on are the caller's again.
-            signal.pthread_sigmask(signal.SIG_SETMASK, self.child_mask)
-
-    def running(self, child: subprocess.Popen[bytes]) -> None:
-        with self._lock:
-            self._child, self._phase = child, "running"
-
-    def finishing(self) -> None:
-        with self._lock:
-            self._phase = "finishing"
-
-    def _loop(self) -> None:
-        wanted = set(FORWARDED)
-        while not self._stop.is_set():
-            # A timeout only so that the thread ends after the run; signals wake it at once.
-            info = signal.sigtimedwait(wanted, 0.25)
-            if info is None or self._stop.is_set():
-                continue
-            self._deliver(info)
-
-    def _deliver(self, info: Any) -> None:
-        signum = int(info.si_signo)
-        with self._lock:
-            phase, child = self._phase, self._child
-            if phase == "acquire":
-                self._run.say(f"interrupted ({signal.Signals(signum).name}) while waiting for "
-                              "locks; the command was not run")
-                os._exit(signal_exit_code(signum))
-            if phase == "acquire-done" or child is None:
-                self.pending = signum
-                return
-            if phase == "finishing":
-                if self.pending is not None:
-                    os._exit(signal_exit_code(signum))
-                self.pending = signum
-                return
-        if info.si_code == SI_KERNEL and os.getpgid(0) == _pgid(child.pid):
-            return  # the terminal sent it to our whole process group: the child has it
-        try:
-            child.send_signal(signum)
-        except ProcessLookupError:
-            pass
-
-    def acquired(self) -> None:
-        with self._lock:
-            self._phase = "acquire-done"
-
-
-def _pgid(pid: int) -> int | None:
-    try:
-        return os.getpgid(pid)
-    except ProcessLookupError:
-        return None
