@@ -106,14 +106,13 @@ from typing import Any
 
 from versatil_fs import events, faults
 from versatil_fs.errors import (
-    Refused,
     StateError,
     UsageError,
     VersatilError,
 )
 from versatil_fs.locks.table import Claim
 from versatil_fs.monitor.ignore import IgnoreMatcher
-from versatil_fs.monitor.scan import TreeScan, modified, scan, within
+from versatil_fs.monitor.scan import TreeScan, scan
 from versatil_fs.repo import Repository
 from versatil_fs.state import StateDir
 from versatil_fs.waves.baselines import Baselines
@@ -128,12 +127,18 @@ from versatil_fs.waves.records import (
     Session,
     TaskRun,
 )
+from versatil_fs.waves.recovery import (
+    check_resumable,
+    files_word,
+    latest_resumable,
+    recover,
+    settle,
+)
 from versatil_fs.waves.resolve import ConflictIndex
 from versatil_fs.waves.running import Outcome, TaskRunner, Worker, write_paths
 from versatil_fs.waves.schedule import ranks, ready_tasks, skips, to_start
 from versatil_fs.waves.store import (
     RunStore,
-    effective_status,
     os_reason,
 )
 from versatil_fs.waves.tasks import (
@@ -259,12 +264,12 @@ class WaveExecutor:
         """
         store = RunStore(state)
         if run_id is None:
-            run_id = _latest_resumable(store, Repository.find(repo), retry_failed)
+            run_id = latest_resumable(store, Repository.find(repo), retry_failed)
         run = store.load(run_id)
         with store.locked(run.id):
             # Read again under the lock: the last executor may have ended in between.
             run = store.load(run.id)
-            _check_resumable(run, retry_failed)
+            check_resumable(run, retry_failed)
             executor = cls(
                 run.plan, repo=run.repo, max_agents=max_agents or run.max_agents,
                 max_waves=run.max_waves, lock_wait=lock_wait, observer=observer,
@@ -284,11 +289,13 @@ class WaveExecutor:
                    done=sum(1 for t in run.tasks.values() if t.status in TERMINAL))
         for task_run in interrupted:
             killed = kill_leftovers(run.id, task_run.id)
+            task = self.tasks[task_run.id]
             if task_run.status == "running" and task_run.exited is not None:
-                self._settle(task_run, killed)  # it ended: its outcome stands
+                # It ended: its outcome stands.
+                settle(self._runner, self.observer, task, task_run, killed)
                 continue
             if task_run.status == "running":
-                self._recover(task_run, killed)
+                recover(self._runner, self.observer, task, task_run, killed)
             task_run.status = "pending"
             task_run.before = None
             task_run.pid = 0
@@ -324,86 +331,6 @@ class WaveExecutor:
         if retried:
             self._emit("retry", None, tasks=retried)
         return retried
-
-    def _settle(self, task_run: TaskRun, killed: list[int]) -> None:
-        """Finish what the executor did not for a task whose exit it recorded before dying.
-
-        The task ran to its end once; it is not run again. Its outcome is the exit it recorded:
-        a success keeps its files, a failure has them rolled back from its baseline, exactly
-        as if the executor had lived, and what it modified is compared with the snapshot taken
-        when it started.
-        """
-        task = self.tasks[task_run.id]
-        failed = task_run.exit_code != 0 or bool(task_run.error)
-        error = task_run.error
-        kept: list[str] = []
-        if task_run.before is None:
-            # Its outcome was recorded too, before its locks went: compared, rolled back and
-            # attributed already. Its files may be someone else's work by now: not touched.
-            files, rolled = task_run.files, task_run.rolled_back
-        else:
-            files, rolled, error = self._settle_files(task, task_run, failed=failed)
-            kept = [f for f in files if f not in set(rolled)]
-        if kept:
-            from versatil_fs.checkpoints import record_files_modified
-
-            with contextlib.suppress(VersatilError):
-                record_files_modified(
-                    self.repo, task.agent, kept, wave=task_run.wave, task=task.id
-                )
-        task_run.status = "failed" if failed else "succeeded"
-        task_run.finished = task_run.exited
-        task_run.error = error
-        task_run.files = files
-        task_run.rolled_back = rolled
-        task_run.before = None
-        task_run.pid = 0
-        kind = "task-failed" if failed else "task-done"
-        self._emit(kind, task_run, exit_code=task_run.exit_code, duration=task_run.duration,
-                   files=files, rolled_back=rolled, error=error, recorded_before_crash=True)
-        detail = f"{len(killed)} leftover processes killed" if killed else "no process left"
-        self.observer.event(
-            self._state(), "rollback" if failed else "note", task_run,
-            f"had ended ({'failed' if failed else 'succeeded'}) when the executor stopped "
-            f"({detail}); not run again" + (f", {_files(rolled)} rolled back" if failed else ""),
-        )
-
-    def _settle_files(
-        self, task: Task, task_run: TaskRun, *, failed: bool
-    ) -> tuple[list[str], list[str], str]:
-        """What an ended task modified (against its start snapshot), rolled back if it failed;
-        returns (files, rolled back, error)."""
-        paths = self._write_paths(task)
-        before = within(task_run.before or {}, paths)
-        error = task_run.error
-        with self._runner.task_locks(task, wait=self.lock_wait):
-            after = self._scan(paths)
-            files = modified(before, after)
-            rolled: list[str] = []
-            if failed and files:
-                try:
-                    rolled = self._baselines.rollback(task_run, files)
-                except VersatilError as exc:
-                    error = f"{error}; rollback failed: {exc}"
-        return files, rolled, error
-
-    def _recover(self, task_run: TaskRun, killed: list[int]) -> None:
-        """Roll back the files of a task that was running when the executor died."""
-        task = self.tasks[task_run.id]
-        detail = f"{len(killed)} leftover processes killed" if killed else "no process left"
-        paths = self._write_paths(task)
-        before = within(task_run.before or {}, paths)
-        with self._runner.task_locks(task, wait=self.lock_wait) as _:
-            after = self._scan(paths)
-            files = modified(before, after)
-            rolled = self._baselines.rollback(task_run, files) if files else []
-        task_run.rolled_back = rolled
-        self._emit("rollback", task_run, files=rolled, reason="interrupted", detail=detail)
-        self.observer.event(
-            self._state(), "rollback", task_run,
-            f"was running when the executor stopped ({detail}); "
-            f"{_files(rolled)} rolled back; running it again",
-        )
 
     def _scan(self, paths: Sequence[str]) -> TreeScan:
         """The files under a task's write paths, with their stamps (see monitor/scan.py)."""
@@ -571,7 +498,7 @@ class WaveExecutor:
         if outcome.interrupted:
             self._emit("task-interrupted", task_run, rolled_back=outcome.rolled_back)
             self.observer.event(run, "task-interrupted", task_run,
-                                f"stopped; {_files(outcome.rolled_back)} rolled back")
+                                f"stopped; {files_word(outcome.rolled_back)} rolled back")
             return
         kind = "task-done" if outcome.status == "succeeded" else "task-failed"
         self._emit(kind, task_run, exit_code=outcome.exit_code, duration=task_run.duration,
@@ -747,43 +674,5 @@ def _checked_lock_wait(seconds: float) -> float:
     return seconds
 
 
-def _latest_resumable(store: RunStore, here: Repository, retry_failed: bool) -> str:
-    """The id of the latest run of this repository that ``resume`` may go on with."""
-    wanted = ("interrupted", "failed") if retry_failed else ("interrupted",)
-    candidates = [r for r in store.runs(here.key) if effective_status(r, store) in wanted]
-    if not candidates:
-        what = "interrupted or failed" if retry_failed else "interrupted"
-        raise UsageError(
-            f"No {what} wave run in this repository; `versatil wave status` shows "
-            "the latest run."
-        )
-    return candidates[-1].id
-
-
-def _check_resumable(run: RunState, retry_failed: bool) -> None:
-    """Refuse a run that is not in the working tree it names, or already finished."""
-    here = Repository.find(run.repo)
-    if str(here.toplevel) != run.repo or here.key != run.repo_key:
-        raise StateError(
-            f"Wave run {run.id} says it ran in {run.repo}, which is not the working "
-            "tree it was started in; it is not resumed."
-        )
-    if run.status == "succeeded" or (run.status == "failed" and not retry_failed):
-        hint = (
-            " To run its failed tasks (and those skipped because of them) again: "
-            f"`versatil wave resume --retry-failed {run.id}`."
-            if run.status == "failed" else ""
-        )
-        raise Refused(
-            f"Wave run {run.id} already finished ({run.status}); nothing to resume. "
-            "Finished tasks are never run again: start a new run with `versatil wave "
-            f"run`.{hint}"
-        )
-
-
 def _tasks_word(count: int) -> str:
     return "1 task" if count == 1 else f"{count} tasks"
-
-
-def _files(paths: Sequence[str]) -> str:
-    return "1 file" if len(paths) == 1 else f"{len(paths)} files"
