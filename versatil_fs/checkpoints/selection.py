@@ -8,7 +8,7 @@ from __future__ import annotations
 import builtins
 import contextlib
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -106,12 +106,7 @@ def _clean_recorded(path: str) -> str:
 # Selections -------------------------------------------------------------------------------------
 def covered(path: str, selection: set[str] | dict[str, str]) -> bool:
     """Whether ``path`` or a directory above it (``.`` included) is in ``selection``."""
-    return any(candidate in selection for candidate in _ancestors(path))
-
-
-def _ancestors(path: str) -> Iterator[str]:
-    """``a/b/c`` -> ``a/b/c``, ``a/b``, ``a``, ``.``: every selection that would cover it."""
-    return ancestors(path)
+    return any(candidate in selection for candidate in ancestors(path))
 
 
 def normalize(top: Path, raw: str | os.PathLike[str], parents: dict[str, str]) -> str:
@@ -164,7 +159,7 @@ def select(
     if not force:
         others = {p: m.agent or "someone" for m in mods if not chosen(m) for p in m.paths}
         for change in changes:
-            who = next((others[a] for a in _ancestors(change.path) if a in others), None)
+            who = next((others[a] for a in ancestors(change.path) if a in others), None)
             if who is not None:
                 raise refusal(
                     site,
@@ -182,7 +177,7 @@ def _within(top: Path, changes: builtins.list[Change], target: CheckpointRecord,
     # Sets of paths and their ancestors keep this linear in the number of changes: restoring
     # 1,000 paths must not compare every path with every change.
     selected = {p.strip("/") or "." for p in paths}
-    touched = {a for c in changes for a in _ancestors(c.path)}
+    touched = {a for c in changes for a in ancestors(c.path)}
     for path in selected:
         if path not in touched and not os.path.lexists(top / path):
             raise UsageError(
