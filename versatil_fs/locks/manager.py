@@ -16,17 +16,17 @@ import weakref
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from versatil_fs import events, faults
-from versatil_fs.errors import Blocker, Deadlock, LockConflict, UsageError
+from versatil_fs import faults
+from versatil_fs.errors import Deadlock, LockConflict, UsageError
 from versatil_fs.locks import clock
 from versatil_fs.locks.leases import Doorbell
+from versatil_fs.locks.notices import Logged, agents, conflict, describe, emit_logged
 from versatil_fs.locks.store import (
     TABLE_LOCK_GRACE,
     LocalStore,
     LockStore,
-    expires_wall,
     seconds_left,
 )
 from versatil_fs.locks.table import (
@@ -55,8 +55,6 @@ __all__ = ["RELEASE_WAIT", "Lease", "LockManager", "Logged", "ResourceSpec"]
 
 
 ResourceSpec = str | os.PathLike[str] | Resource
-# Events to log once the table lock is released: (kind, holder, extra fields).
-Logged = list[tuple[str, Record, dict[str, Any]]]
 
 
 class Lease:
@@ -296,7 +294,7 @@ class LockManager:
         try:
             budget = max(until - clock.CLOCK.monotonic(), TABLE_LOCK_GRACE)
             with self.store.transaction(min(budget, FOREVER)) as table:
-                self.store.after_commit(lambda: self._emit_all(logged))
+                self.store.after_commit(lambda: emit_logged(logged, self.store, self.state))
                 now = clock.CLOCK.wall()
                 mine = next((w for w in table.waiters if w.id == request.id), None)
                 if mine is not None:
@@ -330,7 +328,7 @@ class LockManager:
                     # First look, or our record was lost (a damaged table rebuilt without it
                     # yet): join the queue, unless there is no time to wait at all.
                     if until <= clock.CLOCK.monotonic():
-                        raise self._conflict(request, found, now)
+                        raise conflict(request, found, now)
                     if any(w.seq == request.seq for w in table.waiters):
                         request.seq = table.next_seq()  # our old number went to someone else
                     table.seq = max(table.seq, request.seq)
@@ -343,22 +341,22 @@ class LockManager:
                     self._own(table, request.id, None)
                     logged.append(("deadlock", request, {"cycle": cycle}))
                     raise Deadlock(
-                        f"Waiting for {_describe(request)} as {request.agent} would deadlock: "
+                        f"Waiting for {describe(request)} as {request.agent} would deadlock: "
                         f"{' -> '.join(cycle)} each wait for the next; release a lock first.",
                         cycle=cycle,
                     )
                 if clock.CLOCK.monotonic() >= until:
                     table.waiters.remove(mine)
                     self._own(table, request.id, None)
-                    raise self._conflict(request, found, now)
+                    raise conflict(request, found, now)
                 if first:
-                    logged.append(("wait", request, {"blocked_by": _agents(found)}))
+                    logged.append(("wait", request, {"blocked_by": agents(found)}))
                 return found
         except LockConflict as exc:
             logged.append(("conflict", request, {"reason": str(exc)}))
             raise
         finally:
-            self._emit_all(logged)
+            emit_logged(logged, self.store, self.state)
 
     def _live_blockers(
         self, table: Table, request: Waiter, now: float, logged: Logged
@@ -388,36 +386,6 @@ class LockManager:
             logged.append(("waiter-gone", holder, {}))
         self.store.forget(holder)
 
-    def _conflict(self, request: Waiter, found: Sequence[Record], now: float) -> LockConflict:
-        blocker = found[0]
-        claim = next(
-            c for c in blocker.claims if any(c.conflicts(mine) for mine in request.claims)
-        )
-        waited = max(now - request.since, 0.0)
-        expires = expires_wall(blocker)
-        if isinstance(blocker, Grant):
-            if expires is not None:
-                until = f"until {clock.hms(expires)}"
-            else:
-                until = f"while its process {blocker.pid} lives"
-            held = (
-                f"{claim.resource} is {claim.mode}-locked by {blocker.agent} "
-                f"(since {clock.hms(blocker.acquired_at)}, {until})"
-            )
-        else:
-            held = (
-                f"{claim.resource} is queued for by {blocker.agent} ahead of you "
-                f"(priority {blocker.priority}, waiting since {clock.hms(blocker.since)})"
-            )
-        after = f"gave up after {waited:.1f} s" if waited >= 0.05 else "not waiting (--wait 0)"
-        return LockConflict(
-            f"{held}; {after}. Wait longer with --wait, or ask {blocker.agent} to release.",
-            holders=[Blocker(h.agent, h.id, queued=isinstance(h, Waiter)) for h in found],
-            resource=str(claim.resource),
-            since=blocker.acquired_at if isinstance(blocker, Grant) else blocker.since,
-            until=expires,
-        )
-
     # Release --------------------------------------------------------------------------------
     def _release(self, lease: Lease) -> None:
         logged: Logged = []
@@ -427,7 +395,7 @@ class LockManager:
             # no wait budget of its own and must not be lost to a briefly busy table, so it
             # waits long; if even that fails, the lease stays releasable (and held).
             with self.store.transaction(RELEASE_WAIT) as table:
-                self.store.after_commit(lambda: self._emit_all(logged))
+                self.store.after_commit(lambda: emit_logged(logged, self.store, self.state))
                 grant = next((g for g in table.locks if g.id == lease.id), None)
                 if grant is not None:
                     table.locks.remove(grant)
@@ -446,7 +414,7 @@ class LockManager:
         else:
             self._untrack(lease)
         finally:
-            self._emit_all(logged)
+            emit_logged(logged, self.store, self.state)
 
     def _abandon(self, request: Waiter) -> None:
         """Take a request that gave up (timeout, deadlock, Ctrl-C) out of the queue."""
@@ -525,7 +493,7 @@ class LockManager:
         released: list[Claim] = []
         logged: Logged = []
         with self.store.transaction() as table:
-            self.store.after_commit(lambda: self._emit_all(logged))
+            self.store.after_commit(lambda: emit_logged(logged, self.store, self.state))
             for grant in [g for g in table.locks if g.agent == agent]:
                 gone = [c for c in grant.claims if c.resource in wanted]
                 if not gone:
@@ -540,7 +508,7 @@ class LockManager:
                     self._own(table, grant.id, grant)
                 else:
                     self.store.amend(grant)
-        self._emit_all(logged)
+        emit_logged(logged, self.store, self.state)
         missing = wanted - {c.resource for c in released}
         if missing:
             names = ", ".join(sorted(str(r) for r in missing))
@@ -551,13 +519,13 @@ class LockManager:
         """Force-release every lock ``agent`` holds (its processes keep running unguarded)."""
         logged: Logged = []
         with self.store.transaction() as table:
-            self.store.after_commit(lambda: self._emit_all(logged))
+            self.store.after_commit(lambda: emit_logged(logged, self.store, self.state))
             gone = [g for g in table.locks if g.agent == agent]
             for grant in gone:
                 table.locks.remove(grant)
                 self.store.forget(grant)
                 logged.append(("forced-release", grant, {}))
-        self._emit_all(logged)
+        emit_logged(logged, self.store, self.state)
         return gone
 
     # Reading --------------------------------------------------------------------------------
@@ -566,7 +534,7 @@ class LockManager:
         left behind, then return what is live."""
         logged: Logged = []
         with self.store.transaction() as table:
-            self.store.after_commit(lambda: self._emit_all(logged))
+            self.store.after_commit(lambda: emit_logged(logged, self.store, self.state))
             now = clock.CLOCK.wall()
             everyone: list[Record] = [*table.locks, *table.waiters]
             for holder in everyone:
@@ -576,7 +544,7 @@ class LockManager:
                     _renew(holder, now)
             result = Table(seq=table.seq, locks=list(table.locks), waiters=list(table.waiters))
             self.store.sweep()
-        self._emit_all(logged)
+        emit_logged(logged, self.store, self.state)
         return result
 
     # Deprecated: the old name, kept because LockManager is public API (demo, library users).
@@ -594,46 +562,6 @@ class LockManager:
     def _untrack(self, lease: Lease) -> None:
         with self._guard:
             self._leases.pop(lease.id, None)
-
-    def _emit_all(self, logged: Logged) -> None:
-        """Log what a transaction did, and empty ``logged``.
-
-        Registered with ``after_commit``, so a transaction that commits logs while it still
-        holds the table lock: the log's order is then the table's order (a holder's release
-        always comes before its waiter's grant). A transaction that raised logs afterwards.
-        """
-        damaged = list(self.store.on_damage)
-        self.store.on_damage.clear()
-        pending = list(logged)
-        logged.clear()
-        # The table transaction has committed: the grant or release stands whatever becomes of
-        # its log line. Raising told the caller "nothing was changed" about a lock it now held
-        # (a full disk left shell leases nobody knew they had), so emit_done says what happened
-        # instead, once: after the first line that could not be written the rest are dropped.
-        done = "the locks were changed as asked"
-        for reason in damaged:
-            if events.emit_done("locks", "table-damaged", state=self.state, done=done,
-                                reason=reason) is None:
-                return
-        for kind, holder, data in pending:
-            fields: dict[str, Any] = {
-                "lease": holder.id,
-                "resources": [f"{c.resource} ({c.mode})" for c in holder.claims],
-                "holder_pid": holder.pid,
-            }
-            # Structured, for the monitor: a write it sees after the lock is gone is
-            # still attributed by the grant and release times logged here.
-            writes = [
-                c.resource for c in holder.claims if c.mode == "write" and c.resource.is_path
-            ]
-            if writes:
-                fields["write_paths"] = [r.path for r in writes]
-            fields.update(data)
-            if events.emit_done(
-                "locks", kind, agent=holder.agent, state=self.state, done=done,
-                repo=writes[0].repo if writes else None, **fields,
-            ) is None:
-                return
 
 
 def _seconds(what: str, value: float, *, forever: bool = False) -> float:
@@ -698,14 +626,6 @@ def _sleep_budget(until: float, found: Sequence[Record]) -> float:
             # Wake exactly when a shell lease expires.
             budget = min(budget, seconds_left(holder))
     return max(0.0, min(budget, FOREVER)) + 0.001
-
-
-def _describe(request: Waiter) -> str:
-    return ", ".join(str(c.resource) for c in request.claims)
-
-
-def _agents(found: Sequence[Record]) -> list[str]:
-    return sorted({h.agent for h in found})
 
 
 def _host() -> str:
