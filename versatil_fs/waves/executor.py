@@ -110,12 +110,12 @@ from versatil_fs.errors import (
     UsageError,
     VersatilError,
 )
-from versatil_fs.locks.table import Claim
 from versatil_fs.monitor.ignore import IgnoreMatcher
 from versatil_fs.monitor.scan import TreeScan, scan
 from versatil_fs.repo import Repository
 from versatil_fs.state import StateDir
 from versatil_fs.waves.baselines import Baselines
+from versatil_fs.waves.claims import conflict_predecessors, resolve_claims
 from versatil_fs.waves.journal import Journal
 from versatil_fs.waves.plan import Plan, Task
 from versatil_fs.waves.progress import Progress
@@ -134,7 +134,6 @@ from versatil_fs.waves.recovery import (
     recover,
     settle,
 )
-from versatil_fs.waves.resolve import ConflictIndex
 from versatil_fs.waves.running import Outcome, TaskRunner, Worker, write_paths
 from versatil_fs.waves.schedule import ranks, ready_tasks, skips, to_start
 from versatil_fs.waves.store import (
@@ -200,9 +199,9 @@ class WaveExecutor:
         self._failed_root: dict[str, str] = {}  # skipped task -> the failed task behind it
         self.run_state: RunState | None = None
         self._events_lost = False  # said once on stderr (see _emit)
-        self._claims = self._resolve_claims()
+        self._claims = resolve_claims(plan, self.repo, self.state, self.config)
         self.schedule = plan.schedule(agents=self.max_agents, claims=self._claims)
-        self._after = self._conflict_predecessors()
+        self._after = conflict_predecessors(self.schedule, self._claims)
         self._rank = ranks(plan.tasks, self.schedule)
         self._journal: Journal
         self._baselines = Baselines(
@@ -601,37 +600,6 @@ class WaveExecutor:
     def _state(self) -> RunState:
         assert self.run_state is not None
         return self.run_state
-
-    def _resolve_claims(self) -> dict[str, list[Claim]]:
-        from versatil_fs.locks.manager import LockManager
-
-        manager = LockManager(self.repo, state=self.state, config=self.config)
-        claims: dict[str, list[Claim]] = {}
-        try:
-            for task in self.plan.tasks:
-                if not task.writes and not task.reads:
-                    claims[task.id] = []
-                    continue
-                try:
-                    claims[task.id] = manager.claims(task.writes, task.reads)
-                except UsageError as exc:
-                    line = self.plan.lines.get(task.id)
-                    where = f"{self.plan.path}:{line}: " if self.plan.path and line else ""
-                    raise UsageError(f"{where}task {task.id!r}: {exc}") from None
-        finally:
-            manager.close()
-        return claims
-
-    def _conflict_predecessors(self) -> dict[str, set[str]]:
-        """For each task, the tasks of earlier waves whose claims conflict with its own."""
-        index: ConflictIndex[str] = ConflictIndex()
-        after: dict[str, set[str]] = {}
-        for wave in self.schedule.waves:
-            for task_id in wave.tasks:
-                after[task_id] = index.conflicting(self._claims[task_id])
-            for task_id in wave.tasks:
-                index.add(task_id, self._claims[task_id])
-        return after
 
     def _write_paths(self, task: Task) -> list[str]:
         return write_paths(self._claims, task)
