@@ -134,7 +134,7 @@ from versatil_fs.waves.recovery import (
     recover,
     settle,
 )
-from versatil_fs.waves.running import Outcome, TaskRunner, Worker, write_paths
+from versatil_fs.waves.running import Outcome, TaskRunner, Worker
 from versatil_fs.waves.schedule import ranks, ready_tasks, skips, to_start
 from versatil_fs.waves.store import (
     RunStore,
@@ -600,9 +600,6 @@ class WaveExecutor:
     def _state(self) -> RunState:
         assert self.run_state is not None
         return self.run_state
-
-    def _write_paths(self, task: Task) -> list[str]:
-        return write_paths(self._claims, task)
 
     def _emit(self, kind: str, task: TaskRun | None, **data: Any) -> None:
         run = self._state()
