@@ -27,8 +27,8 @@ from versatil_fs.config import Config
 from versatil_fs.errors import Deadlock, LockConflict, StateError, VersatilError
 from versatil_fs.locks.table import Claim
 from versatil_fs.monitor.scan import TreeScan, modified
+from versatil_fs.processes import ProcessTree
 from versatil_fs.repo import Repository
-from versatil_fs.runner import ProcessTree
 from versatil_fs.state import StateDir
 from versatil_fs.waves.baselines import Baselines
 from versatil_fs.waves.journal import Journal

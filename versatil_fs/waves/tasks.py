@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from versatil_fs import linux
-from versatil_fs.runner import ProcessTree, exit_code_of
+from versatil_fs.processes import ProcessTree, exit_code_of
 from versatil_fs.state import write_all
 from versatil_fs.waves.plan import Task
 from versatil_fs.waves.records import RunState
