@@ -28,7 +28,7 @@ def chapter_handoff(demo: Demo) -> None:
     demo.step("Marcus-Backend locks src/api/ (a directory lock covers everything below it).")
     waiting = demo.manager()
     dana = demo.agent("Dana-Database", "src/api/users.py")
-    wait_until(lambda: any(w.agent == "Dana-Database" for w in waiting.snapshot().waiters))
+    wait_until(lambda: any(w.agent == "Dana-Database" for w in waiting.sweep().waiters))
     demo.step("Dana-Database asks for src/api/users.py and waits in the queue.")
     released = time.monotonic_ns()
     marcus.finish()
@@ -63,7 +63,7 @@ def chapter_deadlock(demo: Demo) -> None:
     marcus.granted()
     # Marcus now also wants Dana's file and queues for it...
     marcus_more = demo.agent("Marcus-Backend", "src/models/user.py")
-    wait_until(lambda: any(w.agent == "Marcus-Backend" for w in manager.snapshot().waiters))
+    wait_until(lambda: any(w.agent == "Marcus-Backend" for w in manager.sweep().waiters))
     demo.step("Dana holds src/models/user.py; Marcus holds src/api/auth.py and waits for Dana's.")
     try:
         manager.acquire(["src/api/auth.py"], agent="Dana-Database", wait=30)
@@ -81,7 +81,7 @@ def chapter_reclaim(demo: Demo) -> None:
     james.granted()
     maria = demo.agent("Maria-QA", "src/ui/login.tsx")
     manager = demo.manager()
-    wait_until(lambda: any(w.agent == "Maria-QA" for w in manager.snapshot().waiters))
+    wait_until(lambda: any(w.agent == "Maria-QA" for w in manager.sweep().waiters))
     killed = time.monotonic_ns()
     james.proc.kill()
     james.proc.wait()

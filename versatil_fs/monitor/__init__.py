@@ -36,11 +36,6 @@ from versatil_fs.monitor.writes import (
     writes_from_event,
 )
 
-# The names runner.py still imports (its owner switches it to TreeScan / changes): the same
-# objects under their old names, so nothing else's import breaks in the meantime.
-Snapshot = TreeScan
-diff_snapshots = changes
-
 __all__ = [
     "STREAM",
     "Election",
@@ -49,13 +44,11 @@ __all__ = [
     "LockView",
     "Monitor",
     "MonitorError",
-    "Snapshot",
     "Stamp",
     "TreeScan",
     "Write",
     "WriteKind",
     "changes",
-    "diff_snapshots",
     "encode_write",
     "follow",
     "in_git_dir",

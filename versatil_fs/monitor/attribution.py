@@ -66,7 +66,7 @@ class LockView:
             # Damaged: the lock manager moves it aside and rebuilds it from the live holders.
             from versatil_fs.locks.manager import LockManager
 
-            table = LockManager(repo=None, state=self.state).snapshot()
+            table = LockManager(repo=None, state=self.state).sweep()
             stamp = (0, 0, 0)
         # Keyed by lock space, not by repository: a submodule's files are locked in its top
         # superproject's space (issue 12), so a monitor inside a submodule must look there.
