@@ -628,7 +628,7 @@ def test_cli_output_streams_print_names_that_are_not_utf8_escaped(tmp_path: Path
 
 
 def test_echo_json_escapes_names_that_are_not_utf8(capsys: pytest.CaptureFixture[str]) -> None:
-    from versatil_fs.cli._common import echo_json
+    from versatil_fs.cli.common import echo_json
 
     echo_json({"paths": ["ok.py", "\udcff.py"]})
     assert json.loads(capsys.readouterr().out) == {"paths": ["ok.py", "\\xff.py"]}

@@ -15,7 +15,7 @@ from versatil_fs.checkpoints import (
     RestoreResult,
     printable,
 )
-from versatil_fs.cli._common import echo, echo_json, json_option, restore_options
+from versatil_fs.cli.common import echo, echo_json, json_option, restore_options
 from versatil_fs.errors import UsageError
 
 __all__ = ["checkpoint", "create", "diff", "list_", "print_list", "prune", "restore", "run_restore",

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from versatil_fs import config as configuration
-from versatil_fs.cli._common import echo, echo_json, json_option
+from versatil_fs.cli.common import echo, echo_json, json_option
 from versatil_fs.errors import ConfigError, NotARepository
 from versatil_fs.repo import Repository
 

@@ -13,7 +13,7 @@ from typing import Any
 import click
 
 from versatil_fs.cli import run_cli
-from versatil_fs.cli._common import echo, echo_json, json_option, restore_options
+from versatil_fs.cli.common import echo, echo_json, json_option, restore_options
 
 __all__ = ["daemon", "list_checkpoints", "main", "release_locks", "restore_checkpoint"]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from versatil_fs.cli._common import echo
+from versatil_fs.cli.common import echo
 
 __all__ = ["demo"]
 

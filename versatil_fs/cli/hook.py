@@ -11,7 +11,7 @@ import sys
 import click
 
 from versatil_fs import hook as guard
-from versatil_fs.cli._common import echo, echo_json, json_option
+from versatil_fs.cli.common import echo, echo_json, json_option
 
 __all__ = ["check", "hook", "install", "uninstall"]
 

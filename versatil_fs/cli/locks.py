@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 import msgspec
 
-from versatil_fs.cli._common import agent_option, echo, echo_json, json_option
+from versatil_fs.cli.common import agent_option, echo, echo_json, json_option
 from versatil_fs.locks.clock import hms
 from versatil_fs.locks.manager import LockManager
 from versatil_fs.locks.store import expires_wall

@@ -7,7 +7,7 @@ import sys
 import click
 
 from versatil_fs import events
-from versatil_fs.cli._common import echo
+from versatil_fs.cli.common import echo
 
 __all__ = ["logs"]
 

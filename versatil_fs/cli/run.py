@@ -9,7 +9,7 @@ from __future__ import annotations
 import click
 
 from versatil_fs import runner
-from versatil_fs.cli._common import agent_option
+from versatil_fs.cli.common import agent_option
 
 __all__ = [
     "run",

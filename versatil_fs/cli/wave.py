@@ -11,7 +11,7 @@ from typing import Any
 import click
 import msgspec
 
-from versatil_fs.cli._common import echo, echo_json, json_option
+from versatil_fs.cli.common import echo, echo_json, json_option
 from versatil_fs.errors import UsageError
 from versatil_fs.waves.plan import Plan, Task, format_duration
 from versatil_fs.waves.progress import Progress
