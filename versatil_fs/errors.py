@@ -26,6 +26,7 @@ __all__ = [
     "Refused",
     "RestoreIncomplete",
     "StateError",
+    "Stopped",
     "UsageError",
     "VersatilError",
 ]
@@ -121,6 +122,14 @@ class Deadlock(Refused):
 
 class DamagedTable(Exception):
     """The lock table file did not parse; carries why, for the one report the user sees."""
+
+
+class Stopped(Exception):
+    """A wave run was interrupted while a task waited for its locks or its start record.
+
+    Internal to the wave executor, like :class:`DamagedTable`: the task it stops is recorded
+    as not started, and the user sees the interrupted run, never this exception.
+    """
 
 
 class PlanError(UsageError):
