@@ -9,6 +9,7 @@ import threading
 
 from versatil_fs.errors import (
     StateError,
+    Stopped,
 )
 from versatil_fs.state import write_all
 from versatil_fs.waves.records import (
@@ -19,7 +20,6 @@ from versatil_fs.waves.store import (
     ENCODER,
     RunStore,
     StartRecord,
-    Stopped,
     frame_record,
 )
 

@@ -24,7 +24,7 @@ from typing import Literal
 
 from versatil_fs import faults
 from versatil_fs.config import Config
-from versatil_fs.errors import Deadlock, LockConflict, StateError, VersatilError
+from versatil_fs.errors import Deadlock, LockConflict, StateError, Stopped, VersatilError
 from versatil_fs.locks.table import Claim
 from versatil_fs.monitor.scan import TreeScan, modified
 from versatil_fs.processes import ProcessTree
@@ -34,7 +34,7 @@ from versatil_fs.waves.baselines import Baselines
 from versatil_fs.waves.journal import Journal
 from versatil_fs.waves.plan import Task
 from versatil_fs.waves.records import RunState, Status, TaskRun
-from versatil_fs.waves.store import RunStore, Stopped, safe_name
+from versatil_fs.waves.store import RunStore, safe_name
 from versatil_fs.waves.tasks import (
     describe_exit,
     end_task_tree,

@@ -41,7 +41,6 @@ __all__ = [
     "UNREADABLE",
     "RunStore",
     "StartRecord",
-    "Stopped",
     "effective_status",
     "frame_record",
     "latest_run",
@@ -321,7 +320,3 @@ def os_reason(exc: BaseException) -> str:
 
 def safe_name(task_id: str) -> str:
     return task_id.replace("/", "_").replace(":", "_")
-
-
-class Stopped(Exception):
-    """The run was interrupted while this task waited for its locks."""
