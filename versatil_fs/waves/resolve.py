@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Generic, TypeVar
 import msgspec
 
 from versatil_fs.errors import PlanError
-from versatil_fs.locks.table import Claim, Mode, Resource
+from versatil_fs.locks.table import Claim, Mode, Resource, ancestors
 from versatil_fs.repo import parse_named
 
 if TYPE_CHECKING:
@@ -86,7 +86,7 @@ class ConflictIndex(Generic[K]):
                 continue
             repo = resource.repo
             self._at.setdefault((repo, resource.path), []).append(entry)
-            for ancestor in _ancestors(resource.path):
+            for ancestor in _spots(resource.path)[1:]:  # its proper ancestors
                 self._below.setdefault((repo, ancestor), []).append(entry)
 
     def conflicting(self, claims: Iterable[Claim]) -> set[K]:
@@ -122,18 +122,14 @@ class ConflictIndex(Generic[K]):
 
 
 @functools.lru_cache(maxsize=65536)
-def _ancestors(path: str) -> tuple[str, ...]:
-    """The proper ancestors of a repo-relative path, ``"."`` (the root) first."""
-    if path == ".":
-        return ()
-    parts = path.split("/")
-    return (".", *("/".join(parts[:i]) for i in range(1, len(parts))))
-
-
-@functools.lru_cache(maxsize=65536)
 def _spots(path: str) -> tuple[str, ...]:
-    """Where entries overlapping ``path`` are stored: its ancestors and itself."""
-    return (*_ancestors(path), path)
+    """Where entries overlapping ``path`` are stored: itself, then every ancestor up to ``.``.
+
+    The lock manager's own :func:`~versatil_fs.locks.table.ancestors`, so that the resolver and
+    the lock table cannot disagree on what covers a path; cached because the resolver asks for
+    the same directories once per task over plans of a thousand tasks.
+    """
+    return tuple(ancestors(path))
 
 
 # The resolver -----------------------------------------------------------------------------------
@@ -228,16 +224,7 @@ def resolve(
     claims_of = {
         t.id: list(claims[t.id]) if claims is not None else lexical_claims(t) for t in tasks
     }
-    index: ConflictIndex[str] = ConflictIndex()
-    wave_of: dict[str, int] = {}
-    for task_id in placing:
-        task = by_id[task_id]
-        wave = 1 + max((wave_of[n] for n in task.needs), default=0)
-        taken = {wave_of[other] for other in index.conflicting(claims_of[task_id])}
-        while wave in taken:
-            wave += 1
-        wave_of[task_id] = wave
-        index.add(task_id, claims_of[task_id])
+    wave_of = _place(placing, by_id, claims_of)
 
     count = max(wave_of.values(), default=0)
     members: list[list[str]] = [[] for _ in range(count)]
@@ -255,6 +242,23 @@ def resolve(
         total_estimate=total, agents=agents, lower_bound=lower_bound(length, total, agents),
         unestimated=[t.id for t in tasks if t.estimate is None],
     )
+
+
+def _place(
+    placing: Sequence[str], by_id: Mapping[str, Task], claims_of: Mapping[str, Sequence[Claim]]
+) -> dict[str, int]:
+    """Each task's wave, in ``placing`` order: the first wave after everything it needs in
+    which no task already placed conflicts with it."""
+    index: ConflictIndex[str] = ConflictIndex()
+    wave_of: dict[str, int] = {}
+    for task_id in placing:
+        wave = 1 + max((wave_of[n] for n in by_id[task_id].needs), default=0)
+        taken = {wave_of[other] for other in index.conflicting(claims_of[task_id])}
+        while wave in taken:
+            wave += 1
+        wave_of[task_id] = wave
+        index.add(task_id, claims_of[task_id])
+    return wave_of
 
 
 def lower_bound(critical: float, total: float, agents: int) -> float:
