@@ -16,13 +16,14 @@ call                          what for                             fallback
 ``/proc/locks``                which pid holds a flock (a message)  "another process"
 ``/proc/<pid>/environ``        processes a task left behind         none found
 ``/proc/self/fd/<n>``          what an inherited descriptor is      unknown (not trusted)
+``/proc/<pid>/stat``           a hook's ancestors (its harness)     none found (a TTL instead)
+``pidfd_open``                 a keeper wakes when its harness dies none (a TTL instead)
 ``CLOCK_BOOTTIME``, boot id    a lease's expiry across a suspend    ``monotonic``, wall clock
 ============================  ===================================  ============================
 """
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import os
 import signal
@@ -30,9 +31,14 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+if TYPE_CHECKING:
+    import ctypes
 
 __all__ = [
     "IS_LINUX",
+    "ProcessInfo",
     "boot_id",
     "boottime",
     "exchange_supported",
@@ -41,7 +47,9 @@ __all__ = [
     "inotify_moved_to",
     "nobody_else_has_open",
     "parent_death_signal",
+    "pidfd_open",
     "pids_with_environ",
+    "process_info",
     "rename_exchange",
 ]
 
@@ -51,13 +59,21 @@ IS_LINUX = sys.platform.startswith("linux")
 _LIBC: list[ctypes.CDLL | None] = []
 
 
+def _ctypes() -> Any:
+    # Imported on first use: the agent hook process (its start is the latency an agent waits
+    # for before every edit) reads /proc through this module and never needs the C library.
+    import ctypes
+
+    return ctypes
+
+
 def _libc() -> ctypes.CDLL | None:
     """The C library this process already has loaded (cached; None off Linux or if absent)."""
     if not _LIBC:
         library: ctypes.CDLL | None = None
         if IS_LINUX:
             try:
-                library = ctypes.CDLL(None, use_errno=True)
+                library = _ctypes().CDLL(None, use_errno=True)
             except OSError:
                 library = None
         _LIBC.append(library)
@@ -76,7 +92,7 @@ def _function(name: str) -> Callable[..., int] | None:
 
 
 def _raise_errno(path: str | Path | None = None) -> None:
-    code = ctypes.get_errno()
+    code = _ctypes().get_errno()
     raise OSError(code, os.strerror(code), None if path is None else str(path))
 
 
@@ -103,7 +119,7 @@ def rename_exchange(a: Path, b: Path) -> None:
         raise OSError(errno.ENOSYS, "renameat2 is not available here", str(b))
     at_fdcwd, flag_exchange = -100, 2
     if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), flag_exchange):
-        code = ctypes.get_errno()
+        code = _ctypes().get_errno()
         if code in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):  # never again here
             _EXCHANGE[0] = False
         raise OSError(code, os.strerror(code), str(b))
@@ -177,6 +193,7 @@ def parent_death_signal() -> Callable[[int], None] | None:
     library = _libc()
     assert library is not None
     raw = library.prctl
+    ctypes = _ctypes()
     raw.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
     raw.restype = ctypes.c_int
 
@@ -246,6 +263,57 @@ def fd_target(fd: int) -> str | None:
         return os.readlink(f"/proc/self/fd/{fd}")
     except OSError:
         return None
+
+
+class ProcessInfo(NamedTuple):
+    """What ``/proc/<pid>/stat`` says of a process."""
+
+    pid: int
+    ppid: int
+    start: int  # clock ticks after boot: with the pid, names one process (pids are reused)
+    name: str  # the command name (``comm``), at most 15 characters
+
+
+def process_info(pid: int) -> ProcessInfo | None:
+    """``pid``'s parent, start time and name, or None (gone, or no ``/proc``)."""
+    if not IS_LINUX or pid <= 0:
+        return None
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            raw = handle.read(4096)
+    except OSError:
+        return None
+    # "pid (comm) state ppid ... starttime(22) ...": comm may hold spaces and parentheses,
+    # so the fields are counted from its last ")".
+    head, sep, tail = raw.rpartition(b")")
+    fields = tail.split()
+    if not sep or len(fields) < 20 or b"(" not in head:
+        return None
+    try:
+        return ProcessInfo(
+            pid, int(fields[1]), int(fields[19]),
+            head.partition(b"(")[2].decode("utf-8", "replace"),
+        )
+    except ValueError:
+        return None
+
+
+def pidfd_open(pid: int) -> int | None:
+    """A descriptor that becomes readable when ``pid`` exits (Linux 5.3+), or None.
+
+    Unlike a pid, it cannot come to mean another process: open it, then check the process is
+    still the one meant (its start time), and from then on the descriptor follows that one."""
+    if not IS_LINUX:
+        return None
+    opener = getattr(os, "pidfd_open", None)
+    if opener is None:
+        return None
+    try:
+        fd: int = opener(pid)
+    except OSError:
+        return None
+    os.set_inheritable(fd, False)
+    return fd
 
 
 # Clocks ----------------------------------------------------------------------------------------
