@@ -91,7 +91,9 @@ def test_show_json_is_one_object_with_config_and_sources(
     document = json.loads(out)
     assert set(document) == {"config", "sources"}
     assert document["config"]["parallel"] == {"max_concurrent_agents": 5, "max_concurrent_waves": 1}
-    assert document["config"]["agents"] == {}
+    assert document["config"]["agents"] == {
+        "wait_on_edit": 0.0, "on_error": "allow", "name": "", "names": {}, "subagents": "session"
+    }
     assert document["sources"]["parallel.max_concurrent_waves"] == str(repo / ".versatil")
     assert document["sources"]["parallel.max_concurrent_agents"] == "default"
     assert set(document["sources"]) == set(Config().flat())

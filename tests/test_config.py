@@ -86,6 +86,11 @@ def test_defaults_match_the_reference_note(repo: Path) -> None:
         "parallel.max_concurrent_waves": 2,
         "guard.paths": ["."],
         "guard.ignore": [],
+        "agents.wait_on_edit": 0.0,
+        "agents.on_error": "allow",
+        "agents.name": "",
+        "agents.names": {},
+        "agents.subagents": "session",
     }
     assert set(loaded.sources().values()) == {"default"}
     assert loaded.default_wait == 15.0
@@ -98,7 +103,9 @@ def test_encoding_gives_just_the_configuration(repo: Path, home: Path) -> None:
 
     encoded = msgspec.json.decode(msgspec.json.encode(loaded))
 
-    assert set(encoded) == {"collision_detection", "checkpoints", "parallel", "guard", "agents"}
+    assert set(encoded) == {
+        "collision_detection", "checkpoints", "parallel", "guard", "agents", "harness"
+    }
     assert "sources" not in json.dumps(encoded)
     assert msgspec.json.decode(msgspec.json.encode(loaded), type=Config) == loaded
 
@@ -167,6 +174,11 @@ def test_keys_from_different_sources_combine(repo: Path, home: Path) -> None:
         "parallel.max_concurrent_waves": "default",
         "guard.paths": "default",
         "guard.ignore": "default",
+        "agents.wait_on_edit": "default",
+        "agents.on_error": "default",
+        "agents.name": "default",
+        "agents.names": "default",
+        "agents.subagents": "default",
         "agents.Dana-DB.priority": str(local),
     }
     assert loaded.default_wait == 2.0
@@ -463,6 +475,11 @@ BAD_VALUES: dict[str, list[str]] = {
     "guard.paths": ['"."', '["/etc"]', '[".."]', '["src/../.."]', '[""]', "[1]", "1"],
     "guard.ignore": ['"*.log"', "[1]", '[""]', "true"],
     "agents.Dana.priority": ['"high"', "1.5", "true", "2000000", "-2000000", "[]"],
+    "agents.wait_on_edit": ["-1", "601", "inf", "nan", '"2s"', "true"],
+    "agents.on_error": ['"warn"', '"ALLOW"', "true", "0"],
+    "agents.name": ["3", '"a\\u0007b"', '"' + "x" * 201 + '"', "[]"],
+    "agents.names": ["3", '"Dana"', "{claude = 3}", '{claude = "a\\nb"}'],
+    "agents.subagents": ['"shared"', "true"],
 }
 
 

@@ -13,14 +13,15 @@ a higher source happens to override the broken key: the error names the file, th
 what was expected, and fixing it never waits for the override to go away.
 
 Environment variables: a ``VERSATIL_*`` name whose remainder starts with a section name
-(``COLLISION_DETECTION_``, ``CHECKPOINTS_``, ``PARALLEL_``, ``GUARD_``) is a configuration key,
-and an unknown one is an error rather than a silent no-op (a misspelt variable would otherwise
-look as if it worked). Everything else (``VERSATIL_HOME``, ``VERSATIL_AGENT``,
+(``COLLISION_DETECTION_``, ``CHECKPOINTS_``, ``PARALLEL_``, ``GUARD_``, ``AGENTS_``) is a
+configuration key, and an unknown one is an error rather than a silent no-op (a misspelt variable
+would otherwise look as if it worked). Everything else (``VERSATIL_HOME``, ``VERSATIL_AGENT``,
 ``VERSATIL_FAULT``, ``VERSATIL_DEBUG``...) is not configuration and is ignored. Values are parsed
 by the key's type: numbers, booleans (true/false, 1/0, yes/no, on/off) and comma-separated
 lists. An empty variable counts as unset, so ``VERSATIL_X= cmd`` switches an override off.
-Per-agent priorities cannot come from the environment: agent names are case-sensitive and may
-hold characters a variable name cannot.
+The ``[agents]`` settings of the harness hooks can (``VERSATIL_AGENTS_WAIT_ON_EDIT``,
+``VERSATIL_AGENTS_NAMES_CLAUDE``...), per-agent priorities cannot: agent names are case-sensitive
+and may hold characters a variable name cannot.
 
 Start-up cost matters (every ``versatil lock`` loads the configuration), so ``tomllib`` is
 imported only when a file exists, and the introspection behind error messages only on error.
@@ -33,7 +34,7 @@ import os
 import re
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import msgspec
 from msgspec import Meta
@@ -44,11 +45,13 @@ if TYPE_CHECKING:
     from versatil_fs.state import StateDir
 
 __all__ = [
+    "HARNESSES",
     "AgentSettings",
     "CheckpointSettings",
     "CollisionDetection",
     "Config",
     "Guard",
+    "HarnessSettings",
     "Parallel",
     "format_key",
     "format_value",
@@ -136,6 +139,50 @@ class AgentSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     priority: _Priority = 0
 
 
+# The agent harnesses whose hooks `versatil agent-hook` answers (issue 14).
+HARNESSES = ("claude", "codex", "gemini", "cursor", "cline", "copilot")
+# An agent name as the lock table holds it: printable, and short enough to show in a column.
+_AgentName = Annotated[
+    str,
+    Meta(
+        max_length=200,
+        pattern=r"^[^\x00-\x1f\x7f]*$",
+        description="an agent name (text without control characters, at most 200 characters)",
+    ),
+]
+
+
+class HarnessSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """How the agent harness hooks behave: the plain keys of ``[agents]`` (not agent tables).
+
+    In TOML they sit beside the per-agent tables (``[agents] wait_on_edit = 2`` next to
+    ``[agents."Dana"] priority = 3``), so these five names cannot be agent names there.
+    """
+
+    # Seconds a claim at edit time may queue before the edit is denied.
+    wait_on_edit: Annotated[
+        float, Meta(ge=0, le=600, description="a number of seconds from 0 to 600")
+    ] = 0.0
+    # What the hook answers when versatil itself cannot decide (damaged state, a bug).
+    on_error: Annotated[
+        Literal["allow", "deny"], Meta(description='"allow" or "deny"')
+    ] = "allow"
+    # The agent name every harness session in this scope uses; empty: derive it.
+    name: _AgentName = ""
+    # A name per harness (keys among HARNESSES), ahead of `name`.
+    names: Annotated[
+        dict[str, _AgentName],
+        Meta(description="a table of agent names by harness (claude = \"Dana\", ...)"),
+    ] = {}
+    # Whether a subagent is part of its session's agent or an agent of its own.
+    subagents: Annotated[
+        Literal["session", "own"], Meta(description='"session" or "own"')
+    ] = "session"
+
+
+_HARNESS_KEYS = frozenset(HarnessSettings.__struct_fields__)
+
+
 # `dict=True` lets a Config carry its sources in a plain `_sources` attribute, outside the encoded
 # fields: msgspec.json.encode(config) gives just the configuration. The attribute is not
 # annotated because the type checkers' dataclass view of a Struct would make it a field.
@@ -147,6 +194,8 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, dict=True
     parallel: Parallel = msgspec.field(default_factory=Parallel)
     guard: Guard = msgspec.field(default_factory=Guard)
     agents: dict[str, AgentSettings] = {}
+    # The `[agents]` keys that are settings rather than agent names (see HarnessSettings).
+    harness: HarnessSettings = msgspec.field(default_factory=HarnessSettings)
 
     def priority_of(self, agent: str) -> int:
         """The agent's lock-queue priority (higher goes first); 0 when not configured."""
@@ -169,7 +218,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, dict=True
             path = parse_key(dotted_key)
         except ConfigError:
             raise KeyError(f"{dotted_key} is not a configuration key") from None
-        if path not in _leaves(self) and not _is_agent_leaf(path):
+        if path not in _leaves(self) and not _is_agent_leaf(path) and not _is_names_leaf(path):
             raise KeyError(f"{dotted_key} is not a configuration key")
         sources: dict[tuple[str, ...], str] = getattr(self, "_sources", {})
         return sources.get(path, DEFAULT)
@@ -198,6 +247,14 @@ def _leaves(config: Config) -> dict[tuple[str, ...], Any]:
         settings = getattr(config, section)
         for key in settings.__struct_fields__:
             leaves[(section, key)] = getattr(settings, key)
+    harness = config.harness
+    for key in harness.__struct_fields__:
+        if key != "names":
+            leaves[("agents", key)] = getattr(harness, key)
+        elif not harness.names:
+            leaves[("agents", "names")] = {}
+    for tool, name in sorted(harness.names.items()):
+        leaves[("agents", "names", tool)] = name
     for name, agent in config.agents.items():
         leaves[("agents", name, "priority")] = agent.priority
     return leaves
@@ -205,6 +262,17 @@ def _leaves(config: Config) -> dict[tuple[str, ...], Any]:
 
 def _is_agent_leaf(path: tuple[str, ...]) -> bool:
     return len(path) == 3 and path[0] == "agents" and path[2] == "priority"
+
+
+def _is_names_leaf(path: tuple[str, ...]) -> bool:
+    return len(path) == 3 and path[:2] == ("agents", "names") and path[2] in HARNESSES
+
+
+def _split_agents(table: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The raw ``[agents]`` table as (harness settings, agent tables)."""
+    settings = {key: value for key, value in table.items() if key in _HARNESS_KEYS}
+    agents = {key: value for key, value in table.items() if key not in _HARNESS_KEYS}
+    return settings, agents
 
 
 # Loading ------------------------------------------------------------------------------------
@@ -254,6 +322,7 @@ def load(
             sources[path] = layer.source_of(path)
 
     # Every layer passed validation and the checks are per key, so the merge cannot fail.
+    merged["harness"], merged["agents"] = _split_agents(merged.get("agents", {}))
     config = msgspec.convert(merged, Config)
     setattr(config, "_sources", sources)  # noqa: B010 - not a declared field, see Config
     return config
@@ -275,7 +344,13 @@ def _paths(data: Mapping[str, Any]) -> Iterator[tuple[str, ...]]:
     """The leaf keys a validated layer sets (sections hold values, agents hold tables)."""
     for section, table in data.items():
         if section == "agents":
-            for name, entry in table.items():
+            settings, agents = _split_agents(table)
+            for key, value in settings.items():
+                if key == "names" and value:
+                    yield from (("agents", "names", tool) for tool in value)
+                else:
+                    yield ("agents", key)
+            for name, entry in agents.items():
                 for key in entry:
                     yield ("agents", name, key)
         else:
@@ -303,10 +378,19 @@ class _Layer:
         # msgspec reports a dict key as `[...]`, so agents are checked one by one to be able
         # to name the agent in the message.
         rest = {key: value for key, value in self.data.items() if key != "agents"}
+        if "harness" in rest:  # the field behind [agents]' settings, not a section
+            raise self._unknown(("harness",))
         self._convert(rest, Config, ())
         agents = self.data.get("agents", {})
         if not isinstance(agents, Mapping):
             raise self._error(("agents",), agents, None)
+        settings, agents = _split_agents(agents)
+        names = settings.get("names", {})
+        if isinstance(names, Mapping):
+            for tool in names:
+                if tool not in HARNESSES:
+                    raise self._unknown(("agents", "names", tool))
+        self._convert(settings, HarnessSettings, ("agents",))
         for name, entry in agents.items():
             if not name.strip():
                 raise ConfigError(
@@ -325,7 +409,8 @@ class _Layer:
         match = re.fullmatch(r"(?P<what>.*?)(?: - at `\$(?P<at>[^`]*)`)?", message, re.DOTALL)
         assert match is not None  # the pattern matches any string
         # `.name` steps are keys; `[N]` steps are list items, reported as the whole list.
-        path = prefix + tuple(re.findall(r"\.([^.\[]+)", match["at"] or ""))
+        at = re.sub(r"\[[^\]]*\]", "", match["at"] or "")  # `[...]`: inside a list or table
+        path = prefix + tuple(re.findall(r"\.([^.]+)", at))
         unknown = re.match(r"Object contains unknown field `(?P<key>.*)`", match["what"])
         if unknown:
             return self._unknown((*path, unknown["key"]))
@@ -348,6 +433,11 @@ class _Layer:
 
         if len(path) == 1:
             known, scope = [*_SECTIONS, "agents"], "the sections are"
+        elif path[:2] == ("agents", "names"):
+            known, scope = list(HARNESSES), "the harnesses are"
+        elif len(path) == 2 and path[0] == "agents":
+            known = list(HarnessSettings.__struct_fields__)
+            scope = "[agents] has agent tables and"
         elif path[0] == "agents":
             known, scope = list(AgentSettings.__struct_fields__), "an agent has only"
         else:
@@ -381,11 +471,15 @@ def _expected(path: tuple[str, ...]) -> str | None:
     import typing
 
     if path == ("agents",):
-        return 'a table of agents ([agents."Name"] with priority = N)'
+        return 'a table of agents ([agents."Name"] with priority = N) and agent settings'
     if len(path) == 1:
         return f"a table of settings ([{path[0]}])" if path[0] in _SECTIONS else None
-    if path[0] == "agents":
-        model: type[msgspec.Struct] = AgentSettings
+    if path[:2] == ("agents", "names") and len(path) == 3:
+        path = ("agents", "name")  # every harness's name is checked like the shared one
+    if len(path) == 2 and path[0] == "agents" and path[1] in _HARNESS_KEYS:
+        model: type[msgspec.Struct] = HarnessSettings
+    elif path[0] == "agents":
+        model = AgentSettings
         if len(path) == 2:
             return "a table (priority = N)"
     elif path[0] in _SECTIONS:
@@ -479,10 +573,13 @@ def _env_layer(environ: Mapping[str, str]) -> _Layer:
             continue
         rest = name[len("VERSATIL_") :]
         if rest.startswith("AGENTS_"):
-            raise ConfigError(
-                f"environment variable {name}: per-agent priorities cannot be set from the "
-                f'environment; set [agents."Name"] priority in {REPO_FILE} or config.toml.'
-            )
+            path = _agents_variable(name)
+            table = data.setdefault("agents", {})
+            if len(path) == 3:
+                table = table.setdefault("names", {})
+            table[path[-1]] = _parse_text(environ[name], path)
+            origins[path] = f"env {name}"
+            continue
         section = next((s for s in _SECTIONS if rest.startswith(s.upper() + "_")), None)
         if section is None:
             continue
@@ -490,6 +587,27 @@ def _env_layer(environ: Mapping[str, str]) -> _Layer:
         data.setdefault(section, {})[key] = _parse_text(environ[name], (section, key))
         origins[(section, key)] = f"env {name}"
     return _Layer(data, "environment", origins)
+
+
+def _agents_variable(name: str) -> tuple[str, ...]:
+    """The key a ``VERSATIL_AGENTS_*`` variable sets: a harness setting, or a harness's name."""
+    key = name[len("VERSATIL_AGENTS_") :].lower()
+    if key.startswith("names_") and key[len("names_") :] in HARNESSES:
+        return ("agents", "names", key[len("names_") :])
+    if key in _HARNESS_KEYS and key != "names":
+        return ("agents", key)
+    import difflib
+
+    known = [f"VERSATIL_AGENTS_{k.upper()}" for k in _HARNESS_KEYS if k != "names"]
+    known += [f"VERSATIL_AGENTS_NAMES_{tool.upper()}" for tool in HARNESSES]
+    close = difflib.get_close_matches(name, sorted(known), n=1)
+    hint = f"perhaps {close[0]}; " if close else ""
+    raise ConfigError(
+        f"environment variable {name} is not a configuration key ({hint}the [agents] settings "
+        f"are wait_on_edit, on_error, name, names.HARNESS and subagents); per-agent priorities "
+        f'cannot be set from the environment: set [agents."Name"] priority in {REPO_FILE} or '
+        "config.toml."
+    )
 
 
 def _override_layer(overrides: Mapping[str, Any]) -> _Layer:
@@ -518,7 +636,7 @@ def _parse_text(text: str, path: tuple[str, ...]) -> Any:
     expected form instead of a second, differently worded error.
     """
     text = text.strip()
-    default = _LEAF_DEFAULTS.get(path, 0 if _is_agent_leaf(path) else None)
+    default = _LEAF_DEFAULTS.get(path, 0 if _is_agent_leaf(path) else "")
     if isinstance(default, bool):
         lowered = text.lower()
         return True if lowered in _TRUE else False if lowered in _FALSE else text
@@ -596,7 +714,7 @@ def format_value(value: Any, *, limit: int = 80) -> str:
     elif isinstance(value, list | tuple):
         text = "[" + ", ".join(format_value(item, limit=limit) for item in value) + "]"
     elif isinstance(value, Mapping):
-        text = "a table"
+        text = "a table" if value else "{}"
     elif value is None:
         text = "nothing"
     else:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
+import msgspec
 
 from versatil_fs import config as configuration
 from versatil_fs.cli.common import echo, echo_json, json_option
@@ -36,7 +37,10 @@ def show(as_json: bool, settings: tuple[str, ...]) -> None:
     effective = configuration.load(_repository_root(), overrides=_parse_settings(settings))
     sources = effective.sources()
     if as_json:
-        echo_json({"config": effective, "sources": sources})
+        # Shaped like the files: the harness settings sit in `agents` beside the agent tables.
+        tree = msgspec.to_builtins(effective)
+        tree["agents"] = {**tree.pop("harness"), **tree["agents"]}
+        echo_json({"config": tree, "sources": sources})
         return
     rows = [
         (key, configuration.format_value(value, limit=60), sources[key])
