@@ -131,23 +131,40 @@ def render(table: Table) -> str:
         return "No locks held, nobody waiting."
     lines = []
     if table.locks:
-        lines.append(_row("AGENT", "MODE", "RESOURCE", "SINCE", "UNTIL"))
+        # The session column only when some lock has one (the harness hooks fill it): most
+        # tables have none, and an empty column would only push the resources right.
+        longest = max((len(_session(g)) for g in table.locks), default=0)
+        width = max(longest, len("SESSION")) if longest else 0
+
+        def session(text: str) -> str:
+            return f"{text:<{width}} " if width else ""
+
+        lines.append(_row("AGENT", session("SESSION"), "MODE", "RESOURCE", "SINCE", "UNTIL"))
         for grant in sorted(table.locks, key=lambda g: g.acquired_at):
             for claim in grant.claims:
                 lines.append(
-                    _row(grant.agent, claim.mode, _resource(claim.resource),
-                         hms(grant.acquired_at), _until(grant))
+                    _row(grant.agent, session(_session(grant)), claim.mode,
+                         _resource(claim.resource), hms(grant.acquired_at), _until(grant))
                 )
     if table.waiters:
         lines.append("")
         lines.append("Waiting, in queue order:")
         for position, waiter in enumerate(table.waiters, 1):
+            via = f"session {_session(waiter)}, " if waiter.session else ""
             lines.append(
                 f"{position:>3}. {waiter.agent} wants {_claims(waiter.claims)} "
-                f"(priority {waiter.priority}, since {hms(waiter.since)}, "
+                f"({via}priority {waiter.priority}, since {hms(waiter.since)}, "
                 f"gives up at {hms(waiter.deadline)})"
             )
     return "\n".join(lines)
+
+
+_SESSION_SHOWN = 48  # characters of a session shown in the listing (the JSON has it whole)
+
+
+def _session(record: Grant | Waiter) -> str:
+    text = record.session
+    return text if len(text) <= _SESSION_SHOWN else text[: _SESSION_SHOWN - 1] + "…"
 
 
 def _until(grant: Grant | Waiter) -> str:
@@ -156,8 +173,8 @@ def _until(grant: Grant | Waiter) -> str:
 
 
 def _row(*cells: str) -> str:
-    agent, mode, resource, since, until = cells
-    return f"{agent:<18} {mode:<6} {resource:<32} {since:<9} {until}"
+    agent, session, mode, resource, since, until = cells
+    return f"{agent:<18} {session}{mode:<6} {resource:<32} {since:<9} {until}"
 
 
 def _resource(resource: Resource) -> str:

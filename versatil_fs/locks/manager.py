@@ -42,6 +42,7 @@ from versatil_fs.locks.table import (
     Table,
     Waiter,
     blockers,
+    check_session,
     find_cycle,
     new_id,
 )
@@ -195,6 +196,7 @@ class LockManager:
         ttl: float | None = None,
         priority: int | None = None,
         owner: Owner = "process",
+        session: str = "",
     ) -> Lease:
         """Take every resource at once, or none: waits up to ``wait`` seconds in the queue.
 
@@ -202,12 +204,16 @@ class LockManager:
         (the default) keeps the lease for as long as this process lives and releases it the
         moment it dies; ``owner="shell"`` leaves a lease that outlives the process and ends at
         ``unlock`` or after ``ttl`` seconds. Raises :class:`LockConflict` when the wait runs out
-        and :class:`Deadlock` when waiting would close a cycle.
+        and :class:`Deadlock` when waiting would close a cycle. ``session`` is stored on the
+        record as is, for people to read (the harness hooks put the harness and its session id
+        there); it changes nothing in the conflict rules.
         """
         writes, reads_ = (resources, reads) if mode == "write" else ((), [*resources, *reads])
         claims = self.claims(writes, reads_)
         agent = agent or default_agent(self._repo)
         _check_text("agent name", agent)
+        if problem := check_session(session):
+            raise UsageError(f"The session {session[:60]!r} {problem}.")
         settings = self.config.collision_detection
         # The one check of a wait budget (the CLI passes --wait through unchecked).
         if wait is None:
@@ -225,7 +231,8 @@ class LockManager:
         now = clock.CLOCK.wall()
         holder_id = self.store.holder_id()
         request = Waiter(
-            id=new_id(), agent=agent, claims=claims, owner=owner, pid=os.getpid(),
+            id=new_id(), agent=agent, session=session, claims=claims, owner=owner,
+            pid=os.getpid(),
             host=_host(), priority=rank, seq=0, since=now,
             deadline=min(now + wait, MAX_TIME), ttl=ttl,
             holder=holder_id, lease_file=self.store.holder_file(holder_id),
@@ -275,10 +282,12 @@ class LockManager:
         reads: Iterable[ResourceSpec] = (),
         wait: float | None = None,
         priority: int | None = None,
+        session: str = "",
     ) -> Iterator[Lease]:
         """Hold the resources for the ``with`` block: renewed while held, released on exit."""
         lease = self.acquire(
-            resources, agent=agent, mode=mode, reads=reads, wait=wait, priority=priority
+            resources, agent=agent, mode=mode, reads=reads, wait=wait, priority=priority,
+            session=session,
         )
         try:
             yield lease

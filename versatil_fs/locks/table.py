@@ -21,6 +21,7 @@ __all__ = [
     "FOREVER",
     "ID_PATTERN",
     "MAX_PRIORITY",
+    "MAX_SESSION",
     "MAX_TIME",
     "SCHEMA_VERSION",
     "Claim",
@@ -41,6 +42,7 @@ __all__ = [
     "ancestors",
     "blockers",
     "check_records",
+    "check_session",
     "claims_conflict",
     "conflicts",
     "find_cycle",
@@ -79,6 +81,10 @@ Duration = Annotated[float, msgspec.Meta(gt=0.0, le=FOREVER)]
 Count = Annotated[int, msgspec.Meta(ge=0, le=2**53)]
 Priority = Annotated[int, msgspec.Meta(ge=-(10**9), le=10**9)]
 MAX_PRIORITY = 10**9
+# A record's `session` is free text the harness hooks fill ("claude 1a2b3c4d-5e6f-..."), shown
+# in a column of `versatil locks`: bounded and printable, so a table edited by hand cannot put
+# a terminal escape or a megabyte on someone's screen.
+MAX_SESSION = 200
 
 
 def new_id() -> str:
@@ -93,6 +99,7 @@ def new_id() -> str:
 _passed: set[str] = set()
 _passed_files: set[tuple[str, str]] = set()
 _passed_boots: set[str] = set()
+_passed_sessions: set[str] = set()
 
 
 def _remember(cache: set[Any], item: Any) -> None:
@@ -110,6 +117,17 @@ def valid_id(text: str) -> bool:
     return True
 
 
+def check_session(session: str) -> str | None:
+    """Why ``session`` cannot be a record's session (too long, not printable), or None."""
+    if len(session) > MAX_SESSION:
+        return f"is {len(session)} characters long; at most {MAX_SESSION}"
+    if session and session not in _passed_sessions:
+        if not session.isprintable():
+            return "holds characters that are not printable"
+        _remember(_passed_sessions, session)
+    return None
+
+
 def check_records(records: Iterable[Grant | Waiter], where: str = "locks") -> str | None:
     """Why these records (from the table or a holder file) are damaged, or None if they are not.
 
@@ -120,6 +138,8 @@ def check_records(records: Iterable[Grant | Waiter], where: str = "locks") -> st
     for index, record in enumerate(records):
         if not valid_id(record.id):
             return f"`$.{where}[{index}]` has the id {record.id[:80]!r}, not one versatil makes"
+        if record.session and (problem := check_session(record.session)):
+            return f"`$.{where}[{index}]` has a session that {problem}"
         holder, lease_file = record.holder, record.lease_file
         if holder and not valid_id(holder):
             return f"`$.{where}[{index}]` names the holder {holder[:80]!r}, not one of ours"
@@ -225,6 +245,9 @@ class _Request(msgspec.Struct, kw_only=True, gc=False):
     version: int = SCHEMA_VERSION
     id: str  # checked by check_records
     agent: str
+    # Which harness session asked, as the harness hooks write it (free text, checked by
+    # check_records; empty for everyone else). Tables from before it load with "".
+    session: str = ""
     claims: list[Claim]
     owner: Owner = "process"
     pid: Count = 0
@@ -264,7 +287,8 @@ class Waiter(_Request, kw_only=True):
         """The grant this request becomes."""
         process = self.owner == "process"
         return Grant(
-            id=self.id, agent=self.agent, claims=self.claims, owner=self.owner, pid=self.pid,
+            id=self.id, agent=self.agent, session=self.session, claims=self.claims,
+            owner=self.owner, pid=self.pid,
             host=self.host, priority=self.priority, ttl=self.ttl,
             holder=self.holder if process else "", lease_file=self.lease_file if process else "",
             acquired_at=now, expires_at=min(now + self.ttl, MAX_TIME),
