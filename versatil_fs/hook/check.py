@@ -1,0 +1,335 @@
+"""The pre-commit check: which staged paths another agent's write lock covers, and the
+message a refused commit prints.
+
+:func:`check` runs on every commit, so it is built for start-up time: it imports neither
+watchdog, rich nor yaml, starts ``git diff`` and ``git config`` in the background
+while it reads the lock table, and matches staged paths against an index of write locks (one
+dict probe per ancestor directory) instead of every staged path against every lock.
+
+It fails closed: a lock table that cannot be read safely (permission denied, a planted symlink,
+a foreign owner) refuses the commit with one sentence naming the file. A table that merely did
+not parse is not such a case: the lock store moves it aside, says so, and rebuilds it from the
+lease files of the live holders, so the check still sees every live lock.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import msgspec
+
+from versatil_fs import git
+from versatil_fs.errors import GitFailed, Refused, StateError
+from versatil_fs.hook.context import git_message, hook_env, repository
+from versatil_fs.repo import Repository
+
+if TYPE_CHECKING:
+    from versatil_fs.locks.table import Claim, Grant
+
+__all__ = [
+    "Blocked",
+    "CheckResult",
+    "StagedPath",
+    "check",
+    "find_blocked",
+    "parse_name_status",
+    "refusal",
+]
+
+
+_STATUS = {
+    "A": "added",
+    "M": "modified",
+    "D": "deleted",
+    "T": "type changed",
+    "U": "unmerged",
+    "X": "changed",
+}
+
+
+class StagedPath(msgspec.Struct, frozen=True):
+    """One path a commit would change, and how (``renamed from`` / ``renamed to`` for both
+    sides of a rename)."""
+
+    path: str
+    change: str
+
+
+class Blocked(msgspec.Struct, frozen=True):
+    """A staged path and the write lock of another agent that covers it."""
+
+    staged: StagedPath
+    grant: Grant
+    claim: Claim
+
+
+class CheckResult(msgspec.Struct, kw_only=True):
+    committer: str | None  # None: a human (no agent identity configured)
+    committer_source: str
+    staged: list[StagedPath]
+    blocked: list[Blocked] = msgspec.field(default_factory=list)
+    repository: str = ""  # the working tree the staged paths are relative to
+
+    @property
+    def allowed(self) -> bool:
+        return not self.blocked
+
+
+def parse_name_status(output: bytes) -> list[StagedPath]:
+    """The paths of ``git diff --name-status -z`` output; both sides of renames and copies.
+
+    The source of a copy is listed too although the commit leaves it unchanged: its content
+    comes from a file another agent may be halfway through writing.
+    """
+    fields = output.split(b"\0")
+    if fields and fields[-1] == b"":
+        fields.pop()
+    staged: list[StagedPath] = []
+    i = 0
+    while i < len(fields):
+        status = fields[i].decode("ascii", "replace")
+        kind = status[:1]
+        if kind in ("R", "C"):
+            if i + 2 >= len(fields):
+                raise Refused(f"Could not read the staged changes: git printed {status} alone.")
+            verb = "renamed" if kind == "R" else "copied"
+            staged.append(StagedPath(os.fsdecode(fields[i + 1]), f"{verb} from"))
+            staged.append(StagedPath(os.fsdecode(fields[i + 2]), f"{verb} to"))
+            i += 3
+        else:
+            if i + 1 >= len(fields):
+                raise Refused(f"Could not read the staged changes: git printed {status} alone.")
+            staged.append(StagedPath(os.fsdecode(fields[i + 1]), _STATUS.get(kind, "changed")))
+            i += 2
+    return staged
+
+
+def find_blocked(
+    staged: Iterable[StagedPath], grants: Iterable[Grant], repo_key: str, committer: str | None
+) -> list[Blocked]:
+    """Staged paths covered by a write lock of an agent other than ``committer`` (any agent
+    when ``committer`` is None: a human).
+
+    Indexed by locked path (:class:`~versatil_fs.locks.table.WriteLocks`): a commit of 1,000
+    files against 100 locks costs a few thousand dict probes, not 100,000 comparisons.
+    """
+    from versatil_fs.locks.table import WriteLocks
+
+    locks = WriteLocks(grants, repo_key, except_agent=committer)
+    if not locks:
+        return []
+    blocked: list[Blocked] = []
+    for item in staged:
+        hit = locks.holder(item.path)
+        if hit is not None:
+            blocked.append(Blocked(item, *hit))
+    return blocked
+
+
+def check(start: str | os.PathLike[str] = ".") -> CheckResult:
+    """What the pre-commit hook decides for the changes staged in the repository at ``start``.
+
+    Raises :class:`Refused` when the staged changes or the lock table cannot be read: a guard
+    that cannot see the locks must not wave the commit through.
+    """
+    repo = repository(start)
+    env_agent = os.environ.get("VERSATIL_AGENT", "").strip()
+    # Both git commands run while we read the lock table: on two cores that hides their cost.
+    with (
+        _git(repo, "diff", "--cached", "--name-status", "-z") as diff,
+        _git(repo, "config", "--get", "versatil.agent", wanted=not env_agent) as config,
+    ):
+        grants = _live_grants(repo)
+        diff_out, diff_err = diff.communicate() if diff else (b"", b"")
+        config_out = config.communicate()[0] if config else b""
+    if diff is None or diff.returncode != 0:
+        raise Refused(
+            f"Could not list the staged changes of {repo.toplevel}, so the commit is refused: "
+            f"{_why_git_failed(repo.toplevel, diff_err)}"
+        )
+    if env_agent:
+        committer, source = env_agent, "VERSATIL_AGENT"
+    elif config is not None and config.returncode == 0 and config_out.strip():
+        committer, source = config_out.decode(errors="replace").strip(), "git config versatil.agent"
+    else:
+        committer, source = None, "no VERSATIL_AGENT or git config versatil.agent"
+    staged = parse_name_status(diff_out)
+    result = CheckResult(
+        committer=committer,
+        committer_source=source,
+        staged=staged,
+        blocked=find_blocked(staged, grants, repo.key, committer),
+        repository=str(repo.toplevel),
+    )
+    if result.blocked:
+        _log_refusal(result, repo)
+    return result
+
+
+def _why_git_failed(where: Path, stderr: bytes) -> str:
+    """One sentence for a git command that failed in ``where``.
+
+    Outside a repository it recognises (one it refuses for dubious ownership, say), ``git
+    diff`` does not say so: it falls back to ``--no-index`` mode and prints its whole usage,
+    about a hundred lines. So the reason is asked of ``git rev-parse``, on this failure path
+    only, and a refusal for ownership names the ``safe.directory`` setting that lifts it.
+    """
+    try:
+        probe = git.run(["rev-parse", "--git-dir"], cwd=where, env=hook_env(), check=False)
+    except GitFailed:
+        return git_message(where, stderr)
+    if probe.returncode != 0:
+        stderr = probe.stderr
+    return git_message(where, stderr)
+
+
+def _log_refusal(result: CheckResult, repo: Repository) -> None:
+    """A refused commit is a collision caught: ``versatil logs collision-detection`` shows it."""
+    from versatil_fs import events
+    from versatil_fs.errors import VersatilError
+
+    try:
+        events.emit(
+            "collision-detection",
+            "commit-refused",
+            agent=result.committer,
+            repo=repo.key,
+            files=[b.staged.path for b in result.blocked],
+            holders=sorted({b.grant.agent for b in result.blocked}),
+        )
+    except (VersatilError, OSError):
+        pass  # the commit is refused either way; a log we cannot write must not hide why
+
+
+@contextmanager
+def _git(
+    repo: Repository, *args: str, wanted: bool = True
+) -> Iterator[subprocess.Popen[bytes] | None]:
+    if not wanted:
+        yield None
+        return
+    try:
+        proc = git.spawn(list(args), cwd=repo.toplevel, env=hook_env(), stdin=subprocess.DEVNULL)
+    except GitFailed as exc:
+        raise Refused(f"Could not run git ({exc}), so the commit is refused.") from exc
+    try:
+        yield proc
+    finally:
+        if proc.returncode is None:  # we left early (an error): do not leave a zombie behind
+            proc.kill()
+            proc.communicate()
+
+
+def _live_grants(repo: Repository) -> list[Grant]:
+    from versatil_fs.state import home
+
+    root = home()
+    if not os.path.lexists(root):
+        # Nobody ever took a lock with this state directory; do not create it on every commit.
+        return []
+    from versatil_fs.locks.manager import LockManager
+
+    try:
+        return LockManager(repo=repo).holders()
+    except StateError as exc:
+        raise Refused(
+            f"The commit is refused because the lock table cannot be read safely: {exc}"
+        ) from exc
+    except OSError as exc:
+        where = exc.filename or root
+        raise Refused(
+            f"The commit is refused because the lock state under {where} cannot be read "
+            f"({exc.strerror or exc}); fix its permissions or point VERSATIL_HOME elsewhere."
+        ) from exc
+
+
+def refusal(result: CheckResult) -> str:
+    """The message a refused commit prints: each file, who holds it since and until when, and
+    the ways out."""
+    count = len(result.blocked)
+    who = (
+        f"the committer is {result.committer} ({result.committer_source})"
+        if result.committer
+        else f"the committer is a human ({result.committer_source}), whom every write lock binds"
+    )
+    holder = "another agent" if result.committer else "an agent"
+    lines = [
+        f"versatil: commit refused{_inrepository(result.repository)}: {count} staged "
+        f"{'file is' if count == 1 else 'files are'} write-locked by {holder}; {who}."
+    ]
+    for item in result.blocked:
+        grant, claim = item.grant, item.claim
+        locked = claim.resource.path
+        if locked == item.staged.path:
+            via = ""
+        elif locked == ".":
+            via = " via its lock on the whole repository"
+        else:
+            via = f" via its lock on {locked}/"
+        lines.append(
+            f"  {item.staged.path} ({item.staged.change}): locked by {grant.agent}{via}, "
+            f"since {_when(grant.acquired_at)}, {_until(grant)}"
+        )
+    agents = sorted({item.grant.agent for item in result.blocked})
+    lines = [_printable(line) for line in lines]  # a staged name that is not UTF-8
+    lines.append("Ways out:")
+    lines.append(f"  - wait until {_or(agents)} releases (see `versatil locks`);")
+    lines.append(f"  - ask {_or(agents)} to finish and release;")
+    for agent in agents:
+        lines.append(
+            f"  - release the locks yourself: versatil release --agent {shlex.quote(agent)} "
+            "(its process keeps running, unguarded);"
+        )
+    if result.committer is None:
+        lines.append(
+            "  - if you are one of those agents, commit as it: VERSATIL_AGENT=NAME git commit, "
+            "or git config versatil.agent NAME;"
+        )
+    lines.append("  - or commit anyway with git commit --no-verify, at your own risk.")
+    return "\n".join(lines)
+
+
+def _printable(text: str) -> str:
+    from versatil_fs.events import printable
+
+    return str(printable(text))
+
+
+def _inrepository(toplevel: str) -> str:
+    """`` in REPO`` (`` in REPO, a submodule of SUPER``): the staged paths are relative to it,
+    and inside a submodule a bare ``s.txt`` would not say which repository it is in."""
+    if not toplevel:
+        return ""
+    top = Path(toplevel)
+    for parent in top.parents:
+        if os.path.lexists(parent / ".git"):
+            return f" in {top}, a submodule (or nested repository) of {parent}"
+    return f" in {top}"
+
+
+def _until(grant: Grant) -> str:
+    from versatil_fs.locks.store import expires_wall  # loaded already: grants came from it
+
+    expires = expires_wall(grant)
+    if expires is not None:
+        return f"until {_when(expires)}"
+    return f"while its process {grant.pid} lives"
+
+
+def _when(ts: float) -> str:
+    # The date only when it is not today: a lock from yesterday should look old.
+    moment = time.localtime(ts)
+    if time.strftime("%Y-%m-%d", moment) == time.strftime("%Y-%m-%d"):
+        return time.strftime("%H:%M:%S", moment)
+    return time.strftime("%Y-%m-%d %H:%M:%S", moment)
+
+
+def _or(names: Sequence[str]) -> str:
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " or " + names[-1]

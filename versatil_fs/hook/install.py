@@ -1,0 +1,211 @@
+"""Installing and removing the hooks versatil puts where git runs them.
+
+:func:`install` writes :data:`HOOK_TEMPLATE` where git will run it (``git rev-parse --git-path
+hooks`` already honours ``core.hooksPath`` and the common directory of worktrees). A hook that
+was there before is renamed to ``pre-commit.versatil-orig`` — a rename keeps its bytes, mode and
+even a symlink exactly — and ours runs it first; :func:`uninstall` renames it back.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import stat
+from contextlib import suppress
+from pathlib import Path
+
+import msgspec
+
+from versatil_fs.errors import Refused, UsageError
+from versatil_fs.hook.context import repository, run_git
+
+__all__ = [
+    "HOOK_NAME",
+    "HOOK_TEMPLATE",
+    "MARKER",
+    "SAVED_SUFFIX",
+    "HookPlace",
+    "hook_place",
+    "install",
+    "render_hook",
+    "uninstall",
+]
+
+
+HOOK_NAME = "pre-commit"
+SAVED_SUFFIX = ".versatil-orig"
+MARKER = "# versatil-fs pre-commit hook"
+_MADE_DIR = "# versatil: created this hooks directory"
+
+# The hook git runs. `hooks/pre-commit` at the project root is this text with INSTALL_PYTHON
+# empty (a test keeps the two identical). `install` fills INSTALL_PYTHON in, like the pre-commit
+# framework does, so a commit from a GUI or an IDE whose PATH lacks the venv is still checked.
+HOOK_TEMPLATE = """\
+#!/bin/sh
+{marker}: refuses a commit that stages a file another agent
+# holds a write lock on. Installed by `versatil hook install`; `versatil hook uninstall` removes
+# it and puts back the hook it replaced. That hook, kept as pre-commit.versatil-orig, runs first:
+# if either refuses, the commit is refused. Skip both at your own risk: git commit --no-verify.
+INSTALL_PYTHON={python}
+
+orig="$0{saved}"
+if [ -f "$orig" ] && [ -x "$orig" ]; then
+    "$orig" "$@" || exit $?
+fi
+
+if command -v versatil >/dev/null 2>&1; then
+    exec versatil hook check
+elif [ -n "$INSTALL_PYTHON" ] && [ -x "$INSTALL_PYTHON" ]; then
+    exec "$INSTALL_PYTHON" -c 'import sys
+try:
+    from versatil_fs.cli import main
+except ImportError:
+    sys.exit("versatil pre-commit hook: versatil-fs is not installed for " + sys.executable
+             + " any more; reinstall it, or remove this hook with: versatil hook uninstall")
+main(["hook", "check"])'
+fi
+echo "versatil pre-commit hook: 'versatil' is not on PATH, so this commit cannot be checked" >&2
+echo "against the locks of other agents, and is refused. Put the bin directory where" >&2
+echo "versatil-fs is installed on PATH (or pip install versatil-fs), or remove this hook" >&2
+echo "with 'versatil hook uninstall'. 'git commit --no-verify' skips it at your own risk." >&2
+exit 1
+"""
+
+
+def render_hook(python: str = "", *, made_dir: bool = False) -> str:
+    """The hook script, with ``python`` as the fallback interpreter ("" for none)."""
+    text = HOOK_TEMPLATE.format(
+        marker=MARKER, python=shlex.quote(python) if python else "", saved=SAVED_SUFFIX
+    )
+    # Remembered in the hook itself, so that uninstall also removes a directory it created.
+    return text + (_MADE_DIR + "\n" if made_dir else "")
+
+
+class HookPlace(msgspec.Struct, frozen=True):
+    """Where git runs the pre-commit hook of a repository, and where we keep the one we replace."""
+
+    hooks_dir: Path
+
+    @property
+    def hook(self) -> Path:
+        return self.hooks_dir / HOOK_NAME
+
+    @property
+    def saved(self) -> Path:
+        return self.hooks_dir / (HOOK_NAME + SAVED_SUFFIX)
+
+
+def hook_place(start: str | os.PathLike[str] = ".") -> HookPlace:
+    """The hooks directory git uses for the repository at ``start``.
+
+    ``git rev-parse --git-path hooks`` resolves ``core.hooksPath`` (with ``~``) and, in a linked
+    worktree, the common directory, so one install guards every worktree.
+    """
+    repo = repository(start)
+    out = run_git(repo.toplevel, "rev-parse", "--git-path", "hooks").strip()
+    path = Path(out).expanduser()
+    if not path.is_absolute():
+        # Relative to where git runs hooks: the top of the working tree.
+        path = repo.toplevel / path
+    return HookPlace(Path(os.path.normpath(path)))
+
+
+def _read_ours(path: Path) -> str | None:
+    """The text of the hook at ``path`` when it is ours, else None (absent, foreign, symlink)."""
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    if not stat.S_ISREG(info.st_mode):
+        return None
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError as exc:
+        raise UsageError(f"Could not read {path}: {exc.strerror}.") from exc
+    # The marker sits on the second line; a hook that merely mentions us further down is not us.
+    head = text.split("\n", 3)[:3]
+    return text if any(line.startswith(MARKER) for line in head) else None
+
+
+def install(
+    start: str | os.PathLike[str] = ".", *, force: bool = False, python: str | None = None
+) -> str:
+    """Install the pre-commit guard; returns what was done, in one sentence.
+
+    Installing twice changes nothing. ``force`` rewrites our hook even when an installed copy
+    differs (edited by hand, or written by another versatil installation).
+    """
+    import sys
+
+    place = hook_place(start)
+    python = sys.executable if python is None else python
+    current = _read_ours(place.hook)
+    if current is not None:
+        wanted = render_hook(python, made_dir=_MADE_DIR in current)
+        if current == wanted:
+            return f"The versatil pre-commit hook is already installed in {place.hook}."
+        if not force:
+            return (
+                f"A versatil pre-commit hook is already installed in {place.hook} but differs "
+                "from this version's (edited, or installed by another environment); left it as "
+                "it is. Rewrite it with: versatil hook install --force"
+            )
+        _write_hook(place.hook, wanted)
+        return f"Rewrote the versatil pre-commit hook in {place.hook}."
+
+    made_dir = False
+    if not place.hooks_dir.is_dir():
+        try:
+            place.hooks_dir.mkdir(parents=True)
+        except OSError as exc:
+            raise UsageError(f"Could not create {place.hooks_dir}: {exc.strerror}.") from exc
+        made_dir = True
+    kept = ""
+    if os.path.lexists(place.hook):
+        if os.path.lexists(place.saved):
+            raise Refused(
+                f"{place.hook} is not versatil's hook, and {place.saved.name} (a hook saved by an "
+                "earlier install) is in the way; move one of them elsewhere and install again."
+            )
+        # A rename keeps the hook exactly (bytes, mode, a symlink as a symlink) for uninstall.
+        os.rename(place.hook, place.saved)
+        kept = f"; the hook that was there is kept as {place.saved.name} and runs first"
+    elif os.path.lexists(place.saved):
+        # An install that died between the rename and the write: the saved hook is the user's.
+        kept = f"; {place.saved.name}, saved by an earlier install, runs first"
+    _write_hook(place.hook, render_hook(python, made_dir=made_dir))
+    return f"Installed the versatil pre-commit hook in {place.hook}{kept}."
+
+
+def _write_hook(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.versatil-{os.getpid()}.tmp")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.chmod(tmp, 0o755)
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise UsageError(f"Could not write {path}: {exc.strerror}.") from exc
+
+
+def uninstall(start: str | os.PathLike[str] = ".") -> str:
+    """Remove the pre-commit guard and put back exactly what was there before."""
+    place = hook_place(start)
+    current = _read_ours(place.hook)
+    if current is None:
+        if os.path.lexists(place.hook):
+            raise Refused(f"{place.hook} is not versatil's pre-commit hook; left it as it is.")
+        if os.path.lexists(place.saved):
+            raise Refused(
+                f"No versatil hook is installed in {place.hooks_dir}, but {place.saved.name} is "
+                f"there; rename it back to {HOOK_NAME} yourself if it is the hook you want."
+            )
+        return f"No versatil pre-commit hook is installed in {place.hooks_dir}; nothing to do."
+    if os.path.lexists(place.saved):
+        os.replace(place.saved, place.hook)  # one atomic step: never a moment without a hook
+        return f"Removed the versatil pre-commit hook and put back the original {place.hook}."
+    place.hook.unlink()
+    if _MADE_DIR in current:
+        with suppress(OSError):  # something else was put there since: it stays
+            place.hooks_dir.rmdir()
+    return f"Removed the versatil pre-commit hook from {place.hooks_dir}."
