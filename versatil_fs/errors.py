@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import signal
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from typing import Any
 
 __all__ = [
     "Blocker",
@@ -109,6 +110,14 @@ class LockConflict(Refused):
         self.since = since
         self.until = until
 
+    def as_data(self) -> dict[str, Any]:
+        """The refusal as one JSON-ready object (what ``versatil lock --json`` prints)."""
+        return {
+            "error": "LockConflict", "message": str(self),
+            "holders": [asdict(holder) for holder in self.holders],
+            "resource": self.resource, "since": self.since, "until": self.until,
+        }
+
 
 class Deadlock(Refused):
     """Waiting would close a cycle of waiters; the message names the cycle, and ``cycle``
@@ -118,6 +127,10 @@ class Deadlock(Refused):
     def __init__(self, message: str, *, cycle: Sequence[str] = ()) -> None:
         super().__init__(message)
         self.cycle = list(cycle)
+
+    def as_data(self) -> dict[str, Any]:
+        """The refusal as one JSON-ready object (what ``versatil lock --json`` prints)."""
+        return {"error": "Deadlock", "message": str(self), "cycle": list(self.cycle)}
 
 
 class DamagedTable(Exception):

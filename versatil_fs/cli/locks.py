@@ -6,6 +6,7 @@ import click
 import msgspec
 
 from versatil_fs.cli.common import agent_option, echo, echo_json, json_option
+from versatil_fs.errors import Deadlock, LockConflict
 from versatil_fs.locks.clock import hms
 from versatil_fs.locks.manager import LockManager
 from versatil_fs.locks.store import expires_wall
@@ -42,10 +43,17 @@ def lock(
     whose name is not, and the lock covers it.
     """
     # --wait is checked once, by the lock core (NaN, negative, beyond FOREVER: exit 2).
-    lease = _manager().acquire(
-        resources, agent=agent, mode="read" if read_mode else "write", wait=wait, ttl=ttl,
-        priority=priority, owner="shell",
-    )
+    try:
+        lease = _manager().acquire(
+            resources, agent=agent, mode="read" if read_mode else "write", wait=wait, ttl=ttl,
+            priority=priority, owner="shell",
+        )
+    except (LockConflict, Deadlock) as refusal:
+        # A refusal is an answer, not a failure: a script asking for --json gets who holds
+        # what as data on stdout; the sentence still goes to stderr and the exit code is 1.
+        if as_json:
+            echo_json(refusal.as_data())
+        raise
     if as_json:
         echo_json(lease.grant)
         return
