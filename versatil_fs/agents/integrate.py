@@ -1,0 +1,478 @@
+"""``versatil integrate``: wiring versatil's hook into each agent harness, and taking it out.
+
+For each harness this writes the hook configuration of this repository (``.claude/settings.json``,
+``.codex/hooks.json``, ``.gemini/settings.json``, ``.cursor/hooks.json``,
+``.clinerules/hooks/<Hook>``, ``.github/hooks/versatil.json``) or of the user (``--user``: the
+same files under ``$HOME``), so that every hook event :data:`~versatil_fs.agents.harnesses.HOOKS`
+names runs :func:`hook_command`. The edits themselves are :mod:`versatil_fs.agents.hook_config`.
+
+These files are the user's, not state files: they are written atomically (a temporary file in
+the same directory, then ``rename``) with the file's own mode kept, never through a symlink, and
+only if nobody changed them since they were read. What ``--remove`` needs to put a file back
+byte for byte is kept in the state directory, through :class:`~versatil_fs.state.StateDir`:
+``integrations/<sha256 of the file's absolute path>.json`` holds the file's bytes from before
+the first install and a digest of what versatil wrote. If the file still is what versatil wrote,
+``--remove`` restores those bytes (or deletes the file, and the directories versatil made for
+it); if the user edited it since, only versatil's entries go and their edit stays.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import shlex
+import shutil
+import sys
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import msgspec
+
+from versatil_fs.agents import hook_config as cfg
+from versatil_fs.agents import user_files as files
+from versatil_fs.agents.harnesses import HOOKS
+from versatil_fs.agents.protocol import HARNESSES
+from versatil_fs.errors import Refused, UsageError
+from versatil_fs.repo import Repository
+from versatil_fs.state import StateDir
+
+__all__ = [
+    "Change",
+    "Integration",
+    "Wiring",
+    "config_paths",
+    "harnesses_named",
+    "hook_command",
+    "install",
+    "remove",
+    "status",
+]
+
+Scope = Literal["project", "user"]
+
+
+def harnesses_named(name: str) -> tuple[str, ...]:
+    """``all`` or one harness, checked; a UsageError names the ones there are."""
+    if name == "all":
+        return HARNESSES
+    if name not in HARNESSES:
+        raise UsageError(
+            f"Unknown harness {name!r}; versatil integrates {', '.join(HARNESSES)} (or all)."
+        )
+    return (name,)
+
+
+def hook_command(harness: str) -> str:
+    """The shell command a harness runs for every hook: ``<versatil> agent-hook <harness>``.
+
+    ``<versatil>`` is the absolute path of the ``versatil`` script running now, else the one on
+    PATH, else this interpreter with ``-m versatil_fs``: an absolute path, because a harness runs
+    hooks with its own PATH (a GUI editor's is not the terminal's)."""
+    argv0 = sys.argv[0] if sys.argv else ""
+    if os.path.basename(argv0) == "versatil" and os.path.isfile(argv0):
+        return shlex.join([os.path.abspath(argv0), "agent-hook", harness])
+    found = shutil.which("versatil")
+    if found:
+        return shlex.join([os.path.abspath(found), "agent-hook", harness])
+    return shlex.join([sys.executable, "-m", "versatil_fs", "agent-hook", harness])
+
+
+# Where each harness reads its hooks ------------------------------------------------------------
+def _env_dir(name: str, default: Path) -> Path:
+    value = os.environ.get(name)
+    return Path(value).expanduser().absolute() if value else default
+
+
+def _base(harness: str, scope: Scope, root: Path) -> Path:
+    """The directory a harness's hook file (or Cline's hook directory) hangs below; versatil
+    never creates or removes this one itself."""
+    return root if scope == "project" else Path.home()
+
+
+def config_paths(harness: str, scope: Scope, root: Path | None = None) -> tuple[Path, ...]:
+    """The files versatil writes for ``harness`` in ``scope`` (``root``: the repository's top
+    level, for the project scope). One JSON file, or Cline's one file per hook."""
+    home = Path.home()
+    if scope == "project":
+        if root is None:
+            raise UsageError("The project scope needs a repository.")
+        base = {
+            "claude": root / ".claude" / "settings.json",
+            "codex": root / ".codex" / "hooks.json",
+            "gemini": root / ".gemini" / "settings.json",
+            "cursor": root / ".cursor" / "hooks.json",
+            "cline": root / ".clinerules" / "hooks",
+            "copilot": root / ".github" / "hooks" / "versatil.json",
+        }[harness]
+    else:
+        base = {
+            # https://code.claude.com/docs/en/settings: ~/.claude/settings.json; CLAUDE_CONFIG_DIR
+            # moves ~/.claude.
+            "claude": _env_dir("CLAUDE_CONFIG_DIR", home / ".claude") / "settings.json",
+            # https://developers.openai.com/codex/hooks: ~/.codex/hooks.json ($CODEX_HOME).
+            "codex": _env_dir("CODEX_HOME", home / ".codex") / "hooks.json",
+            # packages/core/src/utils/paths.ts: GEMINI_CLI_HOME stands in for the home directory.
+            "gemini": _env_dir("GEMINI_CLI_HOME", home) / ".gemini" / "settings.json",
+            "cursor": home / ".cursor" / "hooks.json",
+            # https://docs.cline.bot/customization/hooks: global hooks in ~/Documents/Cline/Hooks/
+            # (older releases said ~/Documents/Cline/Rules/Hooks/; the current docs and
+            # src/core/storage/disk.ts use Hooks/ directly).
+            "cline": home / "Documents" / "Cline" / "Hooks",
+            # https://docs.github.com/en/copilot/reference/hooks-reference: *.json in
+            # ~/.copilot/hooks/ ($COPILOT_HOME/hooks/).
+            "copilot": _env_dir("COPILOT_HOME", home / ".copilot") / "hooks" / "versatil.json",
+        }[harness]
+    if harness == "cline":
+        return tuple(base / spec.event for spec in HOOKS["cline"])
+    return (base,)
+
+
+# What one call did, and what --status sees ---------------------------------------------------
+@dataclass(frozen=True)
+class Change:
+    """What ``install`` or ``remove`` did to one file. ``action``: wired, rewired, unchanged,
+    restored, deleted, cleaned (versatil's entries taken out of a file the user edited), absent
+    (nothing of versatil's there)."""
+
+    harness: str
+    scope: Scope
+    path: str
+    action: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Wiring:
+    """One harness in one scope, for ``--status``: ``state`` is wired, not wired, stale (it
+    points at a versatil that no longer exists, or misses hooks) or unreadable."""
+
+    harness: str
+    scope: Scope
+    state: str
+    path: str
+    detail: str = ""
+
+
+class Integration(msgspec.Struct, kw_only=True):
+    """The record ``--remove`` needs for one file: how it was before the first install."""
+
+    version: int = 1
+    harness: str
+    scope: str
+    path: str  # for someone reading the state directory; never acted on (the id is its hash)
+    existed: bool  # the file was there before versatil wrote it
+    # Base64 of the file's bytes before the first install; None when the file did not exist,
+    # or when the user edited it between two installs (those bytes would undo their edit).
+    original: str | None = None
+    installed: str  # sha256 of the bytes versatil last wrote
+    created_dirs: int = 0  # how many directories above the file versatil created for it
+
+
+_DECODER = msgspec.json.Decoder(Integration)
+
+
+def _digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+# Records in the state directory --------------------------------------------------------------
+class _Records:
+    def __init__(self, state: StateDir) -> None:
+        self.state = state
+
+    def _file(self, path: Path) -> Path:
+        # The id is the hash of the config file's absolute path: the record's location is
+        # rebuilt from the file versatil is about to touch, never read from a record.
+        return self.state.subdir("integrations") / f"{_digest(os.fsencode(path))}.json"
+
+    def get(self, path: Path) -> tuple[Integration | None, str]:
+        """The record of ``path`` (None if none), and a sentence if a damaged one was set aside."""
+        file = self._file(path)
+        data = self.state.read_bytes(file)
+        if data is None:
+            return None, ""
+        try:
+            record = _DECODER.decode(data)
+            if record.path != str(path):
+                raise ValueError("another file's record")
+            if record.original is not None:
+                base64.b64decode(record.original, validate=True)
+        except (msgspec.DecodeError, ValueError):
+            aside = self.state.move_aside(file, "damaged integration record")
+            return None, f" (its record in the state directory was damaged, moved to {aside})"
+        return record, ""
+
+    def put(self, record: Integration) -> None:
+        self.state.write_atomic(self._file(Path(record.path)), msgspec.json.encode(record),
+                                durable=True)
+
+    def drop(self, path: Path) -> None:
+        self.state.remove(self._file(path))
+
+
+# Install ------------------------------------------------------------------------------------------
+@dataclass
+class _Plan:
+    """One file's install, worked out before anything is written."""
+
+    harness: str
+    scope: Scope
+    path: Path
+    base: Path
+    before: tuple[bytes, int] | None
+    after: bytes
+    action: str
+    old: str = ""  # the versatil command an older entry ran
+
+
+def _roots(scope: Scope, cwd: str | os.PathLike[str]) -> Path:
+    return Repository.find(cwd).toplevel if scope == "project" else Path.home()
+
+
+def _plan_json(harness: str, scope: Scope, path: Path, base: Path, command: str) -> _Plan:
+    fmt = cfg.FORMATS[harness]
+    before = files.read(path)
+    doc = cfg.load(before[0], path, harness) if before else {}
+    style = cfg.detect_style(before[0], doc) if before else cfg.TextStyle()
+    new = cfg.with_ours(doc, harness, fmt, HOOKS[harness], command, where=path)
+    old = [c for cs in cfg.commands(doc, harness, fmt).values() for c in cs if c != command]
+    if before is not None and cfg.same(doc, new):
+        return _Plan(harness, scope, path, base, before, before[0], "unchanged")
+    action = "rewired" if old else "wired"
+    return _Plan(harness, scope, path, base, before, cfg.encode(new, style), action,
+                 old[0] if old else "")
+
+
+def _plan_cline(harness: str, scope: Scope, path: Path, base: Path, command: str) -> _Plan:
+    before = files.read(path)
+    after = cfg.cline_script(command)
+    if before is None:
+        return _Plan(harness, scope, path, base, None, after, "wired")
+    old = cfg.cline_command(before[0])
+    if old is None:
+        # Cline runs one file per hook and directory, and chaining two hooks means merging
+        # their JSON answers: not something to guess at. The user's hook stays as it is.
+        raise Refused(
+            f"{path} already exists and is not versatil's, and Cline runs one {path.name} hook "
+            f"per directory; versatil leaves it alone. Chain it by hand: have it pass its input "
+            f"to `{command}` and print that answer when it cancels, or wire versatil in the "
+            f"other scope ({'--user' if scope == 'project' else 'without --user'})."
+        )
+    if before[0] == after:
+        return _Plan(harness, scope, path, base, before, after, "unchanged")
+    return _Plan(harness, scope, path, base, before, after, "rewired", old)
+
+
+def install(
+    harnesses: Sequence[str], *, user: bool = False, cwd: str | os.PathLike[str] = ".",
+    state: StateDir | None = None,
+) -> list[Change]:
+    """Wire ``harnesses`` in this repository (or for the user). Every file is read and checked
+    first: one that must be refused stops the whole call before anything is written."""
+    scope: Scope = "user" if user else "project"
+    root = _roots(scope, cwd)
+    plans = []
+    for harness in harnesses:
+        command = hook_command(harness)
+        planner = _plan_cline if harness == "cline" else _plan_json
+        for path in config_paths(harness, scope, root):
+            plans.append(planner(harness, scope, path, _base(harness, scope, root), command))
+    records = _Records(state or StateDir())
+    return [_apply(plan, records) for plan in plans]
+
+
+def _apply(plan: _Plan, records: _Records) -> Change:
+    where = "this repository" if plan.scope == "project" else "your user settings"
+    if plan.action == "unchanged":
+        return Change(plan.harness, plan.scope, str(plan.path), "unchanged",
+                      f"{plan.harness}: already wired in {plan.path}; nothing changed.")
+    record, _ = records.get(plan.path)
+    created = files.make_dirs(plan.path.parent, plan.base) if plan.before is None else 0
+    if record is None or plan.before is None:
+        # No record, or the file is gone since (the user deleted it): this install is the first.
+        record = Integration(
+            harness=plan.harness, scope=plan.scope, path=str(plan.path),
+            existed=plan.before is not None,
+            original=base64.b64encode(plan.before[0]).decode() if plan.before else None,
+            installed=_digest(plan.after), created_dirs=created,
+        )
+    else:
+        current = plan.before[0] if plan.before else None
+        edited = current is None or _digest(current) != record.installed
+        record = msgspec.structs.replace(
+            record, installed=_digest(plan.after),
+            # The user edited the file since versatil wrote it: the bytes from before the first
+            # install would undo their edit, so --remove will take out only versatil's entries.
+            original=None if edited else record.original,
+            created_dirs=record.created_dirs + created,
+        )
+    # The record first: a crash between the two writes leaves a record of bytes that are not
+    # on disk, which --remove treats as an edited file (versatil's entries out, nothing lost).
+    records.put(record)
+    files.write(plan.path, plan.after, before=plan.before, executable=plan.harness == "cline")
+    was = f" (it ran {plan.old})" if plan.old else ""
+    return Change(plan.harness, plan.scope, str(plan.path), plan.action,
+                  f"{plan.harness}: {plan.action} in {where}: {plan.path}{was}.")
+
+
+# Remove -------------------------------------------------------------------------------------------
+def remove(
+    harnesses: Sequence[str], *, user: bool = False, cwd: str | os.PathLike[str] = ".",
+    state: StateDir | None = None,
+) -> list[Change]:
+    """Take versatil out of ``harnesses``' hook files: each goes back byte for byte to how it
+    was before the first install (or goes, if versatil created it), unless the user edited it
+    since, in which case only versatil's entries go."""
+    scope: Scope = "user" if user else "project"
+    root = _roots(scope, cwd)
+    records = _Records(state or StateDir())
+    changes = []
+    for harness in harnesses:
+        base = _base(harness, scope, root)
+        dirs: list[tuple[Path, int]] = []
+        for path in config_paths(harness, scope, root):
+            change, created = _remove_one(harness, scope, path, records)
+            changes.append(change)
+            if created:
+                dirs.append((path.parent, created))
+        # After every file of the harness is gone: Cline's hook files share one directory.
+        for directory, count in dirs:
+            files.remove_dirs(directory, count, base)
+    return changes
+
+
+def _remove_one(
+    harness: str, scope: Scope, path: Path, records: _Records,
+) -> tuple[Change, int]:
+    record, damaged = records.get(path)
+    current = files.read(path)
+
+    def change(action: str, message: str) -> Change:
+        return Change(harness, scope, str(path), action, f"{harness}: {message}{damaged}.")
+
+    if current is None:
+        if record is not None:
+            records.drop(path)
+            return change("absent", f"{path} is gone already; nothing to remove"), \
+                record.created_dirs
+        return change("absent", f"not wired in {path}"), 0
+    if record is not None and _digest(current[0]) == record.installed and (
+        record.original is not None or not record.existed
+    ):
+        if record.original is None:
+            files.remove_file(path, current[0])
+            records.drop(path)
+            return change("deleted", f"removed {path}, which versatil had created"), \
+                record.created_dirs
+        files.write(path, base64.b64decode(record.original), before=current, executable=False)
+        records.drop(path)
+        return change("restored", f"put {path} back as it was before versatil"), 0
+    cleaned, empty = _without_ours(harness, path, current[0])
+    created = 0
+    if cleaned is None:
+        message = f"not wired in {path}"
+        action = "absent"
+    elif harness == "cline" or (empty and record is not None and not record.existed):
+        # A Cline hook file of versatil's is all versatil's; a JSON file versatil created that
+        # holds nothing else now goes as a whole, like the directories made for it.
+        files.remove_file(path, current[0])
+        created = record.created_dirs if record is not None else 0
+        message = f"removed {path}" + (", which versatil had created" if record else "")
+        action = "deleted"
+    else:
+        files.write(path, cleaned, before=current, executable=False)
+        edited = " (it changed since versatil wrote it, so only versatil's entries went and the " \
+            "rest is kept)" if record is not None else ""
+        message = f"removed versatil's hooks from {path}{edited}"
+        action = "cleaned"
+    if record is not None:
+        records.drop(path)
+    return change(action, message), created
+
+
+def _without_ours(harness: str, path: Path, data: bytes) -> tuple[bytes | None, bool]:
+    """The file's bytes without versatil's entries (None when it holds nothing of versatil's),
+    and whether nothing but what versatil would have created is left in it."""
+    if harness == "cline":
+        return (b"" if cfg.cline_command(data) is not None else None), True
+    fmt = cfg.FORMATS[harness]
+    doc = cfg.load(data, path, harness)
+    new = cfg.without_ours(doc, harness, fmt)
+    if cfg.same(doc, new):
+        return None, False
+    empty = not new or (fmt.version is not None and cfg.same(new, {"version": fmt.version}))
+    return cfg.encode(new, cfg.detect_style(data, doc)), empty
+
+
+# Status -------------------------------------------------------------------------------------------
+def status(
+    harnesses: Iterable[str] = HARNESSES, *, cwd: str | os.PathLike[str] = ".",
+) -> list[Wiring]:
+    """Which harnesses are wired, in this repository (when ``cwd`` is in one) and for the user."""
+    try:
+        root: Path | None = Repository.find(cwd).toplevel
+    except UsageError:
+        root = None
+    found = []
+    for harness in harnesses:
+        for scope in ("project", "user"):
+            if scope == "project" and root is None:
+                found.append(Wiring(harness, "project", "not wired", "",
+                                    "not in a git repository"))
+                continue
+            found.append(_wiring(harness, scope, config_paths(harness, scope, root)))
+    return found
+
+
+def _wiring(harness: str, scope: Scope, paths: tuple[Path, ...]) -> Wiring:
+    shown = str(paths[0].parent if harness == "cline" else paths[0])
+    try:
+        by_event = _installed(harness, paths)
+    except Refused as exc:
+        return Wiring(harness, scope, "unreadable", shown, str(exc))
+    if not by_event:
+        return Wiring(harness, scope, "not wired", shown)
+    commands = [c for cs in by_event.values() for c in cs]
+    gone = sorted({exe for c in commands if not _runs(exe := _executable(c))})
+    if gone:
+        return Wiring(harness, scope, "stale", shown,
+                      f"points at {', '.join(gone)}, which no longer exists; run `versatil "
+                      f"integrate {harness}{' --user' if scope == 'user' else ''}` again")
+    missing = [spec.event for spec in HOOKS[harness] if spec.event not in by_event]
+    if missing:
+        return Wiring(harness, scope, "stale", shown,
+                      f"misses {', '.join(missing)}; run `versatil integrate {harness}"
+                      f"{' --user' if scope == 'user' else ''}` again")
+    return Wiring(harness, scope, "wired", shown, f"runs {sorted(set(commands))[0]}")
+
+
+def _installed(harness: str, paths: tuple[Path, ...]) -> dict[str, list[str]]:
+    if harness == "cline":
+        found: dict[str, list[str]] = {}
+        for path in paths:
+            current = files.read(path)
+            command = cfg.cline_command(current[0]) if current else None
+            if command is not None:
+                found[path.name] = [command]
+        return found
+    current = files.read(paths[0])
+    if current is None:
+        return {}
+    return cfg.commands(cfg.load(current[0], paths[0], harness), harness, cfg.FORMATS[harness])
+
+
+def _executable(command: str) -> str:
+    try:
+        words = shlex.split(command)
+    except ValueError:
+        words = command.split()
+    return words[0] if words else command
+
+
+def _runs(executable: str) -> bool:
+    if os.path.isabs(executable):
+        return os.access(executable, os.X_OK) and os.path.isfile(executable)
+    return shutil.which(executable) is not None
