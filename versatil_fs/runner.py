@@ -84,13 +84,12 @@ from versatil_fs.processes import (  # re-exported: they lived here, the waves i
     signal_exit_code,
 )
 from versatil_fs.repo import Repository, default_agent, git_config
+from versatil_fs.run_files import RunFiles
+from versatil_fs.run_monitor import MONITOR_DELAY, RunMonitor
 
 if TYPE_CHECKING:
-    from versatil_fs.checkpoints import Checkpoints
     from versatil_fs.config import Config
     from versatil_fs.locks.manager import Lease, LockManager
-    from versatil_fs.monitor import Election, IgnoreMatcher, Monitor, Write
-    from versatil_fs.monitor.scan import TreeScan
 
 __all__ = [
     "DESCENDANT_GRACE",
@@ -108,9 +107,6 @@ __all__ = [
     "signal_exit_code",
 ]
 
-# The command runs this long before the elected wrapper starts its observer; writes before that
-# are found by comparing with the snapshot taken before the command started.
-MONITOR_DELAY = 0.1
 # After the locks are requested, say that we wait if the grant takes longer than this.
 WAIT_NOTICE_SECONDS = 0.5
 # Once the command has exited, how long the processes it started may take to exit as well
@@ -201,18 +197,9 @@ class _Run:
         self.lease: Lease | None = None
         self.tree: ProcessTree | None = None
         self.handed_over = False  # the locks were left to processes the command started
-        self.matcher: IgnoreMatcher | None = None
         self.locked_paths: list[str] = []
-        self.before: TreeScan | None = None
-        self.checkpoints: Checkpoints | None = None
-        self.checkpoint_id: str | None = None
-        self.election: Election | None = None
-        self.monitor: Monitor | None = None
-        self._monitor_guard = threading.Lock()
-        self._finishing = False
-        self._unlocked_notes: list[str] = []
-        self._periodic_stop = threading.Event()
-        self._periodic: threading.Thread | None = None
+        self.files: RunFiles | None = None
+        self.watch: RunMonitor | None = None
 
     # Helpers ------------------------------------------------------------------------------
     @property
@@ -242,7 +229,8 @@ class _Run:
                     return result
                 child = self._spawn(executable, signals)
                 signals.running(child)
-                self._start_periodic_checkpoints()
+                if self.files is not None:
+                    self.files.start_periodic_checkpoints()
                 returncode = child.wait()
                 signals.finishing()
                 result.exit_code = exit_code_of(returncode)
@@ -300,30 +288,17 @@ class _Run:
         """Everything that must exist before the command starts: checkpoint, snapshots."""
         if self.repo is None:
             return
-        if self.want_checkpoint:
-            if not self.config.checkpoints.enabled:
-                self.say("checkpoints are disabled (checkpoints.enabled = false): no checkpoint "
-                         "is taken and nothing can be rolled back")
-                self.want_checkpoint = self.rollback = False
-            else:
-                from versatil_fs.checkpoints import Checkpoints
-
-                self.checkpoints = Checkpoints(self.repo.toplevel)
-                record = self.checkpoints.create(
-                    f"before versatil run: {_short(self.command)}", agent=self.agent
-                )
-                self.checkpoint_id = record.id
-                self.say(f"checkpoint {record.id} taken before the command")
+        files = self.files = RunFiles(
+            self.repo, agent=self.agent, command=self.command, config=self.config, say=self.say
+        )
+        if self.want_checkpoint and not files.take_checkpoint():
+            self.want_checkpoint = self.rollback = False
         if self.locked_paths or self.want_monitor:
-            from versatil_fs.monitor.ignore import IgnoreMatcher
-            from versatil_fs.monitor.scan import scan
-
-            self.matcher = IgnoreMatcher(self.repo, self.config.guard.ignore)
-            if self.locked_paths:
-                self.before = scan(self.repo.toplevel, self.locked_paths, self.matcher)
+            files.scan_before(self.locked_paths)
         if self.want_monitor:
+            self.watch = RunMonitor(self.repo, config=self.config, say=self.say)
             try:
-                self._join_election()
+                self.watch.join()
             except (OSError, VersatilError) as exc:
                 # Watching is a help, not the run's purpose: a full disk or an exhausted
                 # inotify limit while setting it up must not keep the command from running.
@@ -331,46 +306,6 @@ class _Run:
                 self.say(f"not watching the repository for unlocked writes during this run "
                          f"({detail})")
                 self.want_monitor = False
-
-    # The monitor --------------------------------------------------------------------------
-    def _join_election(self) -> None:
-        from versatil_fs.monitor import Election
-
-        assert self.repo is not None
-        self.election = Election(self.repo)
-        if self.election.try_win():
-            self._start_monitor(baseline=True)
-        else:
-            threading.Thread(target=self._stand_by, name="versatil-elect", daemon=True).start()
-
-    def _stand_by(self) -> None:
-        """Wait to take over as the repository's monitor (the current one exits)."""
-        assert self.election is not None
-        try:
-            self.election.wait_to_win()
-        except VersatilError:
-            return
-        with self._monitor_guard:
-            if self._finishing:
-                self.election.resign()
-                return
-            self._start_monitor(baseline=False)
-
-    def _start_monitor(self, *, baseline: bool) -> None:
-        from versatil_fs.monitor import Monitor
-
-        assert self.repo is not None
-        self.monitor = Monitor(
-            self.repo, config=self.config, sink=self._note_write, notify=self.say
-        )
-        if baseline:
-            self.monitor.take_baseline()
-        self.monitor.start(delay=MONITOR_DELAY if baseline else 0.0)
-
-    def _note_write(self, write: Write) -> None:
-        # The child owns the terminal; unlocked writes are summed up at the end instead.
-        if write.kind == "unlocked-write":
-            self._unlocked_notes.append(write.path)
 
     # The child ----------------------------------------------------------------------------
     def _spawn(self, executable: str, signals: SignalRouter) -> subprocess.Popen[bytes]:
@@ -402,28 +337,6 @@ class _Run:
             self.tree.started()
         return child
 
-    def _start_periodic_checkpoints(self) -> None:
-        if self.checkpoints is None:
-            return
-        interval = self.config.checkpoints.interval
-        self._periodic = threading.Thread(
-            target=self._checkpoint_every, args=(interval,), name="versatil-checkpoint",
-            daemon=True,
-        )
-        self._periodic.start()
-
-    def _checkpoint_every(self, interval: float) -> None:
-        assert self.checkpoints is not None
-        while not self._periodic_stop.wait(interval):
-            try:
-                # Not pruned here: pruning could drop the checkpoint a rollback goes back to.
-                self.checkpoints.create(
-                    f"during versatil run: {_short(self.command)}", agent=self.agent,
-                    prune=False,
-                )
-            except VersatilError as exc:
-                self.say(f"periodic checkpoint failed: {exc}")
-
     # However it ended ---------------------------------------------------------------------
     def _finish(self, result: RunResult) -> None:
         """Record, roll back if asked, release, stop watching: each step even if one fails.
@@ -433,104 +346,52 @@ class _Run:
         queued for them starts that much sooner, and a write it makes is still attributed to
         it by the lock table.
         """
-        self._periodic_stop.set()
-        if self._periodic is not None:
-            self._periodic.join()
+        files = self.files
+        if files is not None:
+            files.stop_periodic_checkpoints()
         try:
             try:
-                modified = self._files_modified()
-                result.files_modified = modified
-                if modified and self.repo is not None:
-                    from versatil_fs.checkpoints import record_files_modified
-
-                    try:
-                        record_files_modified(self.repo, self.agent, modified)
-                    except VersatilError as exc:
-                        # The command has run and its files are changed: a full disk on the
-                        # log must not replace its exit code with one saying nothing was.
-                        self.say(
-                            f"the command's changes stand, but the files it modified could "
-                            f"not be recorded for `checkpoint restore --agent`: {exc}"
-                        )
-                result.checkpoint = self.checkpoint_id
-                if self.rollback and result.exit_code != 0 and self.checkpoint_id:
-                    if self.handed_over:
-                        self.say(f"the command failed (exit {result.exit_code}), but its files "
-                                 "are not rolled back: processes it started may still write")
-                    else:
-                        self._roll_back(result)
+                if files is not None:
+                    self._settle_files(files, result)
             finally:
-                if self.handed_over and self.manager is not None:
-                    self.manager.hand_over()
-                elif self.lease is not None:
-                    try:
-                        self.lease.release()
-                    except VersatilError as exc:
-                        # A full disk: the table keeps the grant, but its flock goes with this
-                        # process, so it is dead and reclaimed at the next look. The command's
-                        # exit code stays the run's.
-                        self.say(f"the locks end as this process exits; releasing them in "
-                                 f"the table failed: {exc}")
+                self._release()
         finally:
             try:
-                self._stop_monitor(result)
+                if self.watch is not None:
+                    result.unlocked_writes = self.watch.stop()
             finally:
-                if self.matcher is not None:
-                    self.matcher.close()
-                if self.election is not None:
-                    self.election.resign()
+                if files is not None:
+                    files.close()
+                if self.watch is not None:
+                    self.watch.resign()
 
-    def _stop_monitor(self, result: RunResult) -> None:
-        with self._monitor_guard:
-            self._finishing = True  # a stand-by thread that wins from now on resigns at once
-            monitor = self.monitor
-        if monitor is None:
+    def _settle_files(self, files: RunFiles, result: RunResult) -> None:
+        """What the command modified, recorded; rolled back when it failed and asked to be."""
+        result.files_modified = files.record_modified()
+        result.checkpoint = files.checkpoint_id
+        if not (self.rollback and result.exit_code != 0 and files.checkpoint_id):
             return
-        monitor.stop(final_scan=True)
-        result.unlocked_writes = monitor.unlocked
-        if self._unlocked_notes:
-            distinct = sorted(set(self._unlocked_notes))
-            more = f" and {len(distinct) - 5} more" if len(distinct) > 5 else ""
-            self.say(
-                f"{len(self._unlocked_notes)} unlocked writes in the repository during this "
-                f"run: {', '.join(distinct[:5])}{more} (see `versatil logs collision-detection`)"
-            )
-
-    def _files_modified(self) -> list[str]:
-        if self.before is None or self.repo is None or self.matcher is None:
-            return []
-        from versatil_fs.monitor.scan import modified, scan
-
-        after = scan(self.repo.toplevel, self.locked_paths, self.matcher)
-        return modified(self.before, after)
-
-    def _roll_back(self, result: RunResult) -> None:
-        assert self.checkpoints is not None and self.checkpoint_id is not None
-        if not result.files_modified:
-            self.say(f"the command failed (exit {result.exit_code}); it changed no file under "
-                     "its locks, so there is nothing to roll back")
+        if self.handed_over:
+            self.say(f"the command failed (exit {result.exit_code}), but its files "
+                     "are not rolled back: processes it started may still write")
             return
-        try:
-            # Still under our locks: nobody can have started on these files in between.
-            restored = self.checkpoints.restore(
-                self.checkpoint_id, paths=result.files_modified, by=self.agent
-            )
-        except VersatilError as exc:
-            self.say(f"the command failed (exit {result.exit_code}) and rolling back its "
-                     f"files failed: {exc}")
-            return
-        result.rolled_back = restored.changed
-        result.safety_checkpoint = restored.safety_checkpoint
-        files = ", ".join(restored.changed[:10])
-        more = len(restored.changed) - 10
-        undo = (
-            f"; undo with `versatil checkpoint restore {restored.safety_checkpoint}`"
-            if restored.safety_checkpoint else ""
-        )
-        self.say(
-            f"the command failed (exit {result.exit_code}); rolled back {len(restored.changed)} "
-            f"files {self.agent} changed: {files}{f' and {more} more' if more > 0 else ''}{undo}"
-        )
+        restored = files.roll_back(result.exit_code, result.files_modified)
+        if restored is not None:
+            result.rolled_back = restored.changed
+            result.safety_checkpoint = restored.safety_checkpoint
+
+    def _release(self) -> None:
+        if self.handed_over and self.manager is not None:
+            self.manager.hand_over()
+        elif self.lease is not None:
+            try:
+                self.lease.release()
+            except VersatilError as exc:
+                # A full disk: the table keeps the grant, but its flock goes with this
+                # process, so it is dead and reclaimed at the next look. The command's
+                # exit code stays the run's.
+                self.say(f"the locks end as this process exits; releasing them in "
+                         f"the table failed: {exc}")
 
 
 def _agent_name(given: str | None, repo: Repository | None) -> tuple[str, str]:
@@ -551,11 +412,6 @@ def _find_repo(cwd: Path) -> Repository | None:
         return Repository.find(cwd)
     except NotARepository:
         return None
-
-
-def _short(command: Sequence[str]) -> str:
-    text = shlex.join(command)
-    return text if len(text) <= 200 else text[:197] + "..."
 
 
 def _resolve_command(name: str, cwd: Path) -> str:
