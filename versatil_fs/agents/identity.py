@@ -1,0 +1,105 @@
+"""Who an agent session is: its agent name, and the harness process whose life is the
+session's.
+
+Stdlib only: the hook process finds its harness here before every call.
+
+**The agent name** (issue 14's rule, in this order): ``VERSATIL_AGENT`` in the harness's
+environment; else ``[agents] names.<harness>``, then ``[agents] name`` in the configuration;
+else ``<harness>:<first 8 characters of the session id>`` (``claude:1a2b3c4d``). A subagent
+(Claude Code's ``agent_id``) is part of its session's agent, unless ``[agents] subagents =
+"own"`` makes it ``<agent>/<first 8 of agent_id>``.
+
+**The harness process.** Every harness documented in :mod:`versatil_fs.agents.harnesses` runs
+its hooks as child processes (usually through a shell: ``sh -c "<command>"``), so the harness
+is the hook's nearest ancestor that is not a shell or a launcher (:data:`LAUNCHERS`), found
+through ``/proc/<pid>/stat``. The pid is paired with the process's start time, so a pid reused
+after the harness died never passes for it. ``VERSATIL_HARNESS_PID`` names it outright, for a
+harness that runs hooks through a long-lived helper whose life is not the session's. Where
+there is no ``/proc`` (not Linux) no harness is found and the hook decides in-process with
+time-limited leases instead (see :mod:`versatil_fs.agents.client`).
+"""
+
+from __future__ import annotations
+
+import os
+
+from versatil_fs import linux
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+__all__ = ["LAUNCHERS", "agent_name", "find_harness", "short_id"]
+
+# Programs that stand between a harness and its hook without being it: shells, and launchers
+# that exec or wait for the command they are given.
+LAUNCHERS = frozenset({
+    "sh", "bash", "dash", "zsh", "fish", "ksh", "mksh", "ash", "busybox", "tcsh", "csh",
+    "env", "timeout", "nice", "nohup", "stdbuf", "setsid", "time", "xargs", "sudo", "doas",
+    "uv", "uvx", "pipx", "versatil",
+})
+_MAX_DEPTH = 32  # a chain of launchers deeper than this is not a hook's
+
+
+def find_harness(env: Mapping[str, str]) -> tuple[int, int] | None:
+    """``(pid, start)`` of the harness process running this hook, or None if none is found."""
+    named = env.get("VERSATIL_HARNESS_PID", "").strip()
+    if named:
+        if not named.isdigit():
+            return None
+        info = linux.process_info(int(named))
+        return (int(named), info[1]) if info is not None else None
+    pid = os.getppid()
+    for _ in range(_MAX_DEPTH):
+        if pid <= 1:
+            return None  # orphaned: the harness is already gone
+        info = linux.process_info(pid)
+        if info is None:
+            return None
+        parent, start, name = info
+        if name not in LAUNCHERS and not name.startswith("python"):
+            return pid, start
+        if name.startswith("python") and not _runs_versatil(pid):
+            return pid, start
+        pid = parent
+    return None
+
+
+def _runs_versatil(pid: int) -> bool:
+    # `python -m versatil_fs agent-hook` (a configuration written where no `versatil` script
+    # was on the PATH) is a launcher too; any other Python program is a harness.
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            argv = handle.read(4096).split(b"\0")
+    except OSError:
+        return False
+    return b"versatil_fs" in argv or any(a.endswith(b"/versatil") for a in argv)
+
+
+def short_id(text: str) -> str:
+    """The first 8 characters of an id that can stand in an agent name (letters, digits,
+    ``-`` and ``_``; anything else dropped), or ``session`` if none is left."""
+    kept = "".join(c for c in text if c.isascii() and (c.isalnum() or c in "-_"))
+    return kept[:8] or "session"
+
+
+def agent_name(
+    harness: str,
+    session_id: str,
+    agent_id: str,
+    env: Mapping[str, str],
+    *,
+    name: str = "",
+    names: Mapping[str, str] | None = None,
+    subagents: str = "session",
+) -> str:
+    """The agent a hook call acts for (the rule in the module docstring)."""
+    base = (
+        env.get("VERSATIL_AGENT", "").strip()
+        or (names or {}).get(harness, "").strip()
+        or name.strip()
+        or f"{harness}:{short_id(session_id)}"
+    )
+    if subagents == "own" and agent_id:
+        return f"{base}/{short_id(agent_id)}"
+    return base
