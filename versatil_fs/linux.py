@@ -26,15 +26,17 @@ from __future__ import annotations
 
 import errno
 import os
-import signal
 import sys
 import time
-from collections.abc import Callable
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
 
+# Typing names only for the checker: the agent hook process imports this module before every
+# edit an agent makes, and `typing`/`pathlib` alone would cost it more than its whole decision.
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     import ctypes
+    from collections.abc import Callable
+    from pathlib import Path
+    from typing import Any
 
 __all__ = [
     "IS_LINUX",
@@ -139,6 +141,8 @@ def nobody_else_has_open(fd: int) -> bool:
     try:
         # Should anyone open the file in the microseconds we hold the lease, the kernel
         # signals us; SIGIO would terminate the process, SIGURG is ignored by default.
+        import signal  # here, not at the top: see TYPE_CHECKING above
+
         fcntl.fcntl(fd, fcntl.F_SETSIG, signal.SIGURG)  # type: ignore[attr-defined,unused-ignore]
         fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_WRLCK)  # type: ignore[attr-defined,unused-ignore]
     except BlockingIOError:
@@ -265,13 +269,10 @@ def fd_target(fd: int) -> str | None:
         return None
 
 
-class ProcessInfo(NamedTuple):
-    """What ``/proc/<pid>/stat`` says of a process."""
-
-    pid: int
-    ppid: int
-    start: int  # clock ticks after boot: with the pid, names one process (pids are reused)
-    name: str  # the command name (``comm``), at most 15 characters
+ProcessInfo = tuple[int, int, str]
+"""``(ppid, start, name)`` of a process: its parent; its start in clock ticks after boot
+(with the pid, it names one process: pids are reused); its command name (``comm``, at most
+15 characters)."""
 
 
 def process_info(pid: int) -> ProcessInfo | None:
@@ -290,9 +291,8 @@ def process_info(pid: int) -> ProcessInfo | None:
     if not sep or len(fields) < 20 or b"(" not in head:
         return None
     try:
-        return ProcessInfo(
-            pid, int(fields[1]), int(fields[19]),
-            head.partition(b"(")[2].decode("utf-8", "replace"),
+        return (
+            int(fields[1]), int(fields[19]), head.partition(b"(")[2].decode("utf-8", "replace")
         )
     except ValueError:
         return None
