@@ -1,27 +1,61 @@
 """Each harness's own hook protocol, on both sides of the one decision core: :func:`parse` turns
 the JSON a harness writes on a hook's stdin into a :class:`HookCall`, :func:`render` turns a
 :class:`Verdict` into the reply that harness reads back (stdout, stderr, exit code), and
-:data:`HOOKS` says which events `versatil integrate` must wire for it.
+:data:`HOOKS` says which events `versatil integrate` must install for it.
 
-Stdlib only (json, re, dataclasses): the lean `versatil agent-hook` process imports this before
-every edit an agent makes. Nothing here does I/O; everything is a pure function of its inputs.
-
-Harnesses change fast, so every protocol detail cites the page it was read from. Where a page is
-silent the conservative reading is taken and the comment says so.
+One module per harness holds its details, each citing the page it was read from
+(`harness_claude` for Claude Code and Codex, `harness_gemini`, `harness_cursor`, `harness_cline`,
+`harness_copilot`); `codex_patch` reads apply_patch patches. All of it is stdlib only and pure:
+the lean `versatil agent-hook` process imports it before every edit an agent makes.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from versatil_fs.agents.codex_patch import patch_paths
-from versatil_fs.agents.protocol import HARNESSES, BadPayload, Event, HookCall, Reply, Verdict
+from versatil_fs.agents.harness_claude import (
+    CLAUDE_EDIT_TOOLS,
+    CLAUDE_SHELL_TOOLS,
+    CODEX_EDIT_TOOLS,
+    CODEX_SHELL_TOOLS,
+    parse_claude,
+    parse_codex,
+    render_claude,
+    render_codex,
+)
+from versatil_fs.agents.harness_cline import (
+    CLINE_EDIT_TOOLS,
+    CLINE_SHELL_TOOLS,
+    parse_cline,
+    render_cline,
+)
+from versatil_fs.agents.harness_copilot import (
+    COPILOT_EDIT_TOOLS,
+    COPILOT_SHELL_TOOLS,
+    HOOK_EVENT_ENV,
+    parse_copilot,
+    render_copilot,
+)
+from versatil_fs.agents.harness_cursor import (
+    CURSOR_EDIT_TOOLS,
+    CURSOR_SHELL_TOOLS,
+    parse_cursor,
+    render_cursor,
+)
+from versatil_fs.agents.harness_gemini import (
+    GEMINI_EDIT_TOOLS,
+    GEMINI_SHELL_TOOLS,
+    parse_gemini,
+    render_gemini,
+)
+from versatil_fs.agents.harness_payload import MAX_PAYLOAD, JSONObject, load, spoken
+from versatil_fs.agents.protocol import HARNESSES, BadPayload, HookCall, Reply, Verdict
 
 __all__ = [
     "EDIT_TOOLS",
     "HOOKS",
+    "HOOK_EVENT_ENV",
     "MAX_PAYLOAD",
     "SHELL_TOOLS",
     "HookSpec",
@@ -29,100 +63,103 @@ __all__ = [
     "render",
 ]
 
-# A payload over 16 MiB is refused before it is decoded: the hook runs before every edit, and a
-# huge payload (a Write of a generated file, a runaway patch) must neither make the agent wait
-# while it is parsed nor hold hundreds of MiB of Python objects. 16 MiB is far above any edit a
-# human would review; the fail policy answers for the rest.
-MAX_PAYLOAD = 16 * 1024 * 1024
-
 
 @dataclass(frozen=True)
 class HookSpec:
     """One hook `versatil integrate` installs for a harness.
 
-    `event` is the harness's own event name ("PreToolUse", "BeforeTool", "preToolUse");
-    `matcher` the tool-name matcher where the harness's config has one (None: the hook runs for
-    every tool of that event, or the event takes no matcher); `timeout` in seconds where the
-    config takes one (the integrate side converts to the config's unit: Gemini CLI's `timeout`
-    is in milliseconds).
+    - `event`: the harness's own event name ("PreToolUse", "BeforeTool", "preToolUse"; for
+      Cline, the hook file's name);
+    - `matcher`: the tool-name matcher, where the harness's config has one for that event (None:
+      no matcher, the hook runs for every tool or the event takes none);
+    - `timeout`: seconds, where the config takes a timeout (None: leave the harness's default).
+      Gemini CLI's `timeout` is in milliseconds: write :attr:`timeout_ms` there;
+    - `env`: variables the hook entry must set, where the config has an `env` (Copilot: which
+      event a camelCase payload is for, since the payload does not say).
     """
 
     event: str
     matcher: str | None = None
     timeout: int | None = None
+    env: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def timeout_ms(self) -> int | None:
+        return None if self.timeout is None else self.timeout * 1000
 
 
-# --- the tools that write files and the shell tools, per harness ----------------------------
-
-# Claude Code: https://code.claude.com/docs/en/hooks ("PreToolUse" -> tool input per tool:
-# Write/Edit take `file_path`, NotebookEdit `notebook_path`). MultiEdit was folded into Edit; it
-# is still matched so an older Claude Code is covered too.
-_CLAUDE_EDIT = ("Edit", "Write", "MultiEdit", "NotebookEdit")
-_CLAUDE_SHELL = ("Bash",)
-# Codex CLI: https://developers.openai.com/codex/hooks — file edits arrive as `apply_patch`, the
-# shell as `Bash` (codex-rs/hooks).
-_CODEX_EDIT = ("apply_patch",)
-_CODEX_SHELL = ("Bash",)
-# Gemini CLI: https://geminicli.com/docs/tools/file-system (write_file, replace: `file_path`)
-# and https://geminicli.com/docs/tools/shell (run_shell_command).
-_GEMINI_EDIT = ("write_file", "replace")
-_GEMINI_SHELL = ("run_shell_command",)
-# Cursor: https://cursor.com/docs/agent/hooks (preToolUse tool names).
-_CURSOR_EDIT = ("Write", "Edit", "Delete")
-_CURSOR_SHELL = ("Shell",)
-# Cline: https://docs.cline.bot/exploring-clines-tools/cline-tools-guide
-_CLINE_EDIT = ("write_to_file", "replace_in_file", "apply_patch")
-_CLINE_SHELL = ("execute_command",)
-# GitHub Copilot CLI: https://docs.github.com/en/copilot/reference/hooks-configuration
-_COPILOT_EDIT = ("edit", "create")
-_COPILOT_SHELL = ("bash", "powershell")
-
+# The documented tools that write files (their paths become the call's `paths`) and the shell
+# tools (no paths; what they changed is seen after the fact), per harness.
 EDIT_TOOLS: dict[str, tuple[str, ...]] = {
-    "claude": _CLAUDE_EDIT,
-    "codex": _CODEX_EDIT,
-    "gemini": _GEMINI_EDIT,
-    "cursor": _CURSOR_EDIT,
-    "cline": _CLINE_EDIT,
-    "copilot": _COPILOT_EDIT,
+    "claude": CLAUDE_EDIT_TOOLS,
+    "codex": CODEX_EDIT_TOOLS,
+    "gemini": GEMINI_EDIT_TOOLS,
+    "cursor": CURSOR_EDIT_TOOLS,
+    "cline": CLINE_EDIT_TOOLS,
+    "copilot": COPILOT_EDIT_TOOLS,
 }
 SHELL_TOOLS: dict[str, tuple[str, ...]] = {
-    "claude": _CLAUDE_SHELL,
-    "codex": _CODEX_SHELL,
-    "gemini": _GEMINI_SHELL,
-    "cursor": _CURSOR_SHELL,
-    "cline": _CLINE_SHELL,
-    "copilot": _COPILOT_SHELL,
+    "claude": CLAUDE_SHELL_TOOLS,
+    "codex": CODEX_SHELL_TOOLS,
+    "gemini": GEMINI_SHELL_TOOLS,
+    "cursor": CURSOR_SHELL_TOOLS,
+    "cline": CLINE_SHELL_TOOLS,
+    "copilot": COPILOT_SHELL_TOOLS,
 }
 
 
-def _matcher(harness: str) -> str:
+def _tools(harness: str) -> str:
     return "|".join(EDIT_TOOLS[harness] + SHELL_TOOLS[harness])
 
 
+# A pre-edit hook that hangs holds the agent up until the harness's timeout, and every harness
+# then lets the edit through: 10 s is far above a decision (tens of ms) and well below the
+# defaults (60-600 s) a stuck hook would otherwise cost. SessionEnd gets 2 s: Claude Code gives
+# its SessionEnd hooks about 1.5 s before it exits, and a release is one transaction.
+_TOOL_TIMEOUT = 10
+_START_TIMEOUT = 10
+_END_TIMEOUT = 2
+
+
+def _copilot(event: str, timeout: int) -> HookSpec:
+    return HookSpec(event, None, timeout, ((HOOK_EVENT_ENV, event),))
+
+
 HOOKS: dict[str, tuple[HookSpec, ...]] = {
+    # https://code.claude.com/docs/en/hooks: matchers apply to PreToolUse/PostToolUse (tool
+    # names) and SessionStart (its source); None on SessionStart/SessionEnd means every source
+    # and every reason.
     "claude": (
-        HookSpec("SessionStart"),
-        HookSpec("PreToolUse", _matcher("claude"), 10),
-        HookSpec("PostToolUse", _matcher("claude"), 10),
-        HookSpec("SessionEnd", None, 2),
+        HookSpec("SessionStart", None, _START_TIMEOUT),
+        HookSpec("PreToolUse", _tools("claude"), _TOOL_TIMEOUT),
+        HookSpec("PostToolUse", _tools("claude"), _TOOL_TIMEOUT),
+        HookSpec("SessionEnd", None, _END_TIMEOUT),
     ),
+    # https://developers.openai.com/codex/hooks: same file shape as Claude Code's. Codex has no
+    # SessionEnd event: its session's claims end with the Codex process (the keeper) or their TTL.
     "codex": (
-        HookSpec("SessionStart"),
-        HookSpec("PreToolUse", _matcher("codex"), 10),
-        HookSpec("PostToolUse", _matcher("codex"), 10),
+        HookSpec("SessionStart", None, _START_TIMEOUT),
+        HookSpec("PreToolUse", _tools("codex"), _TOOL_TIMEOUT),
+        HookSpec("PostToolUse", _tools("codex"), _TOOL_TIMEOUT),
     ),
+    # https://geminicli.com/docs/hooks/reference: the matcher is a regular expression for tool
+    # events; SessionEnd is best effort (the CLI does not wait for it).
     "gemini": (
-        HookSpec("SessionStart"),
-        HookSpec("BeforeTool", _matcher("gemini"), 10),
-        HookSpec("AfterTool", _matcher("gemini"), 10),
-        HookSpec("SessionEnd"),
+        HookSpec("SessionStart", None, _START_TIMEOUT),
+        HookSpec("BeforeTool", _tools("gemini"), _TOOL_TIMEOUT),
+        HookSpec("AfterTool", _tools("gemini"), _TOOL_TIMEOUT),
+        HookSpec("SessionEnd", None, _END_TIMEOUT),
     ),
+    # https://cursor.com/docs/agent/hooks: `matcher` filters preToolUse/postToolUse by tool
+    # type. No timeout is written: the page's unit for it is not certain, Cursor's default holds.
     "cursor": (
         HookSpec("sessionStart"),
-        HookSpec("preToolUse", _matcher("cursor"), 10),
-        HookSpec("postToolUse", _matcher("cursor"), 10),
+        HookSpec("preToolUse", _tools("cursor")),
+        HookSpec("postToolUse", _tools("cursor")),
         HookSpec("sessionEnd"),
     ),
+    # https://docs.cline.bot/features/hooks/hook-reference: one executable per event, named after
+    # it, no matcher, a fixed 30 s timeout. The task is the session (see harness_cline).
     "cline": (
         HookSpec("TaskStart"),
         HookSpec("TaskResume"),
@@ -131,162 +168,34 @@ HOOKS: dict[str, tuple[HookSpec, ...]] = {
         HookSpec("TaskComplete"),
         HookSpec("TaskCancel"),
     ),
+    # https://docs.github.com/en/copilot/reference/copilot-cli-reference/cli-hooks-reference:
+    # preToolUse/postToolUse take no matcher (every tool comes through); `timeoutSec` in seconds.
     "copilot": (
-        HookSpec("sessionStart"),
-        HookSpec("preToolUse", None, 10),
-        HookSpec("postToolUse", None, 10),
-        HookSpec("sessionEnd"),
+        _copilot("sessionStart", _START_TIMEOUT),
+        _copilot("preToolUse", _TOOL_TIMEOUT),
+        _copilot("postToolUse", _TOOL_TIMEOUT),
+        _copilot("sessionEnd", _END_TIMEOUT),
     ),
 }
 
+_Parser = Callable[[JSONObject, Mapping[str, str], str], HookCall]
+_Renderer = Callable[[HookCall | None, Verdict], Reply]
 
-# --- reading a payload ------------------------------------------------------------------------
-
-_JSONObject = dict[str, object]
-
-
-def _load(raw: bytes) -> _JSONObject:
-    if len(raw) > MAX_PAYLOAD:
-        raise BadPayload(f"The hook payload is {len(raw)} bytes, over the {MAX_PAYLOAD} allowed.")
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        raise BadPayload("The hook payload is not UTF-8 text.") from None
-    try:
-        value = json.loads(text)
-    except (ValueError, RecursionError):
-        # ValueError covers JSONDecodeError and an integer too long to convert; RecursionError a
-        # payload nested deeper than the parser's stack.
-        raise BadPayload("The hook payload is not valid JSON.") from None
-    if not isinstance(value, dict):
-        raise BadPayload("The hook payload is not a JSON object.")
-    return value
-
-
-def _clean(value: str, field: str) -> str:
-    # A lone surrogate (JSON allows "\ud800") cannot be encoded for the file system or printed,
-    # and a NUL cannot be in a path or an id: refuse them here, as one sentence, rather than let
-    # them raise deep in the core.
-    if "\x00" in value:
-        raise BadPayload(f"The hook payload's {field} contains a NUL character.")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise BadPayload(f"The hook payload's {field} is not valid Unicode text.") from None
-    return value
-
-
-def _str(obj: _JSONObject, key: str, *, where: str = "", required: bool = True) -> str:
-    field = f"{where}{key}"
-    value = obj.get(key)
-    if value is None:
-        if required:
-            raise BadPayload(f"The hook payload has no {field}.")
-        return ""
-    if not isinstance(value, str):
-        raise BadPayload(f"The hook payload's {field} is not a string.")
-    return _clean(value, field)
-
-
-def _obj(obj: _JSONObject, key: str, *, where: str = "", required: bool = True) -> _JSONObject:
-    field = f"{where}{key}"
-    value = obj.get(key)
-    if value is None:
-        if required:
-            raise BadPayload(f"The hook payload has no {field}.")
-        return {}
-    if not isinstance(value, dict):
-        raise BadPayload(f"The hook payload's {field} is not an object.")
-    return value
-
-
-def _tool_event(phase: str, tool: str, harness: str) -> Event:
-    if tool in EDIT_TOOLS[harness]:
-        return "pre-edit" if phase == "pre" else "post-edit"
-    if tool in SHELL_TOOLS[harness]:
-        return "pre-shell" if phase == "pre" else "post-shell"
-    return "other"
-
-
-def _session(value: str, field: str) -> str:
-    if not value:
-        raise BadPayload(f"The hook payload's {field} is empty.")
-    return value
-
-
-# --- Claude Code and Codex (Codex copies Claude Code's wire format) ---------------------------
-
-# https://code.claude.com/docs/en/hooks ("Hook input"): every event has session_id, cwd and
-# hook_event_name; tool events add tool_name and tool_input.
-_CLAUDE_EVENTS: dict[str, str] = {
-    "PreToolUse": "pre",
-    "PostToolUse": "post",
-    "SessionStart": "session-start",
-    "SessionEnd": "session-end",
+_ADAPTERS: dict[str, tuple[_Parser, _Renderer]] = {
+    "claude": (parse_claude, render_claude),
+    "codex": (parse_codex, render_codex),
+    "gemini": (parse_gemini, render_gemini),
+    "cursor": (parse_cursor, render_cursor),
+    "cline": (parse_cline, render_cline),
+    "copilot": (parse_copilot, render_copilot),
 }
 
 
-def _claude_paths(tool: str, tool_input: _JSONObject) -> tuple[str, ...]:
-    if tool == "NotebookEdit":
-        return (_str(tool_input, "notebook_path", where="tool_input."),)
-    return (_str(tool_input, "file_path", where="tool_input."),)
-
-
-def _codex_paths(tool: str, tool_input: _JSONObject) -> tuple[str, ...]:
-    command = tool_input.get("command")
-    if isinstance(command, list) and all(isinstance(part, str) for part in command):
-        # The argv form, ["apply_patch", "<patch>"]: the patch is the last argument.
-        if len(command) < 2:
-            raise BadPayload("The hook payload's tool_input.command has no patch.")
-        command = command[-1]
-    if not isinstance(command, str):
-        raise BadPayload("The hook payload's tool_input.command is not a patch.")
-    return tuple(_clean(p, "patch path") for p in patch_paths(command))
-
-
-def _parse_claude_like(
-    harness: str,
-    payload: _JSONObject,
-    env: Mapping[str, str],
-    cwd: str,
-    paths_of: Callable[[str, _JSONObject], tuple[str, ...]],
-) -> HookCall:
-    name = _str(payload, "hook_event_name")
-    session_id = _session(_str(payload, "session_id"), "session_id")
-    where = _str(payload, "cwd", required=False) or cwd
-    agent_id = _str(payload, "agent_id", required=False)
-    kind = _CLAUDE_EVENTS.get(name, "other")
-    if kind == "session-start":
-        return HookCall(
-            harness, "session-start", session_id, where, agent_id=agent_id,
-            env_file=env.get("CLAUDE_ENV_FILE", "") if harness == "claude" else "",
-            detail=_str(payload, "source", required=False),
-        )
-    if kind == "session-end":
-        return HookCall(harness, "session-end", session_id, where, agent_id=agent_id,
-                        detail=_str(payload, "reason", required=False))
-    if kind not in ("pre", "post"):
-        return HookCall(harness, "other", session_id, where, agent_id=agent_id)
-    tool = _str(payload, "tool_name")
-    event = _tool_event(kind, tool, harness)
-    paths: tuple[str, ...] = ()
-    if event in ("pre-edit", "post-edit"):
-        paths = paths_of(tool, _obj(payload, "tool_input"))
-    return HookCall(harness, event, session_id, where, tool=tool, paths=paths, agent_id=agent_id)
-
-
-def _parse_claude(payload: _JSONObject, env: Mapping[str, str], cwd: str) -> HookCall:
-    return _parse_claude_like("claude", payload, env, cwd, _claude_paths)
-
-
-def _parse_codex(payload: _JSONObject, env: Mapping[str, str], cwd: str) -> HookCall:
-    return _parse_claude_like("codex", payload, env, cwd, _codex_paths)
-
-
-_PARSERS: dict[str, Callable[[_JSONObject, Mapping[str, str], str], HookCall]] = {
-    "claude": _parse_claude,
-    "codex": _parse_codex,
-}
+def _adapter(harness: str) -> tuple[_Parser, _Renderer]:
+    adapter = _ADAPTERS.get(harness)
+    if adapter is None:
+        raise BadPayload(f"Unknown harness {harness!r}; versatil knows {', '.join(HARNESSES)}.")
+    return adapter
 
 
 def parse(harness: str, raw: bytes, env: Mapping[str, str], cwd: str) -> HookCall:
@@ -296,70 +205,14 @@ def parse(harness: str, raw: bytes, env: Mapping[str, str], cwd: str) -> HookCal
     `cwd` the hook process's working directory, used when the payload names none. Paths are kept
     exactly as sent (absolute, or relative to the call's cwd). A tool that writes files gives
     "pre-edit"/"post-edit" with its paths, a shell tool "pre-shell"/"post-shell", anything else
-    "other".
+    "other". `session_id` is the harness's session (Cursor: conversation; Cline: task) id.
 
     Raises :class:`BadPayload` (one sentence) and nothing else, whatever the bytes: for a payload
-    over :data:`MAX_PAYLOAD`, not UTF-8, not JSON, not an object, a required field missing or of
-    the wrong type, or an unknown harness.
+    over :data:`MAX_PAYLOAD` (refused before it is decoded), not UTF-8, not JSON, not an object,
+    a required field missing or of the wrong type, a malformed patch, or an unknown harness.
     """
-    parser = _PARSERS.get(harness)
-    if parser is None:
-        raise BadPayload(f"Unknown harness {harness!r}; versatil knows {', '.join(HARNESSES)}.")
-    return parser(_load(raw), env, cwd)
-
-
-# --- answering --------------------------------------------------------------------------------
-
-_WARNING = "versatil warning: "
-
-
-def _json(obj: object) -> str:
-    # ensure_ascii: the reply is read by the harness through a pipe whose encoding versatil does
-    # not choose; ASCII JSON is the same text in every one.
-    return json.dumps(obj, ensure_ascii=True) + "\n"
-
-
-_CLAUDE_EVENT_NAMES: dict[str, str] = {
-    "pre-edit": "PreToolUse",
-    "pre-shell": "PreToolUse",
-    "post-edit": "PostToolUse",
-    "post-shell": "PostToolUse",
-    "session-start": "SessionStart",
-}
-
-
-def _render_claude(call: HookCall | None, verdict: Verdict) -> Reply:
-    name = _CLAUDE_EVENT_NAMES.get(call.event, "") if call is not None else ""
-    if verdict.deny:
-        if name == "PreToolUse":
-            return Reply(stdout=_json({"hookSpecificOutput": {
-                "hookEventName": "PreToolUse",
-                "permissionDecision": "deny",
-                "permissionDecisionReason": verdict.deny,
-            }}))
-        # Unknown event (the payload could not be read) or an event without a permission
-        # decision: exit 2 blocks where blocking is possible, and stderr is the reason.
-        return Reply(stderr=verdict.deny + "\n", exit_code=2)
-    parts = [verdict.context] if verdict.context else []
-    if verdict.warning:
-        parts.append(_WARNING + verdict.warning)
-    text = "\n".join(parts)
-    out: dict[str, object] = {}
-    if name:
-        out["hookSpecificOutput"] = {"hookEventName": name, "additionalContext": text}
-    if verdict.warning:
-        # systemMessage: shown to the user, whatever the event — they should know the guard let
-        # something through unchecked.
-        out["systemMessage"] = _WARNING + verdict.warning
-    if not out:
-        return Reply(stderr=text + "\n")
-    return Reply(stdout=_json(out))
-
-
-_RENDERERS: dict[str, Callable[[HookCall | None, Verdict], Reply]] = {
-    "claude": _render_claude,
-    "codex": _render_claude,
-}
+    parser, _ = _adapter(harness)
+    return parser(load(raw), env, cwd)
 
 
 def render(harness: str, call: HookCall | None, verdict: Verdict) -> Reply:
@@ -369,15 +222,15 @@ def render(harness: str, call: HookCall | None, verdict: Verdict) -> Reply:
     A silent verdict is always ``Reply()``: exit 0, nothing printed, no decision — never an
     explicit "allow", which would skip the user's own permission prompt. A deny is the harness's
     native refusal for that event; context is said to the agent through the harness's channel for
-    it; a warning likewise, marked as versatil's own.
+    that event (or the closest documented one); a warning likewise, marked "versatil warning: ".
+    For an unknown harness: a deny is exit 2 with the reason on stderr (the most widely read
+    refusal), anything else goes to stderr with exit 0.
     """
     if verdict.silent:
         return Reply()
-    renderer = _RENDERERS.get(harness)
-    if renderer is None:
-        # An unknown harness has no native form: exit 2 + stderr is the most widely understood
-        # refusal, and stderr with exit 0 the least intrusive note.
+    adapter = _ADAPTERS.get(harness)
+    if adapter is None:
         if verdict.deny:
             return Reply(stderr=verdict.deny + "\n", exit_code=2)
-        return Reply(stderr=(verdict.context or _WARNING + verdict.warning) + "\n")
-    return renderer(call, verdict)
+        return Reply(stderr=spoken(verdict) + "\n")
+    return adapter[1](call, verdict)
