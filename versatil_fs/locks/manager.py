@@ -209,7 +209,36 @@ class LockManager:
         there); it changes nothing in the conflict rules.
         """
         writes, reads_ = (resources, reads) if mode == "write" else ((), [*resources, *reads])
-        claims = self.claims(writes, reads_)
+        request, wait = self._new_request(
+            self.claims(writes, reads_), agent=agent, wait=wait, ttl=ttl, priority=priority,
+            owner=owner, session=session,
+        )
+        # The wait is measured on the monotonic clock: the request's `deadline` is only what
+        # the table shows people, and a wall clock set back must not stretch the wait (nor
+        # forward shorten it).
+        grant = self._wait_in_queue(request, clock.CLOCK.monotonic() + wait)
+        lease = Lease(self, grant)
+        if owner == "process":
+            self._track(lease)
+        else:
+            # Only now that the table holds the grant does its rebuild record count: a process
+            # killed before this point leaves a pending record that no rebuild trusts.
+            self.store.confirm_shell_lease(grant)
+        return lease
+
+    def _new_request(
+        self,
+        claims: list[Claim],
+        *,
+        agent: str | None,
+        wait: float | None,
+        ttl: float | None,
+        priority: int | None,
+        owner: Owner,
+        session: str,
+    ) -> tuple[Waiter, float]:
+        """The request ``acquire``'s arguments make, once they are checked, and its wait budget
+        in seconds. Nothing is written: a bad argument raises :class:`UsageError` first."""
         agent = agent or default_agent(self._repo)
         _check_text("agent name", agent)
         if problem := check_session(session):
@@ -232,15 +261,18 @@ class LockManager:
         holder_id = self.store.holder_id()
         request = Waiter(
             id=new_id(), agent=agent, session=session, claims=claims, owner=owner,
-            pid=os.getpid(),
-            host=_host(), priority=rank, seq=0, since=now,
+            pid=os.getpid(), host=_host(), priority=rank, seq=0, since=now,
             deadline=min(now + wait, MAX_TIME), ttl=ttl,
             holder=holder_id, lease_file=self.store.holder_file(holder_id),
         )
-        # The wait is measured on the monotonic clock: `deadline` above is only what the table
-        # shows people, and a wall clock set back must not stretch the wait (nor forward
-        # shorten it).
-        until = clock.CLOCK.monotonic() + wait
+        return request, wait
+
+    def _wait_in_queue(self, request: Waiter, until: float) -> Grant:
+        """Look, and while blocked sleep on the doorbell and look again, until granted.
+
+        ``until`` is the deadline on the monotonic clock; the refusals (:class:`LockConflict`,
+        :class:`Deadlock`) come from :meth:`_decide`.
+        """
         queued = False  # whether a committed transaction put the request in the queue
         try:
             outcome = self._decide(request, until, first=True)
@@ -263,14 +295,7 @@ class LockManager:
             if queued:
                 self._abandon(request)
             raise
-        lease = Lease(self, outcome)
-        if owner == "process":
-            self._track(lease)
-        else:
-            # Only now that the table holds the grant does its rebuild record count: a process
-            # killed before this point leaves a pending record that no rebuild trusts.
-            self.store.confirm_shell_lease(outcome)
-        return lease
+        return outcome
 
     @contextmanager
     def hold(
@@ -316,34 +341,13 @@ class LockManager:
                     request.seq = table.next_seq()
                 found = self._live_blockers(table, request, now, logged)
                 if not found:
-                    if mine is not None:
-                        table.waiters.remove(mine)
-                    grant = request.granted(now)
-                    if grant.owner == "shell":  # a process lease ends with its flock, not a clock
-                        _stamp_boot(grant)
-                    table.locks.append(grant)
-                    if grant.owner == "shell":
-                        # The shell lease outlives this process: it ends at unlock or expiry.
-                        self.store.record_shell_lease(grant)
-                        self._own(table, request.id, None)
-                    else:
-                        self._own(table, grant.id, grant)
-                    waited = round(now - request.since, 6)
-                    logged.append(("grant", grant, {"waited": waited}))
-                    # A crash here, granted but not yet recorded, must leave nothing behind.
-                    faults.point("locks.before-record")
-                    return grant
+                    return self._grant(table, request, mine, now, logged)
                 if mine is None:
                     # First look, or our record was lost (a damaged table rebuilt without it
                     # yet): join the queue, unless there is no time to wait at all.
                     if until <= clock.CLOCK.monotonic():
                         raise conflict(request, found, now)
-                    if any(w.seq == request.seq for w in table.waiters):
-                        request.seq = table.next_seq()  # our old number went to someone else
-                    table.seq = max(table.seq, request.seq)
-                    table.waiters.append(request)
-                    self._own(table, request.id, request)
-                    mine = request
+                    mine = self._join_queue(table, request)
                 cycle = find_cycle(table, request)
                 if cycle and _youngest_in_cycle(table, request, cycle):
                     table.waiters.remove(mine)
@@ -366,6 +370,37 @@ class LockManager:
             raise
         finally:
             emit_logged(logged, self.store, self.state)
+
+    def _grant(
+        self, table: Table, request: Waiter, mine: Waiter | None, now: float, logged: Logged
+    ) -> Grant:
+        """Turn the request (and its queue entry ``mine``, if any) into a grant in ``table``."""
+        if mine is not None:
+            table.waiters.remove(mine)
+        grant = request.granted(now)
+        if grant.owner == "shell":  # a process lease ends with its flock, not a clock
+            _stamp_boot(grant)
+        table.locks.append(grant)
+        if grant.owner == "shell":
+            # The shell lease outlives this process: it ends at unlock or expiry.
+            self.store.record_shell_lease(grant)
+            self._own(table, request.id, None)
+        else:
+            self._own(table, grant.id, grant)
+        waited = round(now - request.since, 6)
+        logged.append(("grant", grant, {"waited": waited}))
+        # A crash here, granted but not yet recorded, must leave nothing behind.
+        faults.point("locks.before-record")
+        return grant
+
+    def _join_queue(self, table: Table, request: Waiter) -> Waiter:
+        """Put the request in ``table``'s queue at its place; returns its queue entry."""
+        if any(w.seq == request.seq for w in table.waiters):
+            request.seq = table.next_seq()  # our old number went to someone else
+        table.seq = max(table.seq, request.seq)
+        table.waiters.append(request)
+        self._own(table, request.id, request)
+        return request
 
     def _live_blockers(
         self, table: Table, request: Waiter, now: float, logged: Logged
