@@ -65,6 +65,7 @@ class Format:
     matcher: bool = True  # the config has a tool-name matcher
     version: int | None = None  # the top-level "version" the file must declare
     name: str = ""  # a "name" for the handler, where the harness shows it
+    env: bool = False  # the handler takes an "env" object (HookSpec.env goes there)
     comments: bool = False  # the harness itself accepts comments in this file (JSONC)
 
 
@@ -92,12 +93,13 @@ FORMATS: dict[str, Format] = {
         "handlers", "https://cursor.com/docs/agent/hooks", typed=False, version=1,
     ),
     # https://docs.github.com/en/copilot/reference/copilot-cli-reference/cli-hooks-reference:
-    # {"version": 1, "hooks": {"preToolUse": [{"type": "command", "bash", "timeoutSec"}]}}. The
-    # page documents no matcher: every hook sees every tool, and the adapter sorts them out.
+    # {"version": 1, "hooks": {"preToolUse": [{"type": "command", "bash", "env",
+    # "timeoutSec"}]}}. The page documents no matcher: every hook sees every tool, and the
+    # adapter sorts them out.
     "copilot": Format(
         "handlers",
         "https://docs.github.com/en/copilot/reference/copilot-cli-reference/cli-hooks-reference",
-        command_key="bash", timeout_key="timeoutSec", matcher=False, version=1,
+        command_key="bash", timeout_key="timeoutSec", matcher=False, version=1, env=True,
     ),
 }
 
@@ -211,6 +213,10 @@ def _entry(spec: HookSpec, command: str, fmt: Format) -> dict[str, Any]:
     handler[fmt.command_key] = command
     if fmt.style == "handlers" and fmt.matcher and spec.matcher is not None:
         handler["matcher"] = spec.matcher
+    if spec.env:
+        if not fmt.env:  # the adapter counts on these variables: never drop them silently
+            raise ValueError(f"{fmt.docs} has no env for a hook; HookSpec.env cannot be kept.")
+        handler["env"] = dict(spec.env)
     if spec.timeout is not None:
         handler[fmt.timeout_key] = spec.timeout * fmt.timeout_unit
     if fmt.style == "handlers":
