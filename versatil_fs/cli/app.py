@@ -33,6 +33,7 @@ COMMANDS: dict[str, str] = {
     "config": "versatil_fs.cli.config:config",
     "demo": "versatil_fs.cli.demo:demo",
     "agent-hook": "versatil_fs.cli.agent_hook:agent_hook",
+    "integrate": "versatil_fs.cli.integrate:integrate",
 }
 
 
