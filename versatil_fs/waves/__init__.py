@@ -10,7 +10,8 @@ plan does not load the executor and its process handling):
 * :mod:`~versatil_fs.waves.schedule` — the pure scheduling rule (ranks, waves in flight);
 * :mod:`~versatil_fs.waves.report` — the pure report of a run;
 * :mod:`~versatil_fs.waves.progress` — the progress listener the CLI and the demo draw;
-* :mod:`~versatil_fs.waves.tasks` — the processes a task leaves, and SIGTERM as an interrupt;
+* :mod:`~versatil_fs.waves.tasks` — a task's processes, and those it leaves;
+* :mod:`~versatil_fs.waves.interrupt` — stopping a run part-way (Ctrl-C, SIGTERM);
 * :mod:`~versatil_fs.waves.executor` — ``WaveExecutor``, which runs and resumes plans.
 """
 

@@ -98,13 +98,12 @@ import contextlib
 import math
 import os
 import queue
-import sys
 import threading
 import time
 from collections.abc import Sequence
 from typing import Any
 
-from versatil_fs import events, faults
+from versatil_fs import faults
 from versatil_fs.errors import (
     StateError,
     UsageError,
@@ -116,12 +115,17 @@ from versatil_fs.repo import Repository
 from versatil_fs.state import StateDir
 from versatil_fs.waves.baselines import Baselines
 from versatil_fs.waves.claims import conflict_predecessors, resolve_claims
+from versatil_fs.waves.interrupt import (
+    leave_resumable,
+    restore_sigterm,
+    stop_on_sigterm,
+    stop_running,
+)
 from versatil_fs.waves.journal import Journal
 from versatil_fs.waves.plan import Plan, Task
 from versatil_fs.waves.progress import Progress
 from versatil_fs.waves.records import (
     MAX_LOCK_WAIT,
-    STREAM,
     TERMINAL,
     RunState,
     Session,
@@ -131,20 +135,15 @@ from versatil_fs.waves.recovery import (
     check_resumable,
     files_word,
     latest_resumable,
-    recover,
-    settle,
+    reset_failed,
+    take_over,
 )
+from versatil_fs.waves.run_log import RunLog
 from versatil_fs.waves.running import Outcome, TaskRunner, Worker
 from versatil_fs.waves.schedule import ranks, ready_tasks, skips, to_start
 from versatil_fs.waves.store import (
     RunStore,
     os_reason,
-)
-from versatil_fs.waves.tasks import (
-    kill_leftovers,
-    restore_sigterm,
-    stop_on_sigterm,
-    terminate,
 )
 
 __all__ = [
@@ -198,7 +197,7 @@ class WaveExecutor:
         self._stopping = threading.Event()
         self._failed_root: dict[str, str] = {}  # skipped task -> the failed task behind it
         self.run_state: RunState | None = None
-        self._events_lost = False  # said once on stderr (see _emit)
+        self._log = RunLog(self.state, self._state)
         self._claims = resolve_claims(plan, self.repo, self.state, self.config)
         self.schedule = plan.schedule(agents=self.max_agents, claims=self._claims)
         self._after = conflict_predecessors(self.schedule, self._claims)
@@ -282,28 +281,14 @@ class WaveExecutor:
         run.status = "running"
         run.finished = None
         self.run_state = run
-        retried = self._reset_failed(run) if retry_failed else []
+        retried = reset_failed(run) if retry_failed else []
+        if retried:
+            self._emit("retry", None, tasks=retried)
         interrupted = [t for t in run.tasks.values() if t.status in ("running", "waiting")]
         self._emit("resume", None, tasks=[t.id for t in interrupted],
                    done=sum(1 for t in run.tasks.values() if t.status in TERMINAL))
-        for task_run in interrupted:
-            killed = kill_leftovers(run.id, task_run.id)
-            task = self.tasks[task_run.id]
-            if task_run.status == "running" and task_run.exited is not None:
-                # It ended: its outcome stands.
-                settle(self._runner, self.observer, task, task_run, killed)
-                continue
-            if task_run.status == "running":
-                recover(self._runner, self.observer, task, task_run, killed)
-            task_run.status = "pending"
-            task_run.before = None
-            task_run.pid = 0
-        # Waves not finished get a fresh checkpoint when they go on: the tree has moved since.
-        for number, ids in enumerate(run.waves, start=1):
-            if any(run.tasks[t].status not in TERMINAL for t in ids):
-                run.wave_checkpoints.pop(number, None)
-        leftovers = kill_leftovers(run.id)  # anything a task started that outlived the executor
-        if leftovers:
+        leftovers = take_over(self._runner, self.observer, self.tasks, run, interrupted)
+        if leftovers:  # anything a task started that outlived the executor
             self._emit("leftovers-killed", None, pids=leftovers)
         with self._mutex:
             self.store.save(run)
@@ -313,23 +298,6 @@ class WaveExecutor:
         pending = sum(1 for t in run.tasks.values() if t.status not in TERMINAL)
         again = f" ({_tasks_word(len(retried))} failed or skipped run again)" if retried else ""
         return self._execute("resume", f"run {run.id}: {pending} tasks to go{again}")
-
-    def _reset_failed(self, run: RunState) -> list[str]:
-        """Make the failed tasks, and those skipped because of them, pending again.
-
-        Nothing is rolled back here: a failed task's files were rolled back when it failed
-        (what could not be is named in its error), and a skipped task never ran.
-        """
-        retried = []
-        for task_run in run.tasks.values():
-            if task_run.status in ("failed", "skipped"):
-                retried.append(task_run.id)
-                task_run.status = "pending"
-                task_run.skipped_because = ""
-                task_run.started = task_run.finished = None
-        if retried:
-            self._emit("retry", None, tasks=retried)
-        return retried
 
     def _scan(self, paths: Sequence[str]) -> TreeScan:
         """The files under a task's write paths, with their stamps (see monitor/scan.py)."""
@@ -403,37 +371,15 @@ class WaveExecutor:
         return run
 
     def _interrupt(self, *, save: bool = True) -> None:
-        """Ctrl-C or SIGTERM: stop the running tasks, roll them back, leave the run resumable.
+        """Ctrl-C or SIGTERM: stop the running tasks, roll them back, leave the run resumable
+        (see :mod:`versatil_fs.waves.interrupt`).
 
         ``save=False`` when the state cannot be written any more: what the last write holds
         (tasks running, with their snapshots) is what a resume starts from."""
         run = self._state()
         self._stopping.set()
-
-        def running() -> list[int]:
-            return [w.proc.pid for w in list(self._workers.values()) if w.proc is not None]
-
-        def settled(deadline: float) -> bool:
-            while self._workers and time.monotonic() < deadline:
-                with contextlib.suppress(KeyboardInterrupt):
-                    self._drain(block=True)
-            return not self._workers
-
-        terminate(running, settled)
-        deadline = time.monotonic() + 30
-        while any(w.proc is not None for w in self._workers.values()) and (
-            time.monotonic() < deadline
-        ):
-            with contextlib.suppress(KeyboardInterrupt):
-                self._drain(block=True)
-        with self._mutex:
-            # Workers still queueing for locks never started anything: they are just pending.
-            for task_id in list(self._workers):
-                task_run = run.tasks[task_id]
-                if task_run.status == "waiting":
-                    task_run.status = "pending"
-            run.status = "running"  # resumable: `status` calls it interrupted once we are gone
-            run.sessions[-1].ended = time.time()
+        stop_running(self._workers, lambda: self._drain(block=True))
+        leave_resumable(run, self._workers, self._mutex)
         if save:
             self._journal.sync(self._journal.note())
         self._emit("run-interrupted", None, **run.counts())
@@ -602,28 +548,7 @@ class WaveExecutor:
         return self.run_state
 
     def _emit(self, kind: str, task: TaskRun | None, **data: Any) -> None:
-        run = self._state()
-        if task is not None:
-            data = {"task": task.id, "wave": task.wave, **data}
-        try:
-            events.emit(STREAM, kind, agent=task.agent if task else None, repo=run.repo_key,
-                        state=self.state, run=run.id, **data)
-        except StateError as exc:
-            # A full disk (often filled by a task itself): the event log is a record of the
-            # run, its state is the truth. Failing here failed the task whose start or end was
-            # being logged, or stopped the run in the middle of a failed task's rollback.
-            with self._mutex:
-                told, self._events_lost = self._events_lost, True
-            if not told:
-                cause = exc.__cause__
-                detail = cause.strerror if isinstance(cause, OSError) and cause.strerror else exc
-                print(
-                    f"versatil: the run goes on, but its events could not be written to "
-                    f"{self.state.event_log(STREAM)} ({detail}); its state still records it.",
-                    file=sys.stderr, flush=True,
-                )
-
-
+        self._log.emit(kind, task, **data)
 
 
 def _checked_lock_wait(seconds: float) -> float:

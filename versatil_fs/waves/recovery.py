@@ -1,5 +1,8 @@
 """Resuming a wave run: which run may go on, and what becomes of the tasks a dead executor left.
 
+:func:`take_over` goes through what the last executor left (:func:`reset_failed` first, for
+``--retry-failed``).
+
 A task whose exit was recorded is settled (:func:`settle`: its outcome stands, it is not run
 again); a task that was still running is recovered (:func:`recover`: its files are rolled back
 and it runs again). Both hold the task's locks while they compare and roll back its files, as
@@ -9,18 +12,27 @@ the task did.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from versatil_fs.errors import Refused, StateError, UsageError, VersatilError
 from versatil_fs.monitor.scan import modified, within
 from versatil_fs.repo import Repository
 from versatil_fs.waves.plan import Task
 from versatil_fs.waves.progress import Progress
-from versatil_fs.waves.records import RunState, TaskRun
+from versatil_fs.waves.records import TERMINAL, RunState, TaskRun
 from versatil_fs.waves.running import TaskRunner, write_paths
 from versatil_fs.waves.store import RunStore, effective_status
+from versatil_fs.waves.tasks import kill_leftovers
 
-__all__ = ["check_resumable", "files_word", "latest_resumable", "recover", "settle"]
+__all__ = [
+    "check_resumable",
+    "files_word",
+    "latest_resumable",
+    "recover",
+    "reset_failed",
+    "settle",
+    "take_over",
+]
 
 
 def latest_resumable(store: RunStore, here: Repository, retry_failed: bool) -> str:
@@ -55,6 +67,52 @@ def check_resumable(run: RunState, retry_failed: bool) -> None:
             "Finished tasks are never run again: start a new run with `versatil wave "
             f"run`.{hint}"
         )
+
+
+def reset_failed(run: RunState) -> list[str]:
+    """Make the failed tasks, and those skipped because of them, pending again; their ids.
+
+    Nothing is rolled back here: a failed task's files were rolled back when it failed
+    (what could not be is named in its error), and a skipped task never ran.
+    """
+    retried = []
+    for task_run in run.tasks.values():
+        if task_run.status in ("failed", "skipped"):
+            retried.append(task_run.id)
+            task_run.status = "pending"
+            task_run.skipped_because = ""
+            task_run.started = task_run.finished = None
+    return retried
+
+
+def take_over(
+    runner: TaskRunner, observer: Progress, tasks: Mapping[str, Task], run: RunState,
+    interrupted: Sequence[TaskRun],
+) -> list[int]:
+    """Make what the last executor left ready to go on; returns the pids of leftovers killed.
+
+    Each task it left running or waiting has what is left of its processes killed, then is
+    settled (its exit was recorded) or recovered (it was running) and otherwise made pending;
+    the unfinished waves lose their checkpoints; anything a task started that outlived the
+    executor is killed.
+    """
+    for task_run in interrupted:
+        killed = kill_leftovers(run.id, task_run.id)
+        task = tasks[task_run.id]
+        if task_run.status == "running" and task_run.exited is not None:
+            # It ended: its outcome stands.
+            settle(runner, observer, task, task_run, killed)
+            continue
+        if task_run.status == "running":
+            recover(runner, observer, task, task_run, killed)
+        task_run.status = "pending"
+        task_run.before = None
+        task_run.pid = 0
+    # Waves not finished get a fresh checkpoint when they go on: the tree has moved since.
+    for number, ids in enumerate(run.waves, start=1):
+        if any(run.tasks[t].status not in TERMINAL for t in ids):
+            run.wave_checkpoints.pop(number, None)
+    return kill_leftovers(run.id)
 
 
 def settle(

@@ -1,6 +1,5 @@
 """A task's processes: its environment and start, its wait (TERM, grace, KILL on a timeout),
-its exit in words, what it leaves (found by the marker every descendant inherits, killed),
-and SIGTERM turned into an interrupt for the executor's main thread.
+its exit in words, what it leaves (found by the marker every descendant inherits, killed).
 """
 
 from __future__ import annotations
@@ -9,11 +8,9 @@ import contextlib
 import os
 import signal
 import subprocess
-import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
 
 from versatil_fs import linux
 from versatil_fs.processes import ProcessTree, exit_code_of
@@ -28,10 +25,8 @@ __all__ = [
     "end_task_tree",
     "kill_leftovers",
     "leftover_processes",
-    "restore_sigterm",
     "signal_group",
     "spawn_task",
-    "stop_on_sigterm",
     "task_environment",
     "terminate",
     "wait_task",
@@ -93,22 +88,6 @@ def terminate(
 def signal_group(pgid: int, sig: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)
-
-
-def stop_on_sigterm() -> Any:
-    """Make SIGTERM stop a run the way Ctrl-C does (tasks stopped, rolled back, resumable)."""
-    if threading.current_thread() is not threading.main_thread():
-        return None
-
-    def handler(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    return signal.signal(signal.SIGTERM, handler)
-
-
-def restore_sigterm(previous: Any) -> None:
-    if previous is not None:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def task_environment(run: RunState, task: Task, wave: int) -> dict[str, str]:
