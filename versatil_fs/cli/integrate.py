@@ -15,7 +15,7 @@ __all__ = ["integrate"]
 
 
 @click.command()
-@click.argument("harness", required=False, metavar="HARNESS")
+@click.argument("harness", required=False, metavar="[HARNESS]")
 @click.option(
     "--user", is_flag=True, help="Wire the user's settings (under $HOME), not this repository's."
 )
