@@ -31,7 +31,11 @@ def test_install_status_and_remove_from_the_command_line(git_repo: Path) -> None
 
     wired = versatil("integrate", "claude", cwd=git_repo)
     assert wired.code == 0, wired
-    assert wired.out == f"claude: wired in this repository: {settings}.\n" and not wired.err
+    assert wired.out.splitlines() == [
+        f"claude: wired in this repository: {settings}.",
+        "  (Claude Code reads hooks when a session starts; a running session asks you to review "
+        "the change in /hooks.)",
+    ] and not wired.err
 
     again = versatil("integrate", "claude", cwd=git_repo)
     assert again.out == f"claude: already wired in {settings}; nothing changed.\n"

@@ -130,6 +130,29 @@ def config_paths(harness: str, scope: Scope, root: Path | None = None) -> tuple[
     return (base,)
 
 
+# What each harness still asks of the user before a new hook runs, said once after an install.
+_NOTES: dict[tuple[str, Scope], str] = {
+    # https://code.claude.com/docs/en/hooks ("Configuration": hooks are snapshotted at start-up;
+    # a change made outside Claude Code is applied after review in /hooks).
+    **{("claude", scope): "Claude Code reads hooks when a session starts; a running session "
+       "asks you to review the change in /hooks" for scope in ("project", "user")},
+    # https://developers.openai.com/codex/hooks ("Review and trust hooks"; project hooks load
+    # only when the project's .codex/ layer is trusted).
+    ("codex", "project"): "Codex runs a new or changed hook only once you trust it in /hooks, "
+    "and a project's hooks only in a project you trust",
+    ("codex", "user"): "Codex runs a new or changed hook only once you trust it in /hooks",
+    # https://geminicli.com/docs/hooks ("Security": project hooks are fingerprinted).
+    ("gemini", "project"): "Gemini CLI warns you once before a new project hook first runs",
+    # https://docs.cline.bot/customization/hooks ("Enabling hooks" in Cline's settings).
+    **{("cline", scope): "Cline runs hooks only with Hooks enabled in its settings" for scope in
+       ("project", "user")},
+    # https://docs.github.com/en/copilot/how-tos/copilot-cli/customize-copilot/use-hooks: the
+    # cloud agent reads .github/hooks from the default branch.
+    ("copilot", "project"): "Copilot CLI reads it from the working tree; the cloud agent only "
+    "once it is on the default branch",
+}
+
+
 # What one call did, and what --status sees ---------------------------------------------------
 @dataclass(frozen=True)
 class Change:
@@ -142,6 +165,7 @@ class Change:
     path: str
     action: str
     message: str
+    note: str = ""  # what the harness still asks of the user (after wired/rewired)
 
 
 @dataclass(frozen=True)
@@ -315,7 +339,8 @@ def _apply(plan: _Plan, records: _Records) -> Change:
     files.write(plan.path, plan.after, before=plan.before, executable=plan.harness == "cline")
     was = f" (it ran {plan.old})" if plan.old else ""
     return Change(plan.harness, plan.scope, str(plan.path), plan.action,
-                  f"{plan.harness}: {plan.action} in {where}: {plan.path}{was}.")
+                  f"{plan.harness}: {plan.action} in {where}: {plan.path}{was}.",
+                  _NOTES.get((plan.harness, plan.scope), ""))
 
 
 # Remove -------------------------------------------------------------------------------------------

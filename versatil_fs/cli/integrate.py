@@ -76,6 +76,7 @@ def _lines(changes: Sequence[object]) -> list[str]:
         assert isinstance(change, Change)
         by_harness.setdefault(change.harness, []).append(change)
     for harness, group in by_harness.items():
+        note = next((c.note for c in group if c.note), "")
         actions = {c.action for c in group}
         if harness == "cline" and len(actions) == 1 and actions <= _CLINE.keys():
             directory = os.path.dirname(group[0].path)
@@ -83,6 +84,8 @@ def _lines(changes: Sequence[object]) -> list[str]:
             lines.append(f"cline: {said}.")
         else:
             lines.extend(change.message for change in group)
+        if note:
+            lines.append(f"  ({note}.)")
     return lines
 
 
