@@ -53,9 +53,10 @@ Crash safety
 ------------
 The run's state is one msgpack document, written durably (fsync, rename, fsync of the
 directory) after every transition by one writer thread; transitions that happen together share
-a write (see :class:`_Journal`). A task is recorded as running — with its file snapshot — and
-that record is on disk *before* its process is started: appended to the run's write-ahead file
-and fdatasynced, which readers apply over the document until the document catches up.
+a write (see :class:`~versatil_fs.waves.journal.Journal`). A task is recorded as running —
+with its file snapshot — and that record is on disk *before* its process is started: appended
+to the run's write-ahead file and fdatasynced, which readers apply over the document until the
+document catches up.
 ``resume`` after a ``kill -9`` of the executor kills what is left of the tasks that were running
 (found by the ``VERSATIL_WAVE_TASK`` marker in their environment, which every descendant
 inherits, so no PID has to be trusted), rolls their files back from the snapshot, and runs
@@ -139,7 +140,7 @@ from versatil_fs.waves.recovery import (
     take_over,
 )
 from versatil_fs.waves.run_log import RunLog
-from versatil_fs.waves.running import Outcome, TaskRunner, Worker
+from versatil_fs.waves.running import Outcome, TaskPool, TaskRunner, Worker
 from versatil_fs.waves.schedule import ranks, ready_tasks, skips, to_start
 from versatil_fs.waves.store import (
     RunStore,
@@ -192,8 +193,6 @@ class WaveExecutor:
         self._mutex = threading.Lock()  # guards self.run and its writes to disk
         self._inbox: queue.Queue[Outcome] = queue.Queue()
         self._workers: dict[str, Worker] = {}  # the tasks in flight
-        self._tasks_to_run: queue.SimpleQueue[Task | None] = queue.SimpleQueue()
-        self._pool: list[threading.Thread] = []  # at most max_agents
         self._stopping = threading.Event()
         self._failed_root: dict[str, str] = {}  # skipped task -> the failed task behind it
         self.run_state: RunState | None = None
@@ -215,6 +214,7 @@ class WaveExecutor:
             self._baselines, self._mutex, self._inbox, self._workers, self._stopping,
             run=self._state, journal=lambda: self._journal, emit=self._emit, scan=self._scan,
         )
+        self._pool = TaskPool(self._runner)  # at most max_agents threads
 
     # Public entry points ------------------------------------------------------------------------
     def run(self) -> RunState:
@@ -343,8 +343,7 @@ class WaveExecutor:
         finally:
             restore_sigterm(previous)
             self._matcher.close()  # only ever lists files: no conversation left running
-            for _ in self._pool:
-                self._tasks_to_run.put(None)  # each pool thread ends once it is free
+            self._pool.close()
             self.observer.close()
             try:
                 self._journal.close()
@@ -515,21 +514,7 @@ class WaveExecutor:
             task_run.files = []
             task_run.rolled_back = []
         self._workers[task.id] = Worker(task=task)
-        self._tasks_to_run.put(task)
-        if len(self._pool) < len(self._workers):
-            # A thread per slot, kept for the run: starting a thread per task made the
-            # scheduler wait for each new thread to be scheduled before it went on.
-            thread = threading.Thread(target=self._serve, name="task-pool", daemon=True)
-            self._pool.append(thread)
-            thread.start()
-
-    def _serve(self) -> None:
-        """A pool thread: runs the tasks the scheduler hands over, one at a time."""
-        me = threading.current_thread()
-        while (task := self._tasks_to_run.get()) is not None:
-            me.name = f"task-{task.id}"
-            self._runner.work(task)
-            me.name = "task-pool"
+        self._pool.hand_over(task, in_flight=len(self._workers))
 
     # Checkpoints --------------------------------------------------------------------------------
     def _wave_started(self, wave: int, checkpoint: str) -> None:

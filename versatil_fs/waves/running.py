@@ -43,7 +43,7 @@ from versatil_fs.waves.tasks import (
     wait_task,
 )
 
-__all__ = ["Held", "Outcome", "TaskRunner", "Worker", "write_paths"]
+__all__ = ["Held", "Outcome", "TaskPool", "TaskRunner", "Worker", "write_paths"]
 
 @dataclass
 class Outcome:
@@ -354,3 +354,34 @@ class TaskRunner:
                         pass
         finally:
             manager.close()
+
+
+class TaskPool:
+    """The worker threads: at most one per slot, kept for the run, each running the tasks it is
+    handed one at a time. (Starting a thread per task made the scheduler wait for each new
+    thread to be scheduled before it went on.)"""
+
+    def __init__(self, runner: TaskRunner) -> None:
+        self._runner = runner
+        self._tasks: queue.SimpleQueue[Task | None] = queue.SimpleQueue()
+        self._threads: list[threading.Thread] = []
+
+    def hand_over(self, task: Task, in_flight: int) -> None:
+        """Give ``task`` to the next free thread; one more thread while there are fewer than
+        the ``in_flight`` tasks."""
+        self._tasks.put(task)
+        if len(self._threads) < in_flight:
+            thread = threading.Thread(target=self._serve, name="task-pool", daemon=True)
+            self._threads.append(thread)
+            thread.start()
+
+    def close(self) -> None:
+        for _ in self._threads:
+            self._tasks.put(None)  # each thread ends once it is free
+
+    def _serve(self) -> None:
+        me = threading.current_thread()
+        while (task := self._tasks.get()) is not None:
+            me.name = f"task-{task.id}"
+            self._runner.work(task)
+            me.name = "task-pool"
