@@ -311,7 +311,7 @@ def test_without_a_record_remove_takes_out_only_versatils_entries(
     path = git_repo / rel
     _write(path, text)
     wiring.install(["codex"], cwd=git_repo)
-    for record in (versatil_home / "integrations").iterdir():
+    for record in (versatil_home / "integrations").glob("*.json"):
         record.unlink()  # a wiped state directory, or a file wired by hand
     [change] = wiring.remove(["codex"], cwd=git_repo)
     assert change.action == "cleaned"
@@ -322,7 +322,7 @@ def test_a_damaged_record_is_set_aside_and_remove_still_cleans(
     git_repo: Path, versatil_home: Path
 ) -> None:
     wiring.install(["gemini"], cwd=git_repo)
-    [record] = (versatil_home / "integrations").iterdir()
+    [record] = (versatil_home / "integrations").glob("*.json")
     record.write_text("{not json")
     [change] = wiring.remove(["gemini"], cwd=git_repo)
     assert "damaged" in change.message
@@ -346,8 +346,7 @@ def test_a_file_versatil_cannot_rewrite_losslessly_is_refused_untouched(
         wiring.install([harness], cwd=git_repo)
     assert words in str(refused.value) and str(path) in str(refused.value)
     assert path.read_bytes() == original
-    assert not (versatil_home / "integrations").exists() or not any(
-        (versatil_home / "integrations").iterdir())
+    assert not list((versatil_home / "integrations").glob("*.json"))
     assert sorted(p.name for p in path.parent.iterdir()) == [path.name]  # no temporary file
 
 
@@ -449,3 +448,23 @@ def test_is_ours_needs_agent_hook_and_the_harness() -> None:
     assert not cfg.is_ours("/bin/versatil agent-hook codex", "claude")
     assert not cfg.is_ours("echo agent-hook", "claude")
     assert not cfg.is_ours(None, "claude")
+
+
+def test_a_failed_rewrite_keeps_the_record_that_restores_the_bytes(
+    git_repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rel, text = DOCUMENTED["claude"]
+    path = git_repo / rel
+    original = _write(path, text)
+    wiring.install(["claude"], cwd=git_repo)
+    monkeypatch.setattr(wiring, "hook_command", lambda h: f"/new/bin/versatil agent-hook {h}")
+
+    def full_disk(*args: object, **kwargs: object) -> None:
+        raise Refused(f"Could not write {path}: the disk is full (nothing was changed).")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(wiring.files, "write", full_disk)
+        with pytest.raises(Refused, match="disk is full"):
+            wiring.install(["claude"], cwd=git_repo)
+    [change] = wiring.remove(["claude"], cwd=git_repo)
+    assert change.action == "restored" and path.read_bytes() == original

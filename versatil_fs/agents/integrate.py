@@ -19,12 +19,13 @@ it); if the user edited it since, only versatil's entries go and their edit stay
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import os
 import shlex
 import shutil
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -37,7 +38,7 @@ from versatil_fs.agents.harnesses import HOOKS
 from versatil_fs.agents.protocol import HARNESSES
 from versatil_fs.errors import Refused, UsageError
 from versatil_fs.repo import Repository
-from versatil_fs.state import StateDir
+from versatil_fs.state import StateDir, flocked
 
 __all__ = [
     "Change",
@@ -236,6 +237,17 @@ class _Records:
     def drop(self, path: Path) -> None:
         self.state.remove(self._file(path))
 
+    @contextlib.contextmanager
+    def serialized(self) -> Iterator[None]:
+        """One ``versatil integrate`` at a time: two at once would each read a record and a
+        file, and the second write would lose the first's record of the original bytes."""
+        fd = self.state.open_lock_file(self.state.subdir("integrations") / "integrate.lock")
+        try:
+            with flocked(fd):
+                yield
+        finally:
+            os.close(fd)
+
 
 # Install ------------------------------------------------------------------------------------------
 @dataclass
@@ -298,14 +310,15 @@ def install(
     first: one that must be refused stops the whole call before anything is written."""
     scope: Scope = "user" if user else "project"
     root = _roots(scope, cwd)
-    plans = []
-    for harness in harnesses:
-        command = hook_command(harness)
-        planner = _plan_cline if harness == "cline" else _plan_json
-        for path in config_paths(harness, scope, root):
-            plans.append(planner(harness, scope, path, _base(harness, scope, root), command))
     records = _Records(state or StateDir())
-    return [_apply(plan, records) for plan in plans]
+    with records.serialized():
+        plans = []
+        for harness in harnesses:
+            command = hook_command(harness)
+            planner = _plan_cline if harness == "cline" else _plan_json
+            for path in config_paths(harness, scope, root):
+                plans.append(planner(harness, scope, path, _base(harness, scope, root), command))
+        return [_apply(plan, records) for plan in plans]
 
 
 def _apply(plan: _Plan, records: _Records) -> Change:
@@ -314,6 +327,7 @@ def _apply(plan: _Plan, records: _Records) -> Change:
         return Change(plan.harness, plan.scope, str(plan.path), "unchanged",
                       f"{plan.harness}: already wired in {plan.path}; nothing changed.")
     record, _ = records.get(plan.path)
+    previous = record
     created = files.make_dirs(plan.path.parent, plan.base) if plan.before is None else 0
     if record is None or plan.before is None:
         # No record, or the file is gone since (the user deleted it): this install is the first.
@@ -336,7 +350,17 @@ def _apply(plan: _Plan, records: _Records) -> Change:
     # The record first: a crash between the two writes leaves a record of bytes that are not
     # on disk, which --remove treats as an edited file (versatil's entries out, nothing lost).
     records.put(record)
-    files.write(plan.path, plan.after, before=plan.before, executable=plan.harness == "cline")
+    try:
+        files.write(plan.path, plan.after, before=plan.before,
+                    executable=plan.harness == "cline")
+    except BaseException:
+        # Nothing was written: the record goes back to what it said (or goes), so that a file
+        # still holding versatil's earlier bytes is still restored byte for byte.
+        if previous is None:
+            records.drop(plan.path)
+        else:
+            records.put(previous)
+        raise
     was = f" (it ran {plan.old})" if plan.old else ""
     return Change(plan.harness, plan.scope, str(plan.path), plan.action,
                   f"{plan.harness}: {plan.action} in {where}: {plan.path}{was}.",
@@ -355,17 +379,18 @@ def remove(
     root = _roots(scope, cwd)
     records = _Records(state or StateDir())
     changes = []
-    for harness in harnesses:
-        base = _base(harness, scope, root)
-        dirs: list[tuple[Path, int]] = []
-        for path in config_paths(harness, scope, root):
-            change, created = _remove_one(harness, scope, path, records)
-            changes.append(change)
-            if created:
-                dirs.append((path.parent, created))
-        # After every file of the harness is gone: Cline's hook files share one directory.
-        for directory, count in dirs:
-            files.remove_dirs(directory, count, base)
+    with records.serialized():
+        for harness in harnesses:
+            base = _base(harness, scope, root)
+            dirs: list[tuple[Path, int]] = []
+            for path in config_paths(harness, scope, root):
+                change, created = _remove_one(harness, scope, path, records)
+                changes.append(change)
+                if created:
+                    dirs.append((path.parent, created))
+            # After every file of the harness is gone: Cline's hook files share one directory.
+            for directory, count in dirs:
+                files.remove_dirs(directory, count, base)
     return changes
 
 
