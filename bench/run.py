@@ -16,6 +16,7 @@ from pathlib import Path
 BENCHMARKS = {
     "locks": "bench.bench_locks",
     "hook": "bench.bench_hook",
+    "agents": "bench.bench_agents",
     "checkpoints": "bench.bench_checkpoints",
     "monitor": "bench.bench_monitor",
     "waves": "bench.bench_waves",

@@ -67,13 +67,23 @@ def find_harness(env: Mapping[str, str]) -> tuple[int, int] | None:
 
 def _runs_versatil(pid: int) -> bool:
     # `python -m versatil_fs agent-hook` (a configuration written where no `versatil` script
-    # was on the PATH) is a launcher too; any other Python program is a harness.
+    # was on the PATH), or the `versatil` script run by an explicit interpreter, is a launcher
+    # too; any other Python program is a harness. Only the program's own position counts (the
+    # module after -m, the code after -c, or the script), never its later arguments.
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as handle:
-            argv = handle.read(4096).split(b"\0")
+            args = handle.read(65536).split(b"\0")[1:]
     except OSError:
         return False
-    return b"versatil_fs" in argv or any(a.endswith(b"/versatil") for a in argv)
+    while args and args[0].startswith(b"-") and args[0] not in (b"-m", b"-c"):
+        args = args[1:]  # interpreter options (-u, -X dev, ...) before the program
+    if not args:
+        return False
+    if args[0] in (b"-m", b"-c"):
+        if len(args) < 2:
+            return False
+        return args[1] == b"versatil_fs" if args[0] == b"-m" else b"versatil_fs" in args[1]
+    return args[0] == b"versatil" or args[0].endswith(b"/versatil")
 
 
 def short_id(text: str) -> str:
