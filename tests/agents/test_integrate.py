@@ -468,3 +468,12 @@ def test_a_failed_rewrite_keeps_the_record_that_restores_the_bytes(
             wiring.install(["claude"], cwd=git_repo)
     [change] = wiring.remove(["claude"], cwd=git_repo)
     assert change.action == "restored" and path.read_bytes() == original
+
+
+def test_cline_hook_files_are_executable_whatever_the_umask(git_repo: Path) -> None:
+    old = os.umask(0o177)
+    try:
+        changes = wiring.install(["cline"], cwd=git_repo)
+    finally:
+        os.umask(old)
+    assert {stat.S_IMODE(Path(c.path).stat().st_mode) for c in changes} == {0o700}

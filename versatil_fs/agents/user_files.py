@@ -92,8 +92,13 @@ def write(path: Path, data: bytes, *, before: tuple[bytes, int] | None, executab
     try:
         try:
             write_all(fd, data)
-            if before is not None:
-                os.fchmod(fd, before[1])
+            mode = before[1] if before is not None else stat.S_IMODE(os.fstat(fd).st_mode)
+            if executable:
+                # A hook file its owner cannot run is no hook (Cline skips it): whatever the
+                # umask or the old file's mode, the owner may read, write and run it.
+                mode |= stat.S_IRWXU
+            if before is not None or executable:
+                os.fchmod(fd, mode)
             os.fsync(fd)
         finally:
             os.close(fd)
