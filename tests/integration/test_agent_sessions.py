@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from integration.agent_harness import FakeHarness
+from integration.agent_harness import FakeHarness, HookResult
 from integration.helpers import git, make_git_repo, run_versatil, wait_for
 
 SESSION_A = "aaaaaaaa-1111-4111-8111-111111111111"
@@ -261,3 +261,44 @@ def test_without_a_harness_process_the_hook_decides_in_process_with_a_lifetime(
     assert second.before_write(project / "a.py").denied
     assert first.end().silent
     assert _locks(project) == []
+
+
+CODEX_PATCH = (
+    # The apply_patch grammar Codex sends in tool_input.command
+    # (https://developers.openai.com/codex/hooks; tests/agents/payloads/codex/).
+    "*** Begin Patch\n"
+    "*** Add File: docs/release notes.md\n+# Release notes\n"
+    "*** Update File: src/cart.py\n*** Move to: src/basket.py\n@@ def total():\n"
+    "-    return 0\n+    return 1\n"
+    "*** Delete File: src/legacy.py\n"
+    "*** Update File: README.md\n@@\n-Shop\n+Shop (basket)\n"
+    "*** End Patch\n"
+)
+
+
+def test_a_codex_patch_claims_every_file_it_adds_updates_deletes_and_moves(
+    tmp_path: Path, harnesses: list[FakeHarness]
+) -> None:
+    shop = make_git_repo(tmp_path / "shop", {
+        "src/cart.py": "def total():\n    return 0\n", "src/legacy.py": "old\n",
+        "README.md": "Shop\n",
+    })
+    assert run_versatil("lock", "--agent", "Marcus", "src/basket.py", cwd=shop).returncode == 0
+    codex = _open(harnesses, shop, "019a6c0e-5f0d-7c52-b2e4-1b8a2f0e9c11", harness="codex")
+
+    def patch() -> HookResult:
+        return codex.call("PreToolUse", tool_name="apply_patch",
+                          tool_input={"command": CODEX_PATCH}, turn_id="019a6c0e-6a11")
+
+    denied = patch()
+    assert denied.code in (0, 2), denied
+    text = denied.stdout + denied.stderr
+    assert "src/basket.py" in text and "Marcus" in text
+    assert _held_by(shop) == {"src/basket.py": "Marcus"}  # all or nothing: nothing claimed
+
+    assert run_versatil("unlock", "--agent", "Marcus", "src/basket.py", cwd=shop).returncode == 0
+    assert patch().silent
+    assert _held_by(shop) == {
+        path: "codex:019a6c0e" for path in
+        ("README.md", "docs/release notes.md", "src/basket.py", "src/cart.py", "src/legacy.py")
+    }
