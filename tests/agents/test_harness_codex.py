@@ -79,16 +79,22 @@ def test_deny_for_an_unreadable_payload_is_exit_2_with_a_reason_on_stderr() -> N
 
 @pytest.mark.parametrize(
     ("name", "event_name"),
-    [("pre_tool_use_bash", "PreToolUse"), ("post_tool_use_apply_patch", "PostToolUse"),
-     ("session_start", "SessionStart")],
+    [("post_tool_use_apply_patch", "PostToolUse"), ("session_start", "SessionStart")],
 )
 def test_context_is_additional_context(name: str, event_name: str) -> None:
     assert stdout_json(render("codex", call(name), Verdict(context="c"))) == {
         "hookSpecificOutput": {"hookEventName": event_name, "additionalContext": "c"}}
 
 
-def test_a_warning_is_marked() -> None:
-    reply = stdout_json(render("codex", call("pre_tool_use_bash"), Verdict(warning="w")))
+def test_before_a_tool_context_is_a_system_message_since_codex_rejects_additional_context() -> None:
+    # openai/codex#19385: "PreToolUse hook returned unsupported additionalContext".
+    for name in ("pre_tool_use_bash", "pre_tool_use_apply_patch"):
+        assert stdout_json(render("codex", call(name), Verdict(warning="w"))) == {
+            "systemMessage": "versatil warning: w"}
+
+
+def test_a_warning_after_a_tool_is_marked_for_agent_and_user() -> None:
+    reply = stdout_json(render("codex", call("post_tool_use_apply_patch"), Verdict(warning="w")))
     assert reply["systemMessage"] == "versatil warning: w"
     assert reply["hookSpecificOutput"]["additionalContext"] == "versatil warning: w"
 

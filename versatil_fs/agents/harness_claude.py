@@ -132,7 +132,15 @@ _NATIVE = {
 }
 
 
-def _render(call: HookCall | None, verdict: Verdict) -> Reply:
+# Where each harness puts additionalContext in front of the agent. Claude Code: PreToolUse (since
+# 2.1.9), PostToolUse and SessionStart. Codex: PostToolUse and SessionStart; its PreToolUse
+# parses additionalContext but rejects it as "unsupported" and counts the hook as failed
+# (its hooks page; openai/codex#19385), so there the note goes to systemMessage instead.
+_CLAUDE_CONTEXT = frozenset({"PreToolUse", "PostToolUse", "SessionStart"})
+_CODEX_CONTEXT = frozenset({"PostToolUse", "SessionStart"})
+
+
+def _render(call: HookCall | None, verdict: Verdict, context_events: frozenset[str]) -> Reply:
     native = _NATIVE.get(call.event, "") if call is not None else ""
     if verdict.deny:
         if native == "PreToolUse":
@@ -151,16 +159,16 @@ def _render(call: HookCall | None, verdict: Verdict) -> Reply:
         # can block, and stderr is the reason ("Exit code 2 behavior").
         return Reply(stderr=verdict.deny + "\n", exit_code=2)
     said = spoken(verdict)
-    out: dict[str, object] = {}
-    if native:
-        # additionalContext is added to the agent's context for PreToolUse, PostToolUse and
-        # SessionStart alike; hookEventName must name the event being answered.
-        out["hookSpecificOutput"] = {"hookEventName": native, "additionalContext": said}
-    if not native:
-        # SessionEnd (the agent is gone), or a call versatil could not read: systemMessage,
-        # shown to the user on every event (common JSON fields), is the one channel left.
-        out["systemMessage"] = said
-    elif verdict.warning:
+    if native not in context_events:
+        # SessionEnd (the agent is gone), an event without additionalContext, or a call versatil
+        # could not read: systemMessage, shown to the user on every event (common JSON fields),
+        # is the channel left.
+        return Reply(stdout=reply_json({"systemMessage": said}))
+    # hookEventName must name the event being answered.
+    out: dict[str, object] = {
+        "hookSpecificOutput": {"hookEventName": native, "additionalContext": said},
+    }
+    if verdict.warning:
         # The user should know the guard let something through unchecked, too.
         out["systemMessage"] = WARNING + verdict.warning
     return Reply(stdout=reply_json(out))
@@ -168,12 +176,12 @@ def _render(call: HookCall | None, verdict: Verdict) -> Reply:
 
 def render_claude(call: HookCall | None, verdict: Verdict) -> Reply:
     """Claude Code's reply to `verdict` (never silent: the caller answers silence itself)."""
-    return _render(call, verdict)
+    return _render(call, verdict, _CLAUDE_CONTEXT)
 
 
 def render_codex(call: HookCall | None, verdict: Verdict) -> Reply:
-    """Codex's reply: the same fields as Claude Code's — its output schemas accept
+    """Codex's reply: Claude Code's fields, which its output schemas accept —
     hookSpecificOutput.permissionDecision "deny" with permissionDecisionReason, "decision":
-    "block" for PostToolUse, additionalContext for PreToolUse, PostToolUse and SessionStart,
-    and systemMessage everywhere; exit 2 with a stderr reason blocks PreToolUse."""
-    return _render(call, verdict)
+    "block" for PostToolUse, systemMessage everywhere, exit 2 with a stderr reason blocking
+    PreToolUse — except additionalContext before a tool (see above)."""
+    return _render(call, verdict, _CODEX_CONTEXT)

@@ -9,8 +9,9 @@ without the event's name — `sessionId`, `timestamp`, `cwd`, then `toolName` an
 One configured in PascalCase (`PreToolUse`) gets the VS Code compatible payload instead:
 `hook_event_name`, `session_id`, `cwd`, `tool_name`, `tool_input`. Both are read here.
 preToolUse answers `{"permissionDecision": "deny", "permissionDecisionReason": ...}`; "empty
-output uses default behavior"; the other events' output is not processed, and a failing hook
-(any non-zero exit, a timeout) "is logged and skipped".
+output uses default behavior"; the other events' output is not processed. A timeout always lets
+the tool call through; a crash or a non-zero exit of a preToolUse hook denies it in the current
+reference (so the hook process must answer every failure with exit 0 under `on_error = "allow"`).
 """
 
 from __future__ import annotations
@@ -128,10 +129,12 @@ def render_copilot(call: HookCall | None, verdict: Verdict) -> Reply:
     """Copilot's reply to `verdict` (never silent: the caller answers silence itself)."""
     del call
     if verdict.deny:
-        # The one refusal Copilot's command hooks have, whatever the event: on preToolUse it
-        # blocks the tool and the reason is "shown to the agent"; every other event's output is
-        # not processed, where an exit 2 would only be "logged and skipped" as well. So it is
-        # also the answer when the payload could not be read.
+        # The one refusal Copilot's command hooks have whatever the event: on preToolUse it blocks
+        # the tool and the reason is "shown to the agent"; every other event's output is not
+        # processed, so it is also the answer when the payload could not be read. (Exit codes
+        # are no substitute: one version of the reference says a failing hook "is logged and
+        # skipped", a later one that non-zero exits deny preToolUse; this JSON means the same
+        # under both.)
         return Reply(stdout=reply_json({
             "permissionDecision": "deny",
             "permissionDecisionReason": verdict.deny,

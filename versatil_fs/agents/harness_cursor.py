@@ -10,6 +10,12 @@ https://cursor.com/docs/agent/hooks: `.cursor/hooks.json` is `{"version": 1, "ho
 Where the page is silent this reads conservatively, and says so below: the file-writing tools'
 path field (`file_path`, or `path` as Cursor's own tool calls name it), and exit 2 as the
 event-independent refusal.
+
+Silence is exit 0 with nothing printed, as for every harness. Cursor counts an empty reply to a
+permission event as a failed hook, and a failed hook lets the tool through unless its entry sets
+`failClosed: true` — which `versatil integrate` must therefore never write: several projects
+report Cursor's IDE refusing every tool call of a failClosed hook that answered with nothing
+(github.com/awslabs/aidlc-workflows#745, github.com/deftai/directive#2779).
 """
 
 from __future__ import annotations
