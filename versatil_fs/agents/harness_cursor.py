@@ -63,12 +63,14 @@ def _cursor_path(tool_input: JSONObject) -> str:
 
 def _cwd(payload: JSONObject, fallback: str) -> str:
     where = text(payload, "cwd", required=False)
-    if not where:
-        # No cwd on session events: the first workspace root is where the agent works.
-        roots = payload.get("workspace_roots")
-        if isinstance(roots, list) and roots and isinstance(roots[0], str):
-            where = clean(roots[0], "workspace_roots[0]")
-    return absolute_cwd(where, fallback)
+    if where:
+        return absolute_cwd(where, fallback)
+    # No cwd on session events: the first workspace root is where the agent works.
+    roots = payload.get("workspace_roots")
+    if isinstance(roots, list) and roots and isinstance(roots[0], str):
+        name = "workspace_roots[0]"
+        return absolute_cwd(clean(roots[0], name), fallback, name)
+    return fallback
 
 
 def parse_cursor(payload: JSONObject, env: Mapping[str, str], cwd: str) -> HookCall:
