@@ -302,3 +302,22 @@ def test_a_codex_patch_claims_every_file_it_adds_updates_deletes_and_moves(
         path: "codex:019a6c0e" for path in
         ("README.md", "docs/release notes.md", "src/basket.py", "src/cart.py", "src/legacy.py")
     }
+
+
+def test_the_demo_chapter_shows_a_denied_session_handed_the_file(tmp_path: Path) -> None:
+    from versatil_fs.demo.agents import chapter_sessions
+    from versatil_fs.demo.stage import Demo, make_repo
+
+    make_repo(tmp_path / "demo")
+    lines: list[str] = []
+    demo = Demo(repo=tmp_path / "demo", out=lines.append)
+    try:
+        chapter_sessions(demo)
+    finally:
+        for proc in demo.processes:
+            if proc.poll() is None:
+                proc.kill()
+    text = "\n".join(lines)
+    assert "versatil denied this edit: src/api/auth.py" in text
+    assert "claude:1a2b3c4d holds it" in text
+    assert text.rstrip().endswith("claude:5e6f7a8b tries again: claimed, the edit goes ahead.")

@@ -304,14 +304,17 @@ def deny_reason(exc: LockConflict, path: str) -> str:
     if holder is None:
         return f"versatil denied this edit of {path}: {exc}"
     since = f" since {clock.hms(exc.since)}" if exc.since is not None else ""
-    until = f" until {clock.hms(exc.until)}" if exc.until is not None else " while it works"
-    through = "" if exc.resource in ("", path) else f" (through its lock on {exc.resource})"
+    if exc.until is not None:
+        until = f"until {clock.hms(exc.until)} unless released sooner"
+    else:
+        until = "until that agent's session or process ends"
+    through = "" if exc.resource in ("", path) else f" through its lock on {exc.resource}"
     if holder.queued:
         held = f"{holder.agent} is queued for it ahead of you{through}{since}"
     else:
-        held = f"{holder.agent} holds it{through}{since},{until}"
+        held = f"{holder.agent} holds it{through}{since}, {until}"
     return (
-        f"versatil denied this edit: {path} is being changed by another agent — {held}. "
+        f"versatil denied this edit: {path} is being changed by another agent; {held}. "
         "Do not edit it now: work on something else and retry later, or ask the user "
         "(`versatil locks` shows who holds and waits for what)."
     )

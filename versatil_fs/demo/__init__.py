@@ -3,8 +3,9 @@
 Every agent in the demo is a real process taking real locks through the public API; the demo
 builds its repository and its state directory in a temporary directory and removes both, so it
 never touches the user's own ``~/.versatil``. The chapters live one group per module:
-:mod:`~versatil_fs.demo.locks` (the lock story) and :mod:`~versatil_fs.demo.waves` (the plan run
-in waves), both on :mod:`~versatil_fs.demo.stage`; this module only runs them in order.
+:mod:`~versatil_fs.demo.locks` (the lock story), :mod:`~versatil_fs.demo.agents` (two agent
+sessions claiming files from their harness's hooks) and :mod:`~versatil_fs.demo.waves` (the plan
+run in waves), all on :mod:`~versatil_fs.demo.stage`; this module only runs them in order.
 """
 
 from __future__ import annotations
@@ -17,11 +18,12 @@ __all__ = ["chapters", "run"]
 
 
 def chapters() -> list[Callable[[Demo], None]]:
-    """The lock story, then the whole plan run in waves (its own module: it needs the
-    executor, the monitor and the example plan)."""
-    from versatil_fs.demo import locks, waves
+    """The lock story, agent sessions claiming files from their own hooks, then the whole
+    plan run in waves (its own module: it needs the executor, the monitor and the example
+    plan)."""
+    from versatil_fs.demo import agents, locks, waves
 
-    return [*locks.CHAPTERS, *waves.CHAPTERS]
+    return [*locks.CHAPTERS, *agents.CHAPTERS, *waves.CHAPTERS]
 
 
 def run(out: Callable[[str], None] = print, keep: bool = False) -> None:

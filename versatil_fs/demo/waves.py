@@ -46,7 +46,7 @@ BLOCKED_DIR = "app/ui/"
 
 
 def chapter_waves(demo: Demo) -> None:
-    demo.say("7. The auth feature as a plan: nine tasks for seven agents, run in waves.")
+    demo.say("8. The auth feature as a plan: nine tasks for seven agents, run in waves.")
     if not EXAMPLE.is_file():
         demo.step(f"(skipped: the example plan {EXAMPLE} is not in this installation)")
         return
