@@ -1,15 +1,17 @@
 """Cursor's agent hook protocol.
 
-https://cursor.com/docs/agent/hooks: `.cursor/hooks.json` is `{"version": 1, "hooks": {EVENT:
+https://cursor.com/docs/hooks: `.cursor/hooks.json` is `{"version": 1, "hooks": {EVENT:
 [{"command": ..., "matcher": ...}]}}` with camelCase events. Every payload has
 `conversation_id`, `generation_id`, `hook_event_name` and `workspace_roots`; `preToolUse` /
 `postToolUse` add `tool_name`, `tool_input` and `cwd`. The permission events answer
 `{"permission": "allow" | "deny" | "ask", "user_message": ..., "agent_message": ...}`;
 `postToolUse` and `sessionStart` take `{"additional_context": ...}`.
 
-Where the page is silent this reads conservatively, and says so below: the file-writing tools'
-path field (`file_path`, or `path` as Cursor's own tool calls name it), and exit 2 as the
-event-independent refusal.
+Exit 2 blocks the action whatever the event; any other non-zero exit is a hook error. Where the
+page is silent this reads conservatively, and says so below: the file-writing tools' path field
+(`file_path`, or `path` as Cursor's own tool calls name it). (Cursor also runs Claude Code's
+hooks from `.claude/settings.json` when its third-party hooks are on, with Claude-shaped
+payloads: those calls reach the Claude Code adapter.)
 
 Silence is exit 0 with nothing printed, as for every harness. Cursor counts an empty reply to a
 permission event as a failed hook, and a failed hook lets the tool through unless its entry sets
@@ -112,8 +114,9 @@ def render_cursor(call: HookCall | None, verdict: Verdict) -> Reply:
                 "user_message": verdict.deny,
                 "agent_message": verdict.deny,
             }))
-        # Not a permission event, or no payload to go by: exit 2, the refusal that does not
-        # depend on the event (conservative reading; the page documents JSON replies).
+        # Not a permission event, or no payload to go by: exit 2, which Cursor reads as "deny /
+        # block the action" whatever the event (its exit-code table; any other non-zero exit is
+        # a hook error, let through unless failClosed).
         return Reply(stderr=verdict.deny + "\n", exit_code=2)
     said = spoken(verdict)
     if pre:

@@ -150,7 +150,7 @@ HOOKS: dict[str, tuple[HookSpec, ...]] = {
         HookSpec("AfterTool", _tools("gemini"), _TOOL_TIMEOUT),
         HookSpec("SessionEnd", None, _END_TIMEOUT),
     ),
-    # https://cursor.com/docs/agent/hooks: `matcher` filters preToolUse/postToolUse by tool
+    # https://cursor.com/docs/hooks: `matcher` filters preToolUse/postToolUse by tool
     # type. No timeout is written: the page's unit for it is not certain, Cursor's default holds.
     "cursor": (
         HookSpec("sessionStart"),
