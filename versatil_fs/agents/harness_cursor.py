@@ -9,9 +9,9 @@ https://cursor.com/docs/hooks: `.cursor/hooks.json` is `{"version": 1, "hooks": 
 
 Exit 2 blocks the action whatever the event; any other non-zero exit is a hook error. Where the
 page is silent this reads conservatively, and says so below: the file-writing tools' path field
-(`file_path`, or `path` as Cursor's own tool calls name it). (Cursor also runs Claude Code's
-hooks from `.claude/settings.json` when its third-party hooks are on, with Claude-shaped
-payloads: those calls reach the Claude Code adapter.)
+(`file_path`, or `path` as Cursor's own tool calls name it). Cursor can also run Claude Code's
+hooks (its "Third Party Hooks" page): in a repository integrated for both, one Cursor edit may
+then come through both adapters.
 
 Silence is exit 0 with nothing printed, as for every harness. Cursor counts an empty reply to a
 permission event as a failed hook, and a failed hook lets the tool through unless its entry sets
