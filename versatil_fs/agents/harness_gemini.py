@@ -61,7 +61,9 @@ def parse_gemini(payload: JSONObject, env: Mapping[str, str], cwd: str) -> HookC
 
 
 # Where Gemini CLI reads additionalContext from hookSpecificOutput: AfterTool ("appended to the
-# tool result for the agent") and SessionStart ("injected as the first turn in history").
+# tool result for the agent") and SessionStart ("injected as the first turn in history"); its
+# BeforeTool output has no such field (packages/core/src/hooks/types.ts: AfterToolOutput,
+# SessionStartOutput, BeforeToolOutput).
 _CONTEXT = {"post-edit": "AfterTool", "post-shell": "AfterTool", "session-start": "SessionStart"}
 
 
