@@ -321,3 +321,31 @@ def test_the_demo_chapter_shows_a_denied_session_handed_the_file(tmp_path: Path)
     assert "versatil denied this edit: src/api/auth.py" in text
     assert "claude:1a2b3c4d holds it" in text
     assert text.rstrip().endswith("claude:5e6f7a8b tries again: claimed, the edit goes ahead.")
+
+
+def _keeper_pids(harness_pid: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            argv = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"versatil_fs.agents.keeper" in argv and str(harness_pid).encode() in argv:
+            found.append(int(entry))
+    return found
+
+
+def test_a_killed_keeper_loses_its_claims_and_the_next_hook_starts_another(
+    project: Path, harnesses: list[FakeHarness]
+) -> None:
+    session = _open(harnesses, project, SESSION_A)
+    assert session.before_write(project / "a.py").silent
+    [keeper] = _keeper_pids(session.pid)
+    os.kill(keeper, 9)
+    # No claim outlives the process that proved it alive: nothing is stuck.
+    wait_for(lambda: not _locks(project), timeout=10, message="the dead keeper's claims to end")
+    assert session.before_write(project / "a.py").silent
+    assert _held_by(project) == {"a.py": "claude:aaaaaaaa"}
+    assert len(_keeper_pids(session.pid)) == 1
