@@ -48,6 +48,16 @@ def test_an_apply_patch_call_names_the_patch_files() -> None:
     data["preToolUse"] = {"toolName": "apply_patch", "parameters": {
         "input": "*** Begin Patch\n*** Delete File: old.py\n*** End Patch"}}
     assert parse("cline", json.dumps(data).encode(), {}, "/x").paths == ("old.py",)
+    data["preToolUse"]["parameters"] = {}
+    with pytest.raises(BadPayload, match=r"no preToolUse\.parameters\.input"):
+        parse("cline", json.dumps(data).encode(), {}, "/x")
+
+
+def test_a_new_rule_call_names_its_rule_file() -> None:
+    data = payload("cline", "pre_tool_use_write_to_file")
+    data["preToolUse"] = {"toolName": "new_rule", "parameters": {
+        "path": ".clinerules/testing.md", "content": "# Testing"}}
+    assert parse("cline", json.dumps(data).encode(), {}, "/x").paths == (".clinerules/testing.md",)
 
 
 @pytest.mark.parametrize("name", ["pre_tool_use_write_to_file", "task_start", None])

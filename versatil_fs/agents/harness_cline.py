@@ -34,13 +34,15 @@ from versatil_fs.agents.harness_payload import (
     text,
     tool_event,
 )
-from versatil_fs.agents.protocol import BadPayload, Event, HookCall, Reply, Verdict
+from versatil_fs.agents.protocol import Event, HookCall, Reply, Verdict
 
 __all__ = ["CLINE_EDIT_TOOLS", "CLINE_SHELL_TOOLS", "parse_cline", "render_cline"]
 
-# apply_patch is the Codex-format patch tool Cline gives models trained on it; the reference does
-# not document its parameter, so the patch is looked for where Cline's other tools put text.
-CLINE_EDIT_TOOLS = ("write_to_file", "replace_in_file", "apply_patch")
+# Cline's file-writing tools (src/shared/tools.ts, ClineDefaultTool): write_to_file,
+# replace_in_file and new_rule (a .clinerules file; the same handler, WriteToFileToolHandler,
+# reads `path`), and apply_patch, the Codex-format patch tool Cline gives models trained on it,
+# whose patch is its `input` parameter (ApplyPatchHandler: block.params.input).
+CLINE_EDIT_TOOLS = ("write_to_file", "replace_in_file", "new_rule", "apply_patch")
 CLINE_SHELL_TOOLS = ("execute_command",)
 
 _SESSION: dict[str, Event] = {
@@ -50,17 +52,13 @@ _SESSION: dict[str, Event] = {
     "TaskCancel": "session-end",
 }
 _TOOL_HOOKS = {"PreToolUse": ("pre", "preToolUse"), "PostToolUse": ("post", "postToolUse")}
-_PATCH_KEYS = ("input", "patch", "diff", "content")
 
 
 def _paths(tool: str, parameters: JSONObject, where: str) -> tuple[str, ...]:
     if tool != "apply_patch":
         return (named_path(text(parameters, "path", where=where), f"{where}path"),)
-    for key in _PATCH_KEYS:
-        value = parameters.get(key)
-        if isinstance(value, str) and value.strip():
-            return tuple(clean(p, "patch path") for p in patch_paths(value))
-    raise BadPayload("The hook payload's apply_patch parameters hold no patch.")
+    patch = text(parameters, "input", where=where)
+    return tuple(clean(p, "patch path") for p in patch_paths(patch))
 
 
 def _cwd(payload: JSONObject, fallback: str) -> str:
