@@ -259,6 +259,9 @@ def test_without_a_harness_process_the_hook_decides_in_process_with_a_lifetime(
         ("shell", f"claude {SESSION_A}")
     ]
     assert second.before_write(project / "a.py").denied
+    # A second edit of the same file by the same session takes no second lease.
+    assert first.before_write(project / "a.py", tool="Edit").silent
+    assert len(_locks(project)) == 1
     assert first.end().silent
     assert _locks(project) == []
 

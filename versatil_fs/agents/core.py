@@ -179,6 +179,14 @@ class Session:
             resource: path for path, resource in _resources(call, repo, manager)
             if not self._holds(resource)
         }
+        if wanted and self.sessions.owner == "shell":
+            # The in-process fallback remembers nothing between hook processes: what an earlier
+            # call of this session claimed is in the table, under the session's name. A claim
+            # already there is taken again only when half its lifetime is gone, which renews it.
+            for grant in manager.holders():
+                if grant.session == self.label and _fresh(grant):
+                    for claim in grant.claims:
+                        wanted.pop(claim.resource, None)
         if not wanted:
             return Verdict()
         try:
@@ -386,6 +394,11 @@ def _stamp_agent(env_file: str, agent: str) -> None:
             os.write(fd, f"export VERSATIL_AGENT={shlex.quote(agent)}\n".encode())
     finally:
         os.close(fd)
+
+
+def _fresh(grant: Grant) -> bool:
+    """Whether a shell lease has more than half its lifetime left."""
+    return grant.expires_at - clock.CLOCK.wall() > grant.ttl / 2
 
 
 def _release_labelled(manager: LockManager, label: str) -> None:
