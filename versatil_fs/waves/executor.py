@@ -131,6 +131,7 @@ from versatil_fs.waves.records import (
     RunState,
     Session,
     TaskRun,
+    new_run,
 )
 from versatil_fs.waves.recovery import (
     check_resumable,
@@ -219,21 +220,11 @@ class WaveExecutor:
     # Public entry points ------------------------------------------------------------------------
     def run(self) -> RunState:
         """Run the plan from the start as a new run; returns its final state."""
-        now = time.time()
-        run_id = f"{time.strftime('%Y%m%d-%H%M%S', time.localtime(now))}-{os.urandom(2).hex()}"
-        enabled = self.config.checkpoints.enabled
-        run = RunState(
-            id=run_id, plan=self.plan, plan_file=self.plan.path, repo=str(self.repo.toplevel),
-            repo_key=self.repo.key, created=now, max_agents=self.max_agents,
-            max_waves=self.max_waves, checkpoints=enabled,
-            waves=[list(w.tasks) for w in self.schedule.waves],
-            tasks={
-                t.id: TaskRun(id=t.id, agent=t.agent, wave=self.schedule.wave_of[t.id])
-                for t in self.plan.tasks
-            },
-            lower_bound_estimate=self.schedule.lower_bound,
+        run = new_run(
+            self.plan, self.schedule, self.repo, max_agents=self.max_agents,
+            max_waves=self.max_waves, checkpoints=self.config.checkpoints.enabled,
         )
-        with self.store.locked(run_id):
+        with self.store.locked(run.id):
             self.run_state = run
             self._emit("run-start", None, plan=self.plan.path, tasks=len(run.tasks),
                        waves=len(run.waves), max_agents=self.max_agents, max_waves=self.max_waves)

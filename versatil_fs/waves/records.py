@@ -4,13 +4,19 @@
 
 from __future__ import annotations
 
+import os
 import re
-from typing import Literal
+import time
+from typing import TYPE_CHECKING, Literal
 
 import msgspec
 
 from versatil_fs.monitor.scan import Stamp
 from versatil_fs.waves.plan import Plan
+
+if TYPE_CHECKING:
+    from versatil_fs.repo import Repository
+    from versatil_fs.waves.resolve import Schedule
 
 __all__ = [
     "MAX_LOCK_WAIT",
@@ -25,12 +31,13 @@ __all__ = [
     "Session",
     "Status",
     "TaskRun",
+    "new_run",
 ]
 
 
 SCHEMA_VERSION = 1
 STREAM = "wave-execution"
-RUN_ID = re.compile(r"[0-9]{8}-[0-9]{6}-[0-9a-f]{4}")  # as WaveExecutor.run makes them
+RUN_ID = re.compile(r"[0-9]{8}-[0-9]{6}-[0-9a-f]{4}")  # as new_run makes them
 MAX_SLOTS = 10_000  # agents or waves in flight: more is not a run this machine made
 MAX_LOCK_WAIT = 1e9  # the lock manager's "for ever"
 MAX_TIME = 1e11  # seconds since 1970 (the year 5138): anything later is not a time
@@ -120,3 +127,22 @@ class RunState(msgspec.Struct, kw_only=True):
         return sum(
             1 for wave in self.waves if all(self.tasks[t].status in TERMINAL for t in wave)
         )
+
+
+def new_run(plan: Plan, schedule: Schedule, repo: Repository, *, max_agents: int,
+            max_waves: int, checkpoints: bool) -> RunState:
+    """A run of ``plan`` about to start, every task pending in its wave; its id
+    (:data:`RUN_ID`) is the local time and two random bytes."""
+    now = time.time()
+    run_id = f"{time.strftime('%Y%m%d-%H%M%S', time.localtime(now))}-{os.urandom(2).hex()}"
+    return RunState(
+        id=run_id, plan=plan, plan_file=plan.path, repo=str(repo.toplevel),
+        repo_key=repo.key, created=now, max_agents=max_agents,
+        max_waves=max_waves, checkpoints=checkpoints,
+        waves=[list(w.tasks) for w in schedule.waves],
+        tasks={
+            t.id: TaskRun(id=t.id, agent=t.agent, wave=schedule.wave_of[t.id])
+            for t in plan.tasks
+        },
+        lower_bound_estimate=schedule.lower_bound,
+    )
