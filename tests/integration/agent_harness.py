@@ -28,8 +28,8 @@ print("up", flush=True)
 for line in sys.stdin:
     request = json.loads(line)
     done = subprocess.run(
-        ["sh", "-c", command], input=bytes.fromhex(request["stdin"]), capture_output=True,
-        cwd=request["cwd"], env=request["env"],
+        request.get("argv") or ["sh", "-c", command], input=bytes.fromhex(request["stdin"]),
+        capture_output=True, cwd=request["cwd"], env=request["env"],
     )
     print(json.dumps({
         "code": done.returncode, "stdout": done.stdout.decode(), "stderr": done.stderr.decode(),
@@ -95,6 +95,16 @@ class FakeHarness:
         assert self.process.stdin is not None and self.process.stdout is not None
         raw = stdin.encode() if isinstance(stdin, str) else stdin
         request = {"stdin": raw.hex(), "cwd": str(self.cwd), "env": {**self.env, **(env or {})}}
+        self.process.stdin.write(json.dumps(request) + "\n")
+        self.process.stdin.flush()
+        line = self.process.stdout.readline()
+        assert line, "the harness stand-in died"
+        return HookResult(json.loads(line))
+
+    def run(self, argv: list[str], env: dict[str, str] | None = None) -> HookResult:
+        """Run a command as the harness's shell tool would: a child of the harness process."""
+        assert self.process.stdin is not None and self.process.stdout is not None
+        request = {"stdin": "", "cwd": str(self.cwd), "env": env or self.env, "argv": argv}
         self.process.stdin.write(json.dumps(request) + "\n")
         self.process.stdin.flush()
         line = self.process.stdout.readline()

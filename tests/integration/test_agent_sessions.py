@@ -352,3 +352,26 @@ def test_a_killed_keeper_loses_its_claims_and_the_next_hook_starts_another(
     assert session.before_write(project / "a.py").silent
     assert _held_by(project) == {"a.py": "claude:aaaaaaaa"}
     assert len(_keeper_pids(session.pid)) == 1
+
+
+def test_an_agents_own_commit_passes_the_guard_as_its_session_without_versatil_agent(
+    project: Path, harnesses: list[FakeHarness]
+) -> None:
+    # Codex gives a SessionStart hook no way to set the agent's environment: its `git commit`
+    # (run by the agent, below the harness) is named by the session keeper instead.
+    assert run_versatil("hook", "install", cwd=project).returncode == 0
+    mine = _open(harnesses, project, SESSION_A, harness="codex")
+    other = _open(harnesses, project, SESSION_B)
+    assert mine.call("PreToolUse", tool_name="apply_patch", tool_input={
+        "command": "*** Begin Patch\n*** Update File: a.py\n@@\n-a = 1\n+a = 2\n*** End Patch\n",
+    }).silent
+    assert other.before_write(project / "b.py").silent
+    (project / "a.py").write_text("a = 2\n")
+    (project / "b.py").write_text("b = 2\n")
+    git(project, "add", "a.py")
+    env = {k: v for k, v in os.environ.items() if k != "VERSATIL_AGENT"}
+    own = mine.run(["git", "commit", "-qm", "a"], env=env)
+    assert own.code == 0, own
+    git(project, "add", "b.py")
+    theirs = mine.run(["git", "commit", "-qm", "b"], env=env)
+    assert theirs.code == 1 and "claude:bbbbbbbb" in theirs.stderr, theirs

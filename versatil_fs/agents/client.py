@@ -21,13 +21,14 @@ import os
 import sys
 
 from versatil_fs.agents import wire
-from versatil_fs.agents.identity import find_harness
+from versatil_fs.agents.identity import ancestors, find_harness
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import _socket
     from collections.abc import Mapping
 
-__all__ = ["main"]
+__all__ = ["main", "session_agent"]
 
 _HARNESSES = ("claude", "codex", "gemini", "cursor", "cline", "copilot")  # protocol.HARNESSES
 _START_BUDGET = 10.0  # seconds for a keeper to start listening (its imports, on a busy machine)
@@ -76,8 +77,47 @@ def _ask_keeper(
         sock = wire.connect(root, name, _ANSWER_BUDGET)
         if sock is None:
             return None
+    return _exchange(sock, wire.encode_request(harness, cwd, env, raw))
+
+
+def session_agent(env: Mapping[str, str]) -> str | None:
+    """The agent of the harness session this process runs under, if one is running it.
+
+    For the commit guard: an agent's own ``git commit`` runs below its harness (harness ->
+    shell -> git -> hook), so each ancestor is looked up as a harness with a keeper; the first
+    keeper that answers with exactly one agent names the committer. None when no harness with
+    a keeper is above us, or when its sessions act for several agents (ambiguous: then the
+    guard treats the committer as it would without this).
+    """
+    root = wire.state_root()
     try:
-        sock.sendall(wire.encode_request(harness, cwd, env, raw))
+        names = os.listdir(wire.agents_dir(root))
+    except OSError:
+        return None
+    sockets = [n[: -len(".sock")] for n in names if n.endswith(".sock")]
+    if not sockets:
+        return None
+    for pid, start in ancestors():
+        suffix = f"-{pid}-{start}"
+        for name in sockets:
+            if not name.endswith(suffix):
+                continue
+            answer = _ask(root, name, wire.encode_request(wire.WHO, "/", {}, b""), 5.0)
+            if answer is not None and answer[0] == 0 and answer[1]:
+                return answer[1].decode("utf-8", "replace").strip()
+            return None
+    return None
+
+
+def _ask(root: str, name: str, request: bytes, budget: float) -> tuple[int, bytes, bytes] | None:
+    sock = wire.connect(root, name, budget)
+    return _exchange(sock, request) if sock is not None else None
+
+
+def _exchange(sock: _socket.socket, request: bytes) -> tuple[int, bytes, bytes] | None:
+    """Send one request, read the whole reply; None if the keeper answered nothing."""
+    try:
+        sock.sendall(request)
         sock.shutdown(1)  # SHUT_WR: the end of the request
         chunks = []
         while True:
@@ -85,6 +125,8 @@ def _ask_keeper(
             if not chunk:
                 break
             chunks.append(chunk)
+    except OSError:
+        return None
     finally:
         sock.close()
     data = b"".join(chunks)

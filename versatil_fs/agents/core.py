@@ -87,6 +87,11 @@ class Sessions:
                 found = self._sessions[key] = Session(self, call, env)
             return found
 
+    def agents(self) -> list[str]:
+        """The agents the live sessions act for, sorted."""
+        with self._guard:
+            return sorted({s.last_agent for s in self._sessions.values() if s.last_agent})
+
     def manager(self, repo: Repository) -> LockManager:
         with self._guard:
             found = self._managers.get(repo.toplevel)
@@ -138,6 +143,7 @@ class Session:
         self.session_id = call.session_id
         self.env = dict(env)
         self.label = f"{call.harness} {call.session_id}"
+        self.last_agent = ""  # the agent its latest call acted for (the commit guard asks)
         self._claimed: dict[Resource, Lease] = {}
         self._baselines: dict[Path, dict[str, tuple[int, int, int, int]]] = {}
         self._guard = threading.Lock()
@@ -151,7 +157,7 @@ class Session:
             return Verdict()
         if repo is None or manager is None:
             return Verdict()  # not in a repository: nothing of ours to protect
-        agent = self.agent(call, manager)
+        agent = self.last_agent = self.agent(call, manager)
         if call.event == "pre-edit":
             return self._pre_edit(call, repo, manager, agent)
         if call.event == "post-edit":

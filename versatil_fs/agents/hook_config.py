@@ -87,8 +87,8 @@ FORMATS: dict[str, Format] = {
         name="versatil", comments=True,
     ),
     # https://cursor.com/docs/agent/hooks: {"version": 1, "hooks": {"preToolUse": [{"command",
-    # "matcher", "timeout"}]}}; a handler is a command hook without a "type". The page gives
-    # timeouts in seconds.
+    # "matcher", "timeout"}]}}; a handler is a command hook without a "type". Read as seconds
+    # (the conservative reading: the page is not explicit), but HOOKS writes no Cursor timeout.
     "cursor": Format(
         "handlers", "https://cursor.com/docs/agent/hooks", typed=False, version=1,
     ),

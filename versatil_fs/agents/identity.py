@@ -29,7 +29,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-__all__ = ["LAUNCHERS", "agent_name", "find_harness", "short_id"]
+__all__ = ["LAUNCHERS", "agent_name", "ancestors", "find_harness", "short_id"]
 
 # Programs that stand between a harness and its hook without being it: shells, and launchers
 # that exec or wait for the command they are given.
@@ -49,20 +49,31 @@ def find_harness(env: Mapping[str, str]) -> tuple[int, int] | None:
             return None
         info = linux.process_info(int(named))
         return (int(named), info[1]) if info is not None else None
+    for pid, start, name in _chain():
+        if name in LAUNCHERS or (name.startswith("python") and _runs_versatil(pid)):
+            continue
+        return pid, start
+    return None
+
+
+def ancestors() -> list[tuple[int, int]]:
+    """``(pid, start)`` of each process above this one, nearest first, up to (not with) init."""
+    return [(pid, start) for pid, start, _ in _chain()]
+
+
+def _chain() -> list[tuple[int, int, str]]:
+    found = []
     pid = os.getppid()
     for _ in range(_MAX_DEPTH):
         if pid <= 1:
-            return None  # orphaned: the harness is already gone
+            break  # init (or none): an orphan's harness is already gone
         info = linux.process_info(pid)
         if info is None:
-            return None
+            break
         parent, start, name = info
-        if name not in LAUNCHERS and not name.startswith("python"):
-            return pid, start
-        if name.startswith("python") and not _runs_versatil(pid):
-            return pid, start
+        found.append((pid, start, name))
         pid = parent
-    return None
+    return found
 
 
 def _runs_versatil(pid: int) -> bool:

@@ -110,6 +110,15 @@ class Keeper:
                 harness, cwd, env, payload = wire.decode_request(data)
             except (OSError, ValueError):
                 return  # the client falls back to deciding in-process
+            if harness == wire.WHO:
+                # The commit guard, from a `git commit` the agent runs: which agent is this?
+                agents = self.sessions.agents()
+                reply_bytes = wire.encode_reply(0 if len(agents) == 1 else 1, "\n".join(agents), "")
+                try:
+                    conn.sendall(reply_bytes)
+                except OSError:
+                    pass
+                return
             if harness != self.harness:
                 return
             reply = self.sessions.answer(harness, payload, env, cwd)

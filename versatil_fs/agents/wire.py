@@ -18,12 +18,11 @@ end of the stream (the client shuts its sending side). A reply is one ASCII head
 
 from __future__ import annotations
 
-import os
-
 # The C module itself: `socket.py` imports `selectors` and `enum`, which cost the hook process
 # more than the rest of its work; the methods used here (connect, sendall, recv, shutdown,
 # settimeout, close) are the same objects' either way.
 import _socket
+import os
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -32,6 +31,7 @@ if TYPE_CHECKING:
 __all__ = [
     "MAGIC",
     "MAX_PAYLOAD",
+    "WHO",
     "Request",
     "agents_dir",
     "connect",
@@ -45,6 +45,9 @@ __all__ = [
 ]
 
 MAGIC = b"versatil-hook/1"
+# The harness field of a request that asks the keeper which agent its sessions act for
+# (answer: exit 0 and the one name, else exit 1 and every name, one per line).
+WHO = "who"
 # The most a harness payload may be: a tool call's JSON, an edit's whole new content included.
 # Bigger is refused before it is read whole, so a huge payload cannot make the hook slow or
 # eat memory (the fail policy answers it).

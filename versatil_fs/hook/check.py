@@ -141,6 +141,14 @@ def check(start: str | os.PathLike[str] = ".") -> CheckResult:
     """
     repo = repository(start)
     env_agent = os.environ.get("VERSATIL_AGENT", "").strip()
+    session_source = ""
+    if not env_agent:
+        # An agent's own commit, from inside its harness (Codex, Gemini CLI, ... do not put
+        # VERSATIL_AGENT in the agent's shell): the session keeper above us names the agent.
+        from versatil_fs.agents.client import session_agent
+
+        env_agent = session_agent(os.environ) or ""
+        session_source = "the agent session running this commit" if env_agent else ""
     # Both git commands run while we read the lock table: on two cores that hides their cost.
     with (
         _git(repo, "diff", "--cached", "--name-status", "-z") as diff,
@@ -155,7 +163,7 @@ def check(start: str | os.PathLike[str] = ".") -> CheckResult:
             f"{_why_git_failed(repo.toplevel, diff_err)}"
         )
     if env_agent:
-        committer, source = env_agent, "VERSATIL_AGENT"
+        committer, source = env_agent, session_source or "VERSATIL_AGENT"
     elif config is not None and config.returncode == 0 and config_out.strip():
         committer, source = config_out.decode(errors="replace").strip(), "git config versatil.agent"
     else:
