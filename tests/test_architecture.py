@@ -309,3 +309,27 @@ def test_architecture_md_maps_every_module() -> None:
             continue
         unmapped.append(spelled)
     assert not unmapped, f"modules missing from ARCHITECTURE.md's code map: {unmapped}"
+
+
+def test_the_agent_hook_process_imports_nothing_heavy() -> None:
+    """`versatil agent-hook` runs before every edit an agent makes: what its start imports
+    beyond a bare interpreter's is the list below and nothing else (ARCHITECTURE.md)."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys; before = set(sys.modules); import versatil_fs.cli, versatil_fs.agents.client;"
+        "print('\\n'.join(sorted(set(sys.modules) - before)))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    )
+    imported = set(done.stdout.split())
+    ours = {m for m in imported if m.startswith("versatil_fs")}
+    assert ours == {
+        "versatil_fs", "versatil_fs.cli", "versatil_fs.agents", "versatil_fs.agents.client",
+        "versatil_fs.agents.identity", "versatil_fs.agents.wire", "versatil_fs.linux",
+    }
+    heavy = {"click", "msgspec", "typing", "socket", "enum", "dataclasses", "json", "pathlib",
+             "subprocess", "selectors", "ctypes"}
+    assert not imported & heavy, sorted(imported & heavy)
