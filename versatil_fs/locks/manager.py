@@ -9,7 +9,6 @@ of the conflict clearing, and burns no CPU while it waits.
 
 from __future__ import annotations
 
-import math
 import os
 import threading
 import weakref
@@ -20,9 +19,10 @@ from typing import TYPE_CHECKING
 
 from versatil_fs import faults
 from versatil_fs.errors import Deadlock, LockConflict, UsageError
-from versatil_fs.locks import clock
+from versatil_fs.locks import clock, requests
 from versatil_fs.locks.leases import Doorbell
 from versatil_fs.locks.notices import Logged, agents, conflict, describe, emit_logged
+from versatil_fs.locks.requests import ResourceSpec
 from versatil_fs.locks.store import (
     TABLE_LOCK_GRACE,
     LocalStore,
@@ -31,7 +31,6 @@ from versatil_fs.locks.store import (
 )
 from versatil_fs.locks.table import (
     FOREVER,
-    MAX_PRIORITY,
     MAX_TIME,
     Claim,
     Grant,
@@ -42,20 +41,15 @@ from versatil_fs.locks.table import (
     Table,
     Waiter,
     blockers,
-    check_session,
     find_cycle,
-    new_id,
 )
-from versatil_fs.repo import PATH_MAX, Repository, default_agent, parse_named, shown
+from versatil_fs.repo import Repository, default_agent
 from versatil_fs.state import StateDir
 
 if TYPE_CHECKING:
     from versatil_fs.config import Config
 
 __all__ = ["RELEASE_WAIT", "Lease", "LockManager", "Logged", "ResourceSpec"]
-
-
-ResourceSpec = str | os.PathLike[str] | Resource
 
 
 class Lease:
@@ -151,38 +145,15 @@ class LockManager:
 
     def resolve(self, resource: ResourceSpec) -> Resource:
         """The canonical resource for a path (any spelling) or a ``kind:name`` string."""
-        if isinstance(resource, Resource):
-            return resource
-        text = os.fspath(resource)
-        if not isinstance(text, str):
-            text = os.fsdecode(text)
-        named = parse_named(text)
-        if named is not None:
-            kind, name = named
-            if not name.strip():
-                raise UsageError(
-                    f"The named resource {text!r} has an empty name; write it as {kind}:NAME."
-                )
-            _check_text("resource name", text)
-            return Resource(name=f"{kind}:{name}")
-        owner, path = self.repo.innermost(self.repo.relpath(text, cwd=self._base))
-        key, full = owner.lock_path(path)
-        return Resource(repo=key, path=full)
+        # The repository is found only for a path: named resources work outside one.
+        return requests.resolve(resource, lambda: self.repo, base=self._base)
 
     def claims(
         self, writes: Iterable[ResourceSpec] = (), reads: Iterable[ResourceSpec] = ()
     ) -> list[Claim]:
         """Claims for the given resources, deduplicated; a resource both read and written is
         claimed for writing."""
-        by_resource: dict[Resource, Mode] = {}
-        for mode, specs in (("read", reads), ("write", writes)):
-            for spec in specs:
-                resource = self.resolve(spec)
-                if by_resource.get(resource) != "write":
-                    by_resource[resource] = mode  # type: ignore[assignment]
-        if not by_resource:
-            raise UsageError("Nothing to lock: name at least one path or kind:name resource.")
-        return [Claim(resource, mode) for resource, mode in sorted(by_resource.items())]
+        return requests.claims(writes, reads, self.resolve)
 
     # Acquire --------------------------------------------------------------------------------
     def acquire(
@@ -209,8 +180,9 @@ class LockManager:
         there); it changes nothing in the conflict rules.
         """
         writes, reads_ = (resources, reads) if mode == "write" else ((), [*resources, *reads])
-        request, wait = self._new_request(
-            self.claims(writes, reads_), agent=agent, wait=wait, ttl=ttl, priority=priority,
+        request, wait = requests.new_request(
+            self.claims(writes, reads_), self.config, self.store,
+            agent=agent or default_agent(self._repo), wait=wait, ttl=ttl, priority=priority,
             owner=owner, session=session,
         )
         # The wait is measured on the monotonic clock: the request's `deadline` is only what
@@ -225,47 +197,6 @@ class LockManager:
             # killed before this point leaves a pending record that no rebuild trusts.
             self.store.confirm_shell_lease(grant)
         return lease
-
-    def _new_request(
-        self,
-        claims: list[Claim],
-        *,
-        agent: str | None,
-        wait: float | None,
-        ttl: float | None,
-        priority: int | None,
-        owner: Owner,
-        session: str,
-    ) -> tuple[Waiter, float]:
-        """The request ``acquire``'s arguments make, once they are checked, and its wait budget
-        in seconds. Nothing is written: a bad argument raises :class:`UsageError` first."""
-        agent = agent or default_agent(self._repo)
-        _check_text("agent name", agent)
-        if problem := check_session(session):
-            raise UsageError(f"The session {session[:60]!r} {problem}.")
-        settings = self.config.collision_detection
-        # The one check of a wait budget (the CLI passes --wait through unchecked).
-        if wait is None:
-            wait = self.config.default_wait
-        else:
-            wait = _seconds("wait (--wait)", wait, forever=True)
-        ttl = settings.lock_timeout if ttl is None else _seconds("lease lifetime (ttl)", ttl)
-        if ttl <= 0:
-            raise UsageError(f"A lease lifetime must be positive, got {ttl} seconds.")
-        rank = self.config.priority_of(agent) if priority is None else priority
-        if abs(rank) > MAX_PRIORITY:
-            raise UsageError(
-                f"A priority must be between {-MAX_PRIORITY} and {MAX_PRIORITY}, got {rank}."
-            )
-        now = clock.CLOCK.wall()
-        holder_id = self.store.holder_id()
-        request = Waiter(
-            id=new_id(), agent=agent, session=session, claims=claims, owner=owner,
-            pid=os.getpid(), host=_host(), priority=rank, seq=0, since=now,
-            deadline=min(now + wait, MAX_TIME), ttl=ttl,
-            holder=holder_id, lease_file=self.store.holder_file(holder_id),
-        )
-        return request, wait
 
     def _wait_in_queue(self, request: Waiter, until: float) -> Grant:
         """Look, and while blocked sleep on the doorbell and look again, until granted.
@@ -608,33 +539,8 @@ class LockManager:
             self._leases.pop(lease.id, None)
 
 
-def _seconds(what: str, value: float, *, forever: bool = False) -> float:
-    """A duration from a caller, checked: never NaN or negative, infinity only where it means
-    "wait for ever" (stored as FOREVER), never beyond FOREVER."""
-    if math.isnan(value) or value < 0:
-        raise UsageError(f"The {what} must be zero or more seconds, got {value}.")
-    if math.isinf(value) and forever:
-        return FOREVER
-    if value > FOREVER:
-        raise UsageError(f"The {what} must be at most {FOREVER:.0e} seconds, got {value}.")
-    return float(value)
-
-
 # How long a release waits for a busy table lock (a stopped process holding it).
 RELEASE_WAIT = 60.0
-
-
-def _check_text(what: str, text: str) -> None:
-    """Refuse a name the JSON lock table cannot hold (not UTF-8), or an absurdly long one."""
-    try:
-        size = len(text.encode("utf-8"))
-    except UnicodeEncodeError:
-        raise UsageError(
-            f"The {what} {shown(text)} is not valid UTF-8; versatil keeps locks in a JSON "
-            "table and only takes names that are."
-        ) from None
-    if size > PATH_MAX:
-        raise UsageError(f"The {what} {shown(text)[:60]}... is {size} bytes; at most {PATH_MAX}.")
 
 
 def _renew(grant: Grant, now: float) -> None:
@@ -670,10 +576,6 @@ def _sleep_budget(until: float, found: Sequence[Record]) -> float:
             # Wake exactly when a shell lease expires.
             budget = min(budget, seconds_left(holder))
     return max(0.0, min(budget, FOREVER)) + 0.001
-
-
-def _host() -> str:
-    return os.uname().nodename if hasattr(os, "uname") else ""
 
 
 def _quiet_toplevel(start: str | os.PathLike[str] | Repository | None) -> Path | None:

@@ -1,0 +1,158 @@
+"""What a caller asks the lock manager for, checked before anything is written.
+
+Resources are resolved to their canonical keys (a path in any spelling, in the innermost
+repository that holds it; a ``kind:name``), claims deduplicated, and the wait, lifetime,
+priority, agent name and session refused with one sentence (:class:`UsageError`, exit 2) when
+the lock table could not hold them or they make no sense. :func:`new_request` turns the checked
+arguments into the :class:`~versatil_fs.locks.table.Waiter` that enters the queue.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from versatil_fs.errors import UsageError
+from versatil_fs.locks import clock
+from versatil_fs.locks.table import (
+    FOREVER,
+    MAX_PRIORITY,
+    MAX_TIME,
+    Claim,
+    Mode,
+    Owner,
+    Resource,
+    Waiter,
+    check_session,
+    new_id,
+)
+from versatil_fs.repo import PATH_MAX, Repository, parse_named, shown
+
+if TYPE_CHECKING:
+    from versatil_fs.config import Config
+    from versatil_fs.locks.store import LockStore
+
+__all__ = ["ResourceSpec", "check_seconds", "check_text", "claims", "new_request", "resolve"]
+
+ResourceSpec = str | os.PathLike[str] | Resource
+
+
+def resolve(
+    spec: ResourceSpec, repo: Callable[[], Repository], *, base: Path | None
+) -> Resource:
+    """The canonical resource for a path (any spelling) or a ``kind:name`` string.
+
+    ``repo`` is called only for a path, so named resources work outside a repository; a
+    relative path is read against ``base``.
+    """
+    if isinstance(spec, Resource):
+        return spec
+    text = os.fspath(spec)
+    if not isinstance(text, str):
+        text = os.fsdecode(text)
+    named = parse_named(text)
+    if named is not None:
+        kind, name = named
+        if not name.strip():
+            raise UsageError(
+                f"The named resource {text!r} has an empty name; write it as {kind}:NAME."
+            )
+        check_text("resource name", text)
+        return Resource(name=f"{kind}:{name}")
+    found = repo()
+    owner, path = found.innermost(found.relpath(text, cwd=base))
+    key, full = owner.lock_path(path)
+    return Resource(repo=key, path=full)
+
+
+def claims(
+    writes: Iterable[ResourceSpec],
+    reads: Iterable[ResourceSpec],
+    resolve: Callable[[ResourceSpec], Resource],
+) -> list[Claim]:
+    """Claims for the given resources, deduplicated and sorted; a resource both read and
+    written is claimed for writing."""
+    by_resource: dict[Resource, Mode] = {}
+    for mode, specs in (("read", reads), ("write", writes)):
+        for spec in specs:
+            resource = resolve(spec)
+            if by_resource.get(resource) != "write":
+                by_resource[resource] = mode  # type: ignore[assignment]
+    if not by_resource:
+        raise UsageError("Nothing to lock: name at least one path or kind:name resource.")
+    return [Claim(resource, mode) for resource, mode in sorted(by_resource.items())]
+
+
+def new_request(
+    claims: list[Claim],
+    config: Config,
+    store: LockStore,
+    *,
+    agent: str,
+    wait: float | None,
+    ttl: float | None,
+    priority: int | None,
+    owner: Owner,
+    session: str,
+) -> tuple[Waiter, float]:
+    """The request these arguments make, once they are checked, and its wait budget in
+    seconds (``None``: the configured default). Nothing is written: a bad argument raises
+    :class:`UsageError` first."""
+    check_text("agent name", agent)
+    if problem := check_session(session):
+        raise UsageError(f"The session {session[:60]!r} {problem}.")
+    settings = config.collision_detection
+    # The one check of a wait budget (the CLI passes --wait through unchecked).
+    if wait is None:
+        wait = config.default_wait
+    else:
+        wait = check_seconds("wait (--wait)", wait, forever=True)
+    ttl = settings.lock_timeout if ttl is None else check_seconds("lease lifetime (ttl)", ttl)
+    if ttl <= 0:
+        raise UsageError(f"A lease lifetime must be positive, got {ttl} seconds.")
+    rank = config.priority_of(agent) if priority is None else priority
+    if abs(rank) > MAX_PRIORITY:
+        raise UsageError(
+            f"A priority must be between {-MAX_PRIORITY} and {MAX_PRIORITY}, got {rank}."
+        )
+    now = clock.CLOCK.wall()
+    holder_id = store.holder_id()
+    request = Waiter(
+        id=new_id(), agent=agent, session=session, claims=claims, owner=owner,
+        pid=os.getpid(), host=_host(), priority=rank, seq=0, since=now,
+        deadline=min(now + wait, MAX_TIME), ttl=ttl,
+        holder=holder_id, lease_file=store.holder_file(holder_id),
+    )
+    return request, wait
+
+
+def check_seconds(what: str, value: float, *, forever: bool = False) -> float:
+    """A duration from a caller, checked: never NaN or negative, infinity only where it means
+    "wait for ever" (stored as FOREVER), never beyond FOREVER."""
+    if math.isnan(value) or value < 0:
+        raise UsageError(f"The {what} must be zero or more seconds, got {value}.")
+    if math.isinf(value) and forever:
+        return FOREVER
+    if value > FOREVER:
+        raise UsageError(f"The {what} must be at most {FOREVER:.0e} seconds, got {value}.")
+    return float(value)
+
+
+def check_text(what: str, text: str) -> None:
+    """Refuse a name the JSON lock table cannot hold (not UTF-8), or an absurdly long one."""
+    try:
+        size = len(text.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise UsageError(
+            f"The {what} {shown(text)} is not valid UTF-8; versatil keeps locks in a JSON "
+            "table and only takes names that are."
+        ) from None
+    if size > PATH_MAX:
+        raise UsageError(f"The {what} {shown(text)[:60]}... is {size} bytes; at most {PATH_MAX}.")
+
+
+def _host() -> str:
+    return os.uname().nodename if hasattr(os, "uname") else ""
