@@ -15,10 +15,14 @@ code always reads ``clock.CLOCK`` at call time, never a copy of it.
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
 from versatil_fs import linux
 
-__all__ = ["CLOCK", "Clock", "hms"]
+if TYPE_CHECKING:
+    from versatil_fs.locks.table import Grant
+
+__all__ = ["CLOCK", "Clock", "hms", "seconds_left"]
 
 
 class Clock:
@@ -49,3 +53,16 @@ CLOCK = Clock()
 def hms(ts: float) -> str:
     """A wall time as people read it in the lock table and in messages: local ``HH:MM:SS``."""
     return time.strftime("%H:%M:%S", time.localtime(ts))
+
+
+def seconds_left(grant: Grant) -> float:
+    """How long a shell lease still stands (negative once it has expired).
+
+    Measured on CLOCK_BOOTTIME while the machine has not rebooted since the grant, so a wall
+    clock stepped forward or back neither ends the lease early nor keeps it late; after a
+    reboot (another boot id) the wall-clock expiry stored beside it is all there is.
+    """
+    now = CLOCK
+    if grant.boot_id and grant.expires_boot > 0 and grant.boot_id == now.boot_id():
+        return grant.expires_boot - now.boottime()
+    return grant.expires_at - now.wall()

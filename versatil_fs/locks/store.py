@@ -6,7 +6,8 @@ holder, the doorbell as pub/sub) slots in without touching the rules, the CLI or
 
 :class:`LocalStore` is the product today: ``logs/resource-locks.json`` under the state directory,
 read-modified-written under an exclusive flock on ``run/table.lock``, with liveness proven by the
-holder files of :mod:`versatil_fs.locks.leases`.
+holder files of :mod:`versatil_fs.locks.leases`; a missing or damaged table is rebuilt from the
+lease directory (:mod:`versatil_fs.locks.lease_dir`).
 """
 
 from __future__ import annotations
@@ -24,18 +25,17 @@ import msgspec
 from versatil_fs import flock, linux
 from versatil_fs.errors import DamagedTable, LockConflict, StateError
 from versatil_fs.locks import clock, leases
+from versatil_fs.locks.clock import seconds_left
+from versatil_fs.locks.lease_dir import HolderRecords, LeaseDirectory
 from versatil_fs.locks.table import (
     SCHEMA_VERSION,
     Grant,
     Record,
     Table,
-    Waiter,
     check_records,
     new_id,
-    queue_key,
-    valid_id,
 )
-from versatil_fs.state import StateDir, read_regular
+from versatil_fs.state import StateDir
 
 __all__ = [
     "TABLE_LOCK_GRACE",
@@ -110,32 +110,8 @@ class LockStore(Protocol):
         """Let go of this process's proof of life and any open handles."""
 
 
-class HolderRecords(msgspec.Struct, kw_only=True):
-    """What a holder file contains: its process's grants and waits."""
-
-    version: int = SCHEMA_VERSION
-    pid: int
-    grants: list[Grant] = msgspec.field(default_factory=list)
-    waiters: list[Waiter] = msgspec.field(default_factory=list)
-
-
 _encoder = msgspec.json.Encoder()
 _table_decoder = msgspec.json.Decoder(Table)
-_grant_decoder = msgspec.json.Decoder(Grant)
-_records_decoder = msgspec.json.Decoder(HolderRecords)
-
-
-def seconds_left(grant: Grant) -> float:
-    """How long a shell lease still stands (negative once it has expired).
-
-    Measured on CLOCK_BOOTTIME while the machine has not rebooted since the grant, so a wall
-    clock stepped forward or back neither ends the lease early nor keeps it late; after a
-    reboot (another boot id) the wall-clock expiry stored beside it is all there is.
-    """
-    now = clock.CLOCK
-    if grant.boot_id and grant.expires_boot > 0 and grant.boot_id == now.boot_id():
-        return grant.expires_boot - now.boottime()
-    return grant.expires_at - now.wall()
 
 
 def expires_wall(grant: Record) -> float | None:
@@ -145,19 +121,6 @@ def expires_wall(grant: Record) -> float | None:
     if isinstance(grant, Grant) and grant.owner == "shell":
         return clock.CLOCK.wall() + seconds_left(grant)
     return None
-
-
-def _parse_name(name: str) -> tuple[str, str] | None:
-    """``(id, kind)`` for a file name of the lease directory we made (``<id>.lease``,
-    ``<id>.shell``, ``<id>.pending``, ``.<id>.tmp``); None for anything else, which the sweep
-    and the rebuild leave alone."""
-    if name.startswith(".") and name.endswith(".tmp"):
-        ident, kind = name[1:-4], "tmp"
-    else:
-        ident, dot, kind = name.rpartition(".")
-        if not dot or kind not in ("lease", "shell", "pending"):
-            return None
-    return (ident, kind) if valid_id(ident) else None
 
 
 class LocalStore:
@@ -171,6 +134,7 @@ class LocalStore:
         self._probed: dict[str, bool] = {}
         self.on_damage: list[str] = []  # reasons of tables moved aside, for the manager to log
         self._checked = b""  # the last table this process wrote
+        self.lease_dir = LeaseDirectory(self.state)
 
     # Transactions ---------------------------------------------------------------------------
     @contextmanager
@@ -304,7 +268,7 @@ class LocalStore:
 
     def _decode(self, raw: bytes | None) -> Table:
         if raw is None:
-            return self._rebuild()
+            return self.lease_dir.rebuild()
         try:
             table = _table_decoder.decode(raw)
             if table.version != SCHEMA_VERSION:
@@ -320,120 +284,16 @@ class LocalStore:
             # one of ours is damage like a syntax error: nothing read from such a table is
             # acted on, it is set aside whole and rebuilt from the holders.
             self._set_aside(str(exc) or "not valid JSON")
-            return self._rebuild()
+            return self.lease_dir.rebuild()
         return table
 
     def holder_path(self, holder_id: str) -> Path | None:
-        """``run/leases/<id>.lease``, rebuilt from a validated id (None for anything else): the
-        only way a path is derived from what a table or holder file says."""
-        if not valid_id(holder_id):
-            return None
-        return self.state.leases / f"{holder_id}.lease"
-
-    def _shell_path(self, lease_id: str, kind: str = "shell") -> Path | None:
-        if not valid_id(lease_id):
-            return None
-        return self.state.leases / f"{lease_id}.{kind}"
-
-    def _remove_entry(self, path: Path) -> None:
-        """Unlink a file of the lease directory: only a regular file (never a symlink's
-        target, never a directory) whose name is one we make."""
-        if path.parent != self.state.leases or _parse_name(path.name) is None:
-            return
-        try:
-            info = os.lstat(path)
-        except OSError:
-            return
-        if stat.S_ISREG(info.st_mode):
-            self.state.remove(path)
-
-    def _entries(self) -> list[tuple[Path, str, str]]:
-        """``(path, id, kind)`` for each regular file of the lease directory that we made;
-        symlinks, FIFOs, directories and foreign names are skipped, never read or removed."""
-        self.state.ensure_dir(self.state.leases)
-        found = []
-        with os.scandir(self.state.leases) as listing:
-            for entry in listing:
-                parsed = _parse_name(entry.name)
-                if parsed is None:
-                    continue
-                try:
-                    if not entry.is_file(follow_symlinks=False):
-                        continue
-                except OSError:
-                    continue
-                found.append((self.state.leases / entry.name, *parsed))
-        return sorted(found)
-
-    def _rebuild(self) -> Table:
-        """The table as the live holder files and unexpired shell leases describe it.
-
-        Nothing in those files names a path: a shell lease's file is ``<its id>.shell``, and
-        every record of a holder file is re-attached to that file's own id, whatever it says.
-        """
-        table = Table()
-        waiters: list[Waiter] = []
-        for path, ident, kind in self._entries():
-            if kind == "shell":
-                raw = read_regular(path, ours=True)
-                try:
-                    grant = _grant_decoder.decode(raw) if raw is not None else None
-                except (msgspec.DecodeError, msgspec.ValidationError):
-                    grant = None
-                if grant is not None and (
-                    grant.id != ident or grant.owner != "shell" or check_records([grant])
-                ):
-                    grant = None  # a record under another lease's name: not to be trusted
-                if grant is not None and seconds_left(grant) > 0:
-                    grant.holder = grant.lease_file = ""
-                    table.locks.append(grant)
-                else:
-                    self._remove_entry(path)
-            elif kind == "lease":
-                if not leases.is_held(path):
-                    self._remove_entry(path)  # its process is gone, and so are its leases
-                    continue
-                raw = read_regular(path, ours=True)
-                try:
-                    records = _records_decoder.decode(raw) if raw else None
-                except (msgspec.DecodeError, msgspec.ValidationError):
-                    records = None
-                if records is None or _damaged(records):
-                    continue  # a live holder that has recorded nothing (readable) yet
-                for grant in records.grants:
-                    if grant.owner == "process":  # shell leases come from their own files
-                        grant.holder, grant.lease_file = ident, str(path)
-                        table.locks.append(grant)
-                for waiter in records.waiters:
-                    waiter.holder, waiter.lease_file = ident, str(path)
-                    waiters.append(waiter)
-        # Every waiter keeps its place: the number it was given stays (its process compares
-        # it with the others' and would see false cycles and a broken order if it changed),
-        # and newcomers are numbered after the highest one.
-        table.waiters = sorted(waiters, key=lambda w: (*queue_key(w), w.since))
-        table.seq = max((w.seq for w in waiters), default=0)
-        return table
+        """``run/leases/<id>.lease``, rebuilt from a validated id (None for anything else)."""
+        return self.lease_dir.holder_path(holder_id)
 
     def sweep(self) -> int:
-        """Remove holder files of processes that died without cleaning up; returns how many.
-
-        Only regular files named as we name them, in the lease directory, and only when no
-        process holds them flocked.
-        """
-        removed = 0
-        now = clock.CLOCK.wall()
-        for path, _ident, kind in self._entries():
-            if kind == "lease" and not leases.is_held(path):
-                self._remove_entry(path)
-                removed += 1
-            elif kind in ("pending", "tmp") and _older_than(path, now, 60.0):
-                # A `versatil lock` killed between its record and its table write, or a
-                # process killed while creating its holder file.
-                if kind == "tmp" and leases.is_held(path):
-                    continue
-                self._remove_entry(path)
-                removed += 1
-        return removed
+        """Remove holder files of processes that died without cleaning up; returns how many."""
+        return self.lease_dir.sweep()
 
     # Liveness -------------------------------------------------------------------------------
     def is_live(self, holder: Record, now: float) -> bool:
@@ -467,25 +327,11 @@ class LocalStore:
         self._holder.write(_encoder.encode(mine))
 
     def record_shell_lease(self, grant: Grant) -> None:
-        """Keep a shell lease (no live process) where a rebuild finds it until it expires.
-
-        Written as ``<id>.pending`` inside the granting transaction and renamed to
-        ``<id>.shell`` by :meth:`confirm_shell_lease` once the table holds the grant; a rebuild
-        ignores pending records, so a command killed before the table was written leaves no
-        lock to resurrect.
-        """
-        pending = self._shell_path(grant.id, "pending")
-        if pending is not None:
-            self.state.write_atomic(pending, _encoder.encode(grant))
+        """Keep a shell lease where a rebuild finds it (see :class:`LeaseDirectory`)."""
+        self.lease_dir.record_shell_lease(grant)
 
     def confirm_shell_lease(self, grant: Grant) -> None:
-        pending, final = self._shell_path(grant.id, "pending"), self._shell_path(grant.id)
-        if pending is None or final is None:
-            return
-        try:
-            os.replace(pending, final)
-        except FileNotFoundError:
-            pass  # unlocked or expired already
+        self.lease_dir.confirm_shell_lease(grant)
 
     def after_commit(self, hook: Callable[[], None]) -> None:
         self._on_commit.append(hook)
@@ -495,46 +341,13 @@ class LocalStore:
         self._forgotten.append(holder)
 
     def _forget_now(self, holder: Record) -> None:
-        if holder.owner == "shell" and isinstance(holder, Grant):
-            for kind in ("shell", "pending"):
-                path = self._shell_path(holder.id, kind)
-                if path is not None:
-                    self._remove_entry(path)
-        else:
-            self._rewrite_foreign(holder, None)
+        self.lease_dir.forget(holder, own=self._own_file())
 
     def amend(self, grant: Grant) -> None:
-        if grant.owner == "shell":
-            path = self._shell_path(grant.id)
-            if path is not None:
-                self.state.write_atomic(path, _encoder.encode(grant))
-        else:
-            self._rewrite_foreign(grant, grant)
+        self.lease_dir.amend(grant, own=self._own_file())
 
-    def _rewrite_foreign(self, holder: Record, replacement: Grant | None) -> None:
-        """Strike (or replace) a record in another live process's holder file.
-
-        A live process that lost a grant (forced release, unlock from a shell) still lists it in
-        its file; without this a table rebuild would bring the released lock back.
-        """
-        path = self.holder_path(holder.holder)
-        if path is None or (self._holder is not None and path == self._holder.path):
-            return  # our own records (the manager publishes them itself), or no holder file
-        if not leases.is_held(path):
-            self._remove_entry(path)  # its process is gone, and with it every lease it held
-            return
-        raw = read_regular(path, ours=True)
-        try:
-            records = _records_decoder.decode(raw) if raw else None
-        except (msgspec.DecodeError, msgspec.ValidationError):
-            records = None
-        if records is None or _damaged(records):
-            return
-        records.grants = [g for g in records.grants if g.id != holder.id]
-        records.waiters = [w for w in records.waiters if w.id != holder.id]
-        if replacement is not None:
-            records.grants.append(replacement)
-        leases.rewrite_foreign(path, _encoder.encode(records))
+    def _own_file(self) -> Path | None:
+        return self._holder.path if self._holder is not None else None
 
     def doorbell(self) -> leases.Doorbell:
         return leases.Doorbell(self.state.logs)
@@ -542,14 +355,3 @@ class LocalStore:
     def holder_files(self, holders: Iterable[Record]) -> list[str]:
         paths = (self.holder_path(h.holder) for h in holders if h.holder)
         return sorted({str(p) for p in paths if p is not None})
-
-
-def _damaged(records: HolderRecords) -> bool:
-    return bool(check_records(records.grants) or check_records(records.waiters, "waiters"))
-
-
-def _older_than(path: Path, now: float, seconds: float) -> bool:
-    try:
-        return now - os.lstat(path).st_mtime > seconds
-    except OSError:
-        return False
