@@ -235,6 +235,9 @@ def test_install_keeps_the_documented_hooks_and_remove_puts_back_the_bytes(
 def test_a_file_versatil_created_goes_with_its_directories(git_repo: Path, harness: str) -> None:
     (git_repo / ".github").mkdir()  # the user's: it stays
     (git_repo / ".github" / "workflows.yml").write_text("on: push\n")
+    # Cline's rules directory (https://docs.cline.bot/customization/cline-rules), the user's too.
+    (git_repo / ".clinerules").mkdir()
+    (git_repo / ".clinerules" / "typescript.md").write_text("Use TypeScript.\n")
     before = _tree(git_repo)
     changes = wiring.install([harness], cwd=git_repo)
     paths = [Path(c.path) for c in changes]
