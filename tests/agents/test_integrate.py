@@ -480,3 +480,16 @@ def test_cline_hook_files_are_executable_whatever_the_umask(git_repo: Path) -> N
     finally:
         os.umask(old)
     assert {stat.S_IMODE(Path(c.path).stat().st_mode) for c in changes} == {0o700}
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root can give a file to someone else")
+def test_a_rewrite_by_root_keeps_the_files_owner(git_repo: Path) -> None:
+    rel, text = DOCUMENTED["gemini"]
+    path = git_repo / rel
+    _write(path, text)
+    os.chown(path, 4321, 8765)
+    wiring.install(["gemini"], cwd=git_repo)
+    assert (path.stat().st_uid, path.stat().st_gid) == (4321, 8765)
+    wiring.remove(["gemini"], cwd=git_repo)
+    assert (path.stat().st_uid, path.stat().st_gid) == (4321, 8765)
+    assert path.read_text() == text

@@ -258,7 +258,7 @@ class _Plan:
     scope: Scope
     path: Path
     base: Path
-    before: tuple[bytes, int] | None
+    before: files.Found | None
     after: bytes
     action: str
     old: str = ""  # the versatil command an older entry ran

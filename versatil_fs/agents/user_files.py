@@ -18,12 +18,16 @@ from pathlib import Path
 from versatil_fs.errors import Refused
 from versatil_fs.state import write_all
 
-__all__ = ["make_dirs", "read", "refusal", "remove_dirs", "remove_file", "write"]
+__all__ = ["Found", "make_dirs", "read", "refusal", "remove_dirs", "remove_file", "write"]
+
+# A file as read: its bytes, mode, owner and group (kept when it is rewritten).
+Found = tuple[bytes, int, int, int]
 
 
-def read(path: Path) -> tuple[bytes, int] | None:
-    """The bytes and mode of the regular file ``path``, or None when there is none. A symlink, a
-    FIFO, a directory or an unreadable file is refused: versatil does not write through them."""
+def read(path: Path) -> Found | None:
+    """The bytes, mode, owner and group of the regular file ``path``, or None when there is none.
+    A symlink, a FIFO, a directory or an unreadable file is refused: versatil does not write
+    through them."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
@@ -37,7 +41,7 @@ def read(path: Path) -> tuple[bytes, int] | None:
         chunks = []
         while chunk := os.read(fd, 1 << 20):
             chunks.append(chunk)
-        return b"".join(chunks), stat.S_IMODE(info.st_mode)
+        return b"".join(chunks), stat.S_IMODE(info.st_mode), info.st_uid, info.st_gid
     except OSError as exc:
         raise refusal(path, exc) from exc
     finally:
@@ -78,7 +82,7 @@ def make_dirs(directory: Path, base: Path) -> int:
     return created
 
 
-def write(path: Path, data: bytes, *, before: tuple[bytes, int] | None, executable: bool) -> None:
+def write(path: Path, data: bytes, *, before: Found | None, executable: bool) -> None:
     """Replace ``path`` with ``data`` atomically, with its old mode (new files: the umask's).
 
     The file is read again just before the rename: a harness or the user may have saved it since
@@ -97,6 +101,13 @@ def write(path: Path, data: bytes, *, before: tuple[bytes, int] | None, executab
                 # A hook file its owner cannot run is no hook (Cline skips it): whatever the
                 # umask or the old file's mode, the owner may read, write and run it.
                 mode |= stat.S_IRWXU
+            if before is not None and (before[2], before[3]) != (os.geteuid(), os.getegid()):
+                # `sudo versatil integrate --user` must not leave a settings file that its
+                # owner's harness can no longer save; chown is allowed only to root, else moot.
+                try:
+                    os.fchown(fd, before[2], before[3])
+                except PermissionError:
+                    pass
             if before is not None or executable:
                 os.fchmod(fd, mode)
             os.fsync(fd)
