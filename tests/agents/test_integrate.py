@@ -493,3 +493,14 @@ def test_a_rewrite_by_root_keeps_the_files_owner(git_repo: Path) -> None:
     wiring.remove(["gemini"], cwd=git_repo)
     assert (path.stat().st_uid, path.stat().st_gid) == (4321, 8765)
     assert path.read_text() == text
+
+
+def test_remove_all_is_refused_whole_when_one_file_went_bad(git_repo: Path) -> None:
+    wiring.install(wiring.harnesses_named("all"), cwd=git_repo)
+    (git_repo / ".gemini" / "settings.json").write_text('{"hooks": ')
+    before = _tree(git_repo)
+    with pytest.raises(Refused, match="not valid JSON"):
+        wiring.remove(wiring.harnesses_named("all"), cwd=git_repo)
+    assert _tree(git_repo) == before
+    assert all(w.state == "wired" for w in wiring.status(cwd=git_repo)
+               if w.scope == "project" and w.harness != "gemini")

@@ -380,6 +380,13 @@ def remove(
     records = _Records(state or StateDir())
     changes = []
     with records.serialized():
+        # Every file read and parsed first, as install does: one that must be refused (not
+        # JSON any more, a symlink now) stops the call before any other harness is touched.
+        for harness in harnesses:
+            for path in config_paths(harness, scope, root):
+                found = files.read(path)
+                if found is not None and harness != "cline":
+                    cfg.load(found[0], path, harness)
         for harness in harnesses:
             base = _base(harness, scope, root)
             dirs: list[tuple[Path, int]] = []
