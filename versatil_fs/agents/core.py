@@ -43,18 +43,24 @@ from pathlib import Path
 from versatil_fs import events
 from versatil_fs.agents import harnesses
 from versatil_fs.agents.identity import agent_name
+from versatil_fs.agents.messages import (
+    collision_note,
+    deny_reason,
+    fail_verdict,
+    sentence,
+    start_note,
+)
 from versatil_fs.agents.protocol import BadPayload, HookCall, Reply, Verdict
-from versatil_fs.errors import Deadlock, LockConflict, NotARepository, UsageError, VersatilError
+from versatil_fs.errors import Deadlock, LockConflict, NotARepository, UsageError
 from versatil_fs.locks import clock
 from versatil_fs.locks.manager import Lease, LockManager
 from versatil_fs.locks.table import Grant, Owner, Resource, WriteLocks, path_overlaps
 from versatil_fs.repo import Repository
 from versatil_fs.state import StateDir
 
-__all__ = ["Session", "Sessions", "deny_reason", "fail_verdict"]
+__all__ = ["Session", "Sessions"]
 
 _STREAM = "collision-detection"
-_MAX_LISTED = 20  # locks named at session start; the rest are counted
 
 
 class Sessions:
@@ -76,7 +82,7 @@ class Sessions:
         try:
             verdict = self.session(call, env).handle(call)
         except Exception as exc:  # the fail policy: one sentence, never a traceback
-            verdict = fail_verdict(_sentence(exc), self._on_error(call.cwd))
+            verdict = fail_verdict(sentence(exc), self._on_error(call.cwd))
         return harnesses.render(harness, call, verdict)
 
     def session(self, call: HookCall, env: Mapping[str, str]) -> Session:
@@ -254,12 +260,7 @@ class Session:
             )
         if not collisions:
             return Verdict()
-        named = ", ".join(f"{path} ({grant.agent})" for path, grant in collisions[:_MAX_LISTED])
-        return Verdict(context=(
-            f"versatil: {what} changed files other agents hold: {named}. Their work may be "
-            "overwritten: tell the user, and do not change these files again until they are "
-            "released (`versatil locks` shows who holds what)."
-        ))
+        return Verdict(context=collision_note(what, [(p, g.agent) for p, g in collisions]))
 
     def _session_start(
         self, call: HookCall, repo: Repository, manager: LockManager, agent: str
@@ -273,15 +274,7 @@ class Session:
             if claim.mode == "write" and claim.resource.is_path
             and claim.resource.repo == repo.lock_space()[0]
         )
-        if not others:
-            return Verdict()
-        named = ", ".join(f"{path} ({holder})" for path, holder in others[:_MAX_LISTED])
-        more = f" and {len(others) - _MAX_LISTED} more" if len(others) > _MAX_LISTED else ""
-        return Verdict(context=(
-            f"versatil: you work here as agent {agent}. Other agents hold these files in this "
-            f"repository: {named}{more}. An edit of a held file is denied until it is "
-            "released; files you edit are claimed for you as you edit them."
-        ))
+        return Verdict(context=start_note(agent, others)) if others else Verdict()
 
     # Claims ----------------------------------------------------------------------------------
     def _holds(self, resource: Resource) -> bool:
@@ -308,49 +301,6 @@ class Session:
 
         with IgnoreMatcher(repo, manager.config.guard.ignore, state=self.sessions.state) as m:
             return scan(repo.toplevel, ["."], m)
-
-
-# Messages -----------------------------------------------------------------------------------------
-def deny_reason(exc: LockConflict, path: str) -> str:
-    """What a denied agent reads: which file, who holds it through which lock, since and until
-    when, and what to do — in two sentences."""
-    holder = exc.holders[0] if exc.holders else None
-    if holder is None:
-        return f"versatil denied this edit of {path}: {exc}"
-    since = f" since {clock.hms(exc.since)}" if exc.since is not None else ""
-    if exc.until is not None:
-        until = f"until {clock.hms(exc.until)} unless released sooner"
-    else:
-        until = "until that agent's session or process ends"
-    through = "" if exc.resource in ("", path) else f" through its lock on {exc.resource}"
-    if holder.queued:
-        held = f"{holder.agent} is queued for it ahead of you{through}{since}"
-    else:
-        held = f"{holder.agent} holds it{through}{since}, {until}"
-    return (
-        f"versatil denied this edit: {path} is being changed by another agent; {held}. "
-        "Do not edit it now: work on something else and retry later, or ask the user "
-        "(`versatil locks` shows who holds and waits for what)."
-    )
-
-
-def fail_verdict(why: str, on_error: str) -> Verdict:
-    """The fail policy's answer when versatil could not decide."""
-    if on_error == "deny":
-        return Verdict(deny=(
-            f"versatil could not check this tool call ({why}) and its [agents] on_error "
-            "setting is \"deny\"; ask the user to look at `versatil locks`."
-        ))
-    return Verdict(warning=(
-        f"versatil could not check this tool call ({why}); it was let through unchecked."
-    ))
-
-
-def _sentence(exc: Exception) -> str:
-    text = " ".join(str(exc).split()).rstrip(".")
-    if isinstance(exc, VersatilError):
-        return text
-    return f"internal error {type(exc).__name__}: {text}"
 
 
 # Helpers ------------------------------------------------------------------------------------------
