@@ -10,12 +10,13 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from integration.agent_harness import FakeHarness, HookResult
-from integration.helpers import git, make_git_repo, run_versatil, wait_for
+from integration.helpers import CLI_PRELUDE, git, make_git_repo, run_versatil, wait_for
 
 SESSION_A = "aaaaaaaa-1111-4111-8111-111111111111"
 SESSION_B = "bbbbbbbb-2222-4222-8222-222222222222"
@@ -375,3 +376,28 @@ def test_an_agents_own_commit_passes_the_guard_as_its_session_without_versatil_a
     git(project, "add", "b.py")
     theirs = mine.run(["git", "commit", "-qm", "b"], env=env)
     assert theirs.code == 1 and "claude:bbbbbbbb" in theirs.stderr, theirs
+
+
+def test_agent_hook_run_by_hand_explains_itself(project: Path) -> None:
+    import pty
+
+    assert run_versatil("agent-hook", cwd=project).returncode == 2
+    unknown = run_versatil("agent-hook", "vim", cwd=project, input="{}")
+    assert unknown.returncode == 2 and "name one harness" in unknown.stderr
+    # At a terminal (a person typing the command) it says what it is instead of waiting.
+    pid, fd = pty.fork()
+    if pid == 0:  # pragma: no cover - the child
+        os.chdir(project)
+        os.execv(sys.executable, [sys.executable, "-c", CLI_PRELUDE, "agent-hook", "claude"])
+    output = b""
+    while True:
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        output += chunk
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 2
+    assert b"not meant to be run by hand" in output

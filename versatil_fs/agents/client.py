@@ -44,6 +44,14 @@ def main(argv: list[str]) -> int:
         )
         return 2
     harness = argv[0]
+    if os.isatty(0):
+        print(
+            "versatil agent-hook: reads a hook payload (JSON) on stdin, as the harness sends "
+            "it; it is not meant to be run by hand (`versatil integrate --status` shows the "
+            "wiring).",
+            file=sys.stderr,
+        )
+        return 2
     raw = sys.stdin.buffer.read(wire.MAX_PAYLOAD + 1)  # one byte over: "too big" is decidable
     env = dict(os.environ)
     try:
