@@ -25,16 +25,18 @@ import os
 import shlex
 import shutil
 import sys
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import msgspec
 
 from versatil_fs.agents import hook_config as cfg
+from versatil_fs.agents import hook_paths
 from versatil_fs.agents import user_files as files
 from versatil_fs.agents.harnesses import HOOKS
+from versatil_fs.agents.hook_paths import NOTES, Scope, config_paths
+from versatil_fs.agents.integrate_status import Wiring, status
 from versatil_fs.agents.protocol import HARNESSES
 from versatil_fs.errors import Refused, UsageError
 from versatil_fs.repo import Repository
@@ -51,8 +53,6 @@ __all__ = [
     "remove",
     "status",
 ]
-
-Scope = Literal["project", "user"]
 
 
 def harnesses_named(name: str) -> tuple[str, ...]:
@@ -81,79 +81,6 @@ def hook_command(harness: str) -> str:
     return shlex.join([sys.executable, "-m", "versatil_fs", "agent-hook", harness])
 
 
-# Where each harness reads its hooks ------------------------------------------------------------
-def _env_dir(name: str, default: Path) -> Path:
-    value = os.environ.get(name)
-    return Path(value).expanduser().absolute() if value else default
-
-
-def _base(harness: str, scope: Scope, root: Path) -> Path:
-    """The directory a harness's hook file (or Cline's hook directory) hangs below; versatil
-    never creates or removes this one itself."""
-    return root if scope == "project" else Path.home()
-
-
-def config_paths(harness: str, scope: Scope, root: Path | None = None) -> tuple[Path, ...]:
-    """The files versatil writes for ``harness`` in ``scope`` (``root``: the repository's top
-    level, for the project scope). One JSON file, or Cline's one file per hook."""
-    home = Path.home()
-    if scope == "project":
-        if root is None:
-            raise UsageError("The project scope needs a repository.")
-        base = {
-            "claude": root / ".claude" / "settings.json",
-            "codex": root / ".codex" / "hooks.json",
-            "gemini": root / ".gemini" / "settings.json",
-            "cursor": root / ".cursor" / "hooks.json",
-            "cline": root / ".clinerules" / "hooks",
-            "copilot": root / ".github" / "hooks" / "versatil.json",
-        }[harness]
-    else:
-        base = {
-            # https://code.claude.com/docs/en/settings: ~/.claude/settings.json; CLAUDE_CONFIG_DIR
-            # moves ~/.claude.
-            "claude": _env_dir("CLAUDE_CONFIG_DIR", home / ".claude") / "settings.json",
-            # https://developers.openai.com/codex/hooks: ~/.codex/hooks.json ($CODEX_HOME).
-            "codex": _env_dir("CODEX_HOME", home / ".codex") / "hooks.json",
-            # packages/core/src/utils/paths.ts: GEMINI_CLI_HOME stands in for the home directory.
-            "gemini": _env_dir("GEMINI_CLI_HOME", home) / ".gemini" / "settings.json",
-            "cursor": home / ".cursor" / "hooks.json",
-            # https://docs.cline.bot/customization/hooks: global hooks in ~/Documents/Cline/Hooks/
-            # (older releases said ~/Documents/Cline/Rules/Hooks/; the current docs and
-            # src/core/storage/disk.ts use Hooks/ directly).
-            "cline": home / "Documents" / "Cline" / "Hooks",
-            # https://docs.github.com/en/copilot/reference/hooks-reference: *.json in
-            # ~/.copilot/hooks/ ($COPILOT_HOME/hooks/).
-            "copilot": _env_dir("COPILOT_HOME", home / ".copilot") / "hooks" / "versatil.json",
-        }[harness]
-    if harness == "cline":
-        return tuple(base / spec.event for spec in HOOKS["cline"])
-    return (base,)
-
-
-# What each harness still asks of the user before a new hook runs, said once after an install.
-_NOTES: dict[tuple[str, Scope], str] = {
-    # https://code.claude.com/docs/en/hooks ("Configuration": hooks are snapshotted at start-up;
-    # a change made outside Claude Code is applied after review in /hooks).
-    **{("claude", scope): "Claude Code reads hooks when a session starts; a running session "
-       "asks you to review the change in /hooks" for scope in ("project", "user")},
-    # https://developers.openai.com/codex/hooks ("Review and trust hooks"; project hooks load
-    # only when the project's .codex/ layer is trusted).
-    ("codex", "project"): "Codex runs a new or changed hook only once you trust it in /hooks, "
-    "and a project's hooks only in a project you trust",
-    ("codex", "user"): "Codex runs a new or changed hook only once you trust it in /hooks",
-    # https://geminicli.com/docs/hooks ("Security": project hooks are fingerprinted).
-    ("gemini", "project"): "Gemini CLI warns you once before a new project hook first runs",
-    # https://docs.cline.bot/customization/hooks ("Enabling hooks" in Cline's settings).
-    **{("cline", scope): "Cline runs hooks only with Hooks enabled in its settings" for scope in
-       ("project", "user")},
-    # https://docs.github.com/en/copilot/how-tos/copilot-cli/customize-copilot/use-hooks: the
-    # cloud agent reads .github/hooks from the default branch.
-    ("copilot", "project"): "Copilot CLI reads it from the working tree; the cloud agent only "
-    "once it is on the default branch",
-}
-
-
 # What one call did, and what --status sees ---------------------------------------------------
 @dataclass(frozen=True)
 class Change:
@@ -167,18 +94,6 @@ class Change:
     action: str
     message: str
     note: str = ""  # what the harness still asks of the user (after wired/rewired)
-
-
-@dataclass(frozen=True)
-class Wiring:
-    """One harness in one scope, for ``--status``: ``state`` is wired, not wired, stale (it
-    points at a versatil that no longer exists, or misses hooks) or unreadable."""
-
-    harness: str
-    scope: Scope
-    state: str
-    path: str
-    detail: str = ""
 
 
 class Integration(msgspec.Struct, kw_only=True):
@@ -317,7 +232,8 @@ def install(
             command = hook_command(harness)
             planner = _plan_cline if harness == "cline" else _plan_json
             for path in config_paths(harness, scope, root):
-                plans.append(planner(harness, scope, path, _base(harness, scope, root), command))
+                where = hook_paths.base(harness, scope, root)
+                plans.append(planner(harness, scope, path, where, command))
         return [_apply(plan, records) for plan in plans]
 
 
@@ -364,7 +280,7 @@ def _apply(plan: _Plan, records: _Records) -> Change:
     was = f" (it ran {plan.old})" if plan.old else ""
     return Change(plan.harness, plan.scope, str(plan.path), plan.action,
                   f"{plan.harness}: {plan.action} in {where}: {plan.path}{was}.",
-                  _NOTES.get((plan.harness, plan.scope), ""))
+                  NOTES.get((plan.harness, plan.scope), ""))
 
 
 # Remove -------------------------------------------------------------------------------------------
@@ -388,7 +304,7 @@ def remove(
                 if found is not None and harness != "cline":
                     cfg.load(found[0], path, harness)
         for harness in harnesses:
-            base = _base(harness, scope, root)
+            base = hook_paths.base(harness, scope, root)
             dirs: list[tuple[Path, int]] = []
             for path in config_paths(harness, scope, root):
                 change, created = _remove_one(harness, scope, path, records)
@@ -464,72 +380,3 @@ def _without_ours(harness: str, path: Path, data: bytes) -> tuple[bytes | None, 
     return cfg.encode(new, cfg.detect_style(data, doc)), empty
 
 
-# Status -------------------------------------------------------------------------------------------
-def status(
-    harnesses: Iterable[str] = HARNESSES, *, cwd: str | os.PathLike[str] = ".",
-) -> list[Wiring]:
-    """Which harnesses are wired, in this repository (when ``cwd`` is in one) and for the user."""
-    try:
-        root: Path | None = Repository.find(cwd).toplevel
-    except UsageError:
-        root = None
-    found = []
-    for harness in harnesses:
-        for scope in ("project", "user"):
-            if scope == "project" and root is None:
-                found.append(Wiring(harness, "project", "not wired", "",
-                                    "not in a git repository"))
-                continue
-            found.append(_wiring(harness, scope, config_paths(harness, scope, root)))
-    return found
-
-
-def _wiring(harness: str, scope: Scope, paths: tuple[Path, ...]) -> Wiring:
-    shown = str(paths[0].parent if harness == "cline" else paths[0])
-    try:
-        by_event = _installed(harness, paths)
-    except Refused as exc:
-        return Wiring(harness, scope, "unreadable", shown, str(exc))
-    if not by_event:
-        return Wiring(harness, scope, "not wired", shown)
-    commands = [c for cs in by_event.values() for c in cs]
-    gone = sorted({exe for c in commands if not _runs(exe := _executable(c))})
-    if gone:
-        return Wiring(harness, scope, "stale", shown,
-                      f"points at {', '.join(gone)}, which no longer exists; run `versatil "
-                      f"integrate {harness}{' --user' if scope == 'user' else ''}` again")
-    missing = [spec.event for spec in HOOKS[harness] if spec.event not in by_event]
-    if missing:
-        return Wiring(harness, scope, "stale", shown,
-                      f"misses {', '.join(missing)}; run `versatil integrate {harness}"
-                      f"{' --user' if scope == 'user' else ''}` again")
-    return Wiring(harness, scope, "wired", shown, f"runs {sorted(set(commands))[0]}")
-
-
-def _installed(harness: str, paths: tuple[Path, ...]) -> dict[str, list[str]]:
-    if harness == "cline":
-        found: dict[str, list[str]] = {}
-        for path in paths:
-            current = files.read(path)
-            command = cfg.cline_command(current[0]) if current else None
-            if command is not None:
-                found[path.name] = [command]
-        return found
-    current = files.read(paths[0])
-    if current is None:
-        return {}
-    return cfg.commands(cfg.load(current[0], paths[0], harness), harness, cfg.FORMATS[harness])
-
-
-def _executable(command: str) -> str:
-    try:
-        words = shlex.split(command)
-    except ValueError:
-        words = command.split()
-    return words[0] if words else command
-
-
-def _runs(executable: str) -> bool:
-    if os.path.isabs(executable):
-        return os.access(executable, os.X_OK) and os.path.isfile(executable)
-    return shutil.which(executable) is not None
