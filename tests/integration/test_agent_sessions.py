@@ -401,3 +401,51 @@ def test_agent_hook_run_by_hand_explains_itself(project: Path) -> None:
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 2
     assert b"not meant to be run by hand" in output
+
+
+# One documented "before a file edit" payload per harness (tests/agents/payloads/, each citing
+# the harness's page), moved into this test's repository and sessions by plain text
+# replacement: everything else is byte for byte what the harness documents. (Codex's patch
+# paths are exercised by test_a_codex_patch_claims_every_file_...)
+DOCUMENTED_EDITS = {
+    "claude": "pre_tool_use_write",
+    "gemini": "before_tool_write_file",
+    "cursor": "pre_tool_use_write",
+    "cline": "pre_tool_use_write_to_file",
+    "copilot": "pre_tool_use_edit",
+}
+
+
+@pytest.mark.parametrize("harness", sorted(DOCUMENTED_EDITS))
+def test_each_harness_claims_and_denies_with_its_documented_payload(
+    project: Path, harnesses: list[FakeHarness], harness: str
+) -> None:
+    from agents.harness_cases import payload
+
+    from versatil_fs.agents.harnesses import parse
+
+    documented = payload(harness, DOCUMENTED_EDITS[harness])
+    text = json.dumps(documented)
+    call = parse(harness, text.encode(), {}, "/")
+    assert call.event == "pre-edit" and call.paths, call
+
+    def moved(session: str) -> str:
+        out = text
+        for path in call.paths:  # the paths first: they may start with the cwd
+            out = out.replace(json.dumps(path)[1:-1], str(project / "a.py")
+                              if path.startswith("/") else "a.py")
+        out = out.replace(call.cwd, str(project))
+        assert call.session_id in out, "the documented session id must appear in the payload"
+        return out.replace(call.session_id, session)
+
+    first_id, second_id = "11111111" + call.session_id[8:], "22222222" + call.session_id[8:]
+    first = _open(harnesses, project, first_id, harness=harness)
+    second = _open(harnesses, project, second_id, harness=harness)
+    claimed = first.send(moved(first_id))
+    assert claimed.silent, claimed
+    holder = f"{harness}:11111111"
+    assert _held_by(project) == {"a.py": holder}
+    denied = second.send(moved(second_id))
+    assert not denied.silent and denied.code in (0, 2), denied
+    said = denied.stdout + denied.stderr
+    assert "versatil denied this edit" in said and holder in said, denied
