@@ -17,6 +17,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import msgspec
+
 from versatil_fs import faults
 from versatil_fs.errors import Deadlock, LockConflict, UsageError
 from versatil_fs.locks import clock, requests
@@ -474,8 +476,11 @@ class LockManager:
                 if not gone:
                     continue
                 released.extend(gone)
+                # The event describes the claims that ended (a copy: the grant keeps the rest),
+                # so its write_paths tell the monitor's lock_held_at that those paths are free.
+                ended = msgspec.structs.replace(grant, claims=gone)
                 grant.claims = [c for c in grant.claims if c.resource not in wanted]
-                logged.append(("release", grant, {"resources": [str(c.resource) for c in gone]}))
+                logged.append(("release", ended, {"resources": [str(c.resource) for c in gone]}))
                 if not grant.claims:
                     table.locks.remove(grant)
                     self.store.forget(grant)

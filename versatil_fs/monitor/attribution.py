@@ -93,25 +93,32 @@ def lock_held_at(state: StateDir, repo_key: str, path: str, written: float) -> G
     unlocked than an unlocked write hidden behind a lock that was already gone.
     """
     started: dict[str, events.Event] = {}
-    ended: dict[str, float] = {}
+    # When each claimed path of a lease stopped being held: `unlock` can end some of a lease's
+    # claims and leave the rest, and its release event lists exactly the paths that ended.
+    ended: dict[str, dict[str, float]] = {}
     tail = events.records("locks", state=state, containing=b'"write_paths"', last_bytes=_LOG_TAIL)
     for entry in tail:
         lease = str(entry.data.get("lease", ""))
         if entry.kind == "grant":
             started[lease] = entry
         elif entry.kind in ("release", "expire", "reclaim", "forced-release"):
-            ended[lease] = entry.time
+            ends = ended.setdefault(lease, {})
+            for claimed in entry.data.get("write_paths") or []:
+                ends.setdefault(str(claimed), entry.time)
     space, path = in_lock_space(repo_key, path)  # the log keys submodule paths as locks do
     for lease, grant in started.items():
-        if grant.repo != space or grant.agent is None:
+        if grant.repo != space or grant.agent is None or written < grant.time:
             continue
-        if not grant.time <= written <= ended.get(lease, written + _TICK) - _TICK:
-            continue
-        paths = grant.data.get("write_paths") or []
-        if any(path_contains(str(p), path) for p in paths):
+        ends = ended.get(lease, {})
+        for claimed in grant.data.get("write_paths") or []:
+            if not path_contains(str(claimed), path):
+                continue
+            end = ends.get(str(claimed))
+            if end is not None and written > end - _TICK:
+                continue
             return Grant(
                 id=lease, agent=grant.agent, claims=[], acquired_at=grant.time,
-                expires_at=ended.get(lease, grant.time),
+                expires_at=end if end is not None else grant.time,
             )
     return None
 
