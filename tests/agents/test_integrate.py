@@ -438,6 +438,7 @@ def test_hook_command_runs_this_versatil_by_absolute_path(
     '{"a":1,"b":[1,2]}\n',  # compact
     '{\n    "a": "caf\\u00e9"\n}\n',  # ASCII escapes, four spaces
     '{\n\t"a": "café"\n}',  # tab, raw UTF-8, no final newline
+    '{\r\n  "a": [\r\n    "x\\ny"\r\n  ]\r\n}\r\n',  # saved on Windows; a newline in a string
 ])
 def test_the_layout_is_found_again_exactly(text: str) -> None:
     data = text.encode()

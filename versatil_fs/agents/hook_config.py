@@ -374,13 +374,16 @@ class TextStyle:
     compact: bool = False  # no space after , and : (only for a one-line document)
     ascii: bool = False  # non-ASCII characters written as \\u escapes
     newline: bool = True  # the file ends with a newline
+    crlf: bool = False  # lines end with CR LF (a file saved on Windows)
 
 
 def encode(doc: Document, style: TextStyle) -> bytes:
     separators = (",", ":") if style.compact else ((",", ": ") if style.indent is not None
                                                    else (", ", ": "))
     text = json.dumps(doc, indent=style.indent, separators=separators, ensure_ascii=style.ascii)
-    return (text + ("\n" if style.newline else "")).encode("utf-8")
+    text += "\n" if style.newline else ""
+    # JSON strings hold no raw newline (json.dumps escapes them), so every "\n" is a line end.
+    return (text.replace("\n", "\r\n") if style.crlf else text).encode("utf-8")
 
 
 def detect_style(data: bytes, doc: Document) -> TextStyle:
@@ -389,6 +392,7 @@ def detect_style(data: bytes, doc: Document) -> TextStyle:
     if not data.strip():
         return TextStyle()
     newline = data.endswith(b"\n")
+    crlf = b"\r\n" in data
     guess = re.search(rb"\n([ \t]+)\S", data)
     indent: int | str | None
     if guess is None:
@@ -398,11 +402,11 @@ def detect_style(data: bytes, doc: Document) -> TextStyle:
     else:
         indent = len(guess.group(1))
     ascii_only = b"\\u" in data and data.isascii()
-    candidates = [TextStyle(indent, False, ascii_only, newline)]
+    candidates = [TextStyle(indent, False, ascii_only, newline, crlf)]
     for indent_option in (2, 4, "\t", None, 1, 3, 8):
         for compact in ((False, True) if indent_option is None else (False,)):
             for escape in (False, True):
-                candidates.append(TextStyle(indent_option, compact, escape, newline))
+                candidates.append(TextStyle(indent_option, compact, escape, newline, crlf))
     for style in candidates:
         if encode(doc, style) == data:
             return style
