@@ -28,15 +28,19 @@ from versatil_fs.monitor.scan import (
 from versatil_fs.monitor.tracking import looks_temporary
 from versatil_fs.monitor.watcher import Monitor
 from versatil_fs.monitor.writes import (
+    RECENT_WINDOW,
     STREAM,
     Write,
     WriteKind,
     encode_write,
+    recent_unlocked_writes,
     unlocked_write_count,
+    window_phrase,
     writes_from_event,
 )
 
 __all__ = [
+    "RECENT_WINDOW",
     "STREAM",
     "Election",
     "EventName",
@@ -57,12 +61,14 @@ __all__ = [
     "looks_temporary",
     "modified",
     "normalize_guards",
+    "recent_unlocked_writes",
     "scan",
     "stamp",
     "stderr_notice",
     "under",
     "unlocked_write_count",
     "watch",
+    "window_phrase",
     "within",
     "writes_from_event",
 ]

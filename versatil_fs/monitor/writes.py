@@ -19,17 +19,23 @@ from versatil_fs.repo import Repository
 from versatil_fs.state import StateDir
 
 __all__ = [
+    "RECENT_WINDOW",
     "STREAM",
     "Reporter",
     "Write",
     "WriteKind",
     "encode_write",
+    "recent_unlocked_writes",
     "unlocked_write_count",
+    "window_phrase",
     "writes_from_event",
 ]
 
 WriteKind = Literal["unlocked-write", "locked-write"]
 STREAM = "collision-detection"
+# The window of the count `versatil locks` shows: an old write nobody can undo any more must
+# not keep the count up forever (issue 15, item 3), and the log is never rewritten to reset it.
+RECENT_WINDOW = 3600.0
 
 
 class Write(msgspec.Struct, kw_only=True, omit_defaults=True, rename={"source": "from"}):
@@ -235,3 +241,29 @@ def unlocked_write_count(
             continue
         count += 1
     return count
+
+
+def recent_unlocked_writes(
+    repo: Repository | str | os.PathLike[str],
+    *,
+    window: float = RECENT_WINDOW,
+    now: float | None = None,
+    state: StateDir | None = None,
+) -> int:
+    """How many unlocked writes the monitor recorded for ``repo`` in the last ``window``
+    seconds (an hour by default): the count ``versatil locks`` shows, with
+    :func:`window_phrase` saying over what."""
+    if not window > 0:
+        raise ValueError(f"window must be a positive number of seconds, not {window!r}")
+    start = (time.time() if now is None else now) - window
+    return unlocked_write_count(repo, since=start, state=state)
+
+
+def window_phrase(window: float = RECENT_WINDOW) -> str:
+    """``the last hour``, ``the last 10 minutes``, ``the last 2 days``, ``the last 30 s``:
+    what a count over ``window`` seconds covers, for the sentence that shows it."""
+    for unit, seconds in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if window >= seconds and window % seconds == 0:
+            count = int(window // seconds)
+            return f"the last {unit}" if count == 1 else f"the last {count} {unit}s"
+    return f"the last {window:g} s"
