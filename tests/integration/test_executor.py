@@ -11,6 +11,7 @@ import itertools
 import json
 import os
 import signal
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -46,8 +47,14 @@ WAIT_FOR = 'i=0; while [ ! -e "{path}" ] && [ $i -lt 400 ]; do sleep 0.05; i=$((
 
 
 def stamp(marks: Path, name: str) -> str:
-    """Shell that records the current time (nanoseconds) in marks/<name>."""
-    return f'date +%s%N > "{marks / name}"'
+    """Shell that records the current time (nanoseconds) in marks/<name>, atomically.
+
+    ``date > name`` would create the file (the shell's redirection) before ``date`` takes the
+    time: a task waiting for it could go on, and stamp its own end, before this time was
+    taken, or read it empty. Written to a temporary name and renamed, the file appears only
+    with the time in it, so "it exists" means "its time is taken".
+    """
+    return f'date +%s%N > "{marks / name}.tmp" && mv "{marks / name}.tmp" "{marks / name}"'
 
 
 def write_plan(path: Path, tasks: list[dict[str, Any]], **top: Any) -> Path:
@@ -729,3 +736,41 @@ def test_a_state_of_another_schema_version_is_set_aside_not_misread(git_repo: Pa
     result = run_versatil("wave", "status", run.id[:8], cwd=git_repo)
     line = assert_one_line_error(result, 2)
     assert f"wave run {run.id}" in line and "schema version 99" in line and "moved aside" in line
+
+
+def test_a_stamp_file_appears_only_with_its_time_in_it(tmp_path: Path, marks: Path) -> None:
+    # The straggler test's race, made certain: a `date` that waits until the test has looked.
+    # With `date > c.start` the shell had created c.start (empty) by then, so a task waiting
+    # for it went on before c's time was taken; the stamp must not exist until it holds it.
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    looked = tmp_path / "looked"
+    fake = bin_dir / "date"
+    fake.write_text(f'#!/bin/sh\nwhile [ ! -e "{looked}" ]; do sleep 0.01; done\necho 42\n')
+    fake.chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    proc = subprocess.Popen(["sh", "-c", stamp(marks, "c.start")], env=env)
+    try:
+        # Once the fake `date` runs (a child of the shell), the redirection is done.
+        wait_for(lambda: "date" in _children(proc.pid), timeout=10)
+        assert not (marks / "c.start").exists()
+    finally:
+        looked.touch()
+        assert proc.wait(timeout=10) == 0
+    assert (marks / "c.start").read_text() == "42\n"
+
+
+def _children(pid: int) -> list[str]:
+    """The command names of a process's children, from /proc."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            name = (entry / "comm").read_text().strip()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(name)
+    return found
