@@ -675,13 +675,17 @@ def test_restore_by_agent_refuses_a_file_another_agent_also_changed(repo: Path) 
     assert (repo / "src/a.py").read_text() == "a = 1\n"
 
 
-def test_restore_by_agent_with_nothing_recorded_changes_nothing(repo: Path) -> None:
+def test_restore_by_agent_with_nothing_recorded_is_refused_and_changes_nothing(
+    repo: Path,
+) -> None:
     cps = Checkpoints(repo)
     record = cps.create()
     write(repo, "src/a.py", "unrecorded\n")
-    result = cps.restore(record.id, agent="Nobody")
-    assert result.changed == [] and result.safety_checkpoint is None
+    # A misspelt name must not pass for "nothing to restore" (issue 15, item 9).
+    with pytest.raises(Refused, match="Nobody has no files recorded"):
+        cps.restore(record.id, agent="Nobody")
     assert (repo / "src/a.py").read_text() == "unrecorded\n"
+    assert len(cps.list()) == 1
 
 
 # Restore: write locks held by other agents --------------------------------------------------------

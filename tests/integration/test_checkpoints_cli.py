@@ -370,7 +370,9 @@ def test_an_agents_mess_is_rolled_back_while_another_agents_edits_stay(
     assert not (repo / "src/junk.tmp.py").exists()
     assert (repo / "README.md").read_text() == "James documented the feature\n"
     (event,) = [e for e in events.read("checkpoints") if e.kind == "restore"]
-    assert event.data["checkpoint"] == cid and event.agent == "Marcus"
+    # Marcus's files, restored by the caller (issue 15, item 9).
+    assert event.data["checkpoint"] == cid and event.agent == "Tester"
+    assert event.data["files_of"] == "Marcus"
 
 
 def test_create_warns_about_gitlinks_and_large_files_and_show_says_so(

@@ -117,6 +117,9 @@ class RestoreResult(msgspec.Struct, kw_only=True):
     restored: list[str] = []  # written from the checkpoint (modified or deleted since)
     removed: list[str] = []  # created since the checkpoint
     skipped: list[str] = []  # submodules / nested repositories, whose contents are not stored
+    # Of the changed files, those whose only record for the selected agent is the monitor's
+    # "written while that agent held the lock" (it cannot see which process wrote).
+    attributed_by_lock: list[str] = []
 
     @property
     def changed(self) -> builtins.list[str]:

@@ -71,7 +71,8 @@ class RestoreRequest:
     agent: str | None  # only the files this agent recorded as modified
     wave: int | None  # only the files this wave recorded as modified
     force: bool  # overwrite locked files, other agents' work and unsaved ignored files
-    restorer: str  # the agent restoring: its own locks never block it
+    restorer: str  # who restores (the caller): its own locks never block it, and the
+    # safety checkpoint and the restore event are its
 
     @property
     def selective(self) -> bool:
@@ -89,12 +90,14 @@ def restore(site: Site, target: CheckpointRecord, request: RestoreRequest, *,
         # to change (and thrown away if nothing is to change).
         lambda: describe(site.git, staged)
     ) as described:
-        changes = planned_changes(site, staged, target, request)
+        changes, by_lock = planned_changes(site, staged, target, request)
         if not changes:
             return RestoreResult(checkpoint=target.id, safety_checkpoint=None)
         with safety_checkpoint(site, staged, target, changes, request, described(),
                                large_file_bytes=large_file_bytes) as safety:
-            return apply_changes(site, target, safety, changes)
+            result = apply_changes(site, target, safety, changes)
+        result.attributed_by_lock = [p for p in by_lock if p in set(result.changed)]
+        return result
 
 
 @contextlib.contextmanager
@@ -116,18 +119,21 @@ def staged_working_tree(site: Site) -> Iterator[StagedTree]:
 
 
 def planned_changes(site: Site, staged: StagedTree, target: CheckpointRecord,
-                    request: RestoreRequest) -> builtins.list[Change]:
-    """The changes that bring the staged tree to ``target``, within the request's selection;
-    ``Refused`` (unless forced) if another agent's write lock or recorded work is in them."""
+                    request: RestoreRequest) -> tuple[builtins.list[Change], builtins.list[str]]:
+    """The changes that bring the staged tree to ``target``, within the request's selection,
+    and those of their paths attributed to the selected agent by lock only; ``Refused``
+    (unless forced) if another agent's write lock or recorded work is in them."""
     # From the working tree (as staged) to the target: -R turns the tree-to-index comparison
     # around. No tree is written unless there is something to restore.
     changes = parse_raw_diff(diff_index(site.git, staged, target.tree, "-R"))
+    by_lock: builtins.list[str] = []
     if request.selective:
-        changes = select(site, changes, target, request.paths, request.agent, request.wave,
-                         request.force)
+        chosen = select(site, changes, target, request.paths, request.agent, request.wave,
+                        request.force)
+        changes, by_lock = chosen.changes, chosen.by_lock
     if changes and not request.force:
-        refuse_locked(site, changes, target, request.restorer)
-    return changes
+        refuse_locked(site, changes, target, request.restorer, files_of=request.agent)
+    return changes, by_lock
 
 
 @contextlib.contextmanager
@@ -152,8 +158,9 @@ def safety_checkpoint(
     if in_the_way:
         _save_in_the_way(site, staged.index, in_the_way, target, request.force)
         description = describe(site.git, staged)
+    whose = f" ({request.agent}'s files)" if request.agent else ""
     safety = commit(
-        site, staged, started=time.time(), message=f"before restoring {target.id}",
+        site, staged, started=time.time(), message=f"before restoring {target.id}{whose}",
         agent=request.restorer, kind="safety", restore_of=target.id, described=description,
         large_file_bytes=large_file_bytes,
     )

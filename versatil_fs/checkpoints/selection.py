@@ -23,8 +23,12 @@ from versatil_fs.repo import Repository
 from versatil_fs.state import StateDir
 
 __all__ = [
+    "WRITER_SOURCES",
     "Modification",
+    "Selection",
+    "attribution",
     "covered",
+    "history",
     "modifications_since",
     "normalize",
     "record_files_modified",
@@ -44,11 +48,16 @@ def record_files_modified(
     wave: int | None = None,
     task: str | None = None,
     state: StateDir | None = None,
+    source: str | None = None,
+    lease: str | None = None,
 ) -> None:
     """Record that ``agent`` modified ``paths`` (repo-relative POSIX), for ``restore --agent``.
 
-    The run wrapper and the monitor call this; a restore by agent or wave reads these events back
-    (from the same ``state`` directory: default $VERSATIL_HOME).
+    The run wrapper, the wave executor and the agent hooks call this; a restore by agent or
+    wave reads these events back (from the same ``state`` directory: default $VERSATIL_HOME).
+    ``source`` says how the writer is known (absent: the caller saw its own writer; the
+    monitor logs ``"monitor"`` itself, see :data:`WRITER_SOURCES`), ``lease`` the lock it
+    wrote under.
     """
     # The event log is UTF-8 JSON: a name that is not UTF-8 goes in `paths_hex` as its bytes,
     # so that `restore --agent` selects exactly that file (a printable stand-in could name
@@ -57,6 +66,10 @@ def record_files_modified(
     raw = [os.fsencode(p).hex() for p in paths if has_surrogates(p)]
     if raw:
         extra["paths_hex"] = raw
+    if source:
+        extra["source"] = source
+    if lease:
+        extra["lease"] = lease
     events.emit(
         "collision-detection",
         "files-modified",
@@ -70,13 +83,31 @@ def record_files_modified(
     )
 
 
+# Sources of a files-modified event that saw the writer itself: the agent harness hooks (and
+# an event without a source: `versatil run` and the wave executor scan what their own child
+# processes changed). The monitor ("monitor") only sees that a write happened while a lock
+# was held (inotify does not say which process wrote), so its attribution is by lock.
+WRITER_SOURCES = frozenset({"", "agent-hook", "run", "wave"})
+
+
 @dataclass(frozen=True)
 class Modification:
-    """One ``files-modified`` event: who (agent, wave) modified which paths."""
+    """One ``files-modified`` event: who (agent, wave) modified which paths, and how that is
+    known (``source``, ``lease``)."""
 
     agent: str | None
     wave: int | None
     paths: tuple[str, ...]
+    time: float = 0.0
+    task: str | None = None
+    source: str = ""  # "" for an event without one
+    lease: str | None = None
+    event: str | None = None  # the monitor's kind of write (modified, created, deleted, ...)
+
+    @property
+    def by_writer(self) -> bool:
+        """Whether the writer itself is known, not only the lock it wrote under."""
+        return self.source in WRITER_SOURCES
 
 
 def modifications_since(
@@ -93,7 +124,39 @@ def modifications_since(
                 raw_paths.append(os.fsdecode(bytes.fromhex(encoded)))
         wave = event.data.get("wave")
         paths = tuple(_clean_recorded(p) for p in raw_paths if isinstance(p, str) and p)
-        found.append(Modification(event.agent, wave if isinstance(wave, int) else None, paths))
+        found.append(Modification(
+            event.agent, wave if isinstance(wave, int) else None, paths, time=event.time,
+            task=_text(event.data.get("task")), source=_text(event.data.get("source")) or "",
+            lease=_text(event.data.get("lease")), event=_text(event.data.get("event")),
+        ))
+    return found
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def history(repo_key: str, path: str, state: StateDir) -> builtins.list[Modification]:
+    """Every recorded modification of ``path`` in the repository ``repo_key``, oldest first:
+    what ``versatil who`` prints. A record of a directory above ``path`` counts (it stands for
+    every file below it), and so, when ``path`` is a directory, does one of a file below it."""
+    wanted = _clean_recorded(path)
+    above = set(ancestors(wanted))
+    prefix = "" if wanted == "." else wanted + "/"
+    return [m for m in modifications_since(repo_key, 0.0, state)
+            if any(p in above or p.startswith(prefix) for p in m.paths)]
+
+
+def attribution(
+    repo_key: str, since: float, state: StateDir, paths: Iterable[str]
+) -> dict[str, builtins.list[Modification]]:
+    """For each of ``paths``: the modifications recorded since ``since`` that cover it (the
+    path itself or a directory above it), oldest first."""
+    mods = modifications_since(repo_key, since, state)
+    found: dict[str, builtins.list[Modification]] = {}
+    for path in paths:
+        above = set(ancestors(path))
+        found[path] = [m for m in mods if any(p in above for p in m.paths)]
     return found
 
 
@@ -134,6 +197,16 @@ def normalize(top: Path, raw: str | os.PathLike[str], parents: dict[str, str]) -
     return rel.as_posix() if rel.parts else "."
 
 
+@dataclass(frozen=True)
+class Selection:
+    """What a selective restore chose: the changes, and among them the files whose only
+    record for the selected agent / wave is the monitor's (attributed by lock, not by
+    writer)."""
+
+    changes: builtins.list[Change]
+    by_lock: builtins.list[str]
+
+
 def select(
     site: Site,
     changes: builtins.list[Change],
@@ -142,19 +215,24 @@ def select(
     agent: str | None,
     wave: int | None,
     force: bool,
-) -> builtins.list[Change]:
+) -> Selection:
     """The ``changes`` within the selected ``paths`` and recorded for ``agent`` / ``wave``;
-    ``Refused`` (unless ``force``) if another agent modified one of them since ``target``."""
+    ``Refused`` (unless ``force``) if another agent modified one of them since ``target``,
+    and ``Refused`` if ``agent`` recorded no file at all since then (a misspelt name must not
+    look like "nothing to restore")."""
     if paths is not None:
         changes = _within(site.repo.toplevel, changes, target, paths)
     if agent is None and wave is None:
-        return changes
+        return Selection(changes, [])
     mods = modifications_since(site.key, target.time, site.state)
+    if agent is not None and not any(m.agent == agent and m.paths for m in mods):
+        raise _nobody(site, target, agent, mods)
 
     def chosen(mod: Modification) -> bool:
         return (agent is None or mod.agent == agent) and (wave is None or mod.wave == wave)
 
     recorded = {p for m in mods if chosen(m) for p in m.paths}
+    by_writer = {p for m in mods if chosen(m) and m.by_writer for p in m.paths}
     changes = [c for c in changes if covered(c.path, recorded)]
     if not force:
         others = {p: m.agent or "someone" for m in mods if not chosen(m) for p in m.paths}
@@ -169,7 +247,21 @@ def select(
                     "pass --force to restore it anyway.",
                     target, agent or "", [(change.path, who)],
                 )
-    return changes
+    by_lock = [c.path for c in changes if not covered(c.path, by_writer)]
+    return Selection(changes, by_lock)
+
+
+def _nobody(site: Site, target: CheckpointRecord, agent: str,
+            mods: builtins.list[Modification]) -> Refused:
+    names = sorted({m.agent for m in mods if m.agent and m.paths})
+    if names:
+        having = f"agents with files recorded since then: {', '.join(names)}"
+    else:
+        having = "no agent has files recorded since then"
+    return Refused(
+        f"Not restoring: {printable(agent)} has no files recorded as modified since "
+        f"checkpoint {target.id}; {having}."
+    )
 
 
 def _within(top: Path, changes: builtins.list[Change], target: CheckpointRecord,
@@ -206,13 +298,18 @@ def write_lock_conflicts(
 
 
 def refuse_locked(
-    site: Site, changes: Iterable[Change], target: CheckpointRecord, restorer: str
+    site: Site, changes: Iterable[Change], target: CheckpointRecord, restorer: str,
+    files_of: str | None = None,
 ) -> None:
     """``Refused`` if a path of ``changes`` is write-locked by an agent other than
-    ``restorer``, in the lock table of the site's state directory."""
+    ``restorer`` (and ``files_of``, the agent whose files are rolled back: its own locks
+    cover exactly the files being put back), in the lock table of the site's state
+    directory."""
     # The lock table of this state directory: one given to Checkpoints(state=...) is where
     # its callers (a wave executor with its own state) take their locks.
     grants = LockManager(repo=str(site.repo.toplevel), state=site.state).holders()
+    if files_of is not None:
+        grants = [g for g in grants if g.agent != files_of]
     conflicts = write_lock_conflicts(
         grants, [c.path for c in changes], repo_key=site.key, agent=restorer
     )

@@ -237,15 +237,17 @@ class Checkpoints:
 
         ``paths`` (relative to the repository root, or absolute) selects files and directories;
         ``agent`` and ``wave`` select the files that agent / wave recorded as modified after the
-        checkpoint. Several selections intersect. A file write-locked by an agent other than the
-        one restoring is refused (``Refused``) unless ``force``. The one restoring is ``by``,
-        else ``agent`` (rolling back an agent's files is done on its behalf, so its own locks do
-        not block it), else the current agent ($VERSATIL_AGENT, git config, login name).
+        checkpoint (an ``agent`` that recorded none at all is ``Refused``, naming those that
+        did). Several selections intersect. A file write-locked by an agent other than the one
+        restoring (or ``agent``, whose files these are) is refused (``Refused``) unless
+        ``force``. The one restoring is ``by``, else the caller ($VERSATIL_AGENT, git config,
+        login name): ``agent`` says whose files, never who restores. The result's
+        ``attributed_by_lock`` names the files only the monitor attributed to ``agent``.
         The safety checkpoint counts towards ``max_checkpoints``; ``prune=False`` skips the
         pruning after it (for callers that still need the oldest checkpoints).
         """
         target = resolve(self.site, checkpoint_id)
-        restorer = by or agent or default_agent(self.repo)
+        restorer = by or default_agent(self.repo)
         parents: dict[str, str] = {}
         wanted = None if paths is None else [
             normalize(self.repo.toplevel, p, parents) for p in paths
@@ -256,13 +258,18 @@ class Checkpoints:
         if result.safety_checkpoint is None:
             self.site.emit_done(
                 "checkpoints", "restore", agent=restorer, repo=self.key,
-                checkpoint=target.id, safety=None, restored=0, removed=0,
+                checkpoint=target.id, safety=None, restored=0, removed=0, files_of=agent,
+                wave=wave,
             )
             return result
+        extra: dict[str, Any] = {}
+        if result.attributed_by_lock:
+            extra["attributed_by_lock"] = result.attributed_by_lock[:100]
         self.site.emit_done(
             "checkpoints", "restore", agent=restorer, repo=self.key, checkpoint=target.id,
             safety=result.safety_checkpoint, restored=len(result.restored),
             removed=len(result.removed), paths=result.changed[:100], forced=force,
+            files_of=agent, wave=wave, **extra,
         )
         if prune:
             self._auto_prune()

@@ -186,7 +186,7 @@ def run_restore(
     if as_json:
         echo_json(_result_json(result))
         return
-    _print_result(result)
+    _print_result(result, agent)
 
 
 @checkpoint.command()
@@ -224,7 +224,7 @@ def _row(record: CheckpointRecord) -> str:
             f"{files} files{extra}  {_printable(message)}").rstrip()
 
 
-def _print_result(result: RestoreResult) -> None:
+def _print_result(result: RestoreResult, agent: str | None = None) -> None:
     if result.safety_checkpoint is None:
         echo(f"Nothing to restore: the selected files are as they were at {result.checkpoint}.")
         return
@@ -234,6 +234,12 @@ def _print_result(result: RestoreResult) -> None:
         echo(f"removed  {_printable(path)}")
     for path in result.skipped:
         echo(f"skipped  {_printable(path)} (submodule or nested repository: left as it is)")
+    if result.attributed_by_lock:
+        names = ", ".join(_printable(p) for p in result.attributed_by_lock)
+        one = len(result.attributed_by_lock) == 1
+        echo(f"attributed by lock, not by writer: {names} (the monitor saw "
+             f"{'it' if one else 'them'} written while {_printable(agent or '?')} held the "
+             f"lock; it cannot tell who wrote {'it' if one else 'them'})")
     echo(
         f"Restored {len(result.restored)} and removed {len(result.removed)} file(s) from "
         f"{result.checkpoint}. Safety checkpoint: {result.safety_checkpoint} "
@@ -250,6 +256,7 @@ def _result_json(result: RestoreResult) -> dict[str, object]:
         "removed": result.removed,
         "skipped": result.skipped,
         "changed": result.changed,
+        "attributed_by_lock": result.attributed_by_lock,
     }
 
 

@@ -50,8 +50,8 @@ def restore_options(command: Callable[..., None]) -> Callable[..., None]:
         ),
         click.option(
             "--agent", metavar="NAME",
-            help="Restore only the files this agent modified since the checkpoint "
-            "(also: who restores).",
+            help="Restore only the files this agent modified since the checkpoint (whose "
+            "files; the restorer is you: $VERSATIL_AGENT or login).",
         ),
         click.option(
             "--wave", type=click.IntRange(min=0), metavar="N",
