@@ -111,6 +111,7 @@ def test_environment_sets_every_setting_and_each_harness_name(repo: Path) -> Non
         ({"VERSATIL_AGENTS_WAIT_ON_EIDT": "1"}, "perhaps VERSATIL_AGENTS_WAIT_ON_EDIT"),
         ({"VERSATIL_AGENTS_NAMES_VIM": "x"}, "NAMES_VIM is not a configuration key"),
         ({"VERSATIL_AGENTS_DANA_PRIORITY": "3"}, 'set [agents."Name"] priority'),
+        ({"VERSATIL_AGENTS_NAMES_CURSOR": "x" * 201}, "agents.names.cursor must be an agent name"),
     ],
 )
 def test_bad_environment_values_name_the_variable(
@@ -129,6 +130,8 @@ def test_bad_environment_values_name_the_variable(
         ('[agents]\nwait_on_edit = -1\n', "agents.wait_on_edit must be a number of seconds"),
         ('[agents]\nname = "a\\u0000b"\n', "agents.name must be an agent name"),
         ("[harness]\nname = 1\n", "unknown key harness"),
+        ("[agents.names]\nclaude = 3\n", "agents.names.claude must be an agent name"),
+        ('[agents]\nnames = { codex = "a\\nb" }\n', 'agents.names.codex must be an agent name'),
     ],
 )
 def test_bad_file_values_name_the_file_and_key(repo: Path, text: str, expected: str) -> None:

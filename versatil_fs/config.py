@@ -199,9 +199,14 @@ class _Layer:
         settings, agents = split_agents(agents)
         names = settings.get("names", {})
         if isinstance(names, Mapping):
-            for tool in names:
+            for tool, value in names.items():
                 if tool not in HARNESSES:
                     raise self._unknown(("agents", "names", tool))
+                # One by one, to name the harness: msgspec reports a table's key as `[...]`.
+                try:
+                    msgspec.convert({"names": {tool: value}}, HarnessSettings)
+                except msgspec.ValidationError:
+                    raise self._error(("agents", "names", tool), value, None) from None
         self._convert(settings, HarnessSettings, ("agents",))
         for name, entry in agents.items():
             if not name.strip():
