@@ -161,8 +161,8 @@ def _conclude(run: RunState, as_json: bool) -> int:
         result = report(run, status="interrupted")
         if as_json:
             echo_json(result)
-        else:
-            echo(f"Interrupted; go on with: versatil wave resume {run.id}")
+        # Else the progress said so already ("Interrupted: ... resume with: versatil wave
+        # resume X", the run-interrupted event): once is enough.
         return 130
     result = report(run)
     if as_json:

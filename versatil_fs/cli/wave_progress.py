@@ -43,7 +43,8 @@ def event_line(run: RunState, kind: str, task: TaskRun | None, detail: str) -> s
         if kind == "wave-start":
             return f"▶ {detail}"
         if kind == "wave-done":
-            return f"✓ {detail} done"
+            # waves.progress.wave_done: a colon follows "done" only when a task did not succeed.
+            return f"✓ {detail}" if ":" not in detail else f"✗ {detail}"
         if kind == "run-interrupted":
             return f"Interrupted: running tasks stopped and rolled back; {detail}"
         return None

@@ -124,7 +124,7 @@ from versatil_fs.waves.interrupt import (
 )
 from versatil_fs.waves.journal import Journal
 from versatil_fs.waves.plan import Plan, Task
-from versatil_fs.waves.progress import Progress
+from versatil_fs.waves.progress import Progress, wave_done
 from versatil_fs.waves.records import (
     MAX_LOCK_WAIT,
     TERMINAL,
@@ -288,7 +288,8 @@ class WaveExecutor:
         self.store.drop_wal(run.id)
         pending = sum(1 for t in run.tasks.values() if t.status not in TERMINAL)
         again = f" ({_tasks_word(len(retried))} failed or skipped run again)" if retried else ""
-        return self._execute("resume", f"run {run.id}: {pending} tasks to go{again}")
+        # The progress line names the run already ("Resuming wave run X: ..."): not again here.
+        return self._execute("resume", f"{pending} tasks to go{again}")
 
     def _scan(self, paths: Sequence[str]) -> TreeScan:
         """The files under a task's write paths, with their stamps (see monitor/scan.py)."""
@@ -449,7 +450,7 @@ class WaveExecutor:
     def _wave_ended(self, number: int) -> None:
         run = self._state()
         self._emit("wave-done", None, wave=number)
-        self.observer.event(run, "wave-done", None, f"wave {number}")
+        self.observer.event(run, "wave-done", None, wave_done(run, number))
 
     def _skip_blocked(self) -> None:
         """Skip every pending task that needs a task that failed or was skipped."""
