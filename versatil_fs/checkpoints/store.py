@@ -103,6 +103,9 @@ from versatil_fs.checkpoints.restore import (
     staged_working_tree,
 )
 from versatil_fs.checkpoints.selection import (
+    Modification,
+    attribution,
+    history,
     normalize,
     record_files_modified,
     write_lock_conflicts,
@@ -123,6 +126,7 @@ __all__ = [
     "Change",
     "CheckpointRecord",
     "Checkpoints",
+    "Modification",
     "PruneResult",
     "RestoreResult",
     "checkpoint",
@@ -206,6 +210,45 @@ class Checkpoints:
         record = resolve(self.site, checkpoint_id)
         with staged_working_tree(self.site) as staged:
             return parse_raw_diff(diff_index(self.site.git, staged, record.tree))
+
+    def changed_by(
+        self, checkpoint_id: str, paths: Sequence[str]
+    ) -> dict[str, builtins.list[Modification]]:
+        """For each of ``paths``: the modifications recorded since the checkpoint that cover it
+        (``files-modified`` events, oldest first); a modification whose ``by_writer`` is False
+        is the monitor's "written while that agent held the lock"."""
+        record = resolve(self.site, checkpoint_id)
+        return attribution(self.key, record.time, self.site.state, paths)
+
+    def who(self, path: str | os.PathLike[str]) -> tuple[str, builtins.list[Modification]]:
+        """``path`` (relative to the repository root, or absolute) as a repo-relative path, and
+        every modification of it recorded in the log, oldest first."""
+        rel = normalize(self.repo.toplevel, path, {})
+        return rel, history(self.key, rel, self.site.state)
+
+    def untracked_unchanged(
+        self, checkpoint_id: str
+    ) -> tuple[builtins.list[str], CheckpointRecord | None]:
+        """Files the checkpoint records as modified only because HEAD does not have them
+        (untracked, or new) and that are byte for byte as they were in the previous
+        checkpoint of this repository; and that previous checkpoint (None if there is none:
+        then nothing can be said to be unchanged)."""
+        record = resolve(self.site, checkpoint_id)
+        earlier = [r for r in self.list() if (r.time, r.id) < (record.time, record.id)]
+        if not earlier or not record.files_modified:
+            return [], None
+        previous = earlier[-1]
+        new = set(self._names("diff-tree", "-r", "-z", "--no-renames", "--name-only",
+                              "--diff-filter=A", record.parent, record.tree)
+                  if record.parent else self._names("ls-tree", "-r", "-z", "--name-only",
+                                                    record.tree))
+        changed = set(self._names("diff-tree", "-r", "-z", "--no-renames", "--name-only",
+                                  previous.tree, record.tree))
+        return [p for p in record.files_modified if p in new and p not in changed], previous
+
+    def _names(self, *args: str) -> builtins.list[str]:
+        out = self.site.git.run(*args)
+        return [os.fsdecode(p) for p in out.split(b"\0") if p]
 
     def diff_patch(self, checkpoint_id: str) -> bytes:
         """The same difference as a patch, as ``git diff`` prints it."""

@@ -7,11 +7,13 @@ import sys
 import time
 
 import click
+import msgspec
 
 from versatil_fs.checkpoints import (
     Change,
     CheckpointRecord,
     Checkpoints,
+    Modification,
     RestoreResult,
     printable,
 )
@@ -83,8 +85,10 @@ def show(checkpoint_id: str, as_json: bool) -> None:
     """Everything recorded with a checkpoint (ID may be a unique prefix)."""
     checkpoints = _checkpoints()
     record = checkpoints.show(checkpoint_id)
+    unchanged, previous = checkpoints.untracked_unchanged(record.id)
     if as_json:
-        echo_json(record)
+        echo_json({**msgspec.to_builtins(record), "untracked_unchanged": unchanged,
+                   "previous": previous.id if previous else None})
         return
     wave = "-" if record.wave is None else str(record.wave)
     lines = [
@@ -111,12 +115,20 @@ def show(checkpoint_id: str, as_json: bool) -> None:
     width = max(len(k) for k, _ in lines)
     for key, value in lines:
         echo(f"{key:<{width}}  {value}")
-    if record.files_modified:
-        echo(f"files modified ({len(record.files_modified)}):")
-        for path in record.files_modified[:200]:
+    # An untracked file differs from HEAD in every checkpoint: listed as modified only when it
+    # changed since the previous checkpoint (issue 15, item 10).
+    hidden = set(unchanged)
+    modified = [p for p in record.files_modified if p not in hidden]
+    if modified:
+        echo(f"files modified ({len(modified)}):")
+        for path in modified[:200]:
             echo(f"  {_printable(path)}")
-        if len(record.files_modified) > 200:
-            echo(f"  ... and {len(record.files_modified) - 200} more (--json lists all)")
+        if len(modified) > 200:
+            echo(f"  ... and {len(modified) - 200} more (--json lists all)")
+    if unchanged and previous is not None:
+        names = ", ".join(_printable(p) for p in unchanged[:20])
+        more = f", ... (--json lists all {len(unchanged)})" if len(unchanged) > 20 else ""
+        echo(f"untracked, unchanged since {previous.id} ({len(unchanged)}): {names}{more}")
     for warning in record.warnings:
         echo(f"note: {_printable(warning)}")
     if record.kind == "safety" and record.restore_complete is False and any(
@@ -130,7 +142,10 @@ def show(checkpoint_id: str, as_json: bool) -> None:
 @click.option("--patch", "-p", is_flag=True, help="Print the changes as a patch.")
 @json_option
 def diff(checkpoint_id: str, patch: bool, as_json: bool) -> None:
-    """What changed in the working tree since the checkpoint (A created, D deleted, M, T)."""
+    """What changed in the working tree since the checkpoint (A created, D deleted, M, T),
+    and the agents that changed each file since then, from the files-modified log ("by lock":
+    the monitor saw it written while that agent held the lock, which does not say who wrote
+    it; "-": nobody recorded it)."""
     checkpoints = _checkpoints()
     if patch:
         sys.stdout.flush()
@@ -139,13 +154,21 @@ def diff(checkpoint_id: str, patch: bool, as_json: bool) -> None:
         return
     record = checkpoints.show(checkpoint_id)
     changes = checkpoints.diff(record.id)
+    changed_by = checkpoints.changed_by(record.id, [c.path for c in changes])
     if as_json:
-        echo_json({"checkpoint": record.id, "changes": [_change_json(c) for c in changes]})
+        echo_json({"checkpoint": record.id, "changes": [
+            {**_change_json(c), "agents": [a for a, _ in _agents(changed_by[c.path])],
+             "attributed_by_lock": [a for a, by_lock in _agents(changed_by[c.path])
+                                    if by_lock]}
+            for c in changes
+        ]})
         return
     if not changes:
         echo(f"The working tree is as it was at {record.id}.")
     for change in changes:
-        echo(f"{change.status} {_printable(change.path)}")
+        agents = ", ".join(_printable(a) + (" (by lock)" if by_lock else "")
+                           for a, by_lock in _agents(changed_by[change.path])) or "-"
+        echo(f"{change.status} {_printable(change.path)}  {agents}")
 
 
 @checkpoint.command()
@@ -258,6 +281,16 @@ def _result_json(result: RestoreResult) -> dict[str, object]:
         "changed": result.changed,
         "attributed_by_lock": result.attributed_by_lock,
     }
+
+
+def _agents(mods: list[Modification]) -> list[tuple[str, bool]]:
+    """Each agent that changed a file, in the order of their first change, and whether only
+    the monitor's lock attributes it (no record of theirs saw the writer)."""
+    found: dict[str, bool] = {}
+    for mod in mods:
+        name = mod.agent or "someone"
+        found[name] = found.get(name, True) and not mod.by_writer
+    return list(found.items())
 
 
 def _change_json(change: Change) -> dict[str, str]:
