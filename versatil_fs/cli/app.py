@@ -34,6 +34,7 @@ COMMANDS: dict[str, str] = {
     "demo": "versatil_fs.cli.demo:demo",
     "agent-hook": "versatil_fs.cli.agent_hook:agent_hook",
     "integrate": "versatil_fs.cli.integrate:integrate",
+    "who": "versatil_fs.cli.who:who",
 }
 
 
