@@ -4,11 +4,15 @@ that is all the monitor can know."""
 
 from __future__ import annotations
 
+import json
+import shlex
+import signal
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
-from integration.helpers import Spawner, run_versatil, wait_for
+from integration.helpers import Spawner, run_versatil, versatil_argv, wait_for
 from integration.test_monitor import FILES, log, start_monitor
 
 from versatil_fs.locks.manager import LockManager
@@ -47,3 +51,57 @@ def test_unlocking_part_of_a_lease_ends_only_those_paths(repo: Path) -> None:
     held = lock_held_at(state, key, "docs/x.md", between)
     assert held is not None and held.agent == "Marcus"
     manager.close()
+
+
+def _lines(path: Path) -> list[dict[str, Any]]:
+    text = path.read_text() if path.exists() else ""
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def test_the_monitor_never_reports_its_own_output_files(spawn: Spawner, repo: Path) -> None:
+    """Issue 15 item 4: `versatil monitor > monitor.log` inside the repository (stderr too)."""
+    (repo / ".gitignore").write_text("build/\n")  # *.log no longer ignored: the report's case
+    argv = " ".join(shlex.quote(a) for a in versatil_argv("monitor", "--json"))
+    child = spawn.popen(
+        ["sh", "-c", f"exec {argv} > monitor.log 2> monitor.err"], cwd=repo, name="monitor"
+    )
+    out, err = repo / "monitor.log", repo / "monitor.err"
+    wait_for(lambda: "watching" in (err.read_text() if err.exists() else "") or not child.alive)
+    assert child.alive, err.read_text()
+    (repo / "src" / "a.py").write_text("a = 2\n")
+    wait_for(lambda: any(line["path"] == "src/a.py" for line in _lines(out)))
+    (repo / "docs" / "sentinel.md").write_text("sentinel\n")
+    wait_for(lambda: any(line["path"] == "docs/sentinel.md" for line in _lines(out)))
+    # Stopped, the monitor reports what it still held back (a file kept open is reported a
+    # moment after its last write): everything it would ever report is in the log now.
+    child.kill(signal.SIGTERM)
+    assert child.wait() == 0, err.read_text()
+    reported = [line["path"] for line in _lines(out)]
+    assert reported == ["src/a.py", "docs/sentinel.md"]
+    logged = {e.data["path"] for e in log("unlocked-write")}
+    assert "monitor.log" not in logged and "monitor.err" not in logged
+    assert unlocked_write_count(repo) == len(reported)
+
+
+def test_a_following_monitor_does_not_print_writes_to_its_own_output(
+    spawn: Spawner, repo: Path
+) -> None:
+    """Another process observes and reports the follower's writes to its output file; printing
+    them would write that file again, once per line, forever."""
+    (repo / ".gitignore").write_text("build/\n")
+    observer = start_monitor(spawn, repo)
+    argv = " ".join(shlex.quote(a) for a in versatil_argv("monitor", "--json"))
+    child = spawn.popen(
+        ["sh", "-c", f"exec {argv} > follow.log 2> follow.err"], cwd=repo, name="follower"
+    )
+    out, err = repo / "follow.log", repo / "follow.err"
+    wait_for(lambda: "already watching" in (err.read_text() if err.exists() else ""))
+    (repo / "src" / "a.py").write_text("a = 2\n")
+    wait_for(lambda: any(line["path"] == "src/a.py" for line in _lines(out)))
+    # The observer reports the follower's write to follow.log (it cannot tell who wrote it).
+    assert [w["path"] for w in observer.until("follow.log")][-1] == "follow.log"
+    (repo / "docs" / "sentinel.md").write_text("sentinel\n")
+    wait_for(lambda: any(line["path"] == "docs/sentinel.md" for line in _lines(out)))
+    child.kill(signal.SIGTERM)
+    assert child.wait() == 0, err.read_text()
+    assert [line["path"] for line in _lines(out)] == ["src/a.py", "docs/sentinel.md"]

@@ -4,8 +4,8 @@ How it works, and what it does not guarantee: :mod:`versatil_fs.monitor.watcher`
 ``ignore`` (git's ignore rules plus ``guard.ignore``), ``scan`` (the one tree scan, which
 ``versatil run`` and the wave executor use too), ``attribution`` (who held the covering lock),
 ``election`` (who observes), ``inotify`` (the glue to watchdog), ``tracking`` (events -> writes),
-``writes`` (what is reported and logged), ``watcher`` (the :class:`Monitor`), ``foreground``
-(``versatil monitor``).
+``writes`` (what is reported and logged), ``own_files`` (its own output, never reported),
+``watcher`` (the :class:`Monitor`), ``foreground`` (``versatil monitor``).
 """
 
 from versatil_fs.monitor.attribution import LockView, lock_held_at

@@ -3,14 +3,17 @@ elected monitor logs (:func:`follow`), and take over the moment it exits."""
 
 from __future__ import annotations
 
+import os
 import queue
 import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 
 from versatil_fs import events
 from versatil_fs.monitor.election import Election
 from versatil_fs.monitor.inotify import wake_on_change
+from versatil_fs.monitor.own_files import OwnFiles
 from versatil_fs.monitor.scan import normalize_guards, under
 from versatil_fs.monitor.watcher import Monitor
 from versatil_fs.monitor.writes import STREAM, Write, writes_from_event
@@ -56,8 +59,13 @@ class _Foreground:
         self.election = Election(repo, state)
         self.monitor: Monitor | None = None
         self.following = threading.Event()
+        # Our own output files, when another process observes: it reports our writes to them,
+        # and printing those would write them again, once more per line, forever.
+        self.own = OwnFiles(str(repo.toplevel), state)
 
     def emit(self, write: Write) -> None:
+        if self.own and self.own(write.path, _lstat(self.repo.toplevel / write.path)):
+            return
         if under(write.path, self.wanted) or (write.source and under(write.source, self.wanted)):
             self.out.put(write)
 
@@ -146,6 +154,13 @@ def watch(
                 on_write(item)
     finally:
         fg.close()
+
+
+def _lstat(path: Path) -> os.stat_result | None:
+    try:
+        return os.lstat(path)
+    except OSError:
+        return None
 
 
 def stderr_notice(prefix: str) -> Callable[[str], None]:

@@ -28,7 +28,9 @@ How it stays complete and reports each write once:
   as a move whose ``dest_path`` is the target; it is reported once, as a write to the target.
   A new file with a temporary-looking name is held back briefly so that the temporary file of a
   slower save (one that fsyncs) is not reported on its own.
-* **What is never reported**: anything under a ``.git`` directory, files git ignores — asked
+* **What is never reported**: the monitor's own output (its stdout and stderr redirected to a
+  file in the tree, the state directory inside the tree: ``own_files``), anything under a
+  ``.git`` directory, files git ignores — asked
   of git itself (``git check-ignore --stdin`` in one long-lived process for new paths, ``git
   ls-files --exclude-standard`` for scans), plus the extra patterns of ``guard.ignore``, which
   git reads like a global excludes file (so, like ``.gitignore``, they never hide a tracked
@@ -64,6 +66,7 @@ from versatil_fs.monitor.inotify import (
     event_filter,
     make_observer,
 )
+from versatil_fs.monitor.own_files import OwnFiles
 from versatil_fs.monitor.scan import TreeScan, in_git_dir, normalize_guards, scan, under
 from versatil_fs.monitor.tracking import Tracker
 from versatil_fs.monitor.writes import Reporter, Write
@@ -124,9 +127,10 @@ class Monitor:
         self.notify = notify
         self.root = str(repo.toplevel)
         self.tracker = Tracker(self.root, self.guards, self.matcher, self.locks, notify=notify)
+        own = OwnFiles(self.root, self.state)
         self.reporter = Reporter(
             repo, self.state, self.locks, look=self.tracker.stat, sink=sink, notify=notify,
-            record=record,
+            record=record, own=own if own else None,
         )
         self.tracker.bind(self.reporter)
         self.has_baseline = False

@@ -83,7 +83,7 @@ def encode_write(write: Write) -> bytes:
 # Recording --------------------------------------------------------------------------------------
 class Reporter:
     """Attributes each write to the write lock covering it, counts it, logs it (when ``record``)
-    and hands it to ``sink``.
+    and hands it to ``sink``; skips the files ``own`` says the monitor itself writes.
 
     ``look`` stats a repo-relative path (None when it is gone): a write whose lock was released
     before its event arrived is attributed from the file's mtime and the locks log. A log line
@@ -101,8 +101,10 @@ class Reporter:
         sink: Callable[[Write], None] | None,
         notify: Callable[[str], None] | None,
         record: bool,
+        own: Callable[[str, os.stat_result | None], bool] | None = None,
     ) -> None:
         self.repo = repo
+        self.own = own
         self.state = state
         self.locks = locks
         self.look = look
@@ -149,7 +151,12 @@ class Reporter:
         rescan: bool = False,
         holder: Grant | Literal[False] | None = False,
     ) -> None:
-        """Report one write; ``holder`` (when not False) is its lock, already looked up."""
+        """Report one write; ``holder`` (when not False) is its lock, already looked up.
+
+        A write to a file the monitor writes itself (``own``) is not reported at all.
+        """
+        if self.own is not None and self.own(rel, self.look(rel) if event != "deleted" else None):
+            return
         grant = self.locks.holder(rel, refresh=False) if holder is False else holder
         now = time.time()
         if grant is None and holder is False:
