@@ -127,7 +127,8 @@ def test_create_list_show_diff_restore_prune_with_json(
     write(repo, "src/a.py", "a = 3\n")
     write(repo, "new.txt", "new\n")
     code, out, _ = cli_run(capsys, "checkpoint", "diff", cid)
-    assert code == 0 and sorted(out.splitlines()) == ["A new.txt", "M src/a.py"]
+    # The agent column (issue 15, item 10): nobody recorded these files.
+    assert code == 0 and sorted(out.splitlines()) == ["A new.txt  -", "M src/a.py  -"]
     code, out, _ = cli_run(capsys, "checkpoint", "diff", cid, "--json")
     assert {c["path"]: c["status"] for c in json.loads(out)["changes"]} == {
         "new.txt": "A", "src/a.py": "M"

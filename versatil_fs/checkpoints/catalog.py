@@ -206,4 +206,5 @@ def _from_commit(site: Site, checkpoint_id: str, oid: str, tree: str) -> Checkpo
             print(f"versatil: checkpoint {checkpoint_id} is damaged ({exc}); skipped it.",
                   file=sys.stderr)
         return None
-    return record_from_commit(checkpoint_id, oid, tree, raw, str(site.repo.toplevel))
+    return record_from_commit(checkpoint_id, oid, tree, raw, str(site.repo.toplevel),
+                              site.worktree)

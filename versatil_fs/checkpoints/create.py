@@ -72,7 +72,8 @@ def commit(
     # On an unborn branch every file is new.
     against_head = parse_raw_diff(diff_out) if staged.head else all_added(ls_out)
     checkpoint_id = new_id(started, wave)
-    body = commit_message(message, agent=agent, wave=wave, kind=kind, started=started)
+    body = commit_message(message, agent=agent, wave=wave, kind=kind, started=started,
+                          worktree=site.worktree)
     stream = import_stream(REF_PREFIX + checkpoint_id, staged.head, against_head,
                            name=clean_name(agent), when=int(started), message=body)
     oid, tree, clash = _import(site, stream, staged.index.parent)
@@ -96,6 +97,7 @@ def commit(
             restore_of=restore_of,
             restore_complete=False if kind == "safety" else None,
             repo=str(site.repo.toplevel),
+            worktree=site.worktree,
         )
         site.write_record(record)
     return record

@@ -90,7 +90,12 @@ class CheckpointRecord(msgspec.Struct, kw_only=True):
     restore_of: str | None = None  # safety checkpoints: the checkpoint being restored
     restore_complete: bool | None = None  # safety checkpoints: False until the restore ended
     recovered: bool = False  # rebuilt from the git commit: the metadata file was lost or damaged
-    repo: str = ""  # the working tree it was made in, for people reading the file
+    repo: str = ""  # the working tree it was made in (its toplevel), for people reading it
+    # The git directory of the worktree it was made in: the stable key of that worktree (its
+    # toplevel can be moved with `git worktree move`, its git dir is named once). A record
+    # written before worktrees were recorded has "": it is treated as the main worktree's,
+    # where versatil was used before linked worktrees were told apart (see worktree_key).
+    worktree: str = ""
 
 
 class Change(msgspec.Struct, frozen=True, kw_only=True):
@@ -163,7 +168,7 @@ def clean_name(agent: str) -> str:
 
 
 def commit_message(message: str, *, agent: str, wave: int | None, kind: str,
-                   started: float) -> str:
+                   started: float, worktree: str = "") -> str:
     """The checkpoint commit's message: the title and the ``Versatil-*`` trailers."""
     # The trailers let `list` rebuild a checkpoint whose metadata file was lost.
     title = message.strip() or ("safety checkpoint" if kind == "safety" else "checkpoint")
@@ -171,6 +176,8 @@ def commit_message(message: str, *, agent: str, wave: int | None, kind: str,
                 f"Versatil-Kind: {kind}"]
     if wave is not None:
         trailers.append(f"Versatil-Wave: {wave}")
+    if worktree and "\n" not in worktree:
+        trailers.append(f"Versatil-Worktree: {worktree}")
     return f"{title}\n\n" + "\n".join(trailers) + "\n"
 
 
@@ -187,8 +194,10 @@ def _split_trailers(message: str) -> tuple[str, dict[str, str]]:
 
 
 def record_from_commit(checkpoint_id: str, oid: str, tree: str, raw: str,
-                       repo: str) -> CheckpointRecord:
-    """The record rebuilt from ``raw``, the text of commit ``oid`` (``git cat-file commit``)."""
+                       repo: str, worktree: str = "") -> CheckpointRecord:
+    """The record rebuilt from ``raw``, the text of commit ``oid`` (``git cat-file commit``);
+    ``repo`` is the toplevel of the worktree ``worktree`` (git dir) that rebuilds it, named
+    as the record's only if the commit says it was made there."""
     header, _, message = raw.partition("\n\n")
     fields: dict[str, str] = {}
     committed = 0.0
@@ -218,7 +227,9 @@ def record_from_commit(checkpoint_id: str, oid: str, tree: str, raw: str,
         recovered=True,
         warnings=["Metadata was rebuilt from the git commit: task states, tests and "
                   "errors recorded with the checkpoint are not available."],
-        repo=repo,
+        # A commit made before worktrees were recorded has no trailer: the main worktree's.
+        repo=repo if worktree == trailers.get("Versatil-Worktree", "") else "",
+        worktree=trailers.get("Versatil-Worktree", ""),
     )
 
 

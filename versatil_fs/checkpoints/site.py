@@ -106,10 +106,38 @@ class Site:
         self.repo = repo
         self.state = state
         self.key = str(repo.common_dir)  # the repository, as events and the lock table name it
+        # This worktree, as checkpoint records name it: its git directory (see worktree_key).
+        self.worktree = os.path.realpath(repo.git_dir)
         digest = hashlib.sha256(self.key.encode()).hexdigest()[:16]
         self.metadata = state.subdir("checkpoints", digest)
         self.scratch = state.subdir("checkpoints", digest, "scratch")
         self.git = RepoGit(repo.toplevel)
+
+    def worktree_key(self, record: CheckpointRecord) -> str:
+        """The worktree ``record`` was made in, as its git directory. A record without one was
+        written before worktrees were recorded: it is the main worktree's (the repository's
+        own git directory), where such records were made unless the user had linked
+        worktrees, which is the case this field was added to tell apart."""
+        return record.worktree or os.path.realpath(self.repo.common_dir)
+
+    def here(self, record: CheckpointRecord) -> bool:
+        """Whether ``record`` was made in this worktree."""
+        return self.worktree_key(record) == self.worktree
+
+    def worktree_top(self, record: CheckpointRecord) -> str:
+        """The toplevel of the worktree ``record`` was made in, for people to read."""
+        if self.here(record):
+            return str(self.repo.toplevel)
+        if record.repo:
+            return record.repo
+        key = Path(self.worktree_key(record))
+        # The main worktree's git dir is <toplevel>/.git; a linked one's `gitdir` file names
+        # its .git file (read for display only, never acted on).
+        if key == Path(os.path.realpath(self.repo.common_dir)) and key.name == ".git":
+            return str(key.parent)
+        with contextlib.suppress(OSError, UnicodeDecodeError):
+            return str(Path((key / "gitdir").read_text(encoding="utf-8").strip()).parent)
+        return str(key)
 
     def sweep(self) -> None:
         """Clean up after processes killed mid-create or mid-restore."""

@@ -111,7 +111,7 @@ from versatil_fs.checkpoints.selection import (
     write_lock_conflicts,
 )
 from versatil_fs.checkpoints.site import Site, diff_index, in_background, stage
-from versatil_fs.errors import UsageError, VersatilError
+from versatil_fs.errors import Refused, UsageError, VersatilError
 from versatil_fs.repo import Repository, default_agent
 from versatil_fs.state import StateDir, flocked
 
@@ -205,9 +205,30 @@ class Checkpoints:
         """The checkpoint with this id or unique id prefix; ``UsageError`` otherwise."""
         return resolve(self.site, checkpoint_id)
 
-    def diff(self, checkpoint_id: str) -> builtins.list[Change]:
-        """What changed in the working tree since the checkpoint (statuses seen from it)."""
+    def elsewhere(self, record: CheckpointRecord) -> str | None:
+        """The toplevel of the worktree ``record`` was made in, if not this one; else None."""
+        return None if self.site.here(record) else self.site.worktree_top(record)
+
+    def worktree_of(self, record: CheckpointRecord) -> str:
+        """The toplevel of the worktree ``record`` was made in (this one's if it is here)."""
+        return self.site.worktree_top(record)
+
+    def _this_worktree(self, record: CheckpointRecord, force: bool, doing: str) -> None:
+        # Worktrees of one repository share its refs, so every checkpoint is visible from each
+        # of them; one made in another worktree holds that worktree's files (another branch),
+        # and comparing or restoring it here is rarely what was meant.
+        other = self.elsewhere(record)
+        if other is not None and not force:
+            raise Refused(
+                f"Not {doing}: checkpoint {record.id} was made in the worktree {other}, not in "
+                f"this one ({self.repo.toplevel}); pass --force to use it here anyway."
+            )
+
+    def diff(self, checkpoint_id: str, *, force: bool = False) -> builtins.list[Change]:
+        """What changed in the working tree since the checkpoint (statuses seen from it).
+        A checkpoint of another worktree is ``Refused`` unless ``force``."""
         record = resolve(self.site, checkpoint_id)
+        self._this_worktree(record, force, "comparing")
         with staged_working_tree(self.site) as staged:
             return parse_raw_diff(diff_index(self.site.git, staged, record.tree))
 
@@ -234,7 +255,9 @@ class Checkpoints:
         checkpoint of this repository; and that previous checkpoint (None if there is none:
         then nothing can be said to be unchanged)."""
         record = resolve(self.site, checkpoint_id)
-        earlier = [r for r in self.list() if (r.time, r.id) < (record.time, record.id)]
+        earlier = [r for r in self.list()
+                   if (r.time, r.id) < (record.time, record.id)
+                   and self.site.worktree_key(r) == self.site.worktree_key(record)]
         if not earlier or not record.files_modified:
             return [], None
         previous = earlier[-1]
@@ -250,9 +273,10 @@ class Checkpoints:
         out = self.site.git.run(*args)
         return [os.fsdecode(p) for p in out.split(b"\0") if p]
 
-    def diff_patch(self, checkpoint_id: str) -> bytes:
+    def diff_patch(self, checkpoint_id: str, *, force: bool = False) -> bytes:
         """The same difference as a patch, as ``git diff`` prints it."""
         record = resolve(self.site, checkpoint_id)
+        self._this_worktree(record, force, "comparing")
         with staged_working_tree(self.site) as staged:
             return self.site.git.run("diff", "--cached", "--no-color", "--binary", record.tree,
                                      index=staged.index)
@@ -283,13 +307,16 @@ class Checkpoints:
         checkpoint (an ``agent`` that recorded none at all is ``Refused``, naming those that
         did). Several selections intersect. A file write-locked by an agent other than the one
         restoring (or ``agent``, whose files these are) is refused (``Refused``) unless
-        ``force``. The one restoring is ``by``, else the caller ($VERSATIL_AGENT, git config,
-        login name): ``agent`` says whose files, never who restores. The result's
-        ``attributed_by_lock`` names the files only the monitor attributed to ``agent``.
+        ``force``, and so is a checkpoint made in another worktree of the repository (its
+        files are that worktree's). The one restoring is ``by``, else the caller
+        ($VERSATIL_AGENT, git config, login name): ``agent`` says whose files, never who
+        restores. The result's ``attributed_by_lock`` names the files only the monitor
+        attributed to ``agent``.
         The safety checkpoint counts towards ``max_checkpoints``; ``prune=False`` skips the
         pruning after it (for callers that still need the oldest checkpoints).
         """
         target = resolve(self.site, checkpoint_id)
+        self._this_worktree(target, force, "restoring")
         restorer = by or default_agent(self.repo)
         parents: dict[str, str] = {}
         wanted = None if paths is None else [
@@ -390,14 +417,19 @@ class Checkpoints:
         return getattr(self._config, "checkpoints", None)
 
     # Listing (defined last: inside the class body `list` names this method) -----------------
-    def list(self) -> builtins.list[CheckpointRecord]:
-        """Every checkpoint of the repository, oldest first.
+    def list(self, *, all_worktrees: bool = True) -> builtins.list[CheckpointRecord]:
+        """Every checkpoint of the repository, oldest first (``all_worktrees=False``: only
+        those made in this worktree; a record from before worktrees were recorded counts as
+        the main worktree's).
 
         A ref under ``refs/versatil/checkpoints/`` that is not a checkpoint (a name of another
         shape, or pointing at something that is not a commit) is damaged: it is moved aside to
         ``refs/versatil/damaged/`` (said once, on stderr) and the others are listed as usual.
         """
-        return list_records(self.site)
+        records = list_records(self.site)
+        if all_worktrees:
+            return records
+        return [r for r in records if self.site.here(r)]
 
 
 def checkpoint(message: str, repo: str | os.PathLike[str] = ".") -> CheckpointRecord:

@@ -56,24 +56,37 @@ def create(message: str | None, wave: int | None, agent: str | None, as_json: bo
 
 @checkpoint.command(name="list")
 @click.option("--tail", type=click.IntRange(min=1), metavar="N", help="Only the newest N.")
+@click.option("--all", "all_worktrees", is_flag=True,
+              help="Every worktree's checkpoints, with a worktree column.")
 @json_option
-def list_(tail: int | None, as_json: bool) -> None:
-    """Every checkpoint of this repository, oldest first."""
-    print_list(_checkpoints(), tail, as_json)
+def list_(tail: int | None, all_worktrees: bool, as_json: bool) -> None:
+    """This worktree's checkpoints, oldest first (--all: every worktree's)."""
+    print_list(_checkpoints(), tail, as_json, all_worktrees=all_worktrees)
 
 
-def print_list(checkpoints: Checkpoints, tail: int | None, as_json: bool) -> None:
+def print_list(checkpoints: Checkpoints, tail: int | None, as_json: bool, *,
+               all_worktrees: bool = False) -> None:
     """The listing shared with ``versatil-daemon list-checkpoints``."""
     every = checkpoints.list()
-    records = every[-tail:] if tail else every
-    interrupted = checkpoints.interrupted_restores(every)
+    mine = every if all_worktrees else [r for r in every if checkpoints.elsewhere(r) is None]
+    records = mine[-tail:] if tail else mine
+    interrupted = checkpoints.interrupted_restores(mine)
     if as_json:
-        echo_json({"repo": str(checkpoints.repo.toplevel), "checkpoints": records})
+        echo_json({"repo": str(checkpoints.repo.toplevel),
+                   "worktree": str(checkpoints.repo.toplevel),
+                   "checkpoints": [{**msgspec.to_builtins(r),
+                                    "worktree_path": checkpoints.worktree_of(r)}
+                                   for r in records]})
         return
     if not records:
-        echo("No checkpoints yet; `versatil checkpoint create` makes one.")
+        others = len(every) - len(mine)
+        echo("No checkpoints yet; `versatil checkpoint create` makes one."
+             + (f" ({others} in other worktrees: `versatil checkpoint list --all`.)"
+                if others else ""))
     for record in records:
-        echo(_row(record))
+        row = _row(record)
+        echo(f"{row}  [{_printable(checkpoints.worktree_of(record))}]" if all_worktrees
+             else row)
     for record in interrupted:
         _interrupted_note(record)
 
@@ -99,6 +112,8 @@ def show(checkpoint_id: str, as_json: bool) -> None:
         ("message", _printable(record.message) or "-"),
         ("agent", _printable(record.agent) or "-"),
         ("wave", wave),
+        ("worktree", _printable(checkpoints.worktree_of(record))
+         + ("" if checkpoints.elsewhere(record) is None else " (not this one)")),
         ("commit", record.commit),
         ("parent", record.parent or "- (made on an unborn branch)"),
         ("files", "unknown" if record.files is None else str(record.files)),
@@ -140,20 +155,23 @@ def show(checkpoint_id: str, as_json: bool) -> None:
 @checkpoint.command()
 @click.argument("checkpoint_id", metavar="ID")
 @click.option("--patch", "-p", is_flag=True, help="Print the changes as a patch.")
+@click.option("--force", is_flag=True,
+              help="Compare with a checkpoint made in another worktree all the same.")
 @json_option
-def diff(checkpoint_id: str, patch: bool, as_json: bool) -> None:
+def diff(checkpoint_id: str, patch: bool, force: bool, as_json: bool) -> None:
     """What changed in the working tree since the checkpoint (A created, D deleted, M, T),
     and the agents that changed each file since then, from the files-modified log ("by lock":
     the monitor saw it written while that agent held the lock, which does not say who wrote
     it; "-": nobody recorded it)."""
     checkpoints = _checkpoints()
+    record = checkpoints.show(checkpoint_id)
+    _say_other_worktree(checkpoints, record, force, "comparing this worktree with it")
     if patch:
         sys.stdout.flush()
-        sys.stdout.buffer.write(checkpoints.diff_patch(checkpoint_id))
+        sys.stdout.buffer.write(checkpoints.diff_patch(record.id, force=force))
         sys.stdout.flush()
         return
-    record = checkpoints.show(checkpoint_id)
-    changes = checkpoints.diff(record.id)
+    changes = checkpoints.diff(record.id, force=force)
     changed_by = checkpoints.changed_by(record.id, [c.path for c in changes])
     if as_json:
         echo_json({"checkpoint": record.id, "changes": [
@@ -203,6 +221,8 @@ def run_restore(
         raise UsageError("--path cannot be empty; name a file or a directory to restore.")
     # Paths on the command line are relative to where the user stands, the API's to the root.
     absolute = [os.path.abspath(p) for p in paths] if paths else None
+    _say_other_worktree(checkpoints, checkpoints.show(checkpoint_id), force,
+                        "restoring its files into this worktree")
     result = checkpoints.restore(
         checkpoint_id, paths=absolute, agent=agent, wave=wave, force=force
     )
@@ -301,6 +321,16 @@ def _change_json(change: Change) -> dict[str, str]:
 def _warn(record: CheckpointRecord) -> None:
     for warning in record.warnings:
         click.echo(f"versatil: note: {_printable(warning)}", err=True)
+
+
+def _say_other_worktree(checkpoints: Checkpoints, record: CheckpointRecord, force: bool,
+                        doing: str) -> None:
+    # Without --force the API refuses, naming both worktrees; with it, the user is told once.
+    other = checkpoints.elsewhere(record)
+    if other is not None and force:
+        click.echo(f"versatil: {record.id} was made in the worktree {_printable(other)}, not "
+                   f"in this one ({_printable(str(checkpoints.repo.toplevel))}); {doing} "
+                   "(--force).", err=True)
 
 
 def _interrupted_note(record: CheckpointRecord) -> None:

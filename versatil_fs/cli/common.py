@@ -58,7 +58,9 @@ def restore_options(command: Callable[..., None]) -> Callable[..., None]:
             help="Restore only the files wave N modified since the checkpoint.",
         ),
         click.option(
-            "--force", is_flag=True, help="Overwrite files other agents have write-locked."
+            "--force", is_flag=True,
+            help="Overwrite files other agents have write-locked; use a checkpoint made in "
+            "another worktree.",
         ),
         json_option,
     )):
