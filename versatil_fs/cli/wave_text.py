@@ -6,6 +6,7 @@ the same lines); the commands in :mod:`versatil_fs.cli.wave` choose which to pri
 
 from __future__ import annotations
 
+import html
 import time
 
 from versatil_fs.waves.plan import Plan, format_duration
@@ -13,7 +14,7 @@ from versatil_fs.waves.records import RunState
 from versatil_fs.waves.report import Report
 from versatil_fs.waves.resolve import Schedule
 
-__all__ = ["bound_lines", "plan_lines", "report_lines", "status_lines"]
+__all__ = ["bound_lines", "markdown", "plan_lines", "report_lines", "status_lines"]
 
 
 def plan_lines(plan: Plan, schedule: Schedule, source: str) -> list[str]:
@@ -191,3 +192,38 @@ def _utilization_lines(result: Report) -> list[str]:
         lines.append(f"  {use.agent + ':':<{name_width}} {use.timeline} "
                      f"({1 - use.utilization:.0%} idle)")
     return lines
+
+
+_MARK = {"succeeded": "✅", "failed": "❌", "skipped": "⏭️"}
+
+
+def markdown(result: Report) -> str:
+    """``wave report --markdown``: the run's figures and one table row per task, for a CI
+    summary (GitHub renders ``$GITHUB_STEP_SUMMARY`` as Markdown)."""
+    lines = [f"### Wave run {_cell(result.run)}: {_cell(result.status)}", ""]
+    lines += ["| | |", "|---|---|", f"| Makespan | {format_duration(result.makespan)} |"]
+    lines.append(f"| Lower bound | {format_duration(result.lower_bound)}"
+                 + (f" ({result.efficiency:.0%} efficient)" if result.efficiency else "") + " |")
+    if result.speedup is not None:
+        lines.append(f"| One after another | {format_duration(result.sequential)} "
+                     f"({result.speedup:.2f}x faster in waves) |")
+    lines.append(f"| Agents | {result.agents} at once |")
+    lines += ["", "| Task | Agent | Wave | Status | Time | Files | Note |",
+              "|---|---|---:|---|---:|---:|---|"]
+    for task in result.tasks:
+        ran = task.duration is not None
+        note = task.error or task.skipped_because
+        lines.append(
+            f"| {_cell(task.id)} | {_cell(task.agent)} | {task.wave} | "
+            f"{_MARK.get(task.status, '')} {_cell(task.status)} | "
+            f"{format_duration(task.duration)} | {len(task.files) if ran else '-'} | "
+            f"{_cell(note)} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _cell(text: str) -> str:
+    """A table cell's text: HTML escaped (GitHub renders inline HTML), pipes escaped, one
+    line."""
+    flat = " ".join(text.split())
+    return html.escape(flat, quote=False).replace("|", "\\|")

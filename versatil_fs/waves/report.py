@@ -41,6 +41,11 @@ class TaskReport(msgspec.Struct, kw_only=True):
     skipped_because: str = ""
     attempts: int = 0
     log: str = ""
+    # When it ran, in seconds from the run's first task start on the executor's running time
+    # (the gaps between a crash and its resume left out, as in the makespan): the picture's
+    # bars and the trace's spans. None for a task that did not run.
+    start: float | None = None
+    end: float | None = None
 
 
 class WaveReport(msgspec.Struct, kw_only=True):
@@ -85,6 +90,7 @@ def report(run: RunState, status: str | None = None) -> Report:
     """Durations, speedup, the lower bound and utilization, from a run's state (pure)."""
     tasks = list(run.tasks.values())
     ran = [t for t in tasks if t.duration is not None and t.status in ("succeeded", "failed")]
+    ran_ids = {t.id for t in ran}
     timeline = _Timeline(run.sessions, ran)
     makespan = timeline.length
     sequential = sum(t.duration or 0.0 for t in ran)
@@ -127,6 +133,7 @@ def report(run: RunState, status: str | None = None) -> Report:
                 lock_wait=t.lock_wait, exit_code=t.exit_code, error=t.error, files=t.files,
                 rolled_back=t.rolled_back, skipped_because=t.skipped_because,
                 attempts=t.attempts, log=t.log,
+                **_when(timeline, t, t.id in ran_ids),
             )
             for t in tasks
         ],
@@ -134,6 +141,13 @@ def report(run: RunState, status: str | None = None) -> Report:
         failed=[t.id for t in tasks if t.status == "failed"],
         skipped=[t.id for t in tasks if t.status == "skipped"],
     )
+
+
+def _when(timeline: _Timeline, task: TaskRun, ran: bool) -> dict[str, float]:
+    if not ran:
+        return {}
+    start, end = timeline.interval(task)
+    return {"start": start, "end": end}
 
 
 def _first_wave(run: RunState, agent: str) -> tuple[int, int]:
