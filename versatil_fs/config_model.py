@@ -94,7 +94,8 @@ class CollisionDetection(msgspec.Struct, forbid_unknown_fields=True, kw_only=Tru
 class CheckpointSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     enabled: _Switch = True
     interval: _Seconds = 60.0
-    max_checkpoints: _Count = 10
+    max_checkpoints: _Count = 10  # the user's own, per worktree
+    max_automatic: _Count = 20  # safety, wave, run and periodic ones, per worktree
     auto_recover: _Switch = True
     large_file_mb: _Megabytes = 50.0  # a new file above this size gets a warning
 
