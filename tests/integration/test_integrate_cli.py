@@ -136,3 +136,16 @@ def test_a_real_versatil_process_wires_every_harness_and_unwires_them(git_repo: 
     assert _tree(git_repo) == before
     assert sorted(str(p.relative_to(git_repo)) for p in git_repo.iterdir()) == [".git",
                                                                                 "README.md"]
+
+
+def test_the_before_edit_timeout_covers_wait_on_edit(tmp_path: Path) -> None:
+    # A harness that times a hook out lets the edit through: a claim allowed to queue for 30 s
+    # needs a PreToolUse hook allowed to run longer than that.
+    from integration.helpers import make_git_repo, run_versatil
+
+    repo = make_git_repo(tmp_path / "r", {"a.py": "a\n"})
+    (repo / ".versatil").write_text("[agents]\nwait_on_edit = 30\n")
+    assert run_versatil("integrate", "claude", cwd=repo).returncode == 0
+    hooks = json.loads((repo / ".claude" / "settings.json").read_text())["hooks"]
+    assert hooks["PreToolUse"][0]["hooks"][0]["timeout"] == 40
+    assert hooks["PostToolUse"][0]["hooks"][0]["timeout"] == 10

@@ -11,8 +11,9 @@ the lean `versatil agent-hook` process imports it before every edit an agent mak
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from versatil_fs.agents.harness_claude import (
     CLAUDE_EDIT_TOOLS,
@@ -59,6 +60,7 @@ __all__ = [
     "MAX_PAYLOAD",
     "SHELL_TOOLS",
     "HookSpec",
+    "hooks_for",
     "parse",
     "render",
 ]
@@ -234,3 +236,19 @@ def render(harness: str, call: HookCall | None, verdict: Verdict) -> Reply:
             return Reply(stderr=verdict.deny + "\n", exit_code=2)
         return Reply(stderr=spoken(verdict) + "\n")
     return adapter[1](call, verdict)
+
+
+def hooks_for(harness: str, wait_on_edit: float) -> tuple[HookSpec, ...]:
+    """:data:`HOOKS` for ``harness``, with the before-a-tool timeout raised to cover
+    ``[agents] wait_on_edit``: a harness that times a hook out lets the edit through, so a claim
+    allowed to queue for 30 s needs a hook allowed to run for longer than that."""
+    wanted = _TOOL_TIMEOUT + math.ceil(wait_on_edit)
+    return tuple(
+        replace(spec, timeout=max(spec.timeout, wanted))
+        if spec.timeout is not None and spec.event in _BEFORE_TOOL else spec
+        for spec in HOOKS[harness]
+    )
+
+
+# The harnesses' own names of the event before a tool runs.
+_BEFORE_TOOL = frozenset({"PreToolUse", "BeforeTool", "preToolUse"})

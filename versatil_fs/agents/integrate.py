@@ -34,7 +34,7 @@ import msgspec
 from versatil_fs.agents import hook_config as cfg
 from versatil_fs.agents import hook_paths
 from versatil_fs.agents import user_files as files
-from versatil_fs.agents.harnesses import HOOKS
+from versatil_fs.agents.harnesses import hooks_for
 from versatil_fs.agents.hook_paths import NOTES, Scope, config_paths
 from versatil_fs.agents.integrate_status import Wiring, status
 from versatil_fs.agents.protocol import HARNESSES
@@ -183,12 +183,14 @@ def _roots(scope: Scope, cwd: str | os.PathLike[str]) -> Path:
     return Repository.find(cwd).toplevel if scope == "project" else Path.home()
 
 
-def _plan_json(harness: str, scope: Scope, path: Path, base: Path, command: str) -> _Plan:
+def _plan_json(
+    harness: str, scope: Scope, path: Path, base: Path, command: str, wait: float
+) -> _Plan:
     fmt = cfg.FORMATS[harness]
     before = files.read(path)
     doc = cfg.load(before[0], path, harness) if before else {}
     style = cfg.detect_style(before[0], doc) if before else cfg.TextStyle()
-    new = cfg.with_ours(doc, harness, fmt, HOOKS[harness], command, where=path)
+    new = cfg.with_ours(doc, harness, fmt, hooks_for(harness, wait), command, where=path)
     old = [c for cs in cfg.commands(doc, harness, fmt).values() for c in cs if c != command]
     if before is not None and cfg.same(doc, new):
         return _Plan(harness, scope, path, base, before, before[0], "unchanged")
@@ -197,7 +199,9 @@ def _plan_json(harness: str, scope: Scope, path: Path, base: Path, command: str)
                  old[0] if old else "")
 
 
-def _plan_cline(harness: str, scope: Scope, path: Path, base: Path, command: str) -> _Plan:
+def _plan_cline(
+    harness: str, scope: Scope, path: Path, base: Path, command: str, wait: float
+) -> _Plan:
     before = files.read(path)
     after = cfg.cline_script(command)
     if before is None:
@@ -226,6 +230,7 @@ def install(
     scope: Scope = "user" if user else "project"
     root = _roots(scope, cwd)
     records = _Records(state or StateDir())
+    wait = _wait_on_edit(root if scope == "project" else None, records.state)
     with records.serialized():
         plans = []
         for harness in harnesses:
@@ -233,8 +238,16 @@ def install(
             planner = _plan_cline if harness == "cline" else _plan_json
             for path in config_paths(harness, scope, root):
                 where = hook_paths.base(harness, scope, root)
-                plans.append(planner(harness, scope, path, where, command))
+                plans.append(planner(harness, scope, path, where, command, wait))
         return [_apply(plan, records) for plan in plans]
+
+
+def _wait_on_edit(root: Path | None, state: StateDir) -> float:
+    """``[agents] wait_on_edit`` where the hooks will run (the repository's configuration, or
+    the user's), so that the harness's timeout covers the wait (see ``hooks_for``)."""
+    from versatil_fs import config
+
+    return float(config.load(root, state=state).harness.wait_on_edit)
 
 
 def _apply(plan: _Plan, records: _Records) -> Change:
