@@ -449,3 +449,32 @@ def test_each_harness_claims_and_denies_with_its_documented_payload(
     assert not denied.silent and denied.code in (0, 2), denied
     said = denied.stdout + denied.stderr
     assert "versatil denied this edit" in said and holder in said, denied
+
+
+@pytest.mark.parametrize(("setting", "agent"), [
+    ("", "claude:aaaaaaaa"), ('subagents = "own"\n', "claude:aaaaaaaa/5f3e9a1c"),
+])
+def test_a_subagent_is_its_sessions_agent_unless_configured_otherwise(
+    project: Path, harnesses: list[FakeHarness], setting: str, agent: str
+) -> None:
+    if setting:
+        (project / ".versatil").write_text("[agents]\n" + setting)
+    session = _open(harnesses, project, SESSION_A)
+    # Inside a subagent Claude Code adds `agent_id` (and `agent_type`) to the payload
+    # (https://code.claude.com/docs/en/hooks, "Common input fields").
+    result = session.call(
+        "PreToolUse", tool_name="Write", agent_id="5f3e9a1c-77aa-4bbb-8ccc-0123456789ab",
+        agent_type="general-purpose",
+        tool_input={"file_path": str(project / "a.py"), "content": "x"},
+    )
+    assert result.silent, result
+    assert _held_by(project) == {"a.py": agent}
+
+
+def test_a_configured_name_per_harness_names_the_agent(
+    project: Path, harnesses: list[FakeHarness]
+) -> None:
+    (project / ".versatil").write_text('[agents]\nnames.claude = "Dana"\n')
+    session = _open(harnesses, project, SESSION_A)
+    assert session.before_write(project / "a.py").silent
+    assert _held_by(project) == {"a.py": "Dana"}
