@@ -636,6 +636,9 @@ def test_the_demo_chapter_tells_the_whole_wave_story(git_repo: Path) -> None:
     assert "before wave 4 of wave run" in text
     assert "x faster" in text and "% idle)" in text
     assert (git_repo / "docs/auth/security-review.md").exists()
+    page = git_repo.parent / "wave-report.html"
+    assert f"The picture of this run (`versatil wave report --html`): {page}" in text
+    assert "<svg" in page.read_text() and "connect-api" in page.read_text()
 
 
 def test_the_demo_plan_ships_inside_the_package() -> None:

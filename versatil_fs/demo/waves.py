@@ -30,7 +30,7 @@ from versatil_fs.waves.executor import WaveExecutor
 from versatil_fs.waves.plan import Plan, format_duration
 from versatil_fs.waves.progress import Progress
 from versatil_fs.waves.records import RunState, TaskRun
-from versatil_fs.waves.report import report
+from versatil_fs.waves.report import Report, report
 
 if TYPE_CHECKING:
     from versatil_fs.demo.stage import Agent, Demo
@@ -106,6 +106,23 @@ def _tell_outcome(demo: Demo, run: RunState, unlocked: list[str]) -> None:
     for line in lines[start:]:
         if not line.startswith("The plan's estimates"):  # minutes of agent time, not seconds
             demo.say(f"      {line}" if line else "")
+    _picture(demo, result)
+
+
+def _picture(demo: Demo, result: Report) -> None:
+    """The run's picture (`versatil wave report --html`), beside the throwaway repository: in
+    the directory `versatil demo --keep` keeps, and outside the repository, so the monitor and
+    `git status` never see it."""
+    from versatil_fs.waves.picture import html_report
+
+    page = demo.repo.parent / "wave-report.html"
+    try:
+        page.write_text(html_report(result), encoding="utf-8")
+    except OSError as exc:
+        demo.step(f"(the picture could not be written to {page}: {exc.strerror or exc})")
+        return
+    demo.step(f"The picture of this run (`versatil wave report --html`): {page}")
+    demo.say("      open it in a browser; `versatil demo --keep` keeps it")
 
 
 def _progress(demo: Demo, reviewer: Agent) -> Progress:
