@@ -105,3 +105,35 @@ def test_a_following_monitor_does_not_print_writes_to_its_own_output(
     child.kill(signal.SIGTERM)
     assert child.wait() == 0, err.read_text()
     assert [line["path"] for line in _lines(out)] == ["src/a.py", "docs/sentinel.md"]
+
+
+def test_a_restores_writes_are_the_restores(spawn: Spawner, repo: Path) -> None:
+    """Issue 15 item 3: `checkpoint restore` writes are reported `restored` (who restored,
+    which checkpoint), never counted as unlocked writes."""
+    made = run_versatil("checkpoint", "create", "-m", "before", "--json", cwd=repo)
+    assert made.returncode == 0, made.stderr
+    checkpoint = json.loads(made.stdout)["id"]
+    monitor = start_monitor(spawn, repo)
+    (repo / "src" / "a.py").write_text("a = 'agent work'\n")
+    (repo / "src" / "new.py").write_text("new\n")
+    assert [w["kind"] for w in monitor.until("src/new.py")] == ["unlocked-write"] * 2
+    restored = run_versatil(
+        "checkpoint", "restore", checkpoint, cwd=repo, env={"VERSATIL_AGENT": "Human"}
+    )
+    assert restored.returncode == 0, restored.stderr
+    assert (repo / "src" / "a.py").read_text() == "a = 1\n"
+    # A restore renames each file into place (no close-after-write event): a created file
+    # is reported a moment later, so read until both have been, and nothing else but them.
+    lines: list[dict[str, Any]] = []
+    while {w["path"] for w in lines} != {"src/a.py", "src/new.py"}:
+        lines.append(monitor.next())
+    lines += monitor.sentinel()
+    assert sorted((w["kind"], w["agent"], w["path"], w["event"]) for w in lines) == [
+        ("restored", "Human", "src/a.py", "modified"),
+        ("restored", "Human", "src/new.py", "deleted"),
+    ]
+    assert {w.get("checkpoint") for w in lines} == {checkpoint}
+    assert unlocked_write_count(repo) == 3  # the two writes before it and the sentinel
+    logged = log("restored")
+    assert sorted(e.data["path"] for e in logged) == ["src/a.py", "src/new.py"]
+    assert {e.agent for e in logged} == {"Human"}

@@ -56,8 +56,10 @@ __all__ = [
     "one_restore_at_a_time",
     "planned_changes",
     "restore",
+    "restore_in_progress",
     "safety_checkpoint",
     "staged_working_tree",
+    "writing_announced",
 ]
 
 _RESTORE_LOCK = "restore.lock"
@@ -94,10 +96,33 @@ def restore(site: Site, target: CheckpointRecord, request: RestoreRequest, *,
         if not changes:
             return RestoreResult(checkpoint=target.id, safety_checkpoint=None)
         with safety_checkpoint(site, staged, target, changes, request, described(),
-                               large_file_bytes=large_file_bytes) as safety:
+                               large_file_bytes=large_file_bytes) as safety, writing_announced(
+            site, target, safety, changes, request.restorer
+        ):
             result = apply_changes(site, target, safety, changes)
         result.attributed_by_lock = [p for p in by_lock if p in set(result.changed)]
         return result
+
+
+@contextlib.contextmanager
+def writing_announced(site: Site, target: CheckpointRecord, safety: CheckpointRecord,
+                      changes: Sequence[Change], restorer: str) -> Iterator[None]:
+    """``restore-writing`` (the paths about to be written) before the block, ``restore-written``
+    after it, both under the restore lock: the monitor attributes the writes between them to
+    the restore (``restored``), not to nobody (issue 15, item 3)."""
+    fields = {"repo": site.key, "worktree": str(site.repo.toplevel), "checkpoint": target.id,
+              "safety": safety.id}
+    site.emit_done("checkpoints", "restore-writing", agent=restorer or None,
+                   paths=[c.path for c in changes], **fields)
+    try:
+        yield
+    finally:
+        site.emit_done("checkpoints", "restore-written", agent=restorer or None, **fields)
+
+
+def restore_in_progress(site: Site) -> bool:
+    """Whether some process holds the repository's restore lock now (is restoring)."""
+    return flock.probe_path(site.metadata / _RESTORE_LOCK, shared=False)
 
 
 @contextlib.contextmanager

@@ -1,9 +1,13 @@
 """Who held the write lock covering a path: now (the lock table) or when a file was written
-(the locks log), so that a write is attributed to that lock's agent."""
+(the locks log), so that a write is attributed to that lock's agent; and which writes a
+``checkpoint restore`` made (:class:`RestoreView`), so that they are the restore's."""
 
 from __future__ import annotations
 
 import os
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import msgspec
 
@@ -14,7 +18,10 @@ from versatil_fs.locks.store import seconds_left
 from versatil_fs.locks.table import Grant, Table, in_lock_space, path_contains, valid_id
 from versatil_fs.state import StateDir
 
-__all__ = ["LockView", "lock_held_at"]
+if TYPE_CHECKING:
+    from versatil_fs.repo import Repository
+
+__all__ = ["DELETE_SLACK", "LockView", "RestoreView", "Restoring", "lock_held_at"]
 
 
 class LockView:
@@ -131,3 +138,101 @@ def _alive(state: StateDir, grant: Grant) -> bool:
         return False
     return leases.is_held(state.leases / f"{grant.holder}.lease")
 
+
+
+# A deletion leaves no mtime: it is the restore's if its event arrives at most this long after
+# the restore said it was done (events reach the monitor after the write, later when loaded).
+DELETE_SLACK = 2.0
+
+
+@dataclass(frozen=True)
+class Restoring:
+    """One restore's writing phase, from the checkpoints log: who restored which checkpoint,
+    the paths it was to write, from when until when (None: not said yet)."""
+
+    restorer: str | None
+    checkpoint: str
+    safety: str
+    paths: frozenset[str]
+    started: float
+    ended: float | None
+
+
+class RestoreView:
+    """The restores of one working tree, from their ``restore-writing`` and ``restore-written``
+    events (logged under the restore lock, around the writes): a write to a path a restore was
+    writing, inside its interval, is the restore's.
+
+    The log is re-read only when it grew (one ``stat`` per lookup). A restore that said it
+    started and not that it ended is still writing only while its process holds the restore
+    lock; one killed part-way ended when it died, and what it wrote is reported as usual.
+    """
+
+    def __init__(self, state: StateDir, repo: Repository) -> None:
+        self.state = state
+        self.repo = repo
+        self.worktree = str(repo.toplevel)
+        self._size = -1
+        self._restores: list[Restoring] = []
+        self._site: object | None = None
+
+    def refresh(self) -> None:
+        size = self.state.size(self.state.event_log("checkpoints"))
+        if size == self._size:
+            return
+        self._size = size
+        started: dict[str, events.Event] = {}
+        ended: dict[str, float] = {}
+        tail = events.records(
+            "checkpoints", state=self.state, containing=b'"restore-writ', last_bytes=_LOG_TAIL
+        )
+        for entry in tail:
+            if entry.repo != self.repo.key or entry.data.get("worktree") != self.worktree:
+                continue
+            safety = str(entry.data.get("safety", ""))
+            if entry.kind == "restore-writing":
+                started[safety] = entry
+            elif entry.kind == "restore-written":
+                ended[safety] = entry.time
+        self._restores = [
+            Restoring(
+                restorer=entry.agent, checkpoint=str(entry.data.get("checkpoint", "")),
+                safety=safety, paths=frozenset(str(p) for p in entry.data.get("paths") or []),
+                started=entry.time, ended=ended.get(safety),
+            )
+            for safety, entry in started.items()
+        ]
+
+    def restore_of(self, rel: str, written: float | None) -> Restoring | None:
+        """The restore that wrote ``rel`` at mtime ``written`` (None: deleted, seen now)."""
+        self.refresh()
+        if not self._restores:
+            return None
+        name = events.printable(rel)  # the log holds names that are not UTF-8 printable
+        now = None
+        for restoring in reversed(self._restores):
+            if name not in restoring.paths:
+                continue
+            when = written
+            if when is None:
+                now = now if now is not None else time.time()
+                when = now
+            if when < restoring.started - _TICK:
+                continue
+            if restoring.ended is None:
+                if self._restoring_now():
+                    return restoring
+                continue
+            slack = DELETE_SLACK if written is None else _TICK
+            if when <= restoring.ended + slack:
+                return restoring
+        return None
+
+    def _restoring_now(self) -> bool:
+        from versatil_fs.checkpoints.restore import restore_in_progress
+        from versatil_fs.checkpoints.site import Site
+
+        if self._site is None:
+            self._site = Site(self.repo, self.state)
+        assert isinstance(self._site, Site)
+        return restore_in_progress(self._site)

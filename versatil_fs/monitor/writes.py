@@ -13,7 +13,7 @@ import msgspec
 
 from versatil_fs import events
 from versatil_fs.locks.table import Grant
-from versatil_fs.monitor.attribution import LockView, lock_held_at
+from versatil_fs.monitor.attribution import LockView, RestoreView, Restoring, lock_held_at
 from versatil_fs.monitor.scan import EventName
 from versatil_fs.repo import Repository
 from versatil_fs.state import StateDir
@@ -31,7 +31,7 @@ __all__ = [
     "writes_from_event",
 ]
 
-WriteKind = Literal["unlocked-write", "locked-write"]
+WriteKind = Literal["unlocked-write", "locked-write", "restored"]
 STREAM = "collision-detection"
 # The window of the count `versatil locks` shows: an old write nobody can undo any more must
 # not keep the count up forever (issue 15, item 3), and the log is never rewritten to reset it.
@@ -41,9 +41,12 @@ RECENT_WINDOW = 3600.0
 class Write(msgspec.Struct, kw_only=True, omit_defaults=True, rename={"source": "from"}):
     """One reported write: a line of ``versatil monitor --json``.
 
-    ``agent`` is the holder of the covering write lock (null for an unlocked write); ``from``
-    is the old path of a move; ``rescan`` marks a write found by a rescan after an event
-    overflow rather than by its own event.
+    ``kind`` is ``locked-write`` when a live write lock covered the path (``agent`` is that
+    lock's holder: inotify does not say which process wrote, so this is "written while
+    ``agent`` held the lock", not "written by ``agent``"), ``restored`` when a ``checkpoint
+    restore`` wrote it (``agent`` is who restored, ``checkpoint`` what), else
+    ``unlocked-write`` (``agent`` null). ``from`` is the old path of a move; ``rescan`` marks a
+    write found by a rescan after an event overflow rather than by its own event.
     """
 
     kind: WriteKind
@@ -53,6 +56,7 @@ class Write(msgspec.Struct, kw_only=True, omit_defaults=True, rename={"source": 
     time: float
     source: str | None = None
     rescan: bool = False
+    checkpoint: str | None = None
 
     def line(self) -> str:
         """The human form: ``12:00:01 unlocked-write modified src/a.py``.
@@ -64,7 +68,8 @@ class Write(msgspec.Struct, kw_only=True, omit_defaults=True, rename={"source": 
         moved = f" (from {events.printable(self.source)})" if self.source else ""
         rescan = " [rescan]" if self.rescan else ""
         path = events.printable(self.path)
-        return f"{clock} {self.kind}{who} {self.event} {path}{moved}{rescan}"
+        of = f" (checkpoint {self.checkpoint})" if self.checkpoint else ""
+        return f"{clock} {self.kind}{who} {self.event} {path}{moved}{of}{rescan}"
 
 
 _write_encoder = msgspec.json.Encoder()
@@ -114,6 +119,8 @@ class Reporter:
         self.root = str(repo.toplevel)
         self.unlocked = 0
         self.locked = 0
+        self.restored = 0
+        self.restores = RestoreView(state, repo)
         self._warned = False
 
     def log(
@@ -155,12 +162,19 @@ class Reporter:
 
         A write to a file the monitor writes itself (``own``) is not reported at all.
         """
-        if self.own is not None and self.own(rel, self.look(rel) if event != "deleted" else None):
+        info = self.look(rel) if event != "deleted" else None
+        if self.own is not None and self.own(rel, info):
+            return
+        now = time.time()
+        # A restore's own writes first: a forced restore over a locked file is the restore's
+        # write, not the holder's, and `restore --agent` must not take it for theirs.
+        restoring = self.restores.restore_of(rel, info.st_mtime if info is not None else None)
+        if restoring is not None:
+            self._restored(rel, event, restoring, now, source=source, rescan=rescan)
             return
         grant = self.locks.holder(rel, refresh=False) if holder is False else holder
-        now = time.time()
         if grant is None and holder is False:
-            grant = self._held_then(rel, event)
+            grant = self._held_then(rel, info)
         if grant is None:
             self.unlocked += 1
             write = Write(
@@ -190,15 +204,34 @@ class Reporter:
         if self.sink is not None:
             self.sink(write)
 
-    def _held_then(self, rel: str, event: EventName) -> Grant | None:
+    def _restored(
+        self, rel: str, event: EventName, restoring: Restoring, now: float, *,
+        source: str | None, rescan: bool,
+    ) -> None:
+        self.restored += 1
+        write = Write(
+            kind="restored", path=rel, event=event, agent=restoring.restorer, time=now,
+            source=source, rescan=rescan, checkpoint=restoring.checkpoint,
+        )
+        extra: dict[str, Any] = {"from": source} if source else {}
+        if rescan:
+            extra["rescan"] = True
+        self.log(
+            "restored", restoring.restorer, path=rel, event=event,
+            checkpoint=restoring.checkpoint, safety=restoring.safety, worktree=self.root,
+            **extra,
+        )
+        if self.sink is not None:
+            self.sink(write)
+
+    def _held_then(self, rel: str, info: os.stat_result | None) -> Grant | None:
         """The write lock that covered ``rel`` when it was written, if it is gone by now.
 
         Events reach us after the write (a file is reported when its writer closes it), so a
         short task can release its lock before we look: the locks log says who held what,
-        when, and the file's mtime says when it was written. A deletion leaves no time behind
-        and gets no such benefit of the doubt.
+        when, and the file's mtime (``info``) says when it was written. A deletion leaves no
+        time behind and gets no such benefit of the doubt.
         """
-        info = self.look(rel) if event != "deleted" else None
         if info is None:
             return None
         return lock_held_at(self.state, self.repo.key, rel, info.st_mtime)
@@ -214,6 +247,15 @@ def writes_from_event(event: events.Event) -> list[Write]:
                 kind="unlocked-write", path=str(data.get("path", "")),
                 event=data.get("event", "modified"), agent=None, time=event.time,
                 source=data.get("from"), rescan=bool(data.get("rescan", False)),
+            )
+        ]
+    if event.kind == "restored":
+        return [
+            Write(
+                kind="restored", path=str(data.get("path", "")),
+                event=data.get("event", "modified"), agent=event.agent, time=event.time,
+                source=data.get("from"), rescan=bool(data.get("rescan", False)),
+                checkpoint=data.get("checkpoint"),
             )
         ]
     if event.kind == "files-modified" and data.get("source") == "monitor":
