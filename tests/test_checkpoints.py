@@ -950,8 +950,9 @@ def test_restore_without_pruning_keeps_the_oldest_checkpoints(repo: Path) -> Non
     result = cps.restore(made[0], prune=False)
     assert [r.id for r in cps.list()] == [*made, result.safety_checkpoint]
     write(repo, "src/a.py", "changed again\n")
-    cps.restore(made[0])  # the default prunes to max_checkpoints afterwards
-    assert len(cps.list()) == 10
+    cps.restore(made[0])  # the default prunes afterwards: the safety checkpoints are
+    # automatic, under their own budget, so none of the user's 10 goes (issue 15, item 8)
+    assert [r.id for r in cps.list()][:10] == made and len(cps.list()) == 12
 
 
 def test_a_real_submodule_is_a_gitlink_and_its_checkout_is_left_alone(

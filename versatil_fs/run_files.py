@@ -64,7 +64,8 @@ class RunFiles:
         from versatil_fs.checkpoints import Checkpoints
 
         self.checkpoints = Checkpoints(self.repo.toplevel)
-        record = self.checkpoints.create(f"before versatil run: {self.label}", agent=self.agent)
+        record = self.checkpoints.create(f"before versatil run: {self.label}", agent=self.agent,
+                                         kind="run")
         self.checkpoint_id = record.id
         self.say(f"checkpoint {record.id} taken before the command")
         return True
@@ -102,6 +103,7 @@ class RunFiles:
                 # Not pruned here: pruning could drop the checkpoint a rollback goes back to.
                 self.checkpoints.create(
                     f"during versatil run: {self.label}", agent=self.agent, prune=False,
+                    kind="periodic",
                 )
             except VersatilError as exc:
                 self.say(f"periodic checkpoint failed: {exc}")

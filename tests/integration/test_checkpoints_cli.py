@@ -149,9 +149,11 @@ def test_create_list_show_diff_restore_prune_with_json(
     assert "removed  new.txt" in out and "Safety checkpoint: cp-" in out
     assert not (repo / "new.txt").exists()
 
-    code, out, _ = cli_run(capsys, "checkpoint", "prune", "--keep", "1", "--json")
+    # Your own and the automatic (safety) ones are kept under separate budgets (issue 15).
+    code, out, _ = cli_run(capsys, "checkpoint", "prune", "--keep", "1", "--keep-automatic",
+                           "0", "--json")
     pruned = json.loads(out)
-    assert pruned["kept"] == 1 and cid in pruned["removed"]
+    assert pruned["kept"] == 1 and pruned["kept_own"] == 1 and cid in pruned["removed"]
     assert len(refs(repo)) == 1
 
 

@@ -503,7 +503,9 @@ def test_a_bad_ref_does_not_make_a_pruning_create_fail(repo: Path, tally: Tally)
     _plant_ref(repo, "blob")
     made = tally.outcome(versatil("checkpoint", "create", "-m", "new", cwd=repo, env=env))
     assert made.code == 0, made
-    assert len(made.err_lines) == 1 and "not a checkpoint" in made.err, made
+    # The damage, then the prune that followed, one line each (issue 15: never silent).
+    assert len(made.err_lines) == 2 and "not a checkpoint" in made.err_lines[0], made
+    assert made.err_lines[1].startswith("versatil: pruned checkpoint "), made
     assert [c["message"] for c in _listing(repo)] == ["new"]
 
 

@@ -18,16 +18,20 @@ import msgspec
 from versatil_fs import events
 
 __all__ = [
+    "AUTOMATIC_KINDS",
     "DAMAGED_PREFIX",
     "GITLINK_MODE",
     "ID_PATTERN",
     "MAX_WAVE",
     "REF_PREFIX",
     "SCHEMA_VERSION",
+    "USER_KIND",
     "Change",
     "CheckpointRecord",
     "PruneResult",
+    "PrunedCheckpoint",
     "RestoreResult",
+    "automatic",
     "clean_name",
     "commit_message",
     "decode_record",
@@ -78,7 +82,9 @@ class CheckpointRecord(msgspec.Struct, kw_only=True):
     message: str = ""
     agent: str = ""
     wave: int | None = None
-    kind: str = "checkpoint"  # or "safety": made by a restore before it changed anything
+    # "checkpoint": the user's own; "safety": made by a restore before it changed anything;
+    # "wave", "run", "periodic": by the wave executor, `versatil run`, its periodic thread
+    kind: str = "checkpoint"
     tasks: dict[str, str] = {}  # task id -> state, as the wave executor saw them
     files_modified: list[str] = []  # files differing from HEAD unless the caller said otherwise
     tests_run: list[str] = []
@@ -131,10 +137,43 @@ class RestoreResult(msgspec.Struct, kw_only=True):
         return sorted([*self.restored, *self.removed])
 
 
+# Kinds of checkpoint. The user's own (`checkpoint create`, `checkpoint()`) are "checkpoint";
+# the others are made by versatil itself and pruned under their own budget (see automatic).
+USER_KIND = "checkpoint"
+AUTOMATIC_KINDS = frozenset({"safety", "wave", "run", "periodic"})
+
+
+def automatic(record: CheckpointRecord) -> bool:
+    """Whether versatil made ``record`` on its own (a restore's safety checkpoint, a wave's, a
+    `versatil run`'s, a periodic one) rather than a user asking for it."""
+    if record.kind != USER_KIND:
+        return True
+    # Before the kinds were told apart (issue 15), waves and `versatil run` wrote "checkpoint"
+    # too; their agent and messages are fixed, and a user's own checkpoint is kept if unsure.
+    return record.agent == "wave-executor" or record.message.startswith(
+        ("before versatil run: ", "during versatil run: ")
+    )
+
+
+class PrunedCheckpoint(msgspec.Struct, kw_only=True):
+    """One checkpoint a prune removed, and the budget it was over."""
+
+    id: str
+    kind: str
+    budget: str  # "max_checkpoints" (the user's own) or "max_automatic"
+    time: float
+    message: str = ""
+    agent: str = ""
+    worktree: str = ""
+
+
 class PruneResult(msgspec.Struct, kw_only=True):
     version: int = SCHEMA_VERSION
-    kept: int
+    kept: int  # checkpoints left, both budgets, every worktree
     removed: list[str] = []
+    kept_own: int = 0  # the user's own checkpoints left
+    kept_automatic: int = 0
+    entries: list[PrunedCheckpoint] = []  # what was removed, each with its budget
 
 
 # The metadata file ------------------------------------------------------------------------------

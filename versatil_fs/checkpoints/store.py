@@ -72,6 +72,7 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import logging
 import os
 import sys
 import time
@@ -83,15 +84,19 @@ from versatil_fs.checkpoints.catalog import delete_refs, list_records, resolve
 from versatil_fs.checkpoints.create import commit
 from versatil_fs.checkpoints.plumbing import parse_raw_diff
 from versatil_fs.checkpoints.records import (
+    AUTOMATIC_KINDS,
     DAMAGED_PREFIX,
     ID_PATTERN,
     MAX_WAVE,
     REF_PREFIX,
     SCHEMA_VERSION,
+    USER_KIND,
     Change,
     CheckpointRecord,
+    PrunedCheckpoint,
     PruneResult,
     RestoreResult,
+    automatic,
     printable,
     reason,
     valid_id,
@@ -118,6 +123,7 @@ from versatil_fs.state import StateDir, flocked
 __all__ = [
     "DAMAGED_PREFIX",
     "DEFAULT_LARGE_FILE_MB",
+    "DEFAULT_MAX_AUTOMATIC",
     "DEFAULT_MAX_CHECKPOINTS",
     "ID_PATTERN",
     "MAX_WAVE",
@@ -128,15 +134,19 @@ __all__ = [
     "Checkpoints",
     "Modification",
     "PruneResult",
+    "PrunedCheckpoint",
     "RestoreResult",
     "checkpoint",
     "printable",
+    "pruned_line",
     "record_files_modified",
     "valid_id",
     "write_lock_conflicts",
 ]
 
 DEFAULT_MAX_CHECKPOINTS = 10
+DEFAULT_MAX_AUTOMATIC = 20
+_log = logging.getLogger("versatil_fs.checkpoints")
 DEFAULT_LARGE_FILE_MB = 50.0
 # A temporary metadata file older than this is a dead writer's, see _remove_stale_temporaries.
 _STALE_TEMPORARY_SECONDS = 600.0
@@ -176,10 +186,19 @@ class Checkpoints:
         tests_run: builtins.list[str] | None = None,
         errors: builtins.list[str] | None = None,
         prune: bool = True,
+        kind: str = USER_KIND,
     ) -> CheckpointRecord:
-        """Checkpoint the whole working tree; prunes to ``max_checkpoints`` afterwards."""
+        """Checkpoint the whole working tree; prunes afterwards (see :meth:`prune`).
+
+        ``kind`` is ``"checkpoint"`` for a user's own (kept under ``max_checkpoints``), or
+        ``"wave"``, ``"run"``, ``"periodic"`` for one versatil makes on its own (kept under
+        ``max_automatic``, so that those never push out the user's).
+        """
         if wave is not None and not 0 <= wave <= MAX_WAVE:
             raise UsageError(f"A wave number is 0 to {MAX_WAVE:,}, not {wave}.")
+        if kind != USER_KIND and kind not in AUTOMATIC_KINDS - {"safety"}:
+            raise UsageError(f"A checkpoint's kind is checkpoint, wave, run or periodic, not "
+                             f"{printable(kind)!r}.")
         started = time.time()
         with self.site.private_index() as index, in_background(
             lambda: agent or default_agent(self.repo)
@@ -190,11 +209,12 @@ class Checkpoints:
             record = commit(
                 self.site, staged, started=started, message=message or "", agent=agent,
                 large_file_bytes=self.large_file_bytes, wave=wave, tasks=tasks,
-                files_modified=files_modified, tests_run=tests_run, errors=errors,
+                files_modified=files_modified, tests_run=tests_run, errors=errors, kind=kind,
             )
         self.site.emit_done(
             "checkpoints", "create", agent=agent, repo=self.key, id=record.id,
             message=record.message, wave=wave, files=record.files, commit=record.commit,
+            checkpoint_kind=kind,
         )
         if prune:
             self._auto_prune()
@@ -348,23 +368,38 @@ class Checkpoints:
     # Prune ----------------------------------------------------------------------------------
     def _auto_prune(self) -> None:
         # Metadata files are one per checkpoint (written right after its ref), so while there
-        # are no more of them than we keep, there is nothing to prune and no need to ask git.
-        keep = self.max_checkpoints()
-        if sum(1 for _ in self.site.metadata.glob("*.json")) > keep:
-            try:
-                self.prune(keep)
-            except VersatilError as exc:
-                # The checkpoint or restore this follows is done: an error here must not make
-                # the caller believe it was not.
-                print(f"versatil: done, but pruning old checkpoints failed ({reason(exc)}).",
-                      file=sys.stderr)
+        # are no more of them than the smaller budget, no budget can be exceeded and there is
+        # no need to ask git.
+        keep, keep_automatic = self.max_checkpoints(), self.max_automatic()
+        if sum(1 for _ in self.site.metadata.glob("*.json")) <= min(keep, keep_automatic):
+            return
+        try:
+            result = self.prune(keep, keep_automatic)
+        except VersatilError as exc:
+            # The checkpoint or restore this follows is done: an error here must not make
+            # the caller believe it was not.
+            print(f"versatil: done, but pruning old checkpoints failed ({reason(exc)}).",
+                  file=sys.stderr)
+            return
+        # A prune the user did not ask for is never silent: one line per checkpoint removed.
+        for entry in result.entries:
+            print(f"versatil: {pruned_line(entry)}", file=sys.stderr)
 
-    def prune(self, keep: int | None = None) -> PruneResult:
-        """Delete the oldest checkpoints beyond ``keep`` (default ``max_checkpoints``)."""
+    def prune(self, keep: int | None = None,
+              keep_automatic: int | None = None) -> PruneResult:
+        """Delete the oldest checkpoints beyond the budgets, in each worktree on its own: the
+        user's own beyond ``keep`` (default ``max_checkpoints``), those versatil made on its
+        own (safety, wave, run, periodic) beyond ``keep_automatic`` (default
+        ``max_automatic``). The result lists each one removed (``entries``); the removal is
+        also logged (a ``prune`` event and the ``versatil_fs.checkpoints`` logger)."""
         if keep is None:
             keep = self.max_checkpoints()
+        if keep_automatic is None:
+            keep_automatic = self.max_automatic()
         if keep < 0:
             raise UsageError(f"--keep must be 0 or more, not {keep}.")
+        if keep_automatic < 0:
+            raise UsageError(f"--keep-automatic must be 0 or more, not {keep_automatic}.")
         lock_fd = self.site.lock_file("prune.lock")
         try:
             with flocked(lock_fd):
@@ -372,7 +407,15 @@ class Checkpoints:
                 # so every metadata file listed here has its ref in the listing below.
                 names = {p.stem for p in self.site.metadata.glob("*.json")}
                 records = self.list()
-                doomed = records[: max(0, len(records) - keep)]
+                groups: dict[tuple[str, bool], builtins.list[CheckpointRecord]] = {}
+                for record in records:  # oldest first, so each group is too
+                    groups.setdefault((self.site.worktree_key(record), automatic(record)),
+                                      []).append(record)
+                doomed = []
+                for (_, auto), group in groups.items():
+                    budget = keep_automatic if auto else keep
+                    doomed.extend(group[: max(0, len(group) - budget)])
+                doomed.sort(key=lambda r: (r.time, r.id))
                 delete_refs(self.site.git, doomed)
                 live = {r.id for r in records} - {r.id for r in doomed}
                 for name in names - live:
@@ -380,11 +423,24 @@ class Checkpoints:
                 self._remove_stale_temporaries()
         finally:
             os.close(lock_fd)
+        entries = [
+            PrunedCheckpoint(
+                id=r.id, kind=r.kind, budget="max_automatic" if automatic(r) else
+                "max_checkpoints", time=r.time, message=r.message, agent=r.agent,
+                worktree=self.site.worktree_top(r),
+            )
+            for r in doomed
+        ]
         removed = [r.id for r in doomed]
         if removed:
             self.site.emit_done("checkpoints", "prune", repo=self.key, removed=removed,
-                                kept=keep)
-        return PruneResult(kept=len(records) - len(removed), removed=removed)
+                                kept=keep, kept_automatic=keep_automatic)
+            for entry in entries:
+                _log.info("%s", pruned_line(entry))
+        left = [r for r in records if r.id in live]
+        own = sum(1 for r in left if not automatic(r))
+        return PruneResult(kept=len(left), removed=removed, kept_own=own,
+                           kept_automatic=len(left) - own, entries=entries)
 
     def _remove_stale_temporaries(self) -> None:
         # A process killed inside StateDir.write_atomic leaves its `.<id>.json.<pid>.<ns>.tmp`.
@@ -397,9 +453,17 @@ class Checkpoints:
 
     # Settings -------------------------------------------------------------------------------
     def max_checkpoints(self) -> int:
-        """``checkpoints.max_checkpoints`` from the configuration (default 10)."""
+        """``checkpoints.max_checkpoints`` from the configuration (default 10): how many of the
+        user's own checkpoints each worktree keeps."""
         value = getattr(self._settings(), "max_checkpoints", None)
         return DEFAULT_MAX_CHECKPOINTS if value is None else int(value)
+
+    def max_automatic(self) -> int:
+        """``checkpoints.max_automatic`` from the configuration (default 20): how many of the
+        checkpoints versatil makes on its own (safety, wave, run, periodic) each worktree
+        keeps."""
+        value = getattr(self._settings(), "max_automatic", None)
+        return DEFAULT_MAX_AUTOMATIC if value is None else int(value)
 
     def large_file_bytes(self) -> int:
         """New files above this size get a warning: the constructor's ``large_file_mb``, else
@@ -430,6 +494,14 @@ class Checkpoints:
         if all_worktrees:
             return records
         return [r for r in records if self.site.here(r)]
+
+
+def pruned_line(entry: PrunedCheckpoint) -> str:
+    """One line saying that a prune removed ``entry``, and why."""
+    whose = "automatic" if entry.budget == "max_automatic" else "your own"
+    message = entry.message.splitlines()[0] if entry.message else ""
+    return (f"pruned checkpoint {entry.id} ({whose}, {entry.kind}, over "
+            f"checkpoints.{entry.budget}){': ' + printable(message) if message else ''}")
 
 
 def checkpoint(message: str, repo: str | os.PathLike[str] = ".") -> CheckpointRecord:

@@ -16,6 +16,7 @@ from versatil_fs.checkpoints import (
     Modification,
     RestoreResult,
     printable,
+    pruned_line,
 )
 from versatil_fs.cli.common import echo, echo_json, json_option, restore_options
 from versatil_fs.errors import UsageError
@@ -234,19 +235,30 @@ def run_restore(
 
 @checkpoint.command()
 @click.option("--keep", type=click.IntRange(min=0), metavar="N",
-              help="How many to keep (default: max_checkpoints, 10).")
+              help="How many of your own checkpoints to keep in each worktree (default: "
+              "checkpoints.max_checkpoints, 10).")
+@click.option("--keep-automatic", type=click.IntRange(min=0), metavar="N",
+              help="How many automatic ones (safety, wave, run, periodic) to keep in each "
+              "worktree (default: checkpoints.max_automatic, 20).")
 @json_option
-def prune(keep: int | None, as_json: bool) -> None:
-    """Delete the oldest checkpoints, keeping the newest N."""
-    result = _checkpoints().prune(keep)
+def prune(keep: int | None, keep_automatic: int | None, as_json: bool) -> None:
+    """Delete the oldest checkpoints beyond the budgets; prints each one removed.
+
+    Your own checkpoints (`checkpoint create`, `checkpoint()`) and the ones versatil makes on
+    its own are counted apart, so automatic ones never push out yours.
+    """
+    result = _checkpoints().prune(keep, keep_automatic)
     if as_json:
         echo_json(result)
         return
+    for entry in result.entries:
+        echo(pruned_line(entry))
     if result.removed:
-        echo(f"Removed {len(result.removed)} checkpoint(s): {', '.join(result.removed)}; "
-             f"{result.kept} kept.")
+        echo(f"Removed {len(result.removed)} checkpoint(s); {result.kept_own} of your own and "
+             f"{result.kept_automatic} automatic kept.")
     else:
-        echo(f"Nothing to prune; {result.kept} checkpoint(s) kept.")
+        echo(f"Nothing to prune; {result.kept_own} of your own and {result.kept_automatic} "
+             "automatic checkpoint(s) kept.")
 
 
 # Printing ----------------------------------------------------------------------------------------
@@ -254,8 +266,8 @@ def _row(record: CheckpointRecord) -> str:
     tags = []
     if record.wave is not None:
         tags.append(f"wave {record.wave}")
-    if record.kind == "safety":
-        tags.append("safety")
+    if record.kind != "checkpoint" and not (record.kind == "wave" and record.wave is not None):
+        tags.append(record.kind)  # safety, wave, run, periodic: versatil's own
     if record.recovered:
         tags.append("rebuilt from git")
     if record.gitlinks:

@@ -139,7 +139,7 @@ class Baselines:
                 states = {t.id: t.status for t in run.tasks.values()}
             record = api.create(
                 f"{message} of wave run {run.id}", wave=wave, agent="wave-executor",
-                tasks=states, prune=False,
+                tasks=states, prune=False, kind="wave",
             )
         with self._mutex:
             self._checkpoint_seq[record.id] = number
