@@ -103,7 +103,15 @@ def test_write_json_has_the_documented_keys() -> None:
         rescan=True,
     )
     assert msgspec.json.decode(monitor.encode_write(moved))["from"] == "a"
-    assert moved.line().endswith("locked-write M moved b (from a) [rescan]")
+    assert moved.line().endswith(
+        "locked-write moved b (from a) (written while M held the lock) [rescan]"
+    )
+    restored = Write(
+        kind="restored", path="c", event="modified", agent="H", time=2.0, checkpoint="cp-1",
+        attributed="restore",
+    )
+    assert restored.line().endswith("restored modified c (by H's restore of cp-1)")
+    assert msgspec.json.decode(monitor.encode_write(restored))["attributed"] == "restore"
 
 
 def test_logged_events_become_writes() -> None:

@@ -137,3 +137,25 @@ def test_a_restores_writes_are_the_restores(spawn: Spawner, repo: Path) -> None:
     logged = log("restored")
     assert sorted(e.data["path"] for e in logged) == ["src/a.py", "src/new.py"]
     assert {e.agent for e in logged} == {"Human"}
+
+
+def test_a_locked_write_says_it_rests_on_the_lock(spawn: Spawner, repo: Path) -> None:
+    """Issue 15 item 2: a write to a locked path, made by another process, is the holder's
+    only by the lock, and both forms and the log say so; `monitor --help` says why."""
+    manager = LockManager(repo=repo)
+    monitor = start_monitor(spawn, repo)
+    human = spawn.popen(versatil_argv("monitor"), cwd=repo, name="human-readable")
+    wait_for(lambda: "already watching" in human.stderr, message=lambda: human.stderr)
+    with manager.hold(["src/"], agent="Marcus"):
+        # Another process in another shell writes: inotify cannot say it was not Marcus.
+        subprocess.run("echo human >> src/a.py", shell=True, cwd=repo, check=True)
+        line = monitor.next()
+    assert (line["kind"], line["agent"], line["attributed"]) == ("locked-write", "Marcus", "lock")
+    assert human.read_line().endswith(
+        "locked-write modified src/a.py (written while Marcus held the lock)"
+    )
+    [event] = [e for e in log("files-modified") if e.data.get("source") == "monitor"]
+    assert (event.agent, event.data["attributed"]) == ("Marcus", "lock")
+    manager.close()
+    helped = run_versatil("monitor", "--help", cwd=repo)
+    assert "cannot tell who wrote a file" in " ".join(helped.stdout.split())

@@ -21,6 +21,17 @@ __all__ = ["monitor"]
 def monitor(as_json: bool, paths: tuple[str, ...]) -> int:
     """Report unlocked and locked writes until interrupted; one line per write.
 
+    \b
+    unlocked-write  no live write lock covered the path
+    locked-write    written while AGENT held a write lock covering it
+    restored        written by a `checkpoint restore` (who restored, which checkpoint)
+
+    The monitor cannot tell who wrote a file (inotify does not say): a write to a locked
+    path is attributed to the lock's holder, even one made by another process in another
+    shell. The writer itself is known only where versatil sees it: the agent harness hooks
+    (`versatil integrate`) and `versatil run` and wave tasks, which scan what their own
+    processes changed. The monitor's own output files are never reported.
+
     PATHs narrow what is printed. Only one process observes a repository at a time: if a
     `versatil run` or another monitor already does, this one prints what that one reports,
     and takes over when it exits.

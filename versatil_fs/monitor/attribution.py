@@ -209,22 +209,23 @@ class RestoreView:
         if not self._restores:
             return None
         name = events.printable(rel)  # the log holds names that are not UTF-8 printable
-        now = None
+        when = time.time() if written is None else written
+        found = self._covering(name, when, deleted=written is None)
+        if found is not None and found.ended is None and not self._restoring_now():
+            # Not said to have ended, and its lock is free: it ended after our read of the log
+            # (read it again for when), or it was killed part-way (then it wrote no more).
+            self.refresh()
+            found = self._covering(name, when, deleted=written is None)
+            if found is not None and found.ended is None:
+                return None
+        return found
+
+    def _covering(self, name: str, when: float, *, deleted: bool) -> Restoring | None:
+        slack = DELETE_SLACK if deleted else _TICK
         for restoring in reversed(self._restores):
-            if name not in restoring.paths:
+            if name not in restoring.paths or when < restoring.started - _TICK:
                 continue
-            when = written
-            if when is None:
-                now = now if now is not None else time.time()
-                when = now
-            if when < restoring.started - _TICK:
-                continue
-            if restoring.ended is None:
-                if self._restoring_now():
-                    return restoring
-                continue
-            slack = DELETE_SLACK if written is None else _TICK
-            if when <= restoring.ended + slack:
+            if restoring.ended is None or when <= restoring.ended + slack:
                 return restoring
         return None
 

@@ -45,7 +45,8 @@ class Write(msgspec.Struct, kw_only=True, omit_defaults=True, rename={"source": 
     lock's holder: inotify does not say which process wrote, so this is "written while
     ``agent`` held the lock", not "written by ``agent``"), ``restored`` when a ``checkpoint
     restore`` wrote it (``agent`` is who restored, ``checkpoint`` what), else
-    ``unlocked-write`` (``agent`` null). ``from`` is the old path of a move; ``rescan`` marks a
+    ``unlocked-write`` (``agent`` null); ``attributed`` says what the agent rests on (``lock``
+    or ``restore``). ``from`` is the old path of a move; ``rescan`` marks a
     write found by a rescan after an event overflow rather than by its own event.
     """
 
@@ -57,19 +58,27 @@ class Write(msgspec.Struct, kw_only=True, omit_defaults=True, rename={"source": 
     source: str | None = None
     rescan: bool = False
     checkpoint: str | None = None
+    attributed: Literal["lock", "restore"] | None = None
 
     def line(self) -> str:
-        """The human form: ``12:00:01 unlocked-write modified src/a.py``.
+        """The human form: ``12:00:01 unlocked-write modified src/a.py``; a locked write says
+        what its attribution rests on, ``(written while Marcus held the lock)``, and a restored
+        file who restored which checkpoint.
 
         A name that is not UTF-8 is shown escaped (``\\xff.txt``), as in :func:`encode_write`.
         """
         clock = time.strftime("%H:%M:%S", time.localtime(self.time))
-        who = f" {self.agent}" if self.agent else ""
         moved = f" (from {events.printable(self.source)})" if self.source else ""
         rescan = " [rescan]" if self.rescan else ""
         path = events.printable(self.path)
-        of = f" (checkpoint {self.checkpoint})" if self.checkpoint else ""
-        return f"{clock} {self.kind}{who} {self.event} {path}{moved}{of}{rescan}"
+        if self.kind == "locked-write":
+            who = f" (written while {self.agent} held the lock)"
+        elif self.kind == "restored":
+            by = f"{self.agent}'s " if self.agent else ""
+            who = f" (by {by}restore of {self.checkpoint})"
+        else:
+            who = ""
+        return f"{clock} {self.kind} {self.event} {path}{moved}{who}{rescan}"
 
 
 _write_encoder = msgspec.json.Encoder()
@@ -194,12 +203,16 @@ class Reporter:
             self.locked += 1
             write = Write(
                 kind="locked-write", path=rel, event=event, agent=grant.agent, time=now,
-                source=source, rescan=rescan,
+                source=source, rescan=rescan, attributed="lock",
             )
-            # The kind and fields `checkpoint restore --agent` reads back.
+            # The kind and fields `checkpoint restore --agent` reads back. source "monitor" and
+            # attributed "lock": the writer is not known (inotify does not say who wrote), only
+            # that this agent held the covering write lock; the writer-known sources are the
+            # agent harness hooks' and `versatil run`'s and the wave executor's own scans.
             self.log(
                 "files-modified", grant.agent, paths=[rel], wave=None, task=None,
-                event=event, source="monitor", lease=grant.id, worktree=self.root,
+                event=event, source="monitor", attributed="lock", lease=grant.id,
+                worktree=self.root,
             )
         if self.sink is not None:
             self.sink(write)
@@ -211,7 +224,7 @@ class Reporter:
         self.restored += 1
         write = Write(
             kind="restored", path=rel, event=event, agent=restoring.restorer, time=now,
-            source=source, rescan=rescan, checkpoint=restoring.checkpoint,
+            source=source, rescan=rescan, checkpoint=restoring.checkpoint, attributed="restore",
         )
         extra: dict[str, Any] = {"from": source} if source else {}
         if rescan:
@@ -255,14 +268,14 @@ def writes_from_event(event: events.Event) -> list[Write]:
                 kind="restored", path=str(data.get("path", "")),
                 event=data.get("event", "modified"), agent=event.agent, time=event.time,
                 source=data.get("from"), rescan=bool(data.get("rescan", False)),
-                checkpoint=data.get("checkpoint"),
+                checkpoint=data.get("checkpoint"), attributed="restore",
             )
         ]
     if event.kind == "files-modified" and data.get("source") == "monitor":
         return [
             Write(
                 kind="locked-write", path=str(path), event=data.get("event", "modified"),
-                agent=event.agent, time=event.time,
+                agent=event.agent, time=event.time, attributed="lock",
             )
             for path in data.get("paths") or []
         ]
