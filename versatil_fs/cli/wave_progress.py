@@ -110,6 +110,8 @@ class RichProgress(Progress):
             return
         style = {"task-failed": "bold red", "task-done": "green", "task-skipped": "yellow",
                  "wave-start": "bold cyan", "task-waiting": "magenta"}.get(kind, "")
+        if kind == "wave-done":
+            style = "green" if line.startswith("✓") else "bold yellow"
         self.console.print(Text(line, style=style))
 
     def tick(self, run: RunState) -> None:
