@@ -92,3 +92,22 @@ def test_a_record_without_a_worktree_is_the_main_worktrees(trees: tuple[Path, Pa
     assert versatil("checkpoint", "restore", old, cwd=main).code == 0
     assert (main / "f.txt").read_text() == "main's\n"
     assert versatil("checkpoint", "restore", old, "--path", "f.txt", cwd=wt2).code == 1
+
+
+def test_files_recorded_in_another_worktree_are_not_this_worktrees(
+    trees: tuple[Path, Path],
+) -> None:
+    from versatil_fs.checkpoints import record_files_modified
+    from versatil_fs.repo import Repository
+
+    main, wt2 = trees
+    in_wt2 = _create(wt2, "before Marcus")
+    write(wt2, "f.txt", "wt2 edited by a human\n")
+    # Marcus worked on f.txt in main: the same path in wt2 is another file.
+    record_files_modified(Repository.find(main), "Marcus", ["f.txt"])
+    refused = versatil("checkpoint", "restore", in_wt2, "--agent", "Marcus", cwd=wt2)
+    assert refused.code == 1 and "Marcus has no files recorded" in refused.err, refused.err
+    assert (wt2 / "f.txt").read_text() == "wt2 edited by a human\n"
+    assert "No recorded writes of f.txt" in versatil("who", "f.txt", cwd=wt2).out
+    assert "Marcus" in versatil("who", "f.txt", cwd=main).out
+    assert versatil("checkpoint", "diff", in_wt2, cwd=wt2).out == "M f.txt  -\n"

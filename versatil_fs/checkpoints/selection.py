@@ -75,6 +75,8 @@ def record_files_modified(
         "files-modified",
         agent=agent,
         repo=str(repo.common_dir),
+        # The worktree, as the monitor names it: the same path in two worktrees is two files.
+        worktree=str(repo.toplevel),
         paths=[p for p in paths if not has_surrogates(p)],
         wave=wave,
         task=task,
@@ -111,12 +113,17 @@ class Modification:
 
 
 def modifications_since(
-    repo_key: str, since: float, state: StateDir
+    repo_key: str, since: float, state: StateDir, worktree: str | None = None
 ) -> builtins.list[Modification]:
-    """The modifications recorded in ``state`` for the repository ``repo_key`` after ``since``."""
+    """The modifications recorded in ``state`` for the repository ``repo_key`` after ``since``
+    (in the worktree whose toplevel is ``worktree``, if given; an event that names no worktree
+    was written before they were named, and counts for every one)."""
     found = []
     for event in events.read("collision-detection", state=state):
         if event.kind != "files-modified" or event.repo != repo_key or event.time <= since:
+            continue
+        where = event.data.get("worktree")
+        if worktree is not None and isinstance(where, str) and where and where != worktree:
             continue
         raw_paths = builtins.list(event.data.get("paths") or [])
         for encoded in event.data.get("paths_hex") or []:
@@ -136,23 +143,25 @@ def _text(value: Any) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
-def history(repo_key: str, path: str, state: StateDir) -> builtins.list[Modification]:
+def history(repo_key: str, path: str, state: StateDir,
+            worktree: str | None = None) -> builtins.list[Modification]:
     """Every recorded modification of ``path`` in the repository ``repo_key``, oldest first:
     what ``versatil who`` prints. A record of a directory above ``path`` counts (it stands for
     every file below it), and so, when ``path`` is a directory, does one of a file below it."""
     wanted = _clean_recorded(path)
     above = set(ancestors(wanted))
     prefix = "" if wanted == "." else wanted + "/"
-    return [m for m in modifications_since(repo_key, 0.0, state)
+    return [m for m in modifications_since(repo_key, 0.0, state, worktree)
             if any(p in above or p.startswith(prefix) for p in m.paths)]
 
 
 def attribution(
-    repo_key: str, since: float, state: StateDir, paths: Iterable[str]
+    repo_key: str, since: float, state: StateDir, paths: Iterable[str],
+    worktree: str | None = None,
 ) -> dict[str, builtins.list[Modification]]:
-    """For each of ``paths``: the modifications recorded since ``since`` that cover it (the
-    path itself or a directory above it), oldest first."""
-    mods = modifications_since(repo_key, since, state)
+    """For each of ``paths``: the modifications recorded since ``since`` (in ``worktree``)
+    that cover it (the path itself or a directory above it), oldest first."""
+    mods = modifications_since(repo_key, since, state, worktree)
     found: dict[str, builtins.list[Modification]] = {}
     for path in paths:
         above = set(ancestors(path))
@@ -224,7 +233,7 @@ def select(
         changes = _within(site.repo.toplevel, changes, target, paths)
     if agent is None and wave is None:
         return Selection(changes, [])
-    mods = modifications_since(site.key, target.time, site.state)
+    mods = modifications_since(site.key, target.time, site.state, str(site.repo.toplevel))
     if agent is not None and not any(m.agent == agent and m.paths for m in mods):
         raise _nobody(site, target, agent, mods)
 

@@ -256,16 +256,17 @@ class Checkpoints:
         self, checkpoint_id: str, paths: Sequence[str]
     ) -> dict[str, builtins.list[Modification]]:
         """For each of ``paths``: the modifications recorded since the checkpoint that cover it
-        (``files-modified`` events, oldest first); a modification whose ``by_writer`` is False
-        is the monitor's "written while that agent held the lock"."""
+        (``files-modified`` events of this worktree, oldest first); a modification whose
+        ``by_writer`` is False is the monitor's "written while that agent held the lock"."""
         record = resolve(self.site, checkpoint_id)
-        return attribution(self.key, record.time, self.site.state, paths)
+        return attribution(self.key, record.time, self.site.state, paths,
+                           str(self.repo.toplevel))
 
     def who(self, path: str | os.PathLike[str]) -> tuple[str, builtins.list[Modification]]:
         """``path`` (relative to the repository root, or absolute) as a repo-relative path, and
-        every modification of it recorded in the log, oldest first."""
+        every modification of it recorded in the log for this worktree, oldest first."""
         rel = normalize(self.repo.toplevel, path, {})
-        return rel, history(self.key, rel, self.site.state)
+        return rel, history(self.key, rel, self.site.state, str(self.repo.toplevel))
 
     def untracked_unchanged(
         self, checkpoint_id: str
