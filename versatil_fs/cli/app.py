@@ -35,6 +35,7 @@ COMMANDS: dict[str, str] = {
     "agent-hook": "versatil_fs.cli.agent_hook:agent_hook",
     "integrate": "versatil_fs.cli.integrate:integrate",
     "who": "versatil_fs.cli.who:who",
+    "mcp": "versatil_fs.cli.mcp:mcp",
 }
 
 
