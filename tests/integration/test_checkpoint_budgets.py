@@ -102,3 +102,19 @@ def test_a_legacy_wave_checkpoint_counts_as_automatic(repo: Path) -> None:
     result = cps.prune()
     assert result.removed == [legacy[0].id]
     assert mine.id in [r.id for r in cps.list()]
+
+
+def test_the_safety_checkpoint_of_an_unfinished_restore_is_never_pruned(repo: Path) -> None:
+    cps = Checkpoints(repo)
+    mine = cps.create("mine", prune=False)
+    write(repo, "src/a.py", "edited\n")
+    safety_id = cps.restore(mine.id, prune=False).safety_checkpoint
+    assert safety_id is not None
+    # As a restore killed part-way leaves it (see test_crash_points): not finished.
+    safety = cps.show(safety_id)
+    safety.restore_complete = False
+    cps.site.write_record(safety)
+    later = cps.create("later run", kind="run", prune=False)
+    result = cps.prune(keep_automatic=0)
+    assert result.removed == [later.id]
+    assert safety_id in [r.id for r in cps.list()]

@@ -412,10 +412,13 @@ class Checkpoints:
                 for record in records:  # oldest first, so each group is too
                     groups.setdefault((self.site.worktree_key(record), automatic(record)),
                                       []).append(record)
-                doomed = []
+                doomed: builtins.list[CheckpointRecord] = []
                 for (_, auto), group in groups.items():
                     budget = keep_automatic if auto else keep
-                    doomed.extend(group[: max(0, len(group) - budget)])
+                    # The safety checkpoint of a restore that never finished is the only way
+                    # back from a half-done restore: never pruned (it counts all the same).
+                    doomed.extend(r for r in group[: max(0, len(group) - budget)]
+                                  if not (r.kind == "safety" and r.restore_complete is False))
                 doomed.sort(key=lambda r: (r.time, r.id))
                 delete_refs(self.site.git, doomed)
                 live = {r.id for r in records} - {r.id for r in doomed}
