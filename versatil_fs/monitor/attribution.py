@@ -21,7 +21,17 @@ from versatil_fs.state import StateDir
 if TYPE_CHECKING:
     from versatil_fs.repo import Repository
 
-__all__ = ["DELETE_SLACK", "LockView", "RestoreView", "Restoring", "lock_held_at"]
+__all__ = [
+    "DELETE_SLACK",
+    "STASH_EVENT",
+    "LockView",
+    "RestoreView",
+    "Restoring",
+    "Stash",
+    "StashView",
+    "lock_held_at",
+    "stashed_then",
+]
 
 
 class LockView:
@@ -237,3 +247,110 @@ class RestoreView:
             self._site = Site(self.repo, self.state)
         assert isinstance(self._site, Site)
         return restore_in_progress(self._site)
+
+
+STASH_EVENT = "framework-stash"
+"""The collision-detection event ``versatil hook check`` logs under the pre-commit framework:
+which files the framework stashed for the commit running it (and will put back), when, and
+the framework process (pid and start) whose end ends the un-stash."""
+_STASH_TAIL = 1 << 18
+
+
+@dataclass(frozen=True)
+class Stash:
+    """One framework stash, as its ``framework-stash`` event says."""
+
+    paths: frozenset[str]
+    stashed_at: float  # the patch's mtime: the stash's checkout came right after it
+    logged_at: float  # when our hook saw it: the un-stash comes after this
+    pid: int
+    start: int
+
+
+def _stashes(entries: list[events.Event], worktree: str) -> list[Stash]:
+    found = []
+    for entry in entries:
+        data = entry.data
+        if entry.kind != STASH_EVENT or data.get("worktree") != worktree:
+            continue
+        try:
+            found.append(Stash(
+                paths=frozenset(str(p) for p in data.get("paths") or []),
+                stashed_at=float(data.get("stashed_at", entry.time)), logged_at=entry.time,
+                pid=int(data.get("framework_pid", 0)), start=int(data.get("framework_start", 0)),
+            ))
+        except (TypeError, ValueError):
+            continue  # a damaged line attributes nothing
+    return found
+
+
+def stashed_then(entries: list[events.Event], worktree: str, path: str, when: float) -> bool:
+    """Whether an unlocked write of ``path`` reported at ``when`` was the framework's stash
+    (its checkout, between the patch and our hook's event; reported up to
+    :data:`DELETE_SLACK` later), from the events ``entries``."""
+    name = events.printable(path)
+    return any(
+        name in stash.paths
+        and stash.stashed_at - _TICK <= when <= stash.logged_at + DELETE_SLACK
+        for stash in _stashes(entries, worktree)
+    )
+
+
+class StashView:
+    """The pre-commit framework's stashes of one working tree: a write to a stashed path from
+    our hook's event until the framework process ends is its un-stash (``git apply`` of the
+    patch), not an unlocked write. The stash itself (before our hook could say) is taken out
+    of the count afterwards (:func:`stashed_then`).
+
+    The framework process is named by pid and start time (a reused pid is another process);
+    its writes are seen a moment after they happen, so its end counts :data:`DELETE_SLACK`
+    after we first find it gone.
+    """
+
+    def __init__(self, state: StateDir, worktree: str) -> None:
+        self.state = state
+        self.worktree = worktree
+        self._size = -1
+        self._stashes: list[Stash] = []
+        self._gone: dict[tuple[int, int], float] = {}
+        self._alive: set[tuple[int, int]] = set()
+
+    def refresh(self) -> None:
+        size = self.state.size(self.state.event_log("collision-detection"))
+        if size == self._size:
+            return
+        self._size = size
+        tail = events.records(
+            "collision-detection", state=self.state, containing=b'"framework-stash"',
+            last_bytes=_STASH_TAIL,
+        )
+        self._stashes = _stashes(list(tail), self.worktree)
+
+    def unstash_of(self, rel: str) -> Stash | None:
+        """The stash whose un-stash this write of ``rel`` (seen now) is, if any."""
+        self.refresh()
+        if not self._stashes:
+            return None
+        name = events.printable(rel)
+        now = time.time()
+        for stash in reversed(self._stashes):
+            if name not in stash.paths or now < stash.logged_at:
+                continue
+            if self._running(stash, now):
+                return stash
+        return None
+
+    def _running(self, stash: Stash, now: float) -> bool:
+        from versatil_fs import linux
+
+        key = (stash.pid, stash.start)
+        gone = self._gone.get(key)
+        if gone is None:
+            info = linux.process_info(stash.pid) if stash.pid > 0 else None
+            if info is not None and info[1] == stash.start:
+                self._alive.add(key)
+                return True
+            # Gone: when we saw it alive before, it ended just now; if we never did, all we
+            # know is that it was alive when our hook logged the stash.
+            gone = self._gone[key] = now if key in self._alive else stash.logged_at
+        return now <= gone + DELETE_SLACK

@@ -13,7 +13,15 @@ import msgspec
 
 from versatil_fs import events
 from versatil_fs.locks.table import Grant
-from versatil_fs.monitor.attribution import LockView, RestoreView, Restoring, lock_held_at
+from versatil_fs.monitor.attribution import (
+    STASH_EVENT,
+    LockView,
+    RestoreView,
+    Restoring,
+    StashView,
+    lock_held_at,
+    stashed_then,
+)
 from versatil_fs.monitor.scan import EventName
 from versatil_fs.repo import Repository
 from versatil_fs.state import StateDir
@@ -31,7 +39,7 @@ __all__ = [
     "writes_from_event",
 ]
 
-WriteKind = Literal["unlocked-write", "locked-write", "restored"]
+WriteKind = Literal["unlocked-write", "locked-write", "restored", "stashed"]
 STREAM = "collision-detection"
 # The window of the count `versatil locks` shows: an old write nobody can undo any more must
 # not keep the count up forever (issue 15, item 3), and the log is never rewritten to reset it.
@@ -45,8 +53,9 @@ class Write(msgspec.Struct, kw_only=True, omit_defaults=True, rename={"source": 
     lock's holder: inotify does not say which process wrote, so this is "written while
     ``agent`` held the lock", not "written by ``agent``"), ``restored`` when a ``checkpoint
     restore`` wrote it (``agent`` is who restored, ``checkpoint`` what), else
-    ``unlocked-write`` (``agent`` null); ``attributed`` says what the agent rests on (``lock``
-    or ``restore``). ``from`` is the old path of a move; ``rescan`` marks a
+    ``stashed`` when the pre-commit framework put back a file it had stashed for a commit, else
+    ``unlocked-write`` (``agent`` null); ``attributed`` says what the kind rests on (``lock``,
+    ``restore``, ``pre-commit``). ``from`` is the old path of a move; ``rescan`` marks a
     write found by a rescan after an event overflow rather than by its own event.
     """
 
@@ -58,7 +67,7 @@ class Write(msgspec.Struct, kw_only=True, omit_defaults=True, rename={"source": 
     source: str | None = None
     rescan: bool = False
     checkpoint: str | None = None
-    attributed: Literal["lock", "restore"] | None = None
+    attributed: Literal["lock", "restore", "pre-commit"] | None = None
 
     def line(self) -> str:
         """The human form: ``12:00:01 unlocked-write modified src/a.py``; a locked write says
@@ -73,6 +82,8 @@ class Write(msgspec.Struct, kw_only=True, omit_defaults=True, rename={"source": 
         path = events.printable(self.path)
         if self.kind == "locked-write":
             who = f" (written while {self.agent} held the lock)"
+        elif self.kind == "stashed":
+            who = " (the pre-commit framework's un-stash)"
         elif self.kind == "restored":
             by = f"{self.agent}'s " if self.agent else ""
             who = f" (by {by}restore of {self.checkpoint})"
@@ -130,6 +141,8 @@ class Reporter:
         self.locked = 0
         self.restored = 0
         self.restores = RestoreView(state, repo)
+        self.stashes = StashView(state, self.root)
+        self.stashed = 0
         self._warned = False
 
     def log(
@@ -184,6 +197,9 @@ class Reporter:
         grant = self.locks.holder(rel, refresh=False) if holder is False else holder
         if grant is None and holder is False:
             grant = self._held_then(rel, info)
+        if grant is None and self.stashes.unstash_of(rel) is not None:
+            self._stashed(rel, event, now, source=source, rescan=rescan)
+            return
         if grant is None:
             self.unlocked += 1
             write = Write(
@@ -237,6 +253,18 @@ class Reporter:
         if self.sink is not None:
             self.sink(write)
 
+    def _stashed(
+        self, rel: str, event: EventName, now: float, *, source: str | None, rescan: bool
+    ) -> None:
+        self.stashed += 1
+        write = Write(
+            kind="stashed", path=rel, event=event, agent=None, time=now, source=source,
+            rescan=rescan, attributed="pre-commit",
+        )
+        self.log("stashed", path=rel, event=event, worktree=self.root)
+        if self.sink is not None:
+            self.sink(write)
+
     def _held_then(self, rel: str, info: os.stat_result | None) -> Grant | None:
         """The write lock that covered ``rel`` when it was written, if it is gone by now.
 
@@ -260,6 +288,14 @@ def writes_from_event(event: events.Event) -> list[Write]:
                 kind="unlocked-write", path=str(data.get("path", "")),
                 event=data.get("event", "modified"), agent=None, time=event.time,
                 source=data.get("from"), rescan=bool(data.get("rescan", False)),
+            )
+        ]
+    if event.kind == "stashed":
+        return [
+            Write(
+                kind="stashed", path=str(data.get("path", "")),
+                event=data.get("event", "modified"), agent=None, time=event.time,
+                attributed="pre-commit",
             )
         ]
     if event.kind == "restored":
@@ -295,11 +331,21 @@ def unlocked_write_count(
     """
     repository = repo if isinstance(repo, Repository) else Repository.find(repo)
     key = repository.key
+    # The pre-commit framework's stash (its checkout before our hook could say so) is not an
+    # unlocked write: our hook logs which files it stashed, and those writes are left out.
+    stashes = [
+        e for e in events.records(STREAM, state=state, containing=b'"framework-stash"')
+        if e.kind == STASH_EVENT and e.repo == key
+    ]
     count = 0
     for event in events.records(STREAM, state=state, containing=b'"unlocked-write"'):
         if event.kind != "unlocked-write" or event.repo != key:
             continue
         if since is not None and event.time < since:
+            continue
+        worktree = str(event.data.get("worktree", ""))
+        path = str(event.data.get("path", ""))
+        if stashes and stashed_then(stashes, worktree, path, event.time):
             continue
         count += 1
     return count
