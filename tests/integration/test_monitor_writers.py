@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from integration.helpers import Spawner, run_versatil, versatil_argv, wait_for
-from integration.test_monitor import FILES, log, start_monitor
+from integration.test_monitor import FILES, MonitorProcess, log, start_monitor
 
+from versatil_fs import events
 from versatil_fs.locks.manager import LockManager
 from versatil_fs.monitor import lock_held_at, unlocked_write_count
 from versatil_fs.repo import Repository
@@ -159,3 +160,23 @@ def test_a_locked_write_says_it_rests_on_the_lock(spawn: Spawner, repo: Path) ->
     manager.close()
     helped = run_versatil("monitor", "--help", cwd=repo)
     assert "cannot tell who wrote a file" in " ".join(helped.stdout.split())
+
+
+def test_a_state_directory_inside_the_tree_is_never_reported(spawn: Spawner, repo: Path) -> None:
+    """Item 4, its log: every report appends to the event log; with VERSATIL_HOME inside the
+    repository that append would be a write to report, and so on forever."""
+    home = repo / "state"
+    argv = versatil_argv("monitor", "--json")
+    child = spawn.popen(argv, cwd=repo, env={"VERSATIL_HOME": str(home)}, name="monitor")
+    wait_for(lambda: "watching" in child.stderr or not child.alive, message=lambda: child.stderr)
+    assert child.alive, child.stderr
+    watcher = MonitorProcess(child, repo)
+    (repo / "src" / "a.py").write_text("a = 2\n")
+    assert watcher.next()["path"] == "src/a.py"
+    assert watcher.sentinel() == []
+    child.kill(signal.SIGTERM)
+    assert child.wait() == 0, child.stderr
+    state = StateDir(home)
+    logged = [e.data["path"] for e in events.read("collision-detection", state=state)
+              if e.kind == "unlocked-write"]
+    assert not [p for p in logged if p.startswith("state/")], logged
