@@ -18,15 +18,15 @@ from collections.abc import Callable, Mapping
 
 from versatil_fs.agents.codex_patch import patch_paths
 from versatil_fs.agents.harness_payload import (
-    WARNING,
     JSONObject,
     absolute_cwd,
     clean,
+    context_reply,
+    lifecycle,
     named_path,
     obj,
     reply_json,
     session,
-    spoken,
     text,
     tool_event,
 )
@@ -89,11 +89,10 @@ def _parse(
     where = absolute_cwd(text(payload, "cwd", required=False), cwd)
     agent_id = text(payload, "agent_id", required=False)
     if name == "SessionStart":
-        return HookCall(harness, "session-start", session_id, where, agent_id=agent_id,
-                        env_file=env_file, detail=text(payload, "source", required=False))
+        return lifecycle(harness, "session-start", session_id, where, payload,
+                         agent_id=agent_id, env_file=env_file)
     if name == "SessionEnd":
-        return HookCall(harness, "session-end", session_id, where, agent_id=agent_id,
-                        detail=text(payload, "reason", required=False))
+        return lifecycle(harness, "session-end", session_id, where, payload, agent_id=agent_id)
     phase = _PHASES.get(name)
     if phase is None:
         return HookCall(harness, "other", session_id, where, agent_id=agent_id)
@@ -158,20 +157,11 @@ def _render(call: HookCall | None, verdict: Verdict, context_events: frozenset[s
         # No payload to go by (or an event without a decision): exit 2 blocks wherever the event
         # can block, and stderr is the reason ("Exit code 2 behavior").
         return Reply(stderr=verdict.deny + "\n", exit_code=2)
-    said = spoken(verdict)
-    if native not in context_events:
-        # SessionEnd (the agent is gone), an event without additionalContext, or a call versatil
-        # could not read: systemMessage, shown to the user on every event (common JSON fields),
-        # is the channel left.
-        return Reply(stdout=reply_json({"systemMessage": said}))
-    # hookEventName must name the event being answered.
-    out: dict[str, object] = {
-        "hookSpecificOutput": {"hookEventName": native, "additionalContext": said},
-    }
-    if verdict.warning:
-        # The user should know the guard let something through unchecked, too.
-        out["systemMessage"] = WARNING + verdict.warning
-    return Reply(stdout=reply_json(out))
+    # SessionEnd (the agent is gone), an event without additionalContext, or a call versatil
+    # could not read: systemMessage, shown to the user on every event (common JSON fields), is
+    # the channel left. Otherwise hookEventName must name the event being answered, and a
+    # warning goes to the user too (they should know the guard let something through).
+    return context_reply(native if native in context_events else None, verdict)
 
 
 def render_claude(call: HookCall | None, verdict: Verdict) -> Reply:

@@ -22,6 +22,7 @@ from collections.abc import Mapping
 from versatil_fs.agents.harness_payload import (
     JSONObject,
     absolute_cwd,
+    lifecycle,
     named_path,
     reply_json,
     session,
@@ -108,12 +109,8 @@ def parse_copilot(payload: JSONObject, env: Mapping[str, str], cwd: str) -> Hook
         session_id = "cwd-" + digest[:16]
     session_id = session(session_id, keys[0])
     kind = _EVENTS.get(name, "other")
-    if kind == "session-start":
-        return HookCall("copilot", "session-start", session_id, where,
-                        detail=text(payload, "source", required=False))
-    if kind == "session-end":
-        return HookCall("copilot", "session-end", session_id, where,
-                        detail=text(payload, "reason", required=False))
+    if kind in ("session-start", "session-end"):
+        return lifecycle("copilot", kind, session_id, where, payload)
     if kind == "other":
         return HookCall("copilot", "other", session_id, where)
     tool = text(payload, keys[1])

@@ -29,6 +29,7 @@ from versatil_fs.agents.harness_payload import (
     JSONObject,
     absolute_cwd,
     clean,
+    lifecycle,
     named_path,
     obj,
     reply_json,
@@ -84,12 +85,9 @@ def parse_cursor(payload: JSONObject, env: Mapping[str, str], cwd: str) -> HookC
     session_id = session(conversation or text(payload, "session_id", required=False),
                          "conversation_id")
     where = _cwd(payload, cwd)
-    if name == "sessionStart":
-        return HookCall("cursor", "session-start", session_id, where,
-                        detail=text(payload, "source", required=False))
-    if name == "sessionEnd":
-        return HookCall("cursor", "session-end", session_id, where,
-                        detail=text(payload, "reason", required=False))
+    if name in ("sessionStart", "sessionEnd"):
+        kind = "session-start" if name == "sessionStart" else "session-end"
+        return lifecycle("cursor", kind, session_id, where, payload)
     phase = _PHASES.get(name)
     if phase is None:
         return HookCall("cursor", "other", session_id, where)

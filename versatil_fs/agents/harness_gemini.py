@@ -14,14 +14,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from versatil_fs.agents.harness_payload import (
-    WARNING,
     JSONObject,
     absolute_cwd,
+    context_reply,
+    lifecycle,
     named_path,
     obj,
     reply_json,
     session,
-    spoken,
     text,
     tool_event,
 )
@@ -41,12 +41,9 @@ def parse_gemini(payload: JSONObject, env: Mapping[str, str], cwd: str) -> HookC
     name = text(payload, "hook_event_name")
     session_id = session(text(payload, "session_id"), "session_id")
     where = absolute_cwd(text(payload, "cwd", required=False), cwd)
-    if name == "SessionStart":
-        return HookCall("gemini", "session-start", session_id, where,
-                        detail=text(payload, "source", required=False))
-    if name == "SessionEnd":
-        return HookCall("gemini", "session-end", session_id, where,
-                        detail=text(payload, "reason", required=False))
+    if name in ("SessionStart", "SessionEnd"):
+        kind = "session-start" if name == "SessionStart" else "session-end"
+        return lifecycle("gemini", kind, session_id, where, payload)
     phase = _PHASES.get(name)
     if phase is None:
         return HookCall("gemini", "other", session_id, where)
@@ -78,15 +75,6 @@ def render_gemini(call: HookCall | None, verdict: Verdict) -> Reply:
         # Anything else (no payload to go by, a tool that already ran): exit 2 is the documented
         # block of every event, with stderr as the reason.
         return Reply(stderr=verdict.deny + "\n", exit_code=2)
-    said = spoken(verdict)
-    native = _CONTEXT.get(event)
-    if native is None:
-        # BeforeTool, SessionEnd and unreadable payloads have no channel to the agent; the
-        # closest documented one is systemMessage, "displayed immediately to the user".
-        return Reply(stdout=reply_json({"systemMessage": said}))
-    out: dict[str, object] = {
-        "hookSpecificOutput": {"hookEventName": native, "additionalContext": said},
-    }
-    if verdict.warning:
-        out["systemMessage"] = WARNING + verdict.warning
-    return Reply(stdout=reply_json(out))
+    # BeforeTool, SessionEnd and unreadable payloads have no channel to the agent; the closest
+    # documented one is systemMessage, "displayed immediately to the user".
+    return context_reply(_CONTEXT.get(event), verdict)

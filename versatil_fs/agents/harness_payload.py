@@ -11,7 +11,7 @@ import json
 import os.path
 from collections.abc import Mapping, Sequence
 
-from versatil_fs.agents.protocol import BadPayload, Event, Verdict
+from versatil_fs.agents.protocol import BadPayload, Event, HookCall, Reply, Verdict
 
 __all__ = [
     "MAX_PAYLOAD",
@@ -19,6 +19,8 @@ __all__ = [
     "JSONObject",
     "absolute_cwd",
     "clean",
+    "context_reply",
+    "lifecycle",
     "load",
     "named_path",
     "obj",
@@ -149,3 +151,31 @@ def reply_json(value: object) -> str:
     """One line of JSON for stdout. ASCII only: the harness reads it through a pipe whose
     encoding versatil does not choose, and escaped JSON is the same text in every one."""
     return json.dumps(value, ensure_ascii=True) + "\n"
+
+
+def lifecycle(
+    harness: str, kind: str, session_id: str, where: str, payload: JSONObject, *,
+    agent_id: str = "", env_file: str = "",
+) -> HookCall:
+    """The call for a session's start or end (``kind``), its ``source`` / ``reason`` kept as
+    the call's detail."""
+    key = "source" if kind == "session-start" else "reason"
+    event: Event = "session-start" if kind == "session-start" else "session-end"
+    return HookCall(harness, event, session_id, where, agent_id=agent_id, env_file=env_file,
+                    detail=text(payload, key, required=False))
+
+
+def context_reply(native: str | None, verdict: Verdict) -> Reply:
+    """Claude Code's shape of telling the agent something (Gemini CLI and Codex share it):
+    ``hookSpecificOutput.additionalContext`` for the ``native`` event that has it, a warning
+    also shown to the user as ``systemMessage``; with no such event (``None``), only a
+    ``systemMessage``, the channel every event has."""
+    said = spoken(verdict)
+    if native is None:
+        return Reply(stdout=reply_json({"systemMessage": said}))
+    out: dict[str, object] = {
+        "hookSpecificOutput": {"hookEventName": native, "additionalContext": said},
+    }
+    if verdict.warning:
+        out["systemMessage"] = WARNING + verdict.warning
+    return Reply(stdout=reply_json(out))
