@@ -112,6 +112,7 @@ def test_the_page_is_self_contained_with_a_tooltip_per_bar_and_the_figures_above
     text = " ".join(parsed.text)
     assert "Makespan 10s" in text and "lower bound 10s" in text and "1.20x faster" in text
     assert "needs api, which failed" in text  # the skipped task, listed
+    assert "e2e skipped: needs api, which failed" in text  # and said in its empty row
     assert f'stroke="{FAILED}"' in page
 
 

@@ -153,9 +153,17 @@ def decode_png(data: bytes) -> tuple[int, int, list[bytes], int]:
     stride = width * bpp
     rows: list[bytes] = []
     previous = bytearray(stride)
+    low, high = int.from_bytes(b"\x7f" * stride), int.from_bytes(b"\x80" * stride)
     for y in range(height):
         start = y * (stride + 1)
         kind, line = raw[start], bytearray(raw[start + 1:start + 1 + stride])
+        if kind in (0, 2):  # None, or Up: every byte plus the one above, mod 256, all at once
+            if kind == 2:
+                a, b = int.from_bytes(line), int.from_bytes(previous)
+                line = bytearray((((a & low) + (b & low)) ^ ((a ^ b) & high)).to_bytes(stride))
+            rows.append(bytes(line))
+            previous = line
+            continue
         for i in range(stride):
             left = line[i - bpp] if i >= bpp else 0
             up = previous[i]

@@ -195,6 +195,7 @@ def _svg(result: Report, where: Layout, title: str) -> str:
     by_id = {t.id: t for t in result.tasks}
     for bar in where.bars:
         out.append(_bar(bar, by_id[bar.task]))
+    out.extend(_skipped_rows(result, where))
     out.extend(_utilization(result, where))
     out.append("</svg>")
     return "\n".join(out)
@@ -309,6 +310,24 @@ def _bar(bar: Bar, task: TaskReport) -> str:
         )
     parts.append("</g>")
     return "".join(parts)
+
+
+def _skipped_rows(result: Report, where: Layout) -> list[str]:
+    """A row with no bar says why: its agent's tasks were skipped (all of them are listed
+    below the picture too)."""
+    with_bars = {b.agent for b in where.bars}
+    out = []
+    for i, agent in enumerate(where.agents):
+        if agent in with_bars:
+            continue
+        skipped = [t for t in result.tasks if t.agent == agent and t.status == "skipped"]
+        if not skipped:
+            continue
+        text = "; ".join(f"{t.id} skipped: {t.skipped_because}" for t in skipped)
+        y = where.timeline_top + i * ROW + ROW // 2 + 4
+        out.append(f'<text x="{LABEL + 8}" y="{y}" font-size="12" font-style="italic" '
+                   f'fill="#8a8a8a">{_e(_short(text, 110))}</text>')
+    return out
 
 
 def _tooltip(task: TaskReport) -> str:
