@@ -6,6 +6,9 @@ from __future__ import annotations
 import json
 from html.parser import HTMLParser
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from versatil_fs.cli.wave_text import markdown
 from versatil_fs.waves.picture import FAILED, LABEL, PLOT, html_report, layout, wave_colour
 from versatil_fs.waves.report import AgentUse, Report, TaskReport, WaveReport
@@ -162,3 +165,40 @@ def test_a_wave_estimate_counts_the_agents_that_run_it() -> None:
     for estimates, agents in (([4.0, 3.0, 3.0, 2.0, 2.0, 2.0], 3), ([1.0] * 10, 4)):
         got = wave_estimate(estimates, agents)
         assert got >= max(estimates) and got >= sum(estimates) / agents
+
+
+_TAGS = {"html", "head", "meta", "title", "style", "body", "svg", "rect", "text", "line", "g",
+         "section", "h2", "ul", "li", "span", "p", "table", "tr", "th", "td"}
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    names=st.lists(st.text(min_size=1, max_size=12), min_size=1, max_size=5, unique=True),
+    spans=st.lists(st.tuples(st.floats(0, 1), st.floats(0, 1)), min_size=1, max_size=5),
+    makespan=st.floats(0.001, 1e5),
+    error=st.text(max_size=30),
+)
+def test_any_run_lays_out_inside_the_plot_and_any_text_stays_text(
+    names: list[str], spans: list[tuple[float, float]], makespan: float, error: str
+) -> None:
+    tasks = []
+    for i, (a, b) in enumerate(spans):
+        start, end = sorted((a * makespan, b * makespan))
+        agent = names[i % len(names)]
+        status = "failed" if i % 2 else "succeeded"
+        tasks.append(task(f"t{i}", agent, 1 + i % 3, status, start, end, files=[error],
+                          error=error))
+    result = Report(
+        run="r", status="failed", makespan=makespan, sequential=makespan, speedup=1.0,
+        lower_bound=makespan, lower_bound_estimate=0.0, efficiency=1.0, agents=3, tasks=tasks,
+        waves=[], utilization=[], failed=[], skipped=[],
+    )
+    where = layout(result)
+    assert sorted(where.agents) == sorted({t.agent for t in tasks})
+    for bar in where.bars:
+        assert bar.x >= LABEL and bar.width >= 2 and bar.x + bar.width <= LABEL + PLOT + 2
+        assert where.timeline_top <= bar.y < where.axis_y
+    parsed = _Collect()
+    parsed.feed(html_report(result))
+    assert set(parsed.tags) <= _TAGS
+    assert len(parsed.titles) == 1 + len(where.bars)

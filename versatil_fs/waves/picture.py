@@ -120,8 +120,7 @@ def layout(result: Report) -> Layout:
             continue
         x = LABEL + math.floor(task.start * scale)
         # Two pixels at least, so a task of a few milliseconds is still seen (and hovered).
-        width = max(2, round((task.end - task.start) * scale))
-        width = min(width, LABEL + PLOT - x) if x < LABEL + PLOT else 2
+        width = max(2, min(round((task.end - task.start) * scale), LABEL + PLOT - x))
         bars.append(Bar(
             task=task.id, agent=task.agent, wave=task.wave, x=x,
             y=top + row_of[task.agent] * ROW + (ROW - BAR) // 2, width=width, height=BAR,
