@@ -29,22 +29,27 @@ def test_install_status_and_remove_from_the_command_line(git_repo: Path) -> None
     settings.write_text('{\n  "model": "sonnet"\n}\n')
     before = _tree(git_repo)
 
+    servers = git_repo / ".mcp.json"  # the MCP server too, in this repository's scope
     wired = versatil("integrate", "claude", cwd=git_repo)
     assert wired.code == 0, wired
     assert wired.out.splitlines() == [
         f"claude: wired in this repository: {settings}.",
+        f"claude: MCP server wired in this repository: {servers}.",
         "  (Claude Code reads hooks when a session starts; a running session asks you to review "
         "the change in /hooks.)",
+        "  (Claude Code asks you to approve a project's MCP servers before it starts them.)",
     ] and not wired.err
 
     again = versatil("integrate", "claude", cwd=git_repo)
-    assert again.out == f"claude: already wired in {settings}; nothing changed.\n"
+    assert again.out == (f"claude: already wired in {settings}; nothing changed.\n"
+                         f"claude: MCP server already wired in {servers}; nothing changed.\n")
 
     shown = versatil("integrate", "--status", cwd=git_repo)
     assert shown.code == 0, shown
     lines = shown.out.splitlines()
     assert lines[0].split() == ["HARNESS", "SCOPE", "STATE", "FILE"]
-    assert len(lines) == 1 + 2 * len(HARNESSES)
+    assert len(lines) == 1 + 2 * len(HARNESSES) + 4  # and the MCP rows of claude, codex,
+    # gemini and cursor
     claude_here = next(line for line in lines if line.startswith("claude") and "this repo" in line)
     assert claude_here.split()[3:5] == ["wired", str(settings)]
 
@@ -55,7 +60,8 @@ def test_install_status_and_remove_from_the_command_line(git_repo: Path) -> None
 
     removed = versatil("integrate", "claude", "--remove", cwd=git_repo)
     assert removed.code == 0, removed
-    assert removed.out == f"claude: put {settings} back as it was before versatil.\n"
+    assert removed.out == (f"claude: put {settings} back as it was before versatil.\n"
+                           f"claude: removed {servers}, which versatil had created.\n")
     assert _tree(git_repo) == before
 
 
@@ -67,7 +73,9 @@ def test_all_says_each_harness_once(git_repo: Path) -> None:
     assert {c["action"] for c in changes} == {"wired"}
     text = versatil("integrate", "all", "--remove", cwd=git_repo)
     assert text.code == 0, text
-    assert [line.split(":")[0] for line in text.out.splitlines()] == list(HARNESSES)
+    # Each harness once, its hooks and its MCP server (where it has one) one after the other.
+    said = [line.split(":")[0] for line in text.out.splitlines()]
+    assert list(dict.fromkeys(said)) == list(HARNESSES)
     assert "cline: removed its 6 hook files from" in text.out
 
 

@@ -11,7 +11,7 @@ from typing import Literal
 from versatil_fs.agents.harnesses import HOOKS
 from versatil_fs.errors import UsageError
 
-__all__ = ["NOTES", "Scope", "base", "config_paths"]
+__all__ = ["MCP_NOTES", "NOTES", "Scope", "base", "config_paths", "mcp_path"]
 
 Scope = Literal["project", "user"]
 
@@ -85,4 +85,28 @@ NOTES: dict[tuple[str, Scope], str] = {
     # cloud agent reads .github/hooks from the default branch.
     ("copilot", "project"): "Copilot CLI reads it from the working tree; the cloud agent only "
     "once it is on the default branch",
+}
+
+
+def mcp_path(harness: str, root: Path) -> Path | None:
+    """The project file where ``harness`` reads its MCP servers (``root``: the repository's
+    top level), or None for a harness without one there (Cline keeps its MCP servers in the
+    editor's global storage, Copilot CLI in the user's ``~/.copilot``). Each location is cited
+    in :data:`versatil_fs.agents.mcp_config.DOCS`. Gemini CLI's is its hooks file."""
+    return {
+        "claude": root / ".mcp.json",
+        "codex": root / ".codex" / "config.toml",
+        "gemini": root / ".gemini" / "settings.json",
+        "cursor": root / ".cursor" / "mcp.json",
+    }.get(harness)
+
+
+# What each harness asks before it starts a project's new MCP server, said after an install.
+MCP_NOTES: dict[str, str] = {
+    # https://code.claude.com/docs/en/mcp ("project scope": approval before first use).
+    "claude": "Claude Code asks you to approve a project's MCP servers before it starts them",
+    # https://developers.openai.com/codex/mcp: a project's config.toml loads when trusted.
+    "codex": "Codex starts a project's MCP servers only in a project you trust",
+    "gemini": "Gemini CLI starts it with its next session (/mcp lists it)",
+    "cursor": "Cursor asks you to enable a project's new MCP server in its MCP settings",
 }

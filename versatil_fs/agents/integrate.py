@@ -8,12 +8,20 @@ names runs :func:`hook_command`. The edits themselves are :mod:`versatil_fs.agen
 
 These files are the user's, not state files: they are written atomically (a temporary file in
 the same directory, then ``rename``) with the file's own mode kept, never through a symlink, and
-only if nobody changed them since they were read. What ``--remove`` needs to put a file back
-byte for byte is kept in the state directory, through :class:`~versatil_fs.state.StateDir`:
-``integrations/<sha256 of the file's absolute path>.json`` holds the file's bytes from before
-the first install and a digest of what versatil wrote. If the file still is what versatil wrote,
-``--remove`` restores those bytes (or deletes the file, and the directories versatil made for
-it); if the user edited it since, only versatil's entries go and their edit stays.
+only if nobody changed them since they were read.
+
+In this repository's scope ``integrate`` also registers versatil's MCP server (``versatil mcp
+--harness HARNESS``) where the harness reads a project's MCP servers (``.mcp.json``,
+``.codex/config.toml``, ``.gemini/settings.json`` beside the hooks, ``.cursor/mcp.json``: see
+:func:`~versatil_fs.agents.hook_paths.mcp_path`; the edits are
+:mod:`versatil_fs.agents.mcp_config`), recorded and removed the same way.
+
+What ``--remove`` needs to put a file back byte for byte is kept in the state directory, through
+:class:`~versatil_fs.state.StateDir`: ``integrations/<sha256 of the file's absolute path>.json``
+holds the file's bytes from before the first install and a digest of what versatil wrote. If the
+file still is what versatil wrote, ``--remove`` restores those bytes (or deletes the file, and
+the directories versatil made for it); if the user edited it since, only versatil's entries go
+and their edit stays.
 """
 
 from __future__ import annotations
@@ -33,9 +41,10 @@ import msgspec
 
 from versatil_fs.agents import hook_config as cfg
 from versatil_fs.agents import hook_paths
+from versatil_fs.agents import mcp_config as mcpc
 from versatil_fs.agents import user_files as files
 from versatil_fs.agents.harnesses import hooks_for
-from versatil_fs.agents.hook_paths import NOTES, Scope, config_paths
+from versatil_fs.agents.hook_paths import MCP_NOTES, NOTES, Scope, config_paths, mcp_path
 from versatil_fs.agents.integrate_status import Wiring, status
 from versatil_fs.agents.protocol import HARNESSES
 from versatil_fs.errors import Refused, UsageError
@@ -50,6 +59,7 @@ __all__ = [
     "harnesses_named",
     "hook_command",
     "install",
+    "mcp_argv",
     "remove",
     "status",
 ]
@@ -72,13 +82,23 @@ def hook_command(harness: str) -> str:
     ``<versatil>`` is the absolute path of the ``versatil`` script running now, else the one on
     PATH, else this interpreter with ``-m versatil_fs``: an absolute path, because a harness runs
     hooks with its own PATH (a GUI editor's is not the terminal's)."""
+    return shlex.join([*_versatil(), "agent-hook", harness])
+
+
+def mcp_argv(harness: str) -> list[str]:
+    """The command a harness starts versatil's MCP server with, as argv (the same versatil as
+    :func:`hook_command`): ``<versatil> mcp --harness <harness>``."""
+    return [*_versatil(), "mcp", "--harness", harness]
+
+
+def _versatil() -> list[str]:
     argv0 = sys.argv[0] if sys.argv else ""
     if os.path.basename(argv0) == "versatil" and os.path.isfile(argv0):
-        return shlex.join([os.path.abspath(argv0), "agent-hook", harness])
+        return [os.path.abspath(argv0)]
     found = shutil.which("versatil")
     if found:
-        return shlex.join([os.path.abspath(found), "agent-hook", harness])
-    return shlex.join([sys.executable, "-m", "versatil_fs", "agent-hook", harness])
+        return [os.path.abspath(found)]
+    return [sys.executable, "-m", "versatil_fs"]
 
 
 # What one call did, and what --status sees ---------------------------------------------------
@@ -177,6 +197,7 @@ class _Plan:
     after: bytes
     action: str
     old: str = ""  # the versatil command an older entry ran
+    what: str = ""  # "MCP server" for a file holding only versatil's MCP server entry
 
 
 def _roots(scope: Scope, cwd: str | os.PathLike[str]) -> Path:
@@ -184,19 +205,46 @@ def _roots(scope: Scope, cwd: str | os.PathLike[str]) -> Path:
 
 
 def _plan_json(
-    harness: str, scope: Scope, path: Path, base: Path, command: str, wait: float
+    harness: str, scope: Scope, path: Path, base: Path, command: str, wait: float,
+    server: list[str] | None = None,
 ) -> _Plan:
+    """The hooks file's install; ``server``: versatil's MCP server goes in the same file
+    (Gemini CLI keeps both in settings.json)."""
     fmt = cfg.FORMATS[harness]
     before = files.read(path)
     doc = cfg.load(before[0], path, harness) if before else {}
     style = cfg.detect_style(before[0], doc) if before else cfg.TextStyle()
     new = cfg.with_ours(doc, harness, fmt, hooks_for(harness, wait), command, where=path)
     old = [c for cs in cfg.commands(doc, harness, fmt).values() for c in cs if c != command]
+    if server is not None:
+        new = mcpc.json_with(new, server, where=path)
     if before is not None and cfg.same(doc, new):
         return _Plan(harness, scope, path, base, before, before[0], "unchanged")
     action = "rewired" if old else "wired"
     return _Plan(harness, scope, path, base, before, cfg.encode(new, style), action,
                  old[0] if old else "")
+
+
+def _plan_mcp(harness: str, scope: Scope, path: Path, base: Path, server: list[str]) -> _Plan:
+    """The install of versatil's MCP server in a file of its own (not the hooks file)."""
+    before = files.read(path)
+    if harness == "codex":
+        old_argv = mcpc.toml_command(before[0], where=path) if before else None
+        after = mcpc.toml_with(before[0] if before else b"", server, where=path)
+    else:
+        doc = cfg.load(before[0], path, harness) if before else {}
+        old_argv = mcpc.json_command(doc)
+        new = mcpc.json_with(doc, server, where=path)
+        if before is not None and cfg.same(doc, new):
+            return _Plan(harness, scope, path, base, before, before[0], "unchanged",
+                         what="MCP server")
+        style = cfg.detect_style(before[0], doc) if before else cfg.TextStyle()
+        after = cfg.encode(new, style)
+    if before is not None and after == before[0]:
+        return _Plan(harness, scope, path, base, before, after, "unchanged", what="MCP server")
+    old = shlex.join(old_argv) if old_argv and old_argv != server else ""
+    return _Plan(harness, scope, path, base, before, after, "rewired" if old else "wired", old,
+                 what="MCP server")
 
 
 def _plan_cline(
@@ -223,10 +271,11 @@ def _plan_cline(
 
 def install(
     harnesses: Sequence[str], *, user: bool = False, cwd: str | os.PathLike[str] = ".",
-    state: StateDir | None = None,
+    state: StateDir | None = None, mcp: bool = False,
 ) -> list[Change]:
-    """Wire ``harnesses`` in this repository (or for the user). Every file is read and checked
-    first: one that must be refused stops the whole call before anything is written."""
+    """Wire ``harnesses`` in this repository (or for the user); ``mcp``: in this repository,
+    register versatil's MCP server too (``versatil integrate`` does). Every file is read and
+    checked first: one that must be refused stops the whole call before anything is written."""
     scope: Scope = "user" if user else "project"
     root = _roots(scope, cwd)
     records = _Records(state or StateDir())
@@ -235,10 +284,19 @@ def install(
         plans = []
         for harness in harnesses:
             command = hook_command(harness)
-            planner = _plan_cline if harness == "cline" else _plan_json
-            for path in config_paths(harness, scope, root):
-                where = hook_paths.base(harness, scope, root)
-                plans.append(planner(harness, scope, path, where, command, wait))
+            where = hook_paths.base(harness, scope, root)
+            server_file = mcp_path(harness, root) if mcp and scope == "project" else None
+            hook_files = config_paths(harness, scope, root)
+            for path in hook_files:
+                if harness == "cline":
+                    plans.append(_plan_cline(harness, scope, path, where, command, wait))
+                else:
+                    plans.append(_plan_json(
+                        harness, scope, path, where, command, wait,
+                        mcp_argv(harness) if path == server_file else None,
+                    ))
+            if server_file is not None and server_file not in hook_files:
+                plans.append(_plan_mcp(harness, scope, server_file, where, mcp_argv(harness)))
         return [_apply(plan, records) for plan in plans]
 
 
@@ -252,9 +310,10 @@ def _wait_on_edit(root: Path | None, state: StateDir) -> float:
 
 def _apply(plan: _Plan, records: _Records) -> Change:
     where = "this repository" if plan.scope == "project" else "your user settings"
+    what = f"{plan.what} " if plan.what else ""
     if plan.action == "unchanged":
         return Change(plan.harness, plan.scope, str(plan.path), "unchanged",
-                      f"{plan.harness}: already wired in {plan.path}; nothing changed.")
+                      f"{plan.harness}: {what}already wired in {plan.path}; nothing changed.")
     record, _ = records.get(plan.path)
     previous = record
     created = files.make_dirs(plan.path.parent, plan.base) if plan.before is None else 0
@@ -291,19 +350,21 @@ def _apply(plan: _Plan, records: _Records) -> Change:
             records.put(previous)
         raise
     was = f" (it ran {plan.old})" if plan.old else ""
+    note = MCP_NOTES.get(plan.harness, "") if plan.what else NOTES.get(
+        (plan.harness, plan.scope), "")
     return Change(plan.harness, plan.scope, str(plan.path), plan.action,
-                  f"{plan.harness}: {plan.action} in {where}: {plan.path}{was}.",
-                  NOTES.get((plan.harness, plan.scope), ""))
+                  f"{plan.harness}: {what}{plan.action} in {where}: {plan.path}{was}.", note)
 
 
 # Remove -------------------------------------------------------------------------------------------
 def remove(
     harnesses: Sequence[str], *, user: bool = False, cwd: str | os.PathLike[str] = ".",
-    state: StateDir | None = None,
+    state: StateDir | None = None, mcp: bool = False,
 ) -> list[Change]:
     """Take versatil out of ``harnesses``' hook files: each goes back byte for byte to how it
     was before the first install (or goes, if versatil created it), unless the user edited it
-    since, in which case only versatil's entries go."""
+    since, in which case only versatil's entries go. ``mcp``: versatil's MCP server entry in
+    this repository goes too."""
     scope: Scope = "user" if user else "project"
     root = _roots(scope, cwd)
     records = _Records(state or StateDir())
@@ -312,15 +373,18 @@ def remove(
         # Every file read and parsed first, as install does: one that must be refused (not
         # JSON any more, a symlink now) stops the call before any other harness is touched.
         for harness in harnesses:
-            for path in config_paths(harness, scope, root):
+            for path in _files(harness, scope, root, mcp):
                 found = files.read(path)
-                if found is not None and harness != "cline":
+                if found is not None and path.suffix == ".toml":
+                    mcpc.toml_command(found[0], where=path)
+                elif found is not None and harness != "cline":
                     cfg.load(found[0], path, harness)
         for harness in harnesses:
             base = hook_paths.base(harness, scope, root)
             dirs: list[tuple[Path, int]] = []
-            for path in config_paths(harness, scope, root):
-                change, created = _remove_one(harness, scope, path, records)
+            server_file = mcp_path(harness, root) if mcp and scope == "project" else None
+            for path in _files(harness, scope, root, mcp):
+                change, created = _remove_one(harness, scope, path, records, server_file)
                 changes.append(change)
                 if created:
                     dirs.append((path.parent, created))
@@ -330,8 +394,18 @@ def remove(
     return changes
 
 
+def _files(harness: str, scope: Scope, root: Path, mcp: bool) -> list[Path]:
+    """Every file ``integrate`` writes for ``harness`` in ``scope``: its hook files, and (with
+    ``mcp``) the project's MCP server file when that is another one."""
+    found = list(config_paths(harness, scope, root))
+    server_file = mcp_path(harness, root) if mcp and scope == "project" else None
+    if server_file is not None and server_file not in found:
+        found.append(server_file)
+    return found
+
+
 def _remove_one(
-    harness: str, scope: Scope, path: Path, records: _Records,
+    harness: str, scope: Scope, path: Path, records: _Records, server_file: Path | None = None,
 ) -> tuple[Change, int]:
     record, damaged = records.get(path)
     current = files.read(path)
@@ -356,7 +430,10 @@ def _remove_one(
         files.write(path, base64.b64decode(record.original), before=current, executable=False)
         records.drop(path)
         return change("restored", f"put {path} back as it was before versatil"), 0
-    cleaned, empty = _without_ours(harness, path, current[0])
+    # Gemini CLI's settings.json holds both its hooks and its MCP servers.
+    hooks = path != server_file or harness == "gemini"
+    cleaned, empty = _without_ours(harness, path, current[0], hooks=hooks,
+                                   server=path == server_file)
     created = 0
     if cleaned is None:
         message = f"not wired in {path}"
@@ -372,24 +449,34 @@ def _remove_one(
         files.write(path, cleaned, before=current, executable=False)
         edited = " (it changed since versatil wrote it, so only versatil's entries went and the " \
             "rest is kept)" if record is not None else ""
-        message = f"removed versatil's hooks from {path}{edited}"
+        what = "hooks" if hooks else "MCP server"
+        message = f"removed versatil's {what} from {path}{edited}"
         action = "cleaned"
     if record is not None:
         records.drop(path)
     return change(action, message), created
 
 
-def _without_ours(harness: str, path: Path, data: bytes) -> tuple[bytes | None, bool]:
-    """The file's bytes without versatil's entries (None when it holds nothing of versatil's),
-    and whether nothing but what versatil would have created is left in it."""
+def _without_ours(
+    harness: str, path: Path, data: bytes, *, hooks: bool = True, server: bool = False,
+) -> tuple[bytes | None, bool]:
+    """The file's bytes without versatil's entries (its hooks, and its MCP server entry when
+    ``server``; None when it holds nothing of versatil's), and whether nothing but what
+    versatil would have created is left in it."""
     if harness == "cline":
         return (b"" if cfg.cline_command(data) is not None else None), True
+    if server and path.suffix == ".toml":
+        stripped = mcpc.toml_without(data, where=path)
+        return stripped, stripped is not None and not stripped.strip()
     fmt = cfg.FORMATS[harness]
     doc = cfg.load(data, path, harness)
-    new = cfg.without_ours(doc, harness, fmt)
+    new = cfg.without_ours(doc, harness, fmt) if hooks else doc
+    if server:
+        new = mcpc.json_without(new)
     if cfg.same(doc, new):
         return None, False
-    empty = not new or (fmt.version is not None and cfg.same(new, {"version": fmt.version}))
+    empty = not new or (hooks and fmt.version is not None
+                        and cfg.same(new, {"version": fmt.version}))
     return cfg.encode(new, cfg.detect_style(data, doc)), empty
 
 

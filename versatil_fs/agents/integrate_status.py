@@ -11,9 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from versatil_fs.agents import hook_config as cfg
+from versatil_fs.agents import mcp_config as mcpc
 from versatil_fs.agents import user_files as files
 from versatil_fs.agents.harnesses import HOOKS
-from versatil_fs.agents.hook_paths import Scope, config_paths
+from versatil_fs.agents.hook_paths import Scope, config_paths, mcp_path
 from versatil_fs.agents.protocol import HARNESSES
 from versatil_fs.errors import Refused, UsageError
 from versatil_fs.repo import Repository
@@ -31,13 +32,16 @@ class Wiring:
     state: str
     path: str
     detail: str = ""
-
+    what: str = "hooks"  # or "mcp": versatil's MCP server entry (this repository's only)
 
 
 def status(
     harnesses: Iterable[str] = HARNESSES, *, cwd: str | os.PathLike[str] = ".",
+    mcp: bool = False,
 ) -> list[Wiring]:
-    """Which harnesses are wired, in this repository (when ``cwd`` is in one) and for the user."""
+    """Which harnesses are wired, in this repository (when ``cwd`` is in one) and for the user;
+    ``mcp``: also whether this repository registers versatil's MCP server (rows of ``what``
+    "mcp")."""
     try:
         root: Path | None = Repository.find(cwd).toplevel
     except UsageError:
@@ -50,7 +54,33 @@ def status(
                                     "not in a git repository"))
                 continue
             found.append(_wiring(harness, scope, config_paths(harness, scope, root)))
+        server_file = mcp_path(harness, root) if mcp and root is not None else None
+        if server_file is not None:
+            found.append(_server_wiring(harness, server_file))
     return found
+
+
+def _server_wiring(harness: str, path: Path) -> Wiring:
+    """Whether this repository's MCP file for ``harness`` runs versatil's server."""
+    def row(state: str, detail: str = "") -> Wiring:
+        return Wiring(harness, "project", state, str(path), detail, what="mcp")
+
+    try:
+        current = files.read(path)
+        if current is None:
+            return row("not wired")
+        if path.suffix == ".toml":
+            argv = mcpc.toml_command(current[0], where=path)
+        else:
+            argv = mcpc.json_command(cfg.load(current[0], path, harness))
+    except Refused as exc:
+        return row("unreadable", str(exc))
+    if argv is None:
+        return row("not wired")
+    if not _runs(argv[0]):
+        return row("stale", f"points at {argv[0]}, which no longer exists; run `versatil "
+                   f"integrate {harness}` again")
+    return row("wired", f"runs {shlex.join(argv)}")
 
 
 def _wiring(harness: str, scope: Scope, paths: tuple[Path, ...]) -> Wiring:

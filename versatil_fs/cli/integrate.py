@@ -28,7 +28,8 @@ def integrate(harness: str | None, user: bool, remove: bool, status: bool, as_js
     HARNESS is claude, codex, gemini, cursor, cline, copilot or all. The hook each harness runs
     is `versatil agent-hook HARNESS`, at the absolute path of this versatil. Other hooks in the
     file are kept; installing twice changes nothing; --remove puts the file back byte for byte
-    (only versatil's entries go if you edited the file since).
+    (only versatil's entries go if you edited the file since). In this repository it also
+    registers `versatil mcp` as the harness's MCP server (claude, codex, gemini, cursor).
     """
     from versatil_fs.agents import integrate as wiring
     from versatil_fs.agents.protocol import HARNESSES
@@ -38,7 +39,8 @@ def integrate(harness: str | None, user: bool, remove: bool, status: bool, as_js
             raise UsageError(
                 "--status shows both scopes and changes nothing; drop --remove and --user."
             )
-        rows = wiring.status(wiring.harnesses_named(harness) if harness else HARNESSES)
+        rows = wiring.status(wiring.harnesses_named(harness) if harness else HARNESSES,
+                             mcp=True)
         if as_json:
             echo_json({"wiring": [dataclasses.asdict(row) for row in rows]})
             return
@@ -49,7 +51,7 @@ def integrate(harness: str | None, user: bool, remove: bool, status: bool, as_js
             f"Name a harness to wire ({', '.join(HARNESSES)} or all), or use --status."
         )
     names = wiring.harnesses_named(harness)
-    changes = (wiring.remove if remove else wiring.install)(names, user=user)
+    changes = (wiring.remove if remove else wiring.install)(names, user=user, mcp=True)
     if as_json:
         echo_json({"changes": [dataclasses.asdict(change) for change in changes]})
         return
@@ -76,7 +78,7 @@ def _lines(changes: Sequence[object]) -> list[str]:
         assert isinstance(change, Change)
         by_harness.setdefault(change.harness, []).append(change)
     for harness, group in by_harness.items():
-        note = next((c.note for c in group if c.note), "")
+        notes = dict.fromkeys(c.note for c in group if c.note)  # the hooks', the MCP server's
         actions = {c.action for c in group}
         if harness == "cline" and len(actions) == 1 and actions <= _CLINE.keys():
             directory = os.path.dirname(group[0].path)
@@ -84,8 +86,7 @@ def _lines(changes: Sequence[object]) -> list[str]:
             lines.append(f"cline: {said}.")
         else:
             lines.extend(change.message for change in group)
-        if note:
-            lines.append(f"  ({note}.)")
+        lines.extend(f"  ({note}.)" for note in notes)
     return lines
 
 
@@ -98,7 +99,8 @@ def _table(rows: Sequence[object]) -> None:
         assert isinstance(row, Wiring)
         scope = "this repo" if row.scope == "project" else "user"
         where = row.path or "-"
-        cells.append((row.harness, scope, row.state, where + (f"  ({row.detail})" if row.detail
+        harness = f"{row.harness} (mcp)" if row.what == "mcp" else row.harness
+        cells.append((harness, scope, row.state, where + (f"  ({row.detail})" if row.detail
                                                                and row.state != "wired" else "")))
     widths = [max(len(r[i]) for r in (header, *cells)) for i in range(3)]
     for r in (header, *cells):
