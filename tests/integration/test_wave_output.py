@@ -83,3 +83,38 @@ def test_the_plan_estimate_of_a_wave_counts_the_agents(git_repo: Path) -> None:
     assert "Wave 1  (est. 3.0s)" in seven.stdout
     one = run_versatil("wave", "plan", str(plan), "--max-agents", "1", cwd=git_repo)
     assert "Wave 1  (est. 21s)" in one.stdout
+
+
+def test_a_file_name_that_is_not_utf8_fails_its_task_in_a_sentence_and_is_rolled_back(
+    git_repo: Path,
+) -> None:
+    # The run's state holds text: such a name once crashed the task's record ("internal
+    # error: UnicodeEncodeError") and the file stayed. Now the task fails, saying why, and
+    # what it wrote goes; a later task whose write paths already hold such a name does not
+    # run at all.
+    odd = os.fsdecode(b"odd/n\xff")
+    plan = write_plan(git_repo / "plan.yaml", [
+        {"id": "writes-odd", "agent": "Dana", "writes": ["odd"],
+         "run": "mkdir -p odd; echo kept > odd/fine.txt; printf x > \"odd/$(printf 'n\\377')\""},
+        {"id": "other", "agent": "Marcus", "writes": ["b"], "run": "echo b > b"},
+    ])
+    result = run_versatil("wave", "run", str(plan), cwd=git_repo)
+    assert result.returncode == 1, result.stderr
+    assert "internal error" not in result.stdout + result.stderr
+    assert "FAILED   writes-odd (Dana): it wrote odd/n\\xff, a file name that is not UTF-8" \
+        in result.stdout
+    assert not os.path.lexists(git_repo / odd) and not (git_repo / "odd/fine.txt").exists()
+    assert (git_repo / "b").read_text() == "b\n"  # the rest went on
+    status = run_versatil("wave", "status", "--json", cwd=git_repo)
+    assert status.returncode == 0, status.stderr
+
+    (git_repo / "odd").mkdir(exist_ok=True)
+    (git_repo / odd).write_text("there before\n")
+    again = write_plan(git_repo / "again.yaml", [
+        {"id": "into-odd", "agent": "Dana", "writes": ["odd"], "run": "echo ran > odd/ran"},
+    ])
+    second = run_versatil("wave", "run", str(again), cwd=git_repo)
+    assert second.returncode == 1, second.stderr
+    assert "its write paths hold odd/n\\xff, a file name that is not UTF-8" in second.stdout
+    assert not (git_repo / "odd/ran").exists()
+    assert (git_repo / odd).read_text() == "there before\n"

@@ -20,7 +20,13 @@ from versatil_fs.repo import Repository
 from versatil_fs.waves.plan import Task
 from versatil_fs.waves.progress import Progress
 from versatil_fs.waves.records import TERMINAL, RunState, TaskRun
-from versatil_fs.waves.running import TaskRunner, write_paths
+from versatil_fs.waves.running import (
+    TaskRunner,
+    as_text,
+    not_utf8,
+    write_paths,
+    wrote_not_utf8,
+)
 from versatil_fs.waves.store import RunStore, effective_status
 from versatil_fs.waves.tasks import kill_leftovers
 
@@ -133,8 +139,9 @@ def settle(
         # attributed already. Its files may be someone else's work by now: not touched.
         files, rolled = task_run.files, task_run.rolled_back
     else:
-        files, rolled, error = _settle_files(runner, task, task_run, failed=failed)
-        kept = [f for f in files if f not in set(rolled)]
+        files, rolled, error, failed = _settle_files(runner, task, task_run, failed=failed)
+        kept = [f for f in files if f not in set(rolled) and not not_utf8([f])]
+        files, rolled = as_text(files), as_text(rolled)
     if kept:
         from versatil_fs.checkpoints import record_files_modified
 
@@ -161,22 +168,27 @@ def settle(
 
 def _settle_files(
     runner: TaskRunner, task: Task, task_run: TaskRun, *, failed: bool
-) -> tuple[list[str], list[str], str]:
-    """What an ended task modified (against its start snapshot), rolled back if it failed;
-    returns (files, rolled back, error)."""
+) -> tuple[list[str], list[str], str, bool]:
+    """What an ended task modified (against its start snapshot), rolled back if it failed
+    (or wrote a name the state cannot hold, as the executor would have failed it); returns
+    (files, rolled back, error, failed)."""
     paths = write_paths(runner.claims, task)
     before = within(task_run.before or {}, paths)
     error = task_run.error
     with runner.task_locks(task, wait=runner.lock_wait):
         after = runner.scan(paths)
         files = modified(before, after)
+        odd = not_utf8(files)
+        if odd:
+            error = f"{error}; {wrote_not_utf8(odd)}" if error else wrote_not_utf8(odd)
+            failed = True
         rolled: list[str] = []
         if failed and files:
             try:
                 rolled = runner.baselines.rollback(task_run, files)
             except VersatilError as exc:
                 error = f"{error}; rollback failed: {exc}"
-    return files, rolled, error
+    return files, rolled, error, failed
 
 def recover(
     runner: TaskRunner, observer: Progress, task: Task, task_run: TaskRun, killed: list[int]
@@ -188,7 +200,7 @@ def recover(
     with runner.task_locks(task, wait=runner.lock_wait) as _:
         after = runner.scan(paths)
         files = modified(before, after)
-        rolled = runner.baselines.rollback(task_run, files) if files else []
+        rolled = as_text(runner.baselines.rollback(task_run, files) if files else [])
     task_run.rolled_back = rolled
     runner.emit("rollback", task_run, files=rolled, reason="interrupted", detail=detail)
     observer.event(

@@ -17,14 +17,22 @@ import queue
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 from versatil_fs import faults
+from versatil_fs.checkpoints.records import has_surrogates, printable
 from versatil_fs.config import Config
-from versatil_fs.errors import Deadlock, LockConflict, StateError, Stopped, VersatilError
+from versatil_fs.errors import (
+    Deadlock,
+    LockConflict,
+    StateError,
+    Stopped,
+    UsageError,
+    VersatilError,
+)
 from versatil_fs.locks.table import Claim
 from versatil_fs.monitor.scan import TreeScan, modified
 from versatil_fs.processes import ProcessTree
@@ -43,7 +51,33 @@ from versatil_fs.waves.tasks import (
     wait_task,
 )
 
-__all__ = ["Held", "Outcome", "TaskPool", "TaskRunner", "Worker", "write_paths"]
+__all__ = [
+    "Held",
+    "Outcome",
+    "TaskPool",
+    "TaskRunner",
+    "Worker",
+    "as_text",
+    "not_utf8",
+    "write_paths",
+    "wrote_not_utf8",
+]
+
+def not_utf8(names: Iterable[str]) -> list[str]:
+    """The names that are bytes, not UTF-8 (``os.fsdecode``'s surrogate escapes): the run's
+    state (msgpack) and the event log (JSON) hold only text."""
+    return [name for name in names if has_surrogates(name)]
+
+
+def wrote_not_utf8(odd: Sequence[str]) -> str:
+    return (f"it wrote {printable(odd[0])}, a file name that is not UTF-8, which a wave run "
+            "cannot record")
+
+
+def as_text(names: Sequence[str]) -> list[str]:
+    """Names as the state can record them: one that is not UTF-8 shown as ``\\xNN``."""
+    return [printable(n) if has_surrogates(n) else n for n in names]
+
 
 @dataclass
 class Outcome:
@@ -153,6 +187,15 @@ class TaskRunner:
         run = self.run()
         paths = write_paths(self.claims, task)
         before = self.scan(paths)
+        odd = not_utf8(before)
+        if odd:
+            # The run's state (msgpack) and the event log (JSON) hold text, and such a name
+            # is bytes: its start snapshot could not be recorded, so the task cannot run
+            # safely (as a lock on such a path is refused).
+            raise UsageError(
+                f"its write paths hold {printable(odd[0])}, a file name that is not UTF-8, "
+                "which a wave run cannot record; nothing was run (rename the file)"
+            )
         log_path = self.store.log_dir(run.id) / f"{safe_name(task.id)}.log"
         with self.mutex:
             task_run.status = "running"
@@ -175,6 +218,11 @@ class TaskRunner:
         faults.point("wave.task-exited")
         after = self.scan(paths)
         files = modified(before, after)
+        odd = not_utf8(files)
+        if odd:
+            # Unrecordable (see above): failed, so that everything it wrote is rolled back
+            # rather than kept unattributed, and said in a sentence, not a crashed record.
+            error = f"{error}; {wrote_not_utf8(odd)}" if error else wrote_not_utf8(odd)
         status: Status = "succeeded" if exit_code == 0 and not error else "failed"
         rolled: list[str] = []
         if status == "failed" or interrupted:
@@ -186,7 +234,8 @@ class TaskRunner:
                 error += "; its files were kept (checkpoints.enabled is false: no rollback)"
         # Attribute what it changed and kept: a rolled-back file is no longer its work, and
         # counting it would make a later `restore --agent` refuse over a change that is gone.
-        kept = [f for f in files if f not in set(rolled)]
+        # (A name that is not UTF-8 cannot be logged either; the task failed over it.)
+        kept = [f for f in files if f not in set(rolled) and not has_surrogates(f)]
         if kept:
             from versatil_fs.checkpoints import record_files_modified
 
@@ -194,6 +243,9 @@ class TaskRunner:
                 record_files_modified(
                     self.repo, task.agent, kept, wave=task_run.wave, task=task.id
                 )
+        # Recorded as text from here on (the state holds no other); the rollback above had
+        # the real names.
+        files, rolled = as_text(files), as_text(rolled)
         self._record_settled(task_run, files, rolled, error, interrupted=interrupted)
         return Outcome(
             task=task.id, kind="finished", status=status, exit_code=exit_code, error=error,
