@@ -29,6 +29,7 @@ __all__ = [
     "Intervals",
     "Segment",
     "Token",
+    "clear_caches",
     "fold",
     "meet",
 ]
@@ -215,8 +216,21 @@ def _pick(chars: Intervals) -> int:
     return chars[0][0]
 
 
-def _without_dot(chars: Intervals) -> Intervals:
-    return _complement(((_DOT, _DOT),), chars) if _contains(chars, _DOT) else chars
+@lru_cache(maxsize=4096)
+def _read(chars_a: Intervals, chars_b: Intervals) -> tuple[bool, int]:
+    """Reading one character both sets accept: can it be a dot, and the other character to
+    write (-1: none). Cached: the same few sets meet again and again in every search."""
+    common = _intersect(chars_a, chars_b)
+    if not _contains(common, _DOT):
+        return False, _pick(common) if common else -1
+    others = _complement(((_DOT, _DOT),), common)
+    return True, _pick(others) if others else -1
+
+
+def clear_caches() -> None:
+    """Forget every segment meeting and set intersection computed (benchmarks start cold)."""
+    meet.cache_clear()
+    _read.cache_clear()
 
 
 @lru_cache(maxsize=65536)
@@ -230,29 +244,57 @@ def meet(a: Segment, b: Segment, ignorecase: bool) -> str | None:
         return a.literal if b.matches(a.literal, ignorecase) else None
     if b.literal is not None:
         return b.literal if a.matches(b.literal, ignorecase) else None
+    # Against any name (a star, a globstar, a pattern that has ended) or itself, a segment
+    # meets in its own shortest name: no product to search.
+    if b.tokens == (STAR,) or a == b:
+        return _shortest(a.tokens, ignorecase)
+    if a.tokens == (STAR,):
+        return _shortest(b.tokens, ignorecase)
     return _search(a.tokens, b.tokens, ignorecase)
+
+
+def _shortest(tokens: tuple[Token, ...], ignorecase: bool) -> str | None:
+    chars: list[int] = []
+    for token in tokens:
+        if isinstance(token, CharSet):
+            dot, other = _read(token.resolved(ignorecase), ALPHABET)
+            if other < 0 and not dot:
+                return None  # a class nothing can match
+            chars.append(other if other >= 0 else _DOT)
+    if tokens[0] is STAR and (not chars or chars[0] == _DOT):
+        chars.insert(0, _PREFERRED[0])  # the star reads a letter: `a.ts`, not `.ts`
+    if chars and chars[0] != _DOT:
+        return "".join(map(chr, chars))
+    return _search(tokens, (STAR,), ignorecase)  # a name that must start with a dot
 
 
 def _search(ta: tuple[Token, ...], tb: tuple[Token, ...], ignorecase: bool) -> str | None:
     alphabet = FOLDED_ALPHABET if ignorecase else ALPHABET
     la, lb = len(ta), len(tb)
+    # Each token's set, once: a star reads any character of the alphabet.
+    sets_a = [t.resolved(ignorecase) if isinstance(t, CharSet) else alphabet for t in ta]
+    sets_b = [t.resolved(ignorecase) if isinstance(t, CharSet) else alphabet for t in tb]
+    star_a = [t is STAR for t in ta]
+    star_b = [t is STAR for t in tb]
+    if _ends_differ(sets_a, star_a, sets_b, star_b):
+        return None
     State = tuple[int, int, int]
     parent: dict[State, tuple[State, int] | None] = {}
     queue: deque[State] = deque()
 
     def reach(state: State, via: tuple[State, int] | None) -> None:
         # A star may also match nothing: the states after it are reached by the same string.
-        p, q, t = state
         stack = [state]
         while stack:
-            p, q, t = stack.pop()
-            if (p, q, t) in parent:
+            state = stack.pop()
+            if state in parent:
                 continue
-            parent[(p, q, t)] = via
-            queue.append((p, q, t))
-            if p < la and ta[p] is STAR:
+            parent[state] = via
+            queue.append(state)
+            p, q, t = state
+            if p < la and star_a[p]:
                 stack.append((p + 1, q, t))
-            if q < lb and tb[q] is STAR:
+            if q < lb and star_b[q]:
                 stack.append((p, q + 1, t))
 
     reach((0, 0, _EMPTY), None)
@@ -268,20 +310,31 @@ def _search(ta: tuple[Token, ...], tb: tuple[Token, ...], ignorecase: bool) -> s
             continue
         if p == la or q == lb:
             continue
-        sa, sb = ta[p], tb[q]
-        chars_a = alphabet if sa is STAR else sa.resolved(ignorecase)  # type: ignore[union-attr]
-        chars_b = alphabet if sb is STAR else sb.resolved(ignorecase)  # type: ignore[union-attr]
-        common = _intersect(chars_a, chars_b)
-        if not common:
-            continue
-        np_ = p if sa is STAR else p + 1
-        nq = q if sb is STAR else q + 1
-        if _contains(common, _DOT):
+        dot, other = _read(sets_a[p], sets_b[q])
+        np_ = p if star_a[p] else p + 1
+        nq = q if star_b[q] else q + 1
+        if dot:
             reach((np_, nq, _AFTER_DOT[t]), (state, _DOT))
-        others = _without_dot(common)
-        if others:
-            reach((np_, nq, _AFTER_OTHER[t]), (state, _pick(others)))
+        if other >= 0:
+            reach((np_, nq, _AFTER_OTHER[t]), (state, other))
     return _spell(parent, dotted) if dotted is not None else None
+
+
+def _ends_differ(sets_a: list[Intervals], star_a: list[bool],
+                 sets_b: list[Intervals], star_b: list[bool]) -> bool:
+    """A quick "no" for most pairs that never meet (`*.ts` and `*.py`, `test_*` and `a*`): up
+    to the first star on either side, both segments read their first characters with aligned
+    tokens, and so their last ones from the end. An empty meeting there rules out any name."""
+    if not any(star_a) and not any(star_b) and len(sets_a) != len(sets_b):
+        return True  # two fixed lengths
+    for order in (range(min(len(sets_a), len(sets_b))),
+                  range(-1, -min(len(sets_a), len(sets_b)) - 1, -1)):
+        for k in order:
+            if star_a[k] or star_b[k]:
+                break
+            if _read(sets_a[k], sets_b[k]) == (False, -1):
+                return True
+    return False
 
 
 def _spell(parent: dict[tuple[int, int, int], tuple[tuple[int, int, int], int] | None],
