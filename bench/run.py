@@ -20,6 +20,7 @@ BENCHMARKS = {
     "checkpoints": "bench.bench_checkpoints",
     "monitor": "bench.bench_monitor",
     "waves": "bench.bench_waves",
+    "globs": "bench.bench_globs",
 }
 
 
