@@ -31,7 +31,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from versatil_fs.errors import UsageError
-from versatil_fs.locks.globs import covers, matches, overlap, parse
+from versatil_fs.locks.globs import covers, escape, matches, overlap, parse, plain
 
 # ---------------------------------------------------------------------------------------------
 # The oracle: pattern text -> per-token Python regex -> character automaton.
@@ -331,6 +331,19 @@ def test_matches_and_covers_agree_with_the_regex_oracle(text: str, data: st.Data
     path = data.draw(repo_path())
     assert matches(text, path, ignorecase=ignorecase) == oracle_matches(text, path, ignorecase)
     assert covers(text, path, ignorecase=ignorecase) == oracle_covers(text, path, ignorecase)
+
+
+@settings(max_examples=100, deadline=None,
+          suppress_health_check=[HealthCheck.filter_too_much, HealthCheck.too_slow])
+@given(repo_path(), pattern(), st.booleans())
+def test_a_plain_path_taken_verbatim_overlaps_as_the_oracle_says(
+        path: str, text: str, ignorecase: bool) -> None:
+    # Paths here hold "*", "]" and "-": `plain` must read none of them as a wildcard.
+    ours = overlap(plain(path), text, ignorecase=ignorecase)
+    assert (ours is None) == (oracle_overlap(escape(path), text, ignorecase) is None)
+    if ours is not None:
+        assert covers(text, ours, ignorecase=ignorecase)
+        assert covers(escape(path), ours, ignorecase=ignorecase)
 
 
 @pytest.mark.slow

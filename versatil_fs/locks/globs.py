@@ -82,12 +82,13 @@ class Pattern:
     text: str
     segments: tuple[Segment, ...]
     path: str | None
+    _hash: int
 
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError("a Pattern is frozen")
 
     def __hash__(self) -> int:
-        return self._hash  # type: ignore[no-any-return,attr-defined]
+        return self._hash
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Pattern) and self.text == other.text
@@ -150,6 +151,7 @@ def parse(text: str) -> Pattern:
     return Pattern(text, tuple(segments), path)
 
 
+@lru_cache(maxsize=8192)
 def plain(path: str) -> Pattern:
     """The pattern of the plain repository path ``path`` taken verbatim (no escapes read):
     ``"."`` or names joined by ``/``, as the lock table keys paths."""
@@ -158,8 +160,7 @@ def plain(path: str) -> Pattern:
     names = path.split("/")
     if any(name in ("", ".", "..") for name in names):
         raise UsageError(f"{path!r} is not a repository-relative path")
-    segments = tuple(Segment(escape(n), tuple(CharSet(((ord(c), ord(c)),), literal=c)
-                                             for c in n)) for n in names)
+    segments = tuple(Segment(escape(n), tuple(_literal(c) for c in n)) for n in names)
     return Pattern(escape(path), segments, path)
 
 
@@ -204,6 +205,7 @@ def _segment(text: str, raw: str) -> Segment:
     return segment
 
 
+@lru_cache(maxsize=1024)
 def _literal(c: str) -> CharSet:
     return CharSet(((ord(c), ord(c)),), literal=c)
 
