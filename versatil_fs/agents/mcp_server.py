@@ -19,7 +19,8 @@ claims never conflict. Until a keeper answers, the name is asked again at every 
 has, it stays (a session's agent does not change).
 
 **Answers.** Every tool answers with structured content (the SDK derives each output schema
-from the pydantic models below, and each input schema from the type hints). A lock that cannot
+from the models of :mod:`versatil_fs.agents.mcp_answers`, and each input schema from the type
+hints). A lock that cannot
 be had is an answer, not an error: ``granted: false`` and the conflict as data (holder, lease,
 since, until, the contested resource). What the agent must fix (a bad resource, an unknown
 checkpoint, no repository) is a tool error whose text is versatil's one sentence; anything
@@ -38,23 +39,31 @@ from typing import Annotated, Any, Literal
 import msgspec
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
-from pydantic import BaseModel, Field
+from pydantic import Field
 
+from versatil_fs.agents.mcp_answers import (
+    CheckpointDiff,
+    CheckpointInfo,
+    CheckpointList,
+    Conflict,
+    FileChange,
+    Holder,
+    LockAnswer,
+    LockEntry,
+    LocksAnswer,
+    PathCheck,
+    RestoreAnswer,
+    TaskStatus,
+    UnlockAnswer,
+    WaveStatus,
+)
 from versatil_fs.errors import Deadlock, LockConflict, VersatilError
 from versatil_fs.locks.manager import Lease, LockManager
 from versatil_fs.locks.store import expires_wall
 from versatil_fs.locks.table import Grant, Resource, Waiter, path_overlaps
 from versatil_fs.state import StateDir
 
-__all__ = [
-    "INSTRUCTIONS",
-    "CheckpointInfo",
-    "LockAnswer",
-    "LocksAnswer",
-    "Tools",
-    "build",
-    "serve",
-]
+__all__ = ["INSTRUCTIONS", "Tools", "build", "serve"]
 
 INSTRUCTIONS = (
     "versatil coordinates several coding agents on one git repository. Before editing files "
@@ -64,121 +73,6 @@ INSTRUCTIONS = (
     "shows who holds what, or whether one path is free for you. Checkpoints save and restore "
     "the working tree."
 )
-
-# What the tools answer ----------------------------------------------------------------------------
-class Holder(BaseModel):
-    """Who stands in the way: an agent and its lease (or its queued request)."""
-
-    agent: str
-    lease: str
-    queued: bool = Field(
-        default=False, description="Waiting ahead of you in the queue, not holding.")
-
-
-class Conflict(BaseModel):
-    """Why a lock was not granted."""
-
-    message: str = Field(description="The refusal in one sentence, for the agent to act on.")
-    resource: str = Field(default="", description="The contested resource (a repo-relative path).")
-    holders: list[Holder] = []
-    since: float | None = Field(default=None, description="When the holder got it (Unix time).")
-    until: float | None = Field(
-        default=None, description="When the holder's lease expires (Unix time); null while "
-        "the holding process lives.")
-    cycle: list[str] = Field(
-        default=[], description="For a deadlock: the agents waiting in a cycle.")
-
-
-class LockAnswer(BaseModel):
-    granted: bool
-    agent: str = Field(description="The agent the locks are (or would be) held for.")
-    mode: Literal["write", "read"]
-    resources: list[str] = Field(description="The resources as the lock table names them.")
-    lease: str | None = Field(default=None, description="The lease id, when granted.")
-    fence: int | None = Field(
-        default=None, description="A fencing token; always null: the lock table has none yet.")
-    conflict: Conflict | None = None
-
-
-class UnlockAnswer(BaseModel):
-    agent: str
-    released: list[str]
-
-
-class LockEntry(BaseModel):
-    agent: str
-    lease: str
-    resources: list[str]
-    mode: list[str] = Field(description="Each resource's mode, in the same order.")
-    session: str = ""
-    pid: int = 0
-    since: float
-    until: float | None = Field(default=None, description="Null: while the holding process lives.")
-    queued: bool = False
-    mine: bool = Field(default=False, description="Held (or queued for) by your agent.")
-
-
-class PathCheck(BaseModel):
-    path: str = Field(description="The path as the lock table names it.")
-    free_for_you: bool = Field(
-        description="No other agent holds or queues for a lock that covers it.")
-    held_by: list[LockEntry] = []
-
-
-class LocksAnswer(BaseModel):
-    agent: str = Field(description="Your agent.")
-    locks: list[LockEntry]
-    waiting: list[LockEntry]
-    path: PathCheck | None = None
-
-
-class CheckpointInfo(BaseModel):
-    id: str
-    time: float
-    message: str = ""
-    agent: str = ""
-    kind: str = ""
-    files: int | None = None
-    files_modified: list[str] = []
-
-
-class CheckpointList(BaseModel):
-    checkpoints: list[CheckpointInfo]
-
-
-class FileChange(BaseModel):
-    status: str = Field(description="A added, D deleted, M modified, T type changed.")
-    path: str
-
-
-class CheckpointDiff(BaseModel):
-    checkpoint: str
-    changes: list[FileChange]
-
-
-class RestoreAnswer(BaseModel):
-    checkpoint: str
-    safety_checkpoint: str | None = Field(
-        default=None, description="Restore this one to undo the restore (null: nothing changed).")
-    restored: list[str] = []
-    removed: list[str] = []
-
-
-class TaskStatus(BaseModel):
-    id: str
-    agent: str
-    wave: int
-    status: str
-    exit_code: int | None = None
-    error: str = ""
-
-
-class WaveStatus(BaseModel):
-    run: str | None = Field(default=None, description="The run id; null when there is no run.")
-    status: str | None = None
-    counts: dict[str, int] = {}
-    tasks: list[TaskStatus] = []
-
 
 # The tools, without the protocol --------------------------------------------------------------
 class Tools:
