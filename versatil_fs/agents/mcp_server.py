@@ -26,6 +26,11 @@ since, until, the contested resource). What the agent must fix (a bad resource, 
 checkpoint, no repository) is a tool error whose text is versatil's one sentence; anything
 unexpected is one sentence too, never a traceback.
 
+A ``lock`` that waits (``wait_seconds``) waits in one of the SDK's worker threads, so the other
+tools keep answering meanwhile; a harness that gives up on the call (its tool timeout) does not
+stop the wait, and a lock granted after that is the session's all the same: ``locks`` shows it,
+``unlock`` or the session's end releases it.
+
 The ``mcp`` SDK is an optional extra (``versatil-fs[mcp]``): only this module imports it, and
 only ``versatil mcp`` imports this module.
 """
