@@ -25,7 +25,7 @@ from integration.helpers import make_git_repo, versatil_argv
 from integration.mcp_harness import McpHarness
 from mcp.client.session import ClientSession
 from mcp.client.stdio import StdioServerParameters, stdio_client
-from reliability.support import versatil
+from reliability.support import versatil, versatil_process
 
 SESSION = "5f0c2a9e-7b1d-4c3e-9a8f-1d2e3f4a5b6c"
 TOOLS = {"lock", "unlock", "locks", "checkpoint_create", "checkpoint_list", "checkpoint_diff",
@@ -159,15 +159,16 @@ def test_a_session_is_one_agent_and_kill_9_of_the_server_frees_its_locks(
         before = harness.hook("PreToolUse", tool_name="Write",
                               tool_input={"file_path": str(project / "a.py"), "content": "x"})
         assert before == {"code": 0, "stdout": "", "stderr": ""}
-        refused = versatil("lock", "b.py", "--agent", "bob", "--wait", "0", cwd=project)
-        assert refused.code == 1 and agent in refused.err
+        # `versatil lock` from a shell (a real process) is refused, naming the session's agent.
+        refused = versatil_process("lock", "b.py", "--agent", "bob", "--wait", "0", cwd=project)
+        assert refused.code == 1 and agent in refused.err and "b.py" in refused.err
 
         table = json.loads(versatil("locks", "--json", cwd=project).out)
         [server] = {g["pid"] for g in table["locks"] if g["session"].startswith("claude mcp-")}
         _kill_9(server)
         # The kernel dropped the server's flock: its locks are gone at the next look. The hook's
         # claim on a.py is the keeper's, which lives on with the harness.
-        freed = versatil("lock", "b.py", "--agent", "bob", "--wait", "0", cwd=project)
+        freed = versatil_process("lock", "b.py", "--agent", "bob", "--wait", "0", cwd=project)
         assert freed.code == 0, freed
         still = versatil("lock", "a.py", "--agent", "bob", "--wait", "0", cwd=project)
         assert still.code == 1 and agent in still.err
