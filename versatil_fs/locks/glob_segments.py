@@ -10,8 +10,10 @@ class is negated *after* folding, so ``[!a]`` matches neither ``a`` nor ``A``.
 ``meet(a, b, ignorecase)`` is the exact intersection of two segments: a product search over
 token positions in which both sides read the same character (a character drawn from the
 intersection of their sets), tracked against the three strings that are not segment names
-(``""``, ``.``, ``..``). It returns the shortest common segment, preferring one that does not
-start with a dot, or ``None`` when the segments have no common name.
+(``""``, ``.``, ``..``). It returns a common name — the shortest, preferring one that does not
+start with a dot — or ``None`` when the segments have none. Most pairs never reach the search:
+a literal name is matched, a segment against any name (or itself) is its own shortest name, and
+characters read before the first star or after the last one must meet one by one.
 """
 
 from __future__ import annotations
