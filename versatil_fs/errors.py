@@ -34,9 +34,30 @@ __all__ = [
 
 
 class VersatilError(Exception):
-    """Base of every error versatil-fs raises on purpose."""
+    """Base of every error versatil-fs raises on purpose.
+
+    ``cli_message`` is the same sentence in the command line's words, when they differ from
+    the Python API's (``--wait`` for ``wait=``); :meth:`for_cli` gives whichever applies.
+    """
 
     exit_code = 1
+    cli_message: str | None = None
+
+    def for_cli(self) -> str:
+        """The sentence the command line prints (on stderr, and as ``message`` in --json)."""
+        return self.cli_message or str(self)
+
+    def details(self) -> dict[str, Any]:
+        """The error's own data for ``--json`` (holders, cycle, argv...); none by default."""
+        return {}
+
+    def as_data(self) -> dict[str, Any]:
+        """The error as one JSON-ready object: what every ``--json`` command prints on stdout
+        when it is refused or fails (``error`` is the kind: the class name)."""
+        return {
+            "error": type(self).__name__, "message": self.for_cli(),
+            "exit_code": self.exit_code, **self.details(),
+        }
 
 
 class UsageError(VersatilError):
@@ -69,6 +90,9 @@ class NotRegularFile(StateError):
         super().__init__(message)
         self.path = path
 
+    def details(self) -> dict[str, Any]:
+        return {"path": self.path}
+
 
 class Refused(VersatilError):
     """The thing asked for was refused: a conflict, a blocked commit, a failed task."""
@@ -93,6 +117,9 @@ class LockConflict(Refused):
     ``resource`` (the contested resource), ``since`` (wall-clock seconds: when that holder got
     it, or started waiting) and ``until`` (when a shell lease expires; None while the holding
     process lives, or when unknown). All empty for a busy table or a lock not held at all.
+
+    ``str()`` names the Python API's parameter (``wait=``); ``cli_message``, when given, is
+    the sentence the command line prints instead (naming ``--wait``).
     """
 
     def __init__(
@@ -103,17 +130,17 @@ class LockConflict(Refused):
         resource: str = "",
         since: float | None = None,
         until: float | None = None,
+        cli_message: str | None = None,
     ) -> None:
         super().__init__(message)
         self.holders = tuple(holders)
         self.resource = resource
         self.since = since
         self.until = until
+        self.cli_message = cli_message
 
-    def as_data(self) -> dict[str, Any]:
-        """The refusal as one JSON-ready object (what ``versatil lock --json`` prints)."""
+    def details(self) -> dict[str, Any]:
         return {
-            "error": "LockConflict", "message": str(self),
             "holders": [asdict(holder) for holder in self.holders],
             "resource": self.resource, "since": self.since, "until": self.until,
         }
@@ -128,9 +155,8 @@ class Deadlock(Refused):
         super().__init__(message)
         self.cycle = list(cycle)
 
-    def as_data(self) -> dict[str, Any]:
-        """The refusal as one JSON-ready object (what ``versatil lock --json`` prints)."""
-        return {"error": "Deadlock", "message": str(self), "cycle": list(self.cycle)}
+    def details(self) -> dict[str, Any]:
+        return {"cycle": list(self.cycle)}
 
 
 class DamagedTable(Exception):
@@ -185,6 +211,12 @@ class GitFailed(VersatilError):
         self.stderr = stderr
         super().__init__(message if message is not None else _git_sentence(self))
 
+    def details(self) -> dict[str, Any]:
+        return {
+            "argv": list(self.argv), "returncode": self.returncode,
+            "stderr": self.stderr.decode("utf-8", "replace"),
+        }
+
 
 def _git_sentence(exc: GitFailed) -> str:
     # Named by its subcommand and first argument: the options before it (`-c key=value`,
@@ -219,3 +251,9 @@ class RestoreIncomplete(VersatilError):
         self.restored = restored
         self.not_restored = not_restored
         self.safety = safety
+
+    def details(self) -> dict[str, Any]:
+        return {
+            "restored": list(self.restored), "not_restored": list(self.not_restored),
+            "safety": self.safety,
+        }

@@ -59,7 +59,6 @@ import shlex
 import shutil
 import subprocess
 import sys
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -97,7 +96,6 @@ __all__ = [
     "LEASE_FDS",
     "MONITOR_DELAY",
     "SI_KERNEL",
-    "WAIT_NOTICE_SECONDS",
     "CommandNotExecutable",
     "CommandNotFound",
     "ProcessTree",
@@ -107,8 +105,6 @@ __all__ = [
     "signal_exit_code",
 ]
 
-# After the locks are requested, say that we wait if the grant takes longer than this.
-WAIT_NOTICE_SECONDS = 0.5
 # Once the command has exited, how long the processes it started may take to exit as well
 # (a shell's last children are often a moment behind it) before the locks are left to them.
 DESCENDANT_GRACE = 0.1
@@ -264,25 +260,15 @@ class _Run:
         from versatil_fs.locks.manager import LockManager
 
         manager = self.manager = LockManager(repo=self.cwd, config=self.config)
-        timer = threading.Timer(WAIT_NOTICE_SECONDS, self._waiting_notice)
-        timer.daemon = True
-        timer.start()
-        try:
-            self.lease = manager.acquire(
-                self.writes, reads=self.reads, agent=self.agent, wait=self.wait,
-                owner="process",
-            )
-        finally:
-            timer.cancel()
+        # Told once, the moment the request starts to wait, naming whom it waits for.
+        self.lease = manager.acquire(
+            self.writes, reads=self.reads, agent=self.agent, wait=self.wait,
+            owner="process", on_wait=lambda waiting: self.say(waiting.sentence()),
+        )
         self.locked_paths = sorted(
             c.resource.path for c in self.lease.claims
             if c.mode == "write" and c.resource.is_path
         )
-
-    def _waiting_notice(self) -> None:
-        what = ", ".join([*self.writes, *self.reads])
-        budget = self.config.default_wait if self.wait is None else self.wait
-        self.say(f"waiting up to {budget:g} s for {what} (see `versatil locks`)")
 
     def _prepare(self) -> None:
         """Everything that must exist before the command starts: checkpoint, snapshots."""

@@ -322,8 +322,9 @@ def test_malformed_options_exit_2_without_a_traceback(repo: Path) -> None:
 def test_a_conflict_exits_1_naming_holder_resource_and_time(repo: Path) -> None:
     ok(versatil(repo, "lock", "--agent", "Marcus-Backend", "src"))
     started = time.monotonic()
+    # --wait 0: a request that waits first says whom for (tests/integration/test_wait_notice.py)
     line = assert_one_line_error(
-        versatil(repo, "lock", "--agent", "James", "--wait", "0.3", "src/a.py"), 1
+        versatil(repo, "lock", "--agent", "James", "--wait", "0", "src/a.py"), 1
     )
     assert time.monotonic() - started < 30
     assert "Marcus-Backend" in line and "src" in line and "since" in line

@@ -10,9 +10,11 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+from typing import Any
 
 import click
 
+from versatil_fs.cli.common import echo_json, json_requested
 from versatil_fs.errors import VersatilError
 
 __all__ = ["COMMANDS", "LazyGroup", "cli", "printable_streams", "run_cli"]
@@ -36,6 +38,7 @@ COMMANDS: dict[str, str] = {
     "integrate": "versatil_fs.cli.integrate:integrate",
     "who": "versatil_fs.cli.who:who",
     "mcp": "versatil_fs.cli.mcp:mcp",
+    "completion": "versatil_fs.cli.completion:completion",
 }
 
 
@@ -85,8 +88,36 @@ def cli(ctx: click.Context, directory: str | None, debug: bool) -> None:
 
 
 def run_cli(group: click.Command, args: list[str] | None = None, prog: str = "versatil") -> int:
-    """Run a click command and turn every outcome into an exit code; no tracebacks for users."""
+    """Run a click command and turn every outcome into an exit code; no tracebacks for users.
+
+    A command given ``--json`` that is refused or fails also prints the error as one JSON
+    object on stdout (:func:`_json_error`); the sentence still goes to stderr.
+    """
     debug = "--debug" in (args if args is not None else sys.argv[1:])
+    wanted = json_requested()
+    token = wanted.set(False)
+    try:
+        return _run(group, args, prog, debug)
+    finally:
+        wanted.reset(token)
+
+
+def _json_error(kind: str, message: str, exit_code: int, data: dict[str, Any] | None = None,
+                ) -> None:
+    """Print a refusal or failure as data, when the command was asked for --json: scripts
+    parse stdout, and an empty stdout said nothing about who holds what."""
+    if not json_requested().get():
+        return
+    document = data if data is not None else {
+        "error": kind, "message": message, "exit_code": exit_code,
+    }
+    try:
+        echo_json(document)
+    except (BrokenPipeError, OSError):
+        pass  # the sentence on stderr and the exit code still tell it
+
+
+def _run(group: click.Command, args: list[str] | None, prog: str, debug: bool) -> int:
     try:
         result = group.main(args=args, prog_name=prog, standalone_mode=False)
     except click.exceptions.Exit as exc:
@@ -97,9 +128,12 @@ def run_cli(group: click.Command, args: list[str] | None = None, prog: str = "ve
         where = exc.ctx.command_path if exc.ctx is not None else prog
         message = " ".join(exc.format_message().split()).rstrip(".")
         message = message[:1].lower() + message[1:]
-        print(f"{where}: {message} (`{where} --help` shows how to call it).", file=sys.stderr)
+        sentence = f"{where}: {message} (`{where} --help` shows how to call it)."
+        _json_error("UsageError", sentence, exc.exit_code)
+        print(sentence, file=sys.stderr)
         return exc.exit_code
     except click.ClickException as exc:
+        _json_error("UsageError", exc.format_message(), exc.exit_code)
         exc.show()
         return exc.exit_code
     except click.exceptions.Abort:
@@ -108,7 +142,8 @@ def run_cli(group: click.Command, args: list[str] | None = None, prog: str = "ve
     except VersatilError as exc:
         if debug:
             raise
-        print(f"{prog}: {exc}", file=sys.stderr)
+        _json_error(type(exc).__name__, exc.for_cli(), exc.exit_code, exc.as_data())
+        print(f"{prog}: {exc.for_cli()}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print(f"{prog}: interrupted.", file=sys.stderr)
@@ -121,11 +156,10 @@ def run_cli(group: click.Command, args: list[str] | None = None, prog: str = "ve
         if debug:
             raise
         # A bug of ours, not the user's: still one sentence, and the way to the traceback.
-        print(
-            f"{prog}: internal error: {type(exc).__name__}: {exc} (rerun with --debug for "
-            "the traceback, and please report it).",
-            file=sys.stderr,
-        )
+        sentence = (f"internal error: {type(exc).__name__}: {exc} (rerun with --debug for "
+                    "the traceback, and please report it)")
+        _json_error("InternalError", sentence, 70)
+        print(f"{prog}: {sentence}.", file=sys.stderr)
         return 70
     return result if isinstance(result, int) else 0
 

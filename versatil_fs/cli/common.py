@@ -4,15 +4,52 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from contextvars import ContextVar
 from typing import Any
 
 import click
 import msgspec
 
-__all__ = ["agent_option", "echo", "echo_json", "json_option", "restore_options"]
+__all__ = [
+    "agent_option",
+    "echo",
+    "echo_json",
+    "json_lines_option",
+    "json_option",
+    "json_requested",
+    "restore_options",
+]
 
 
-json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+# Whether the command being run was given --json: set by the option itself, read by
+# cli/app.py's error handling, which then prints a refusal or failure as one JSON object on
+# stdout for every command that takes --json (one mechanism, not one per command).
+_JSON_REQUESTED: ContextVar[bool] = ContextVar("versatil_json_requested", default=False)
+
+
+def json_requested() -> ContextVar[bool]:
+    """The flag --json sets for this run of the command line (cli/app.py resets it)."""
+    return _JSON_REQUESTED
+
+
+def _remember_json(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
+    if value:
+        _JSON_REQUESTED.set(True)
+    return value
+
+
+def _json_flag(help_text: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    # Eager: processed before the other options, so a bad --wait after --json is still
+    # answered in JSON.
+    return click.option(
+        "--json", "as_json", is_flag=True, is_eager=True, callback=_remember_json,
+        help=help_text + " A refusal or failure is one JSON object too (error, message, "
+        "exit_code and the error's data), with the same exit code.",
+    )
+
+
+json_option = _json_flag("Print one JSON object.")
+json_lines_option = _json_flag("One JSON object per line.")
 agent_option = click.option(
     "--agent",
     metavar="NAME",

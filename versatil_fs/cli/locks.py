@@ -2,22 +2,31 @@
 
 from __future__ import annotations
 
+import sys
+from typing import TypeVar
+
 import click
 import msgspec
 
 from versatil_fs.cli.common import agent_option, echo, echo_json, json_option
-from versatil_fs.errors import Deadlock, LockConflict
+from versatil_fs.errors import NotARepository
 from versatil_fs.locks.clock import hms
-from versatil_fs.locks.manager import LockManager
+from versatil_fs.locks.manager import LockManager, Waiting
 from versatil_fs.locks.store import expires_wall
-from versatil_fs.locks.table import Claim, Grant, Resource, Table, Waiter
-from versatil_fs.repo import default_agent
+from versatil_fs.locks.table import Claim, Grant, Record, Resource, Table, Waiter
+from versatil_fs.repo import Repository, default_agent
 
-__all__ = ["lock", "locks", "release", "render", "unlock"]
+__all__ = ["lock", "locks", "release", "render", "say_waiting", "unlock"]
 
 
 def _manager() -> LockManager:
     return LockManager(repo=".")
+
+
+def say_waiting(waiting: Waiting) -> None:
+    """Say once, on stderr, whom a request waits for: the ``on_wait`` the CLI passes to
+    ``LockManager.acquire`` (the library itself stays silent)."""
+    print(f"versatil: {waiting.sentence()}", file=sys.stderr, flush=True)
 
 
 @click.command()
@@ -42,18 +51,12 @@ def lock(
     Paths must have UTF-8 names (the lock table is JSON): lock the directory holding a file
     whose name is not, and the lock covers it.
     """
-    # --wait is checked once, by the lock core (NaN, negative, beyond FOREVER: exit 2).
-    try:
-        lease = _manager().acquire(
-            resources, agent=agent, mode="read" if read_mode else "write", wait=wait, ttl=ttl,
-            priority=priority, owner="shell",
-        )
-    except (LockConflict, Deadlock) as refusal:
-        # A refusal is an answer, not a failure: a script asking for --json gets who holds
-        # what as data on stdout; the sentence still goes to stderr and the exit code is 1.
-        if as_json:
-            echo_json(refusal.as_data())
-        raise
+    # --wait is checked once, by the lock core (NaN, negative, beyond FOREVER: exit 2). A
+    # refusal with --json is printed as data by cli/app.py, as for every --json command.
+    lease = _manager().acquire(
+        resources, agent=agent, mode="read" if read_mode else "write", wait=wait, ttl=ttl,
+        priority=priority, owner="shell", on_wait=say_waiting,
+    )
     if as_json:
         echo_json(lease.grant)
         return
@@ -96,45 +99,91 @@ def release(agent: str, as_json: bool) -> None:
 
 @click.command()
 @click.option("--agent", metavar="NAME", help="Only this agent's locks and requests.")
+@click.option(
+    "--all", "every_repo", is_flag=True,
+    help="Every repository's locks, with a repository column (the default outside one).",
+)
 @json_option
-def locks(agent: str | None, as_json: bool) -> None:
-    """Show who holds what, and who waits for what in queue order."""
+def locks(agent: str | None, every_repo: bool, as_json: bool) -> None:
+    """Show who holds what, and who waits for what in queue order.
+
+    Inside a repository: its locks (from any of its worktrees) and the named resources
+    (kind:name, which are machine-wide, so shown in every repository); --all shows every
+    repository's. With --json every record carries its repository ("repo", null for a named
+    resource).
+    """
     table = _manager().sweep()
-    if agent:
-        table = Table(
-            seq=table.seq,
-            locks=[g for g in table.locks if g.agent == agent],
-            waiters=[w for w in table.waiters if w.agent == agent],
-        )
+    here = _here()
+    space = None if every_repo or here is None else here.lock_space()[0]
+    table = Table(
+        seq=table.seq,
+        locks=[g for g in (_scoped(r, space) for r in table.locks)
+               if g is not None and (not agent or g.agent == agent)],
+        waiters=[w for w in (_scoped(r, space) for r in table.waiters)
+                 if w is not None and (not agent or w.agent == agent)],
+    )
     table.waiters.sort(key=lambda w: (-w.priority, w.seq))
-    unlocked = _unlocked_writes()
+    unlocked, window = _unlocked_writes(here)
     if as_json:
         document = msgspec.to_builtins(table)
+        for kind in ("locks", "waiters"):
+            for record, shown_record in zip(getattr(table, kind), document[kind], strict=True):
+                shown_record["repo"] = _repo_of(record)
+        document["repo"] = here.key if here is not None else None
+        document["all"] = space is None
         document["unlocked_writes"] = unlocked
+        document["unlocked_writes_window"] = window
         echo_json(document)
         return
-    echo(render(table))
+    echo(render(table, repo_column=space is None))
     if unlocked:
-        echo(f"\n{unlocked} unlocked write(s) recorded in this repository by the monitor; "
-             "see `versatil logs collision-detection --filter unlocked-write`.")
+        from versatil_fs.monitor import window_phrase
+
+        echo(f"\n{unlocked} unlocked {'write' if unlocked == 1 else 'writes'} in "
+             f"{window_phrase(window)} in this repository; "
+             "`versatil logs collision-detection`.")
 
 
-def _unlocked_writes() -> int | None:
-    """The monitor's count for the current repository (None outside a repository)."""
-    from versatil_fs.errors import NotARepository
-    from versatil_fs.repo import Repository
-
+def _here() -> Repository | None:
     try:
-        repo = Repository.find(".")
+        return Repository.find(".")
     except NotARepository:
         return None
-    from versatil_fs.monitor import unlocked_write_count  # not on `lock`'s path
-
-    return unlocked_write_count(repo)
 
 
-def render(table: Table) -> str:
-    """The human listing of ``versatil locks``."""
+_R = TypeVar("_R", Grant, Waiter)
+
+
+def _scoped(record: _R, space: str | None) -> _R | None:
+    """``record`` with only its claims in lock space ``space`` and on named resources (all of
+    them when ``space`` is None); None when none is left."""
+    if space is None:
+        return record
+    kept = [c for c in record.claims if not c.resource.is_path or c.resource.repo == space]
+    if not kept:
+        return None
+    return record if len(kept) == len(record.claims) else msgspec.structs.replace(
+        record, claims=kept)
+
+
+def _repo_of(record: Record) -> str | None:
+    """The repository (its key) of a record's path claims; None for named resources only."""
+    return next((c.resource.repo for c in record.claims if c.resource.is_path), None)
+
+
+def _unlocked_writes(here: Repository | None) -> tuple[int | None, float]:
+    """The monitor's recent count for the current repository (None outside a repository),
+    and the window it counts over."""
+    from versatil_fs.monitor import RECENT_WINDOW, recent_unlocked_writes  # not on lock's path
+
+    if here is None:
+        return None, RECENT_WINDOW
+    return recent_unlocked_writes(here), RECENT_WINDOW
+
+
+def render(table: Table, *, repo_column: bool = False) -> str:
+    """The human listing of ``versatil locks``; ``repo_column`` adds each lock's repository
+    (``--all``, or outside a repository)."""
     if not table.locks and not table.waiters:
         return "No locks held, nobody waiting."
     lines = []
@@ -147,20 +196,31 @@ def render(table: Table) -> str:
         def session(text: str) -> str:
             return f"{text:<{width}} " if width else ""
 
-        lines.append(_row("AGENT", session("SESSION"), "MODE", "RESOURCE", "SINCE", "UNTIL"))
+        repos = {c.resource: _repository(c.resource) for g in table.locks for c in g.claims}
+        repo_width = max(len("REPOSITORY"), *map(len, repos.values())) if repo_column else 0
+
+        def repository(text: str) -> str:
+            return f"{text:<{repo_width}} " if repo_column else ""
+
+        lines.append(_row("AGENT", session("SESSION"), "MODE", "RESOURCE", "SINCE", "UNTIL",
+                          repository("REPOSITORY")))
         for grant in sorted(table.locks, key=lambda g: g.acquired_at):
             for claim in grant.claims:
                 lines.append(
                     _row(grant.agent, session(_session(grant)), claim.mode,
-                         _resource(claim.resource), hms(grant.acquired_at), _until(grant))
+                         _resource(claim.resource), hms(grant.acquired_at), _until(grant),
+                         repository(repos[claim.resource]))
                 )
     if table.waiters:
         lines.append("")
         lines.append("Waiting, in queue order:")
         for position, waiter in enumerate(table.waiters, 1):
             via = f"session {_session(waiter)}, " if waiter.session else ""
+            where = ""
+            if repo_column and (key := _repo_of(waiter)) is not None:
+                where = f"in {_repository(Resource(repo=key, path='.'))} "
             lines.append(
-                f"{position:>3}. {waiter.agent} wants {_claims(waiter.claims)} "
+                f"{position:>3}. {waiter.agent} wants {_claims(waiter.claims)} {where}"
                 f"({via}priority {waiter.priority}, since {hms(waiter.since)}, "
                 f"gives up at {hms(waiter.deadline)})"
             )
@@ -181,8 +241,17 @@ def _until(grant: Grant | Waiter) -> str:
 
 
 def _row(*cells: str) -> str:
-    agent, session, mode, resource, since, until = cells
-    return f"{agent:<18} {session}{mode:<6} {resource:<32} {since:<9} {until}"
+    agent, session, mode, resource, since, until, repository = cells
+    return f"{repository}{agent:<18} {session}{mode:<6} {resource:<32} {since:<9} {until}"
+
+
+def _repository(resource: Resource) -> str:
+    """Where a resource lives, for people: the working tree of its repository (the key is
+    the git common directory, ``/x/repo/.git``), or ``(named)`` for a machine-wide one."""
+    if not resource.is_path:
+        return "(named)"
+    key = resource.repo
+    return key[: -len("/.git")] if key.endswith("/.git") else key
 
 
 def _resource(resource: Resource) -> str:

@@ -10,13 +10,14 @@ from types import FrameType
 import click
 
 from versatil_fs import monitor as monitoring
+from versatil_fs.cli.common import json_lines_option
 from versatil_fs.repo import Repository
 
 __all__ = ["monitor"]
 
 
 @click.command()
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@json_lines_option
 @click.argument("paths", nargs=-1, metavar="[PATH...]")
 def monitor(as_json: bool, paths: tuple[str, ...]) -> int:
     """Report unlocked and locked writes until interrupted; one line per write.

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import threading
 import weakref
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -23,7 +23,15 @@ from versatil_fs import faults
 from versatil_fs.errors import Deadlock, LockConflict, UsageError
 from versatil_fs.locks import clock, requests
 from versatil_fs.locks.leases import Doorbell
-from versatil_fs.locks.notices import Logged, agents, conflict, describe, emit_logged
+from versatil_fs.locks.notices import (
+    Logged,
+    Waiting,
+    agents,
+    conflict,
+    describe,
+    emit_logged,
+    waiting,
+)
 from versatil_fs.locks.requests import ResourceSpec
 from versatil_fs.locks.store import (
     TABLE_LOCK_GRACE,
@@ -51,7 +59,7 @@ from versatil_fs.state import StateDir
 if TYPE_CHECKING:
     from versatil_fs.config import Config
 
-__all__ = ["RELEASE_WAIT", "Lease", "LockManager", "Logged", "ResourceSpec"]
+__all__ = ["RELEASE_WAIT", "Lease", "LockManager", "Logged", "ResourceSpec", "Waiting"]
 
 
 class Lease:
@@ -170,6 +178,7 @@ class LockManager:
         priority: int | None = None,
         owner: Owner = "process",
         session: str = "",
+        on_wait: Callable[[Waiting], None] | None = None,
     ) -> Lease:
         """Take every resource at once, or none: waits up to ``wait`` seconds in the queue.
 
@@ -179,7 +188,9 @@ class LockManager:
         ``unlock`` or after ``ttl`` seconds. Raises :class:`LockConflict` when the wait runs out
         and :class:`Deadlock` when waiting would close a cycle. ``session`` is stored on the
         record as is, for people to read (the harness hooks put the harness and its session id
-        there); it changes nothing in the conflict rules.
+        there); it changes nothing in the conflict rules. ``on_wait`` is called once, outside
+        the table lock, when the request starts to wait, with a :class:`Waiting` naming whom
+        it waits for (the library itself prints nothing; the CLI says it on stderr).
         """
         writes, reads_ = (resources, reads) if mode == "write" else ((), [*resources, *reads])
         request, wait = requests.new_request(
@@ -190,7 +201,7 @@ class LockManager:
         # The wait is measured on the monotonic clock: the request's `deadline` is only what
         # the table shows people, and a wall clock set back must not stretch the wait (nor
         # forward shorten it).
-        grant = self._wait_in_queue(request, clock.CLOCK.monotonic() + wait)
+        grant = self._wait_in_queue(request, clock.CLOCK.monotonic() + wait, wait, on_wait)
         lease = Lease(self, grant)
         if owner == "process":
             self._track(lease)
@@ -200,17 +211,25 @@ class LockManager:
             self.store.confirm_shell_lease(grant)
         return lease
 
-    def _wait_in_queue(self, request: Waiter, until: float) -> Grant:
+    def _wait_in_queue(
+        self, request: Waiter, until: float, budget: float,
+        on_wait: Callable[[Waiting], None] | None,
+    ) -> Grant:
         """Look, and while blocked sleep on the doorbell and look again, until granted.
 
-        ``until`` is the deadline on the monotonic clock; the refusals (:class:`LockConflict`,
-        :class:`Deadlock`) come from :meth:`_decide`.
+        ``until`` is the deadline on the monotonic clock (``budget`` seconds from now, for
+        ``on_wait``); the refusals (:class:`LockConflict`, :class:`Deadlock`) come from
+        :meth:`_decide`.
         """
         queued = False  # whether a committed transaction put the request in the queue
         try:
             outcome = self._decide(request, until, first=True)
             if isinstance(outcome, list):
                 queued = True
+                if on_wait is not None:
+                    # Told after the transaction: a slow callback (a blocked stderr) must not
+                    # hold the table lock everyone else needs.
+                    on_wait(waiting(request, outcome, budget))
                 # The doorbell only hears what happens after it is armed, so look once more
                 # before the first sleep: a release between the first look and the arming
                 # would otherwise go unheard until the wait deadline.
@@ -241,11 +260,12 @@ class LockManager:
         wait: float | None = None,
         priority: int | None = None,
         session: str = "",
+        on_wait: Callable[[Waiting], None] | None = None,
     ) -> Iterator[Lease]:
         """Hold the resources for the ``with`` block: renewed while held, released on exit."""
         lease = self.acquire(
             resources, agent=agent, mode=mode, reads=reads, wait=wait, priority=priority,
-            session=session,
+            session=session, on_wait=on_wait,
         )
         try:
             yield lease
@@ -296,7 +316,10 @@ class LockManager:
                     self._own(table, request.id, None)
                     raise conflict(request, found, now)
                 if first:
-                    logged.append(("wait", request, {"blocked_by": agents(found)}))
+                    # holder_pid: the first blocker's process (the waiter's is the event's pid).
+                    logged.append(("wait", request, {
+                        "blocked_by": agents(found), "holder_pid": found[0].pid,
+                    }))
                 return found
         except LockConflict as exc:
             logged.append(("conflict", request, {"reason": str(exc)}))
