@@ -94,13 +94,41 @@ class Repository:
         try:
             rel = resolved.relative_to(self.toplevel)
         except ValueError:
-            raise UsageError(
-                f"{raw} is outside the repository {self.toplevel}; lock paths inside it or "
-                "name a resource as kind:name."
-            ) from None
+            # Another worktree of this same repository: the same file there is the same
+            # resource (paths are keyed by the shared git common directory).
+            sibling = self._sibling_worktree(resolved)
+            if sibling is None:
+                raise UsageError(
+                    f"{raw} is outside the repository {self.toplevel}; lock paths inside it "
+                    "(or in another worktree of it) or name a resource as kind:name."
+                ) from None
+            rel = resolved.relative_to(sibling.toplevel)
         if rel.parts and rel.parts[0] == ".git":
             raise UsageError(f"{raw} is inside .git; versatil does not lock git's own files.")
         return rel.as_posix() if rel.parts else "."
+
+    def _sibling_worktree(self, resolved: Path) -> Repository | None:
+        """The other worktree of this repository that holds ``resolved``, if one does.
+
+        Found from the path's own ``.git`` upwards (the file need not exist yet), and kept
+        only when it shares our common directory: a worktree of another repository, or a
+        repository nested in one of ours, is not the same lock space.
+        """
+        for candidate in (resolved, *resolved.parents):
+            try:
+                present = os.path.lexists(candidate / ".git")
+            except (OSError, ValueError):
+                present = False
+            if not present:
+                continue
+            try:
+                found = Repository.find(candidate)
+            except (OSError, UsageError):
+                return None
+            if found.common_dir != self.common_dir or found.toplevel != candidate:
+                return None
+            return found
+        return None
 
     def innermost(self, relpath: str) -> tuple[Repository, str]:
         """The innermost repository holding ``relpath`` (a submodule or a nested repository
