@@ -27,6 +27,7 @@ from versatil_fs.errors import StateError, UsageError
 from versatil_fs.state import StateDir
 
 __all__ = [
+    "DURATIONS",
     "SCHEMA_VERSION",
     "STREAMS",
     "Event",
@@ -60,11 +61,33 @@ class Event(msgspec.Struct, kw_only=True, omit_defaults=True):
     data: dict[str, Any] = {}
 
     def summary(self) -> str:
-        """The one-line human form used by ``versatil logs``."""
+        """The one-line human form used by ``versatil logs``: only the fields that have a
+        value (no ``wave=None`` or empty ``error=``), durations rounded (``10.0s``), and none
+        of the fields kept for programs only (``--json`` has every field)."""
         stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.time))
         who = f" {self.agent}" if self.agent else ""
-        details = " ".join(f"{k}={_short(v)}" for k, v in self.data.items())
+        details = " ".join(
+            f"{k}={_shown(k, v)}" for k, v in self.data.items()
+            if k not in _FOR_PROGRAMS and _has_value(v)
+        )
         return f"{stamp} {self.kind}{who}" + (f" {details}" if details else "")
+
+
+# Fields a person does not read in a log line: `write_paths` repeats `resources` for the
+# monitor, `paths_hex` spells `paths` as bytes for a restore.
+_FOR_PROGRAMS = frozenset({"write_paths", "paths_hex"})
+# Fields that are a number of seconds, shown rounded to a tenth (`duration=10.0s`).
+DURATIONS = frozenset({"duration", "held_for", "waited", "elapsed", "wait", "seconds"})
+
+
+def _has_value(value: Any) -> bool:
+    return value is not None and value != "" and value != [] and value != {}
+
+
+def _shown(key: str, value: Any) -> str:
+    if key in DURATIONS and isinstance(value, int | float) and not isinstance(value, bool):
+        return f"{value:.1f}s"
+    return _short(value)
 
 
 _encoder = msgspec.json.Encoder()
