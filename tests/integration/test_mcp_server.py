@@ -115,7 +115,8 @@ def test_tools_schemas_locks_conflicts_and_errors(project: Path) -> None:
         error, _, text = await _call(session, "unlock", resources=["README.md"])
         assert error and "holds no lock on README.md" in text
         error, _, text = await _call(session, "lock", resources=["../outside.py"])
-        assert error and "Traceback" not in text and text.strip()
+        assert error and "../outside.py is outside the repository" in text
+        assert "Traceback" not in text and len(text.splitlines()) == 1
 
         # A checkpoint through MCP, the diff after an edit.
         error, made, _ = await _call(session, "checkpoint_create", message="before")
