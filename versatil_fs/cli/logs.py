@@ -90,10 +90,13 @@ def _lease_ends(listed: list[events.Event]) -> dict[str, float]:
     if not wanted:
         return {}
     ends: dict[str, float] = {}
-    for event in events.records("locks", containing=b'"lease"'):
-        lease = event.data.get("lease")
-        if lease in wanted and event.kind in _LEASE_ENDS:
-            ends.setdefault(str(lease), event.time)
+    # Only the lines of a lease's end are decoded (a substring search per line): the locks
+    # log of a busy machine is mostly grants and waits. `release"` matches forced-release too.
+    for marker in (b'release"', b'"expire"', b'"reclaim"'):
+        for event in events.records("locks", containing=marker):
+            lease = event.data.get("lease")
+            if lease in wanted and event.kind in _LEASE_ENDS:
+                ends[str(lease)] = min(event.time, ends.get(str(lease), event.time))
     return ends
 
 
