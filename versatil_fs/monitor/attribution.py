@@ -187,7 +187,7 @@ class RestoreView:
         self._site: object | None = None
 
     def refresh(self) -> None:
-        size = self.state.size(self.state.event_log("checkpoints"))
+        size = events.end("checkpoints", state=self.state)
         if size == self._size:
             return
         self._size = size
@@ -316,7 +316,7 @@ class StashView:
         self._alive: set[tuple[int, int]] = set()
 
     def refresh(self) -> None:
-        size = self.state.size(self.state.event_log("collision-detection"))
+        size = events.end("collision-detection", state=self.state)
         if size == self._size:
             return
         self._size = size
