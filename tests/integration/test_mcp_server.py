@@ -192,3 +192,21 @@ def test_versatil_mcp_without_the_sdk_says_how_to_install_it(
                                   "pip install 'versatil-fs[mcp]'.")
     bad = versatil("mcp", "--harness", "vscode", cwd=project)
     assert bad.code == 2 and "vscode" in bad.err and len(bad.err.strip().splitlines()) == 1
+
+
+def test_versatil_mcp_at_a_terminal_says_what_it_is_for(project: Path) -> None:
+    import pty
+    import subprocess
+
+    leader, follower = pty.openpty()
+    try:
+        done = subprocess.run(versatil_argv("mcp"), stdin=follower, capture_output=True,
+                              text=True, cwd=project, timeout=60)
+    finally:
+        os.close(leader)
+        os.close(follower)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "versatil: versatil mcp speaks MCP on stdin and stdout for a harness to start "
+        "(`versatil integrate HARNESS` registers it); it is not meant to be run by hand."
+    ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 
 import click
 
@@ -35,6 +36,12 @@ def mcp(harness: str) -> None:
     if importlib.util.find_spec("mcp") is None:
         raise UsageError(
             "versatil mcp needs the MCP SDK, an optional extra: pip install 'versatil-fs[mcp]'."
+        )
+    if os.isatty(0):
+        # A person at a terminal would see nothing at all while it waits for JSON-RPC.
+        raise UsageError(
+            "versatil mcp speaks MCP on stdin and stdout for a harness to start (`versatil "
+            "integrate HARNESS` registers it); it is not meant to be run by hand."
         )
     from versatil_fs.agents.mcp_server import serve
 
