@@ -92,6 +92,14 @@ def test_tools_schemas_locks_conflicts_and_errors(project: Path) -> None:
         assert not error and granted["granted"] and granted["resources"] == ["a.py"]
         assert granted["fence"] is None  # the lock table has no fencing tokens yet
         seen["agent"] = granted["agent"]
+        # A Ctrl-C at the harness's terminal reaches its whole process group: the server lives
+        # on with its locks (the harness ends it by closing its stdin). An ignored signal is
+        # discarded when it is sent, so the next call is answered by the same server.
+        error, view, _ = await _call(session, "locks")
+        [server] = {e["pid"] for e in view["locks"] if e["mine"]}
+        os.kill(server, signal.SIGINT)
+        error, view, _ = await _call(session, "locks", path="a.py")
+        assert not error and view["path"]["held_by"][0]["lease"] == granted["lease"]
         # From a shell, another agent is refused, naming the MCP session's agent.
         shell = versatil("lock", "a.py", "--agent", "bob", "--wait", "0", cwd=project)
         seen["shell"] = shell

@@ -420,6 +420,12 @@ def build(harness: str = "", *, tools: Tools | None = None) -> tuple[MCPServer, 
 
 def serve(harness: str = "") -> int:
     """Run the stdio server until the harness closes its stdin; 0."""
+    import signal
+
+    # A harness started in a terminal shares its process group with this server, so a Ctrl-C
+    # meant for the harness would end the server (and every lock of the session) while the
+    # session goes on. The harness ends the server itself: it closes our stdin, then SIGTERM.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     server, tools = build(harness)
     try:
         server.run("stdio")
