@@ -84,7 +84,7 @@ def run(count: int, repeat: int) -> dict[str, list[float]]:
         "anchor: re.match, compiled": [],
         "overlap, one pair, warm": [],
         "overlap, one pair, cold": [],
-        "parse, one pattern": [],
+        "parse, one pattern (segs cached)": [],
     }
     def cold(pa: globs.Pattern, pb: globs.Pattern) -> None:
         glob_segments.clear_caches()
@@ -106,7 +106,7 @@ def run(count: int, repeat: int) -> dict[str, list[float]]:
         rows["overlap, one pair, cold"].append(
             max(_per_call_us(partial(cold, pa, pb), repeat) - clear, 0.0))
         clear = _per_call_us(globs.parse.cache_clear, repeat)
-        rows["parse, one pattern"].append(
+        rows["parse, one pattern (segs cached)"].append(
             max(_per_call_us(partial(parse_cold, ta), repeat) - clear, 0.0))
     # One new reservation checked against a table of 1,000 glob reservations.
     rng = random.Random(1000)

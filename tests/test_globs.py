@@ -21,6 +21,7 @@ from versatil_fs.locks.globs import (
     overlap,
     parse,
     plain,
+    top_name,
     witness_message,
 )
 
@@ -172,3 +173,9 @@ def test_the_conflict_sentence_names_the_witness() -> None:
     sentence = witness_message(describe("src/*.ts", "James"), describe("src/a*", "Marcus"),
                                witness)
     assert sentence == "`src/*.ts` (James) and `src/a*` (Marcus) both cover src/a.ts"
+
+
+def test_top_name_files_a_pattern_under_its_first_directory() -> None:
+    assert top_name("src/**/*.ts") == "src" and top_name("README.md") == "README.md"
+    assert top_name("*.py") is None and top_name("**/x") is None and top_name(".") is None
+    assert top_name("a\\*b/c") == "a*b"

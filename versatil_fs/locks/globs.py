@@ -56,6 +56,7 @@ __all__ = [
     "overlap",
     "parse",
     "plain",
+    "top_name",
     "witness_message",
 ]
 
@@ -141,7 +142,10 @@ def parse(text: str) -> Pattern:
                          "matches)")
     segments: list[Segment] = []
     for raw in text.split("/"):
-        segment = _segment(text, raw)
+        try:
+            segment = _segment(raw)
+        except _Malformed as why:
+            raise _bad(text, str(why)) from None
         if segment.globstar and segments and segments[-1].globstar:
             continue  # `**/**` matches what `**` does
         segments.append(segment)
@@ -164,9 +168,15 @@ def plain(path: str) -> Pattern:
     return Pattern(escape(path), segments, path)
 
 
-def _segment(text: str, raw: str) -> Segment:
+class _Malformed(Exception):
+    """Why a segment is malformed; ``parse`` names the whole pattern in the sentence."""
+
+
+@lru_cache(maxsize=8192)
+def _segment(raw: str) -> Segment:
+    # Cached on its own: the same few segments (`src`, `**`, `*.ts`) recur across patterns.
     if not raw:
-        raise _bad(text, "has an empty segment (two slashes in a row)")
+        raise _Malformed("has an empty segment (two slashes in a row)")
     if len(raw) >= 2 and raw.count("*") == len(raw):
         return Segment("**", (STAR,), globstar=True)
     tokens: list[Token] = []
@@ -176,7 +186,7 @@ def _segment(text: str, raw: str) -> Segment:
         c = raw[i]
         if c == "\\":
             if i + 1 == len(raw):
-                raise _bad(text, "has a backslash that escapes nothing (a / cannot be escaped)")
+                raise _Malformed("has a backslash that escapes nothing (a / cannot be escaped)")
             tokens.append(_literal(raw[i + 1]))
             spelled.append(raw[i:i + 2])
             i += 2
@@ -190,7 +200,7 @@ def _segment(text: str, raw: str) -> Segment:
             spelled.append("?")
             i += 1
         elif c == "[":
-            end, token = _char_class(text, raw, i)
+            end, token = _char_class(raw, i)
             tokens.append(token)
             spelled.append(raw[i:end])
             i = end
@@ -200,7 +210,7 @@ def _segment(text: str, raw: str) -> Segment:
             i += 1
     segment = Segment("".join(spelled), tuple(tokens))
     if segment.literal in (".", ".."):
-        raise _bad(text, f"has a {segment.literal!r} segment; patterns name paths inside the "
+        raise _Malformed(f"has a {segment.literal!r} segment; patterns name paths inside the "
                          "repository, from its root")
     return segment
 
@@ -210,7 +220,7 @@ def _literal(c: str) -> CharSet:
     return CharSet(((ord(c), ord(c)),), literal=c)
 
 
-def _char_class(text: str, raw: str, start: int) -> tuple[int, CharSet]:
+def _char_class(raw: str, start: int) -> tuple[int, CharSet]:
     """The class opening at ``raw[start]`` (``[``): the index after its ``]``, and its set."""
     i = start + 1
     negated = i < len(raw) and raw[i] in "!^"
@@ -220,26 +230,26 @@ def _char_class(text: str, raw: str, start: int) -> tuple[int, CharSet]:
     first = True
     while True:
         if i >= len(raw):
-            raise _bad(text, "has a [ that is never closed (write \\[ for a literal [)")
+            raise _Malformed("has a [ that is never closed (write \\[ for a literal [)")
         c = raw[i]
         if c == "]" and not first:
             return i + 1, CharSet(tuple(ranges), negated=negated)
         first = False
-        lo, i = _class_char(text, raw, i)
+        lo, i = _class_char(raw, i)
         if i + 1 < len(raw) and raw[i] == "-" and raw[i + 1] != "]":
-            hi, i = _class_char(text, raw, i + 1)
+            hi, i = _class_char(raw, i + 1)
             if hi < lo:
-                raise _bad(text, f"has the range {chr(lo)}-{chr(hi)}, whose end comes before "
+                raise _Malformed(f"has the range {chr(lo)}-{chr(hi)}, whose end comes before "
                                  "its start")
             ranges.append((lo, hi))
         else:
             ranges.append((lo, lo))
 
 
-def _class_char(text: str, raw: str, i: int) -> tuple[int, int]:
+def _class_char(raw: str, i: int) -> tuple[int, int]:
     if raw[i] == "\\":
         if i + 1 == len(raw):
-            raise _bad(text, "has a [ that is never closed (write \\[ for a literal [)")
+            raise _Malformed("has a [ that is never closed (write \\[ for a literal [)")
         return ord(raw[i + 1]), i + 2
     return ord(raw[i]), i + 1
 
@@ -360,6 +370,17 @@ def _spell(parent: dict[tuple[int, int], tuple[tuple[int, int], str] | None],
         names.append(name)
         step = parent[state]
     return "/".join(reversed(names)) or _ANY_NAME
+
+
+def top_name(pattern: Pattern | str) -> str | None:
+    """The top-level name every path ``pattern`` covers starts with (``src`` for
+    ``src/**/*.ts``), or ``None`` when it has none (``*.py``, ``**/x``, ``.``).
+
+    For an index: two patterns whose top names differ (folded with ignorecase) never overlap,
+    so a table can look only at the patterns filed under the same name and those with none.
+    """
+    segments = _pattern(pattern).segments
+    return segments[0].literal if segments else None
 
 
 def describe(pattern: Pattern | str, holder: str) -> str:
