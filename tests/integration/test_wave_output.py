@@ -118,3 +118,17 @@ def test_a_file_name_that_is_not_utf8_fails_its_task_in_a_sentence_and_is_rolled
     assert "its write paths hold odd/n\\xff, a file name that is not UTF-8" in second.stdout
     assert not (git_repo / "odd/ran").exists()
     assert (git_repo / odd).read_text() == "there before\n"
+
+
+def test_a_wave_run_says_which_automatic_checkpoints_its_prune_removed(git_repo: Path) -> None:
+    # Issue 15, item 8: a prune nobody asked for is never silent, the wave run's included.
+    (git_repo / ".versatil").write_text("[checkpoints]\nmax_automatic = 1\n")
+    plan = write_plan(git_repo / "plan.yaml", [
+        {"id": "one", "agent": "Dana", "writes": ["a"], "run": "echo a > a"},
+        {"id": "two", "agent": "Marcus", "writes": ["a"], "needs": ["one"], "run": "echo b > a"},
+        {"id": "three", "agent": "Maria", "writes": ["a"], "needs": ["two"], "run": "echo c > a"},
+    ])
+    result = run_versatil("wave", "run", str(plan), cwd=git_repo)
+    assert result.returncode == 0, result.stderr
+    pruned = [line for line in result.stderr.splitlines() if "pruned checkpoint" in line]
+    assert pruned and all("over checkpoints.max_automatic" in line for line in pruned), result

@@ -99,12 +99,14 @@ import contextlib
 import math
 import os
 import queue
+import sys
 import threading
 import time
 from collections.abc import Sequence
 from typing import Any
 
 from versatil_fs import faults
+from versatil_fs.checkpoints import pruned_line
 from versatil_fs.errors import (
     StateError,
     UsageError,
@@ -355,7 +357,10 @@ class WaveExecutor:
             self.store.save(run)
         if run.checkpoints:
             with contextlib.suppress(VersatilError):
-                self._baselines.api().prune()  # the run made them with prune=False
+                # The run made its checkpoints with prune=False; a prune nobody asked for is
+                # never silent (as after `checkpoint create`): one line per checkpoint removed.
+                for entry in self._baselines.api().prune().entries:
+                    print(f"versatil: {pruned_line(entry)}", file=sys.stderr)
         counts = run.counts()
         self._emit("run-done", None, status=run.status, **counts)
         self.observer.event(run, "run-done", None, run.status)
