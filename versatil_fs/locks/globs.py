@@ -47,6 +47,8 @@ from versatil_fs.locks.glob_segments import (
 )
 
 __all__ = [
+    "MAX_PATTERN",
+    "MAX_SEGMENT",
     "Pattern",
     "covers",
     "describe",
@@ -61,6 +63,11 @@ __all__ = [
 ]
 
 _WILDCARDS: Final = frozenset("*?[")
+# Linux's PATH_MAX and NAME_MAX, in characters. Beyond them a pattern is a mistake (or an
+# attack): a product search grows with the lengths of both segments, and these bound it
+# (two 255-character segments meet, uncached, in tens of milliseconds at worst).
+MAX_PATTERN: Final = 4096
+MAX_SEGMENT: Final = 255
 # The witness for two patterns that both cover the whole repository: any name would do.
 _ANY_NAME: Final = "a"
 
@@ -125,7 +132,8 @@ def escape(path: str) -> str:
 
 
 def _bad(text: str, why: str) -> UsageError:
-    return UsageError(f"the pattern {text!r} {why}")
+    shown = text if len(text) <= 80 else text[:77] + "..."
+    return UsageError(f"the pattern {shown!r} {why}")
 
 
 @lru_cache(maxsize=8192)
@@ -135,6 +143,8 @@ def parse(text: str) -> Pattern:
         raise UsageError("an empty pattern names no path; use . for the whole repository")
     if text == ".":
         return Pattern(text, (), ".")
+    if len(text) > MAX_PATTERN:
+        raise _bad(text, f"is longer than {MAX_PATTERN} characters")
     if text.startswith("/"):
         raise _bad(text, "starts with /; patterns are relative to the repository root")
     if text.endswith("/"):
@@ -177,6 +187,8 @@ def _segment(raw: str) -> Segment:
     # Cached on its own: the same few segments (`src`, `**`, `*.ts`) recur across patterns.
     if not raw:
         raise _Malformed("has an empty segment (two slashes in a row)")
+    if len(raw) > MAX_SEGMENT:
+        raise _Malformed(f"has a segment longer than {MAX_SEGMENT} characters")
     if len(raw) >= 2 and raw.count("*") == len(raw):
         return Segment("**", (STAR,), globstar=True)
     tokens: list[Token] = []
