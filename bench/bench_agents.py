@@ -14,7 +14,9 @@ sample so that a machine's drift touches every row alike:
 * the in-process fallback (no keeper: ``VERSATIL_HARNESS_PID`` naming no process), and the
   first hook of a harness process (it starts the keeper);
 * a killed harness: from ``kill -9`` of a harness holding a claim to the grant of a request
-  that was blocked on it.
+  that was blocked on it;
+* ``versatil mcp``: from its spawn to its answer to ``initialize`` (Codex gives an MCP server
+  ``startup_timeout_sec`` = 10 s by default), when the ``mcp`` extra is installed.
 
 Goal (issue 14): a PreToolUse decision with 100 live locks at most 60 ms p50 and at most 3x
 ``python -c pass``.
@@ -128,6 +130,10 @@ def run(locks: int, runs: int) -> dict[str, list[float]]:
         results["kill -9 harness -> claim free"] = [
             _killed_harness(hook, repo, env, manager, i) for i in range(max(3, runs // 3))
         ]
+        if _has_mcp():
+            results["versatil mcp, start to initialize"] = [
+                _mcp_start(versatil, repo, env) for _ in range(max(3, runs // 3))
+            ]
         blocked.release()
         for lease in held:
             lease.release()
@@ -166,6 +172,37 @@ def _killed_harness(
     elapsed = (time.perf_counter() - start) * 1e3
     lease.release()
     harness.wait()
+    return elapsed
+
+
+def _has_mcp() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("mcp") is not None
+
+
+def _mcp_start(versatil: str, repo: Path, env: dict[str, str]) -> float:
+    """Spawn ``versatil mcp`` and time its answer to the MCP ``initialize`` request (the stdio
+    transport: one JSON-RPC message per line)."""
+    request = json.dumps({
+        "jsonrpc": "2.0", "id": 1, "method": "initialize",
+        "params": {"protocolVersion": "2025-06-18", "capabilities": {},
+                   "clientInfo": {"name": "bench", "version": "1"}},
+    })
+    start = time.perf_counter()
+    server = subprocess.Popen(
+        [versatil, "mcp", "--harness", "claude"], cwd=repo, env=env, stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )
+    assert server.stdin is not None and server.stdout is not None
+    server.stdin.write(request + "\n")
+    server.stdin.flush()
+    answer = server.stdout.readline()
+    elapsed = (time.perf_counter() - start) * 1e3
+    server.stdin.close()
+    server.wait(timeout=30)
+    if '"result"' not in answer:
+        raise RuntimeError(f"versatil mcp answered {answer!r}")
     return elapsed
 
 
