@@ -334,6 +334,13 @@ def build(harness: str = "", *, tools: Tools | None = None) -> tuple[MCPServer, 
         "versatil", instructions=INSTRUCTIONS, version=version("versatil-fs"),
         log_level="WARNING",
     )
+    _lock_tools(server, does)
+    _checkpoint_tools(server, does)
+    return server, does
+
+
+def _lock_tools(server: MCPServer, does: Tools) -> None:
+    """lock, unlock, locks: the tools an agent reserves its files with."""
 
     @server.tool()
     @_guarded
@@ -367,6 +374,10 @@ def build(harness: str = "", *, tools: Tools | None = None) -> tuple[MCPServer, 
         """Who holds which locks and who waits for what, in queue order; with `path`, whether
         that path is free for you (nobody else holds or waits for a lock covering it)."""
         return does.locks(path)
+
+
+def _checkpoint_tools(server: MCPServer, does: Tools) -> None:
+    """The checkpoint tools and wave_status: what an agent saves, compares, restores, watches."""
 
     @server.tool()
     @_guarded
@@ -414,8 +425,6 @@ def build(harness: str = "", *, tools: Tools | None = None) -> tuple[MCPServer, 
     ) -> WaveStatus:
         """Where a wave run is: its status and each task's."""
         return does.wave_status(run)
-
-    return server, does
 
 
 def serve(harness: str = "") -> int:
