@@ -184,8 +184,37 @@ class TaskRunner:
     def _run_locked(
         self, task: Task, task_run: TaskRun, queued: float, held: Held
     ) -> Outcome:
-        run = self.run()
         paths = write_paths(self.claims, task)
+        before, log_path = self._record_start(task, task_run, queued, paths)
+        exit_code, error, interrupted, ended = self._spawn_and_wait(
+            task, task_run, log_path, held
+        )
+        faults.point("wave.task-exited")
+        files = modified(before, self.scan(paths))
+        odd = not_utf8(files)
+        if odd:
+            # Unrecordable (see _record_start): failed, so that everything it wrote is rolled
+            # back rather than kept unattributed, and said in a sentence, not a crashed record.
+            error = f"{error}; {wrote_not_utf8(odd)}" if error else wrote_not_utf8(odd)
+        status: Status = "succeeded" if exit_code == 0 and not error else "failed"
+        rolled, error = self._keep_or_roll_back(
+            task, task_run, files, error, roll_back=status == "failed" or interrupted
+        )
+        # Recorded as text from here on (the state holds no other); the rollback had the real
+        # names.
+        files, rolled = as_text(files), as_text(rolled)
+        self._record_settled(task_run, files, rolled, error, interrupted=interrupted)
+        return Outcome(
+            task=task.id, kind="finished", status=status, exit_code=exit_code, error=error,
+            files=files, rolled_back=rolled, interrupted=interrupted, ended=ended,
+        )
+
+    def _record_start(
+        self, task: Task, task_run: TaskRun, queued: float, paths: list[str]
+    ) -> tuple[TreeScan, Path]:
+        """Scan the task's write paths and record it as running, durably, before its process
+        exists: the start snapshot and the log it will write."""
+        run = self.run()
         before = self.scan(paths)
         odd = not_utf8(before)
         if odd:
@@ -212,25 +241,20 @@ class TaskRunner:
             "task-start", task_run, attempt=task_run.attempts, checkpoint=task_run.checkpoint,
             lock_wait=task_run.lock_wait, command=task.describe_run(),
         )
-        exit_code, error, interrupted, ended = self._spawn_and_wait(
-            task, task_run, log_path, held
-        )
-        faults.point("wave.task-exited")
-        after = self.scan(paths)
-        files = modified(before, after)
-        odd = not_utf8(files)
-        if odd:
-            # Unrecordable (see above): failed, so that everything it wrote is rolled back
-            # rather than kept unattributed, and said in a sentence, not a crashed record.
-            error = f"{error}; {wrote_not_utf8(odd)}" if error else wrote_not_utf8(odd)
-        status: Status = "succeeded" if exit_code == 0 and not error else "failed"
+        return before, log_path
+
+    def _keep_or_roll_back(
+        self, task: Task, task_run: TaskRun, files: list[str], error: str, *, roll_back: bool
+    ) -> tuple[list[str], str]:
+        """Roll back what a failed or interrupted task wrote; attribute what it kept. Returns
+        the files rolled back and the error, grown by what went wrong here."""
         rolled: list[str] = []
-        if status == "failed" or interrupted:
+        if roll_back:
             try:
                 rolled = self.baselines.rollback(task_run, files)
             except VersatilError as exc:
                 error = f"{error}; rollback failed: {exc}" if error else f"rollback failed: {exc}"
-            if files and not run.checkpoints:
+            if files and not self.run().checkpoints:
                 error += "; its files were kept (checkpoints.enabled is false: no rollback)"
         # Attribute what it changed and kept: a rolled-back file is no longer its work, and
         # counting it would make a later `restore --agent` refuse over a change that is gone.
@@ -243,14 +267,7 @@ class TaskRunner:
                 record_files_modified(
                     self.repo, task.agent, kept, wave=task_run.wave, task=task.id
                 )
-        # Recorded as text from here on (the state holds no other); the rollback above had
-        # the real names.
-        files, rolled = as_text(files), as_text(rolled)
-        self._record_settled(task_run, files, rolled, error, interrupted=interrupted)
-        return Outcome(
-            task=task.id, kind="finished", status=status, exit_code=exit_code, error=error,
-            files=files, rolled_back=rolled, interrupted=interrupted, ended=ended,
-        )
+        return rolled, error
 
     def _record_settled(
         self, task_run: TaskRun, files: list[str], rolled: list[str], error: str, *,
