@@ -28,7 +28,9 @@ def check(ctx: click.Context, as_json: bool) -> None:
     """Refuse (exit 1) when a staged file is write-locked by another agent.
 
     The committer is $VERSATIL_AGENT, else git config versatil.agent, else a human, whom
-    every write lock binds. Read locks never block a commit.
+    every write lock binds. Read locks never block a commit. Under the pre-commit framework
+    (PRE_COMMIT=1) it also refuses while another agent holds a write lock on an unstaged file
+    the framework has stashed for this commit.
     """
     result = guard.check(".")
     if as_json:
@@ -54,6 +56,16 @@ def check(ctx: click.Context, as_json: bool) -> None:
                     }
                     for b in result.blocked
                 ],
+                "stashed": [
+                    {
+                        "path": b.staged.path,
+                        "agent": b.grant.agent,
+                        "lock": str(b.claim.resource),
+                        "since": b.grant.acquired_at,
+                        "until": b.grant.expires_at,
+                    }
+                    for b in result.stashed
+                ],
             }
         ))
     elif not result.allowed:
@@ -67,7 +79,10 @@ def check(ctx: click.Context, as_json: bool) -> None:
 def install(force: bool) -> None:
     """Install the pre-commit hook (honours core.hooksPath; guards every worktree).
 
-    An existing pre-commit hook is kept and runs first; installing twice changes nothing.
+    An existing pre-commit hook is kept and runs first; installing twice changes nothing, and
+    so does installing where the pre-commit framework already runs the guard. With a
+    .pre-commit-config.yaml present it warns what the framework's stash does to files other
+    agents are writing.
     """
     echo(guard.install(".", force=force))
 

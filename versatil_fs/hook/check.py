@@ -21,7 +21,7 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
@@ -76,10 +76,13 @@ class CheckResult(msgspec.Struct, kw_only=True):
     staged: list[StagedPath]
     blocked: list[Blocked] = msgspec.field(default_factory=list)
     repository: str = ""  # the working tree the staged paths are relative to
+    # Under the pre-commit framework: unstaged files it stashed for this commit (and puts back
+    # after the hooks) that another agent holds a live write lock on.
+    stashed: list[Blocked] = msgspec.field(default_factory=list)
 
     @property
     def allowed(self) -> bool:
-        return not self.blocked
+        return not self.blocked and not self.stashed
 
 
 def parse_name_status(output: bytes) -> list[StagedPath]:
@@ -175,10 +178,33 @@ def check(start: str | os.PathLike[str] = ".") -> CheckResult:
         staged=staged,
         blocked=find_blocked(staged, grants, repo.key, committer),
         repository=str(repo.toplevel),
+        stashed=_stashed_and_locked(repo, grants, committer),
     )
-    if result.blocked:
+    if not result.allowed:
         _log_refusal(result, repo)
     return result
+
+
+def _stashed_and_locked(
+    repo: Repository, grants: list[Grant], committer: str | None
+) -> list[Blocked]:
+    """Under the pre-commit framework (``PRE_COMMIT=1``): the files it stashed for this commit
+    that another agent's write lock covers. The stash reverted them to the index while that
+    agent may be writing them; the un-stash after the hooks re-applies a patch of what they
+    were, so whatever the agent writes meanwhile is lost (issue 15, item 11)."""
+    from versatil_fs.hook import framework
+
+    if not framework.under_framework():
+        return []
+    patch = framework.stash_patch()
+    if patch is None:
+        return []  # nothing unstaged: the framework stashed nothing
+    paths = framework.stashed_paths(repo.toplevel, patch)
+    if not paths:
+        return []
+    framework.log_stash(repo, patch, paths)  # so the monitor knows the un-stash for its own
+    stashed = [StagedPath(p, "unstaged, stashed by the pre-commit framework") for p in paths]
+    return find_blocked(stashed, grants, repo.key, committer)
 
 
 def _why_git_failed(where: Path, stderr: bytes) -> str:
@@ -203,6 +229,9 @@ def _log_refusal(result: CheckResult, repo: Repository) -> None:
     from versatil_fs import events
     from versatil_fs.errors import VersatilError
 
+    extra: dict[str, Any] = {}
+    if result.stashed:
+        extra["stashed"] = [b.staged.path for b in result.stashed]
     try:
         events.emit(
             "collision-detection",
@@ -210,7 +239,8 @@ def _log_refusal(result: CheckResult, repo: Repository) -> None:
             agent=result.committer,
             repo=repo.key,
             files=[b.staged.path for b in result.blocked],
-            holders=sorted({b.grant.agent for b in result.blocked}),
+            holders=sorted({b.grant.agent for b in [*result.blocked, *result.stashed]}),
+            **extra,
         )
     except (VersatilError, OSError):
         pass  # the commit is refused either way; a log we cannot write must not hide why
@@ -260,7 +290,46 @@ def _live_grants(repo: Repository) -> list[Grant]:
 
 def refusal(result: CheckResult) -> str:
     """The message a refused commit prints: each file, who holds it since and until when, and
-    the ways out."""
+    the ways out (and, under the pre-commit framework, the locked files it stashed)."""
+    if not result.blocked:
+        return _stash_refusal(result, first=True)
+    text = _staged_refusal(result)
+    return text + ("\n" + _stash_refusal(result, first=False) if result.stashed else "")
+
+
+def _stash_refusal(result: CheckResult, *, first: bool) -> str:
+    from versatil_fs.hook.framework import STASH_WARNING
+
+    count = len(result.stashed)
+    files = f"{count} unstaged {'file' if count == 1 else 'files'}"
+    lead = (
+        f"versatil: commit refused{_inrepository(result.repository)}: the pre-commit framework"
+        if first else "And the pre-commit framework"
+    )
+    lines = [
+        f"{lead} has stashed {files} that another agent holds a write lock on, to put "
+        f"{'it' if count == 1 else 'them'} back after the hooks: whatever that agent writes "
+        "meanwhile would be lost."
+    ]
+    for item in result.stashed:
+        lines.append(
+            f"  {item.staged.path} (unstaged): locked by {item.grant.agent}, since "
+            f"{_when(item.grant.acquired_at)}, {_until(item.grant)}"
+        )
+    lines = [_printable(line) for line in lines]
+    agents = sorted({item.grant.agent for item in result.stashed})
+    lines.append(f"Why: {STASH_WARNING}.")
+    lines.append("Ways out:")
+    lines.append(f"  - commit when {_or(agents)} has released (see `versatil locks`);")
+    lines.append(
+        "  - for the future, the native hook (see Why; the framework's checks still run by "
+        "hand with `pre-commit run`);"
+    )
+    lines.append("  - or commit anyway with git commit --no-verify, at your own risk.")
+    return "\n".join(lines)
+
+
+def _staged_refusal(result: CheckResult) -> str:
     count = len(result.blocked)
     who = (
         f"the committer is {result.committer} ({result.committer_source})"

@@ -52,7 +52,7 @@ STASH_WARNING = (
     "the pre-commit framework stashes every unstaged file during a commit (including files "
     "other agents are writing at that moment) and restores them afterwards, which loses what "
     "they write in between; in a working tree shared by agents, use the native hook "
-    "(`versatil hook install`) rather than the framework"
+    "(`pre-commit uninstall`, then `versatil hook install`) rather than the framework"
 )
 
 # The framework's own hook script carries one of these hashes (pre-commit's

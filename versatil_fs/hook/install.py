@@ -132,14 +132,66 @@ def install(
 ) -> str:
     """Install the pre-commit guard; returns what was done, in one sentence.
 
-    Installing twice changes nothing. ``force`` rewrites our hook even when an installed copy
-    differs (edited by hand, or written by another versatil installation).
+    Installing twice changes nothing, and so does installing where the pre-commit framework
+    already runs our guard (as ``pre-commit.legacy``, or from its configuration). ``force``
+    rewrites our hook even when an installed copy differs (edited by hand, or written by
+    another versatil installation). With a ``.pre-commit-config.yaml`` present, a second line
+    warns what the framework's stash does to files other agents are writing.
     """
     import sys
 
     place = hook_place(start)
     python = sys.executable if python is None else python
     current = _read_ours(place.hook)
+    toplevel = repository(start).toplevel
+    warning = _framework_warning(toplevel)
+    if current is None:
+        already = _runs_already(place, toplevel)
+        if already is not None:
+            return already + warning
+    return _install(place, current, python, force) + warning
+
+
+def _framework_warning(toplevel: Path) -> str:
+    """A second line, when the pre-commit framework is configured here: what its stash does
+    to files other agents are writing (issue 15, item 11)."""
+    from versatil_fs.hook.framework import CONFIG_FILE, STASH_WARNING, framework_config
+
+    if framework_config(toplevel) is None:
+        return ""
+    return f"\nWarning ({CONFIG_FILE} is here): {STASH_WARNING}."
+
+
+def _runs_already(place: HookPlace, toplevel: Path) -> str | None:
+    """Where our guard already runs although the hook in place is not ours, if it does: the
+    framework's hook runs ``pre-commit.legacy`` (where ``pre-commit install`` moved ours), or
+    runs ``versatil hook check`` from its configuration. Installing again would run the guard
+    twice per commit (issue 15, item 12)."""
+    from versatil_fs.hook.framework import (
+        CONFIG_FILE,
+        LEGACY_SUFFIX,
+        config_runs_guard,
+        is_framework_hook,
+    )
+
+    if not is_framework_hook(place.hook):
+        return None
+    legacy = place.hook.with_name(HOOK_NAME + LEGACY_SUFFIX)
+    if _read_ours(legacy) is not None:
+        return (
+            f"The versatil pre-commit hook already runs: the pre-commit framework's hook in "
+            f"{place.hook} runs it first, as {legacy.name} (where `pre-commit install` moved "
+            "it); left both as they are."
+        )
+    if config_runs_guard(toplevel):
+        return (
+            f"The versatil guard already runs: the pre-commit framework's hook in {place.hook} "
+            f"runs `versatil hook check` from {CONFIG_FILE}; not installing it twice."
+        )
+    return None
+
+
+def _install(place: HookPlace, current: str | None, python: str, force: bool) -> str:
     if current is not None:
         wanted = render_hook(python, made_dir=_MADE_DIR in current)
         if current == wanted:
@@ -193,6 +245,17 @@ def uninstall(start: str | os.PathLike[str] = ".") -> str:
     place = hook_place(start)
     current = _read_ours(place.hook)
     if current is None:
+        legacy = place.hook.with_name(HOOK_NAME + ".legacy")
+        if _read_ours(legacy) is not None:
+            # `pre-commit install` moved ours there, and the framework runs it first: what
+            # was there before ours (kept as the saved hook) goes back where the framework
+            # looks for it.
+            if os.path.lexists(place.saved):
+                os.replace(place.saved, legacy)
+                return (f"Removed the versatil hook the pre-commit framework ran as "
+                        f"{legacy.name}, and put back the original one there.")
+            legacy.unlink()
+            return f"Removed the versatil hook the pre-commit framework ran as {legacy.name}."
         if os.path.lexists(place.hook):
             raise Refused(f"{place.hook} is not versatil's pre-commit hook; left it as it is.")
         if os.path.lexists(place.saved):
