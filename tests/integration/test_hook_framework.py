@@ -143,3 +143,20 @@ def test_the_frameworks_stash_and_unstash_are_not_unlocked_writes(
     # The stash (before our hook could say) is printed as it happened; the un-stash is known.
     assert kinds[-1] == ("stashed", "src/b.py"), lines
     assert unlocked_write_count(git_repo) == before + 1  # the sentinel only
+
+
+def test_uninstall_takes_ours_out_of_pre_commit_legacy(git_repo: Path) -> None:
+    """After `pre-commit install` moved ours to pre-commit.legacy, uninstall removes it there
+    and puts back the hook ours had replaced, where the framework runs it."""
+    _with_framework(git_repo, "repos: []\n")
+    hooks = git_repo / ".git" / "hooks"
+    (hooks / "pre-commit").write_text("#!/bin/sh\n# the team's own hook\nexit 0\n")
+    (hooks / "pre-commit").chmod(0o755)
+    hook.install(git_repo)  # the team's hook is kept as pre-commit.versatil-orig
+    assert pre_commit(git_repo, "install").returncode == 0
+    framework_hook = (hooks / "pre-commit").read_bytes()
+    said = hook.uninstall(git_repo)
+    assert "pre-commit.legacy" in said, said
+    assert (hooks / "pre-commit").read_bytes() == framework_hook
+    assert "# the team's own hook" in (hooks / "pre-commit.legacy").read_text()
+    assert not (hooks / "pre-commit.versatil-orig").exists()
