@@ -87,6 +87,10 @@ def test_logs_locks_inside_a_repository_shows_its_events(repo: Path, tmp_path: P
 
     assert "grant Marcus" in here and "grant Eve" in here and "Dana" not in here
     assert all(f"grant {who}" in every for who in ("Marcus", "Dana", "Eve"))
+    # --json: the repository of every event, null for the machine-wide db:users.
+    documents = [json.loads(line) for line in ok("logs", "locks", "--json", cwd=repo).splitlines()]
+    assert {(d["agent"], d["repo"]) for d in documents} == {
+        ("Marcus", str(repo / ".git")), ("Eve", None)}
     # A read lock's events carry its repository too (they had none: shown everywhere).
     ok("lock", "--agent", "Reader", "--read", "src/a.py", cwd=repo)
     read_grant = [e for e in events.read("locks") if e.agent == "Reader"]

@@ -137,7 +137,12 @@ def _repeated(
 
 def _print(event: events.Event, as_json: bool) -> None:
     if as_json:
-        sys.stdout.write(events.encode(event).decode() + "\n")
+        line = events.encode(event).decode()
+        if event.repo is None:
+            # Every line carries its repository, null for none (a named resource, machine-
+            # wide): the record itself leaves an empty field out.
+            line = line[:-1] + ',"repo":null}'
+        sys.stdout.write(line + "\n")
         sys.stdout.flush()  # consumers read through a pipe, one event at a time
     else:
         echo(event.summary())
