@@ -13,7 +13,7 @@ import click
 from versatil_fs import hook as guard
 from versatil_fs.cli.common import echo, echo_json, json_option
 
-__all__ = ["check", "hook", "install", "uninstall"]
+__all__ = ["check", "check_refs", "hook", "install", "uninstall"]
 
 
 @click.group()
@@ -74,20 +74,42 @@ def check(ctx: click.Context, as_json: bool) -> None:
         ctx.exit(1)
 
 
+@hook.command("check-refs", hidden=True)
+@click.pass_context
+def check_refs(ctx: click.Context) -> None:
+    """The strict guard's check: the reference-transaction hook hands it the "<old> <new>
+    <ref>" lines of branch updates on stdin; refuses (exit 1) when they change a file another
+    agent holds a write lock on."""
+    from versatil_fs.hook import strict
+
+    result = strict.check_updates(strict.parse_updates(sys.stdin.buffer.read()), ".")
+    if not result.allowed:
+        sys.stderr.write(guard.refusal(result, escape=strict.ESCAPE) + "\n")
+        ctx.exit(1)
+
+
 @hook.command()
 @click.option("--force", is_flag=True, help="Rewrite the hook even if an installed copy differs.")
-def install(force: bool) -> None:
+@click.option(
+    "--strict",
+    is_flag=True,
+    help="Also install git's reference-transaction hook (git >= 2.28), which refuses commits "
+    "that skip pre-commit: commit --no-verify, cherry-pick, merge, rebase, am.",
+)
+def install(force: bool, strict: bool) -> None:
     """Install the pre-commit hook (honours core.hooksPath; guards every worktree).
 
     An existing pre-commit hook is kept and runs first; installing twice changes nothing, and
     so does installing where the pre-commit framework already runs the guard. With a
     .pre-commit-config.yaml present it warns what the framework's stash does to files other
-    agents are writing.
+    agents are writing. --strict also refuses, for every branch update, a commit range that
+    changes a file another agent holds a write lock on (other refs are never checked).
     """
-    echo(guard.install(".", force=force))
+    echo(guard.install(".", force=force, strict=strict))
 
 
 @hook.command()
 def uninstall() -> None:
-    """Remove the pre-commit hook and put back the one it replaced, byte for byte."""
+    """Remove the pre-commit hook (and the --strict one) and put back what they replaced,
+    byte for byte."""
     echo(guard.uninstall("."))

@@ -38,9 +38,13 @@ __all__ = [
     "CheckResult",
     "StagedPath",
     "check",
+    "committer",
     "find_blocked",
+    "live_grants",
+    "log_refusal",
     "parse_name_status",
     "refusal",
+    "session_committer",
 ]
 
 
@@ -143,46 +147,64 @@ def check(start: str | os.PathLike[str] = ".") -> CheckResult:
     that cannot see the locks must not wave the commit through.
     """
     repo = repository(start)
-    env_agent = os.environ.get("VERSATIL_AGENT", "").strip()
-    session_source = ""
-    if not env_agent:
-        # An agent's own commit, from inside its harness (Codex, Gemini CLI, ... do not put
-        # VERSATIL_AGENT in the agent's shell): the session keeper above us names the agent.
-        from versatil_fs.agents.client import session_agent
-
-        env_agent = session_agent(os.environ) or ""
-        session_source = "the agent session running this commit" if env_agent else ""
+    session = session_committer()
     # Both git commands run while we read the lock table: on two cores that hides their cost.
     with (
         _git(repo, "diff", "--cached", "--name-status", "-z") as diff,
-        _git(repo, "config", "--get", "versatil.agent", wanted=not env_agent) as config,
+        _git(repo, "config", "--get", "versatil.agent", wanted=not session[0]) as config,
     ):
-        grants = _live_grants(repo)
+        grants = live_grants(repo)
         diff_out, diff_err = diff.communicate() if diff else (b"", b"")
-        config_out = config.communicate()[0] if config else b""
+        config_out = config.communicate()[0] if config else None
     if diff is None or diff.returncode != 0:
         raise Refused(
             f"Could not list the staged changes of {repo.toplevel}, so the commit is refused: "
             f"{_why_git_failed(repo.toplevel, diff_err)}"
         )
-    if env_agent:
-        committer, source = env_agent, session_source or "VERSATIL_AGENT"
-    elif config is not None and config.returncode == 0 and config_out.strip():
-        committer, source = config_out.decode(errors="replace").strip(), "git config versatil.agent"
-    else:
-        committer, source = None, "no VERSATIL_AGENT or git config versatil.agent"
+    if config is not None and config.returncode != 0:
+        config_out = None
+    name, source = committer(session, config_out)
     staged = parse_name_status(diff_out)
     result = CheckResult(
-        committer=committer,
+        committer=name,
         committer_source=source,
         staged=staged,
-        blocked=find_blocked(staged, grants, repo.key, committer),
+        blocked=find_blocked(staged, grants, repo.key, name),
         repository=str(repo.toplevel),
-        stashed=_stashed_and_locked(repo, grants, committer),
+        stashed=_stashed_and_locked(repo, grants, name),
     )
     if not result.allowed:
-        _log_refusal(result, repo)
+        log_refusal(result, repo)
     return result
+
+
+def session_committer() -> tuple[str, str]:
+    """The committer named without asking git: ``(agent, where the name came from)`` from
+    VERSATIL_AGENT or the agent session running this git command; ``("", "")`` for neither.
+
+    Shared by the pre-commit guard and the strict reference-transaction guard, so both name
+    the committer the same way.
+    """
+    env_agent = os.environ.get("VERSATIL_AGENT", "").strip()
+    if env_agent:
+        return env_agent, "VERSATIL_AGENT"
+    # An agent's own commit, from inside its harness (Codex, Gemini CLI, ... do not put
+    # VERSATIL_AGENT in the agent's shell): the session keeper above us names the agent.
+    from versatil_fs.agents.client import session_agent
+
+    agent = session_agent(os.environ) or ""
+    return (agent, "the agent session running this commit") if agent else ("", "")
+
+
+def committer(session: tuple[str, str], config_out: bytes | None) -> tuple[str | None, str]:
+    """The committer and where the name came from: :func:`session_committer`'s answer, else
+    ``git config --get versatil.agent``'s output (None: not set, or not asked), else a human
+    (None), whom every write lock binds."""
+    if session[0]:
+        return session
+    if config_out is not None and config_out.strip():
+        return config_out.decode(errors="replace").strip(), "git config versatil.agent"
+    return None, "no VERSATIL_AGENT or git config versatil.agent"
 
 
 def _stashed_and_locked(
@@ -224,7 +246,7 @@ def _why_git_failed(where: Path, stderr: bytes) -> str:
     return git_message(where, stderr)
 
 
-def _log_refusal(result: CheckResult, repo: Repository) -> None:
+def log_refusal(result: CheckResult, repo: Repository) -> None:
     """A refused commit is a collision caught: ``versatil logs collision-detection`` shows it."""
     from versatil_fs import events
     from versatil_fs.errors import VersatilError
@@ -265,7 +287,7 @@ def _git(
             proc.communicate()
 
 
-def _live_grants(repo: Repository) -> list[Grant]:
+def live_grants(repo: Repository) -> list[Grant]:
     from versatil_fs.state import home
 
     root = home()
@@ -288,12 +310,16 @@ def _live_grants(repo: Repository) -> list[Grant]:
         ) from exc
 
 
-def refusal(result: CheckResult) -> str:
+def refusal(result: CheckResult, *, escape: str = "git commit --no-verify") -> str:
     """The message a refused commit prints: each file, who holds it since and until when, and
-    the ways out (and, under the pre-commit framework, the locked files it stashed)."""
+    the ways out (and, under the pre-commit framework, the locked files it stashed).
+
+    ``escape`` is the command that skips the guard, the last way out: the strict guard
+    (:mod:`versatil_fs.hook.strict`), which --no-verify does not skip, names its own.
+    """
     if not result.blocked:
         return _stash_refusal(result, first=True)
-    text = _staged_refusal(result)
+    text = _staged_refusal(result, escape)
     return text + ("\n" + _stash_refusal(result, first=False) if result.stashed else "")
 
 
@@ -329,7 +355,7 @@ def _stash_refusal(result: CheckResult, *, first: bool) -> str:
     return "\n".join(lines)
 
 
-def _staged_refusal(result: CheckResult) -> str:
+def _staged_refusal(result: CheckResult, escape: str) -> str:
     count = len(result.blocked)
     who = (
         f"the committer is {result.committer} ({result.committer_source})"
@@ -369,7 +395,7 @@ def _staged_refusal(result: CheckResult) -> str:
             "  - if you are one of those agents, commit as it: VERSATIL_AGENT=NAME git commit, "
             "or git config versatil.agent NAME;"
         )
-    lines.append("  - or commit anyway with git commit --no-verify, at your own risk.")
+    lines.append(f"  - or commit anyway with {escape}, at your own risk.")
     return "\n".join(lines)
 
 

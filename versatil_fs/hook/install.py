@@ -3,7 +3,9 @@
 :func:`install` writes :data:`HOOK_TEMPLATE` where git will run it (``git rev-parse --git-path
 hooks`` already honours ``core.hooksPath`` and the common directory of worktrees). A hook that
 was there before is renamed to ``pre-commit.versatil-orig`` — a rename keeps its bytes, mode and
-even a symlink exactly — and ours runs it first; :func:`uninstall` renames it back.
+even a symlink exactly — and ours runs it first; :func:`uninstall` renames it back. ``install
+--strict`` puts git's ``reference-transaction`` hook (:mod:`versatil_fs.hook.strict`) beside it
+the same way.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import os
 import shlex
 import stat
+from collections.abc import Callable
 from contextlib import suppress
 from pathlib import Path
 
@@ -110,7 +113,7 @@ def hook_place(start: str | os.PathLike[str] = ".") -> HookPlace:
     return HookPlace(Path(os.path.normpath(path)))
 
 
-def _read_ours(path: Path) -> str | None:
+def _read_ours(path: Path, marker: str = MARKER) -> str | None:
     """The text of the hook at ``path`` when it is ours, else None (absent, foreign, symlink)."""
     try:
         info = os.lstat(path)
@@ -124,11 +127,15 @@ def _read_ours(path: Path) -> str | None:
         raise UsageError(f"Could not read {path}: {exc.strerror}.") from exc
     # The marker sits on the second line; a hook that merely mentions us further down is not us.
     head = text.split("\n", 3)[:3]
-    return text if any(line.startswith(MARKER) for line in head) else None
+    return text if any(line.startswith(marker) for line in head) else None
 
 
 def install(
-    start: str | os.PathLike[str] = ".", *, force: bool = False, python: str | None = None
+    start: str | os.PathLike[str] = ".",
+    *,
+    force: bool = False,
+    python: str | None = None,
+    strict: bool = False,
 ) -> str:
     """Install the pre-commit guard; returns what was done, in one sentence.
 
@@ -137,19 +144,33 @@ def install(
     rewrites our hook even when an installed copy differs (edited by hand, or written by
     another versatil installation). With a ``.pre-commit-config.yaml`` present, a second line
     warns what the framework's stash does to files other agents are writing.
+
+    ``strict`` also installs the ``reference-transaction`` guard (:mod:`versatil_fs.hook.strict`)
+    the same way, for the commits that skip pre-commit; :class:`Refused` when git is older than
+    2.28, before anything is written.
     """
     import sys
 
     place = hook_place(start)
     python = sys.executable if python is None else python
-    current = _read_ours(place.hook)
     toplevel = repository(start).toplevel
+    strict_done = ""
+    if strict:
+        from versatil_fs.hook.strict import require_git
+
+        require_git(toplevel)
+        kind = _strict_kind()
+        strict_hook = place.hooks_dir / kind.name
+        strict_done = "\n" + _install_one(
+            place.hooks_dir, kind, _read_ours(strict_hook, kind.marker), python, force
+        )
+    current = _read_ours(place.hook)
     warning = _framework_warning(toplevel)
     if current is None:
         already = _runs_already(place, toplevel)
         if already is not None:
-            return already + warning
-    return _install(place, current, python, force) + warning
+            return already + strict_done + warning
+    return _install(place, current, python, force) + strict_done + warning
 
 
 def _framework_warning(toplevel: Path) -> str:
@@ -191,42 +212,81 @@ def _runs_already(place: HookPlace, toplevel: Path) -> str | None:
     return None
 
 
+class _Kind(msgspec.Struct, frozen=True):
+    """One hook versatil installs: its name, the marker that says it is ours, its text."""
+
+    name: str
+    marker: str
+    render: Callable[[str, bool], str]  # (python, made_dir) -> the script
+    force_hint: str
+
+
+def _render_pre_commit(python: str, made_dir: bool) -> str:
+    return render_hook(python, made_dir=made_dir)
+
+
+def _render_strict(python: str, made_dir: bool) -> str:
+    from versatil_fs.hook.strict import render_strict_hook
+
+    return render_strict_hook(python, saved=SAVED_SUFFIX) + (_MADE_DIR + "\n" if made_dir else "")
+
+
+_PRE_COMMIT = _Kind(HOOK_NAME, MARKER, _render_pre_commit, "versatil hook install --force")
+
+
+def _strict_kind() -> _Kind:
+    from versatil_fs.hook.strict import STRICT_HOOK_NAME, STRICT_MARKER
+
+    return _Kind(
+        STRICT_HOOK_NAME, STRICT_MARKER, _render_strict, "versatil hook install --strict --force"
+    )
+
+
 def _install(place: HookPlace, current: str | None, python: str, force: bool) -> str:
+    return _install_one(place.hooks_dir, _PRE_COMMIT, current, python, force)
+
+
+def _install_one(
+    hooks_dir: Path, kind: _Kind, current: str | None, python: str, force: bool
+) -> str:
+    hook = hooks_dir / kind.name
+    saved = hooks_dir / (kind.name + SAVED_SUFFIX)
+    label = f"versatil {kind.name} hook"
     if current is not None:
-        wanted = render_hook(python, made_dir=_MADE_DIR in current)
+        wanted = kind.render(python, _MADE_DIR in current)
         if current == wanted:
-            return f"The versatil pre-commit hook is already installed in {place.hook}."
+            return f"The {label} is already installed in {hook}."
         if not force:
             return (
-                f"A versatil pre-commit hook is already installed in {place.hook} but differs "
+                f"A {label} is already installed in {hook} but differs "
                 "from this version's (edited, or installed by another environment); left it as "
-                "it is. Rewrite it with: versatil hook install --force"
+                f"it is. Rewrite it with: {kind.force_hint}"
             )
-        _write_hook(place.hook, wanted)
-        return f"Rewrote the versatil pre-commit hook in {place.hook}."
+        _write_hook(hook, wanted)
+        return f"Rewrote the {label} in {hook}."
 
     made_dir = False
-    if not place.hooks_dir.is_dir():
+    if not hooks_dir.is_dir():
         try:
-            place.hooks_dir.mkdir(parents=True)
+            hooks_dir.mkdir(parents=True)
         except OSError as exc:
-            raise UsageError(f"Could not create {place.hooks_dir}: {exc.strerror}.") from exc
+            raise UsageError(f"Could not create {hooks_dir}: {exc.strerror}.") from exc
         made_dir = True
     kept = ""
-    if os.path.lexists(place.hook):
-        if os.path.lexists(place.saved):
+    if os.path.lexists(hook):
+        if os.path.lexists(saved):
             raise Refused(
-                f"{place.hook} is not versatil's hook, and {place.saved.name} (a hook saved by an "
+                f"{hook} is not versatil's hook, and {saved.name} (a hook saved by an "
                 "earlier install) is in the way; move one of them elsewhere and install again."
             )
         # A rename keeps the hook exactly (bytes, mode, a symlink as a symlink) for uninstall.
-        os.rename(place.hook, place.saved)
-        kept = f"; the hook that was there is kept as {place.saved.name} and runs first"
-    elif os.path.lexists(place.saved):
+        os.rename(hook, saved)
+        kept = f"; the hook that was there is kept as {saved.name} and runs first"
+    elif os.path.lexists(saved):
         # An install that died between the rename and the write: the saved hook is the user's.
-        kept = f"; {place.saved.name}, saved by an earlier install, runs first"
-    _write_hook(place.hook, render_hook(python, made_dir=made_dir))
-    return f"Installed the versatil pre-commit hook in {place.hook}{kept}."
+        kept = f"; {saved.name}, saved by an earlier install, runs first"
+    _write_hook(hook, kind.render(python, made_dir))
+    return f"Installed the {label} in {hook}{kept}."
 
 
 def _write_hook(path: Path, text: str) -> None:
@@ -241,8 +301,40 @@ def _write_hook(path: Path, text: str) -> None:
 
 
 def uninstall(start: str | os.PathLike[str] = ".") -> str:
-    """Remove the pre-commit guard and put back exactly what was there before."""
+    """Remove the pre-commit guard (and the strict guard, if installed) and put back exactly
+    what was there before."""
     place = hook_place(start)
+    strict_done = _uninstall_strict(place.hooks_dir)
+    try:
+        done = _uninstall_pre_commit(place)
+    except Refused as exc:
+        if strict_done:
+            raise Refused(f"{strict_done} {exc}") from exc
+        raise
+    return f"{strict_done}\n{done}" if strict_done else done
+
+
+def _uninstall_strict(hooks_dir: Path) -> str:
+    """Remove our reference-transaction hook, if it is there, and rename back the one it
+    replaced (one atomic step: git never sees a moment without that hook); "" when ours is
+    not installed (what is there, if anything, is left alone)."""
+    kind = _strict_kind()
+    hook = hooks_dir / kind.name
+    saved = hooks_dir / (kind.name + SAVED_SUFFIX)
+    current = _read_ours(hook, kind.marker)
+    if current is None:
+        return ""
+    if os.path.lexists(saved):
+        os.replace(saved, hook)
+        return f"Removed the versatil {kind.name} hook and put back the original {hook}."
+    hook.unlink()
+    if _MADE_DIR in current:
+        with suppress(OSError):  # the pre-commit hook, or something else, is still there
+            hooks_dir.rmdir()
+    return f"Removed the versatil {kind.name} hook from {hooks_dir}."
+
+
+def _uninstall_pre_commit(place: HookPlace) -> str:
     current = _read_ours(place.hook)
     if current is None:
         legacy = place.hook.with_name(HOOK_NAME + ".legacy")
