@@ -21,6 +21,7 @@ BENCHMARKS = {
     "monitor": "bench.bench_monitor",
     "waves": "bench.bench_waves",
     "globs": "bench.bench_globs",
+    "strict": "bench.bench_strict",
 }
 
 

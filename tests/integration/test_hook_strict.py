@@ -250,3 +250,12 @@ def test_parse_updates_reads_git_lines_and_refuses_anything_else() -> None:
     for bad in (b"garbage\n", f"{one} {one}\n".encode(), f"{one} xyz refs/heads/a\n".encode()):
         with pytest.raises(Refused):
             strict.parse_updates(bad)
+
+
+def test_check_refs_on_unreadable_input_refuses_in_one_sentence(git_repo: Path) -> None:
+    result = run_versatil("hook", "check-refs", cwd=git_repo, input="not a ref line\n")
+    assert result.returncode == 1, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "is not '<old> <new> <ref>'" in lines[0], result.stderr
+    extra = run_versatil("hook", "check-refs", "x", cwd=git_repo, input="")
+    assert extra.returncode == 2 and "takes no arguments" in extra.stderr

@@ -3,7 +3,9 @@
 ``versatil agent-hook HARNESS`` is what a coding agent's harness runs before and after every
 tool call, so its start-up is latency the agent waits for on every edit: it is handed to
 :mod:`versatil_fs.agents.client` (the standard library only) before anything else is imported.
-Every other command goes to the click application in :mod:`versatil_fs.cli.app`.
+``versatil hook check-refs`` (the strict guard, in every branch update) goes straight to
+:mod:`versatil_fs.hook.strict`. Every other command goes to the click application in
+:mod:`versatil_fs.cli.app`.
 """
 
 from __future__ import annotations
@@ -23,6 +25,11 @@ def main(args: list[str] | None = None) -> NoReturn:
         from versatil_fs.agents.client import main as agent_hook
 
         sys.exit(agent_hook(argv[1:]))
+    if argv[:2] == ["hook", "check-refs"]:
+        # The strict guard runs in every branch update: click's start-up is skipped there too.
+        from versatil_fs.hook.strict import main as check_refs
+
+        sys.exit(check_refs(argv[2:]))
     from versatil_fs.cli.app import cli, printable_streams, run_cli
 
     printable_streams()

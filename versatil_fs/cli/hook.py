@@ -82,10 +82,9 @@ def check_refs(ctx: click.Context) -> None:
     agent holds a write lock on."""
     from versatil_fs.hook import strict
 
-    result = strict.check_updates(strict.parse_updates(sys.stdin.buffer.read()), ".")
-    if not result.allowed:
-        sys.stderr.write(guard.refusal(result, escape=strict.ESCAPE) + "\n")
-        ctx.exit(1)
+    # versatil_fs.cli.main hands this command to strict.main before click loads; this is the
+    # same call for anyone running the click application itself.
+    ctx.exit(strict.main([]))
 
 
 @hook.command()

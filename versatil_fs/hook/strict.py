@@ -55,6 +55,7 @@ __all__ = [
     "STRICT_TEMPLATE",
     "RefUpdate",
     "check_updates",
+    "main",
     "parse_updates",
     "render_strict_hook",
     "require_git",
@@ -278,3 +279,32 @@ def _git_out(top: os.PathLike[str], *args: str, allow_failure: bool = False) -> 
             f"({err.decode(errors='replace').strip() or proc.returncode})."
         )
     return out.decode(errors="surrogateescape")
+
+
+def main(argv: list[str]) -> int:
+    """``versatil hook check-refs``: the branch updates on stdin checked, the refusal on stderr,
+    the exit code (0 allowed, 1 refused; git aborts the update on anything but 0).
+
+    The entry point hands the command here before click is imported: it runs in every branch
+    update's ``prepared`` state, so its start-up is what a commit pays (about 20 ms saved).
+    """
+    import sys
+
+    from versatil_fs.errors import VersatilError
+    from versatil_fs.hook.check import refusal
+
+    if argv:
+        sys.stderr.write(
+            "versatil hook check-refs: takes no arguments; git's reference-transaction hook "
+            "feeds it '<old> <new> <ref>' lines on stdin.\n"
+        )
+        return 2
+    try:
+        result = check_updates(parse_updates(sys.stdin.buffer.read()), ".")
+    except VersatilError as exc:
+        sys.stderr.write(f"versatil: {exc.for_cli()}\n")
+        return exc.exit_code
+    if result.allowed:
+        return 0
+    sys.stderr.write(refusal(result, escape=ESCAPE) + "\n")
+    return 1
