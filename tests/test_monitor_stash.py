@@ -71,3 +71,19 @@ def test_the_stash_itself_is_left_out_of_the_count(
     _stash(repo, ["src/b.py"], pid=1, start=0, at=now - 10, monkeypatch=monkeypatch)
     # The stash's write is left out; the edit long before it and the other file count.
     assert unlocked_write_count(git_repo) == 2
+
+
+def test_a_stash_logged_after_the_first_look_is_seen(
+    git_repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The view reads only what the log gained since its last look."""
+    repo = Repository.find(git_repo)
+    info = linux.process_info(os.getpid())
+    assert info is not None
+    view = StashView(StateDir(), str(repo.toplevel))
+    events.emit(STREAM, "unlocked-write", repo=repo.key, path="x.py", event="modified")
+    assert view.unstash_of("src/b.py") is None
+    _stash(repo, ["src/b.py"], pid=os.getpid(), start=info[1], at=time.time() - 1,
+           monkeypatch=monkeypatch)
+    events.emit(STREAM, "unlocked-write", repo=repo.key, path="y.py", event="modified")
+    assert view.unstash_of("src/b.py") is not None

@@ -254,6 +254,8 @@ STASH_EVENT = "framework-stash"
 which files the framework stashed for the commit running it (and will put back), when, and
 the framework process (pid and start) whose end ends the un-stash."""
 _STASH_TAIL = 1 << 18
+_STASH_MARGIN = 1 << 14
+_STASHES_KEPT = 64
 
 
 @dataclass(frozen=True)
@@ -316,15 +318,24 @@ class StashView:
         self._alive: set[tuple[int, int]] = set()
 
     def refresh(self) -> None:
+        # The log grows with every write the monitor reports, so only what was appended since
+        # the last look is read (and a little before it: the file may grow between our size
+        # and the read's), not the whole tail each time.
         size = events.end("collision-detection", state=self.state)
         if size == self._size:
             return
+        if self._size < 0 or size < self._size:
+            last, self._stashes = _STASH_TAIL, []
+        else:
+            last = min(_STASH_TAIL, size - self._size + _STASH_MARGIN)
         self._size = size
         tail = events.records(
             "collision-detection", state=self.state, containing=b'"framework-stash"',
-            last_bytes=_STASH_TAIL,
+            last_bytes=last,
         )
-        self._stashes = _stashes(list(tail), self.worktree)
+        known = set(self._stashes)
+        fresh = [s for s in _stashes(list(tail), self.worktree) if s not in known]
+        self._stashes = (self._stashes + fresh)[-_STASHES_KEPT:]
 
     def unstash_of(self, rel: str) -> Stash | None:
         """The stash whose un-stash this write of ``rel`` (seen now) is, if any."""
