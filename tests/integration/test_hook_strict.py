@@ -142,6 +142,10 @@ def test_cherry_pick_merge_rebase_and_am_are_refused_on_a_locked_file(
 def test_other_refs_never_start_versatil(repo: Path, calls: Path, tmp_path: Path) -> None:
     """Checkpoints (fast-import of refs/versatil/*), a fetch's remote refs, tags and branch
     deletions stop in the hook's shell, even while every file is locked."""
+    seen = tmp_path / "seen.log"  # a kept original hook: proof that git did run the hook
+    kept = repo / ".git" / "hooks" / f"{HOOK}.versatil-orig"
+    kept.write_text(f"#!/bin/sh\ncat >> {seen}\n")
+    kept.chmod(0o755)
     lock(repo, "locked.py", "free.py")
     (repo / "free.py").write_text("dirty\n")
     created = run_versatil("checkpoint", "create", "-m", "cp", cwd=repo)
@@ -156,6 +160,9 @@ def test_other_refs_never_start_versatil(repo: Path, calls: Path, tmp_path: Path
     ok(run(repo, "branch", "-D", "side"))  # a deletion changes no file
     lines = calls.read_text().splitlines()
     assert [line for line in lines if "check-refs" in line] == [], lines
+    log = seen.read_text()
+    for ref in (" refs/versatil/", " refs/remotes/other/main", " refs/tags/v1", " refs/heads/side"):
+        assert ref in log, log
     # A new branch at an existing commit changes no file either (git hands it an all-zero old
     # value, as it does an update-ref without one, so versatil looks the branch up).
     ok(run(repo, "branch", "new-branch", "refs/remotes/other/main"))
@@ -259,3 +266,18 @@ def test_check_refs_on_unreadable_input_refuses_in_one_sentence(git_repo: Path) 
     assert len(lines) == 1 and "is not '<old> <new> <ref>'" in lines[0], result.stderr
     extra = run_versatil("hook", "check-refs", "x", cwd=git_repo, input="")
     assert extra.returncode == 2 and "takes no arguments" in extra.stderr
+
+
+def test_a_root_commit_is_all_new(tmp_path: Path, calls: Path) -> None:
+    """The first commit of a repository (or of an orphan branch) creates its branch, and every
+    file in it is new: checked, not waved through as a branch creation."""
+    repo = tmp_path / "fresh"
+    repo.mkdir()
+    git(repo, "init", "-q", "-b", "main")
+    hook.install(repo, strict=True)
+    (repo / "locked.py").write_text("v1\n")
+    git(repo, "add", "locked.py")
+    lock(repo, "locked.py")
+    result = run(repo, "commit", "-qm", "first", "--no-verify")
+    assert result.returncode != 0 and "locked.py (added): locked by Other" in result.stderr
+    assert git(repo, "rev-parse", "-q", "--verify", "refs/heads/main", check=False) == ""
