@@ -281,3 +281,27 @@ def test_a_root_commit_is_all_new(tmp_path: Path, calls: Path) -> None:
     result = run(repo, "commit", "-qm", "first", "--no-verify")
     assert result.returncode != 0 and "locked.py (added): locked by Other" in result.stderr
     assert git(repo, "rev-parse", "-q", "--verify", "refs/heads/main", check=False) == ""
+
+
+def test_off_path_the_installing_interpreter_checks_and_without_it_the_update_is_refused(
+    repo: Path,
+) -> None:
+    lock(repo, "locked.py")
+    env_path = "/usr/bin:/bin"  # no versatil: the hook falls back to INSTALL_PYTHON
+    (repo / "locked.py").write_text("mine\n")
+    result = subprocess.run(
+        ["git", "commit", "-qam", "x", "--no-verify"], cwd=repo, capture_output=True, text=True,
+        env={**os.environ, "PATH": env_path, "VERSATIL_AGENT": "Marcus"}, timeout=60,
+    )
+    refused(result)
+    installed = repo / ".git" / "hooks" / HOOK
+    installed.write_text(strict.render_strict_hook(""))  # no fallback interpreter either
+    result = subprocess.run(
+        ["git", "commit", "-qam", "x", "--no-verify"], cwd=repo, capture_output=True, text=True,
+        env={**os.environ, "PATH": env_path}, timeout=60,
+    )
+    assert result.returncode != 0 and "'versatil' is not on PATH" in result.stderr
+    # ... while the refs that never reach versatil still work without it.
+    tagged = subprocess.run(["git", "tag", "v2"], cwd=repo, capture_output=True, text=True,
+                            env={**os.environ, "PATH": env_path}, timeout=60)
+    assert tagged.returncode == 0, tagged.stderr

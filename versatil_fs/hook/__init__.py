@@ -4,6 +4,8 @@
   and the message a refused commit prints;
 * :mod:`~versatil_fs.hook.install` — the hook script, where git runs it, install and uninstall;
 * :mod:`~versatil_fs.hook.context` — what git hands a hook (its repository, its variables).
+* :mod:`~versatil_fs.hook.strict` — the strict guard (``install --strict``): git's
+  reference-transaction hook, for the commits that skip pre-commit.
 
 The names callers use are re-exported here (``hook.check``, ``hook.install``).
 """
