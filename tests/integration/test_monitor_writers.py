@@ -87,8 +87,9 @@ def test_the_monitor_never_reports_its_own_output_files(spawn: Spawner, repo: Pa
 def test_a_following_monitor_does_not_print_writes_to_its_own_output(
     spawn: Spawner, repo: Path
 ) -> None:
-    """Another process observes and reports the follower's writes to its output file; printing
-    them would write that file again, once per line, forever."""
+    """Another process observes: it must not report the follower's writes to its output file
+    (the follower announces it), and the follower must not print them (that would write the
+    file again, once per line, forever)."""
     (repo / ".gitignore").write_text("build/\n")
     observer = start_monitor(spawn, repo)
     argv = " ".join(shlex.quote(a) for a in versatil_argv("monitor", "--json"))
@@ -99,13 +100,21 @@ def test_a_following_monitor_does_not_print_writes_to_its_own_output(
     wait_for(lambda: "already watching" in (err.read_text() if err.exists() else ""))
     (repo / "src" / "a.py").write_text("a = 2\n")
     wait_for(lambda: any(line["path"] == "src/a.py" for line in _lines(out)))
-    # The observer reports the follower's write to follow.log (it cannot tell who wrote it).
-    assert [w["path"] for w in observer.until("follow.log")][-1] == "follow.log"
+    # The shell's redirections create both files before the follower runs, let alone says
+    # they are its output: those creations are reported, and nothing after them.
+    before = observer.until("src/a.py")
+    assert {(w["path"], w["event"]) for w in before[:-1]} <= {
+        ("follow.log", "created"), ("follow.err", "created"),
+    }, before
     (repo / "docs" / "sentinel.md").write_text("sentinel\n")
     wait_for(lambda: any(line["path"] == "docs/sentinel.md" for line in _lines(out)))
     child.kill(signal.SIGTERM)
     assert child.wait() == 0, err.read_text()
     assert [line["path"] for line in _lines(out)] == ["src/a.py", "docs/sentinel.md"]
+    # The observer reported neither file of the follower (its lines up to one more sentinel).
+    assert [w["path"] for w in observer.sentinel()] == ["docs/sentinel.md"]
+    written = {(e.data["path"], e.data["event"]) for e in log("unlocked-write")}
+    assert not {("follow.log", "modified"), ("follow.err", "modified")} & written, written
 
 
 def test_a_restores_writes_are_the_restores(spawn: Spawner, repo: Path) -> None:

@@ -98,6 +98,8 @@ class _Foreground:
         """Follow the elected monitor, and wait to take over from it."""
         pid = self.election.holder_pid()
         who = f"process {pid}" if pid else "another process"
+        # Before anything is printed: the observer must know our output files are ours.
+        self.own.announce(self.repo.key, str(self.repo.toplevel))
         # From this offset on, before saying so: nothing logged after the notice is missed.
         threading.Thread(
             target=self.follower, args=(log_size(self.state),), name="versatil-follow",

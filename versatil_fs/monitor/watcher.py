@@ -66,7 +66,7 @@ from versatil_fs.monitor.inotify import (
     event_filter,
     make_observer,
 )
-from versatil_fs.monitor.own_files import OwnFiles
+from versatil_fs.monitor.own_files import FollowerOutputs, OwnFiles
 from versatil_fs.monitor.scan import TreeScan, in_git_dir, normalize_guards, scan, under
 from versatil_fs.monitor.tracking import Tracker
 from versatil_fs.monitor.writes import Reporter, Write
@@ -132,6 +132,8 @@ class Monitor:
             repo, self.state, self.locks, look=self.tracker.stat, sink=sink, notify=notify,
             record=record, own=own if own else None,
         )
+        if record:  # the observing monitor: the ones following it announce their outputs
+            self.reporter.followers = FollowerOutputs(self.state, self.root)
         self.tracker.bind(self.reporter)
         self.has_baseline = False
         self.rescans = 0

@@ -141,6 +141,7 @@ class Reporter:
         self.locked = 0
         self.restored = 0
         self.restores = RestoreView(state, repo)
+        self.followers: Callable[[str], bool] | None = None
         self.stashes = StashView(state, self.root)
         self.stashed = 0
         self._warned = False
@@ -187,6 +188,8 @@ class Reporter:
         info = self.look(rel) if event != "deleted" else None
         if self.own is not None and self.own(rel, info):
             return
+        if self.followers is not None and self.followers(rel):
+            return  # a following monitor's output file: it writes it, as we write ours
         now = time.time()
         # A restore's own writes first: a forced restore over a locked file is the restore's
         # write, not the holder's, and `restore --agent` must not take it for theirs.
