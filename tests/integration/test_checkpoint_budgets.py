@@ -85,7 +85,7 @@ def test_the_api_returns_and_logs_what_a_prune_removed(
     old = cps.create("old", prune=False)
     cps.create("newer", prune=False)
     cps.create("newest", prune=False)
-    with caplog.at_level(logging.INFO, logger="versatil_fs.checkpoints"):
+    with caplog.at_level(logging.DEBUG, logger="versatil_fs.checkpoints"):
         result = cps.prune()
     assert result.removed == [old.id] and result.kept_own == 2
     (entry,) = result.entries

@@ -74,7 +74,6 @@ import builtins
 import contextlib
 import logging
 import os
-import sys
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -379,20 +378,21 @@ class Checkpoints:
         except VersatilError as exc:
             # The checkpoint or restore this follows is done: an error here must not make
             # the caller believe it was not.
-            print(f"versatil: done, but pruning old checkpoints failed ({reason(exc)}).",
-                  file=sys.stderr)
+            _log.warning("done, but pruning old checkpoints failed (%s).", reason(exc))
             return
-        # A prune the user did not ask for is never silent: one line per checkpoint removed.
+        # A prune the user did not ask for is never silent: one line per checkpoint removed,
+        # on this logger (the CLI prints its lines on stderr; a library caller chooses).
         for entry in result.entries:
-            print(f"versatil: {pruned_line(entry)}", file=sys.stderr)
+            _log.info("%s", pruned_line(entry))
 
     def prune(self, keep: int | None = None,
               keep_automatic: int | None = None) -> PruneResult:
         """Delete the oldest checkpoints beyond the budgets, in each worktree on its own: the
         user's own beyond ``keep`` (default ``max_checkpoints``), those versatil made on its
         own (safety, wave, run, periodic) beyond ``keep_automatic`` (default
-        ``max_automatic``). The result lists each one removed (``entries``); the removal is
-        also logged (a ``prune`` event and the ``versatil_fs.checkpoints`` logger)."""
+        ``max_automatic``). The result lists each one removed (``entries``), and the ``prune``
+        event records it; each removal is logged on the ``versatil_fs.checkpoints`` logger (at
+        INFO after a create or restore, which nobody asked to prune; else at DEBUG)."""
         if keep is None:
             keep = self.max_checkpoints()
         if keep_automatic is None:
@@ -439,8 +439,8 @@ class Checkpoints:
         if removed:
             self.site.emit_done("checkpoints", "prune", repo=self.key, removed=removed,
                                 kept=keep, kept_automatic=keep_automatic)
-            for entry in entries:
-                _log.info("%s", pruned_line(entry))
+            for entry in entries:  # the caller has them (entries); a debug log may want them
+                _log.debug("%s", pruned_line(entry))
         left = [r for r in records if r.id in live]
         own = sum(1 for r in left if not automatic(r))
         return PruneResult(kept=len(left), removed=removed, kept_own=own,

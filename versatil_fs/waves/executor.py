@@ -96,10 +96,10 @@ their own lock) goes with it.
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import os
 import queue
-import sys
 import threading
 import time
 from collections.abc import Sequence
@@ -149,6 +149,8 @@ from versatil_fs.waves.store import (
     RunStore,
     os_reason,
 )
+
+_checkpoints_log = logging.getLogger("versatil_fs.checkpoints")
 
 __all__ = [
     "WaveExecutor",
@@ -358,9 +360,10 @@ class WaveExecutor:
         if run.checkpoints:
             with contextlib.suppress(VersatilError):
                 # The run made its checkpoints with prune=False; a prune nobody asked for is
-                # never silent (as after `checkpoint create`): one line per checkpoint removed.
+                # never silent (as after `checkpoint create`): one line per checkpoint removed,
+                # on the checkpoints' logger, which the CLI prints.
                 for entry in self._baselines.api().prune().entries:
-                    print(f"versatil: {pruned_line(entry)}", file=sys.stderr)
+                    _checkpoints_log.info("%s", pruned_line(entry))
         counts = run.counts()
         self._emit("run-done", None, status=run.status, **counts)
         self.observer.event(run, "run-done", None, run.status)
