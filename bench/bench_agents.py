@@ -36,7 +36,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from bench.bench_hook import _env
+from bench.common import bench_env
 
 GOAL_MS = 60.0
 GOAL_RATIO = 3.0
@@ -69,7 +69,7 @@ def run(locks: int, runs: int) -> dict[str, list[float]]:
     results: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory(prefix="versatil-bench-agents-") as tmp:
         home, repo = Path(tmp) / "home", Path(tmp) / "repo"
-        env = _env(home, Path(tmp) / "pycache")
+        env = bench_env(home, Path(tmp) / "pycache")
         subprocess.run(["git", "init", "-q", str(repo)], env=env, check=True)
         (repo / "src").mkdir()
         for i in range(runs + 10):

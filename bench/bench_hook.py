@@ -16,69 +16,31 @@ Goal (issue 6): the check takes at most 150 ms wall for 1,000 staged files and 1
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
+
+from bench.common import bench_env, git, timed
 
 GOAL_MS = 150.0
 
 
-def _env(home: Path, pycache: Path) -> dict[str, str]:
-    env = dict(os.environ)
-    # Start-up is most of the check's time, so measure it as users get it: with compiled
-    # bytecode. A sandbox that sets PYTHONDONTWRITEBYTECODE would otherwise have every run
-    # compile every module from source; the prefix keeps the bytecode out of the source tree.
-    env.pop("PYTHONDONTWRITEBYTECODE", None)
-    env.update(
-        PYTHONPYCACHEPREFIX=str(pycache),
-        VERSATIL_HOME=str(home),
-        # The hook finds `versatil` on PATH, as it would in the venv of whoever commits.
-        PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
-        GIT_AUTHOR_NAME="bench",
-        GIT_AUTHOR_EMAIL="bench@example.invalid",
-        GIT_COMMITTER_NAME="bench",
-        GIT_COMMITTER_EMAIL="bench@example.invalid",
-        GIT_CONFIG_NOSYSTEM="1",
-    )
-    env.pop("VERSATIL_AGENT", None)  # a human commits: every write lock counts
-    return env
-
-
-def _git(repo: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run(["git", *args], cwd=repo, env=env, check=True, capture_output=True)
-
-
 def _make_repo(repo: Path, env: dict[str, str], files: int) -> None:
     subprocess.run(["git", "init", "-q", str(repo)], env=env, check=True)
-    _git(repo, env, "config", "commit.gpgsign", "false")
+    git(repo, env, "config", "commit.gpgsign", "false")
     for i in range(files):
         path = repo / "src" / f"pkg{i // 50:03d}" / f"mod{i:04d}.py"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(f"VALUE = {i}\n")
-    _git(repo, env, "add", "-A")
-    _git(repo, env, "commit", "-q", "-m", "base")
+    git(repo, env, "add", "-A")
+    git(repo, env, "commit", "-q", "-m", "base")
     for i in range(files):  # the change every timed commit stages
         path = repo / "src" / f"pkg{i // 50:03d}" / f"mod{i:04d}.py"
         path.write_text(f"VALUE = {i + 1}\n")
-    _git(repo, env, "add", "-A")
-
-
-def _time(
-    action: Callable[[], object], runs: int, after: Callable[[], object] | None = None
-) -> list[float]:
-    samples = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        action()
-        samples.append((time.perf_counter() - start) * 1e3)
-        if after is not None:
-            after()  # untimed: put the staged change back for the next commit
-    return samples
+    git(repo, env, "add", "-A")
 
 
 def run(files: int, locks: int, runs: int) -> dict[str, list[float]]:
@@ -89,7 +51,7 @@ def run(files: int, locks: int, runs: int) -> dict[str, list[float]]:
     results: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory(prefix="versatil-bench-hook-") as tmp:
         home, repo = Path(tmp) / "home", Path(tmp) / "repo"
-        env = _env(home, Path(tmp) / "pycache")
+        env = bench_env(home, Path(tmp) / "pycache")
         _make_repo(repo, env, files)
         manager = LockManager(repo=repo, state=StateDir(home))
         held = [
@@ -104,10 +66,10 @@ def run(files: int, locks: int, runs: int) -> dict[str, list[float]]:
         versatil = str(Path(sys.executable).with_name("versatil"))
 
         def commit() -> None:
-            _git(repo, env, "commit", "-q", "-m", "bench")
+            git(repo, env, "commit", "-q", "-m", "bench")
 
         def uncommit() -> None:
-            _git(repo, env, "reset", "-q", "--soft", "HEAD~1")
+            git(repo, env, "reset", "-q", "--soft", "HEAD~1")
 
         def check(expect: int) -> Callable[[], None]:
             def go() -> None:
@@ -120,18 +82,18 @@ def run(files: int, locks: int, runs: int) -> dict[str, list[float]]:
             return go
 
         check(0)()  # warm-up: fills the bytecode cache
-        results["python -c pass"] = _time(
+        results["python -c pass"] = timed(
             lambda: subprocess.run([sys.executable, "-c", "pass"], env=env, check=True), runs
         )
-        results["git commit, no hook"] = _time(commit, runs, uncommit)
-        results["versatil hook check"] = _time(check(0), runs)
+        results["git commit, no hook"] = timed(commit, runs, uncommit)
+        results["versatil hook check"] = timed(check(0), runs)
         blocker = manager.acquire(["src/pkg000/"], agent="Blocker", owner="shell")
-        results["versatil hook check, refused"] = _time(check(1), runs)
+        results["versatil hook check, refused"] = timed(check(1), runs)
         blocker.release()
         subprocess.run(
             [versatil, "hook", "install"], cwd=repo, env=env, check=True, capture_output=True
         )
-        results["git commit, with hook"] = _time(commit, runs, uncommit)
+        results["git commit, with hook"] = timed(commit, runs, uncommit)
         for lease in held:
             lease.release()
     return results

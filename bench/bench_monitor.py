@@ -37,6 +37,8 @@ from collections import Counter
 from pathlib import Path
 from typing import IO, Any
 
+from bench.common import bench_env
+
 GOAL_P99_MS = 10.0
 
 # The floor: watchdog alone, printing the path of every closed file, flushed per event.
@@ -58,23 +60,6 @@ BARE_WATCHDOG = textwrap.dedent(
     sys.stdin.read()
     """
 )
-
-
-def _env(home: Path, pycache: Path) -> dict[str, str]:
-    env = dict(os.environ)
-    # Start-up is part of what is measured: with compiled bytecode, as users get it.
-    env.pop("PYTHONDONTWRITEBYTECODE", None)
-    env.pop("VERSATIL_AGENT", None)
-    env.update(
-        PYTHONPYCACHEPREFIX=str(pycache),
-        VERSATIL_HOME=str(home),
-        GIT_AUTHOR_NAME="bench",
-        GIT_AUTHOR_EMAIL="bench@example.invalid",
-        GIT_COMMITTER_NAME="bench",
-        GIT_COMMITTER_EMAIL="bench@example.invalid",
-        GIT_CONFIG_NOSYSTEM="1",
-    )
-    return env
 
 
 def _make_repo(repo: Path, env: dict[str, str]) -> None:
@@ -242,7 +227,7 @@ def run(writes: int, files: int, overflow_files: int, runs: int) -> dict[str, An
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="versatil-bench-monitor-") as tmp:
         home, repo = Path(tmp) / "home", Path(tmp) / "repo"
-        env = _env(home, Path(tmp) / "pycache")
+        env = bench_env(home, Path(tmp) / "pycache")
         _make_repo(repo, env)
         versatil = [str(Path(sys.executable).with_name("versatil"))]
 

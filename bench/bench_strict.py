@@ -24,42 +24,11 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
 
+from bench.common import bench_env, git, timed
+
 GOAL_MS = 150.0
-
-
-def _env(home: Path, pycache: Path) -> dict[str, str]:
-    env = dict(os.environ)
-    # As bench_hook: measure the hook's Python start as users get it, with compiled bytecode.
-    env.pop("PYTHONDONTWRITEBYTECODE", None)
-    env.update(
-        PYTHONPYCACHEPREFIX=str(pycache),
-        VERSATIL_HOME=str(home),
-        PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
-        GIT_AUTHOR_NAME="bench",
-        GIT_AUTHOR_EMAIL="bench@example.invalid",
-        GIT_COMMITTER_NAME="bench",
-        GIT_COMMITTER_EMAIL="bench@example.invalid",
-        GIT_CONFIG_NOSYSTEM="1",
-    )
-    env.pop("VERSATIL_AGENT", None)  # a human commits: every write lock counts
-    return env
-
-
-def _git(repo: Path, env: dict[str, str], *args: str) -> None:
-    subprocess.run(["git", *args], cwd=repo, env=env, check=True, capture_output=True)
-
-
-def _time(action: Callable[[], object], runs: int) -> list[float]:
-    samples = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        action()
-        samples.append((time.perf_counter() - start) * 1e3)
-    return samples
 
 
 def run(files: int, locks: int, runs: int) -> dict[str, list[float]]:
@@ -72,18 +41,18 @@ def run(files: int, locks: int, runs: int) -> dict[str, list[float]]:
     results: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory(prefix="versatil-bench-strict-") as tmp:
         home, repo = Path(tmp) / "home", Path(tmp) / "repo"
-        env = _env(home, Path(tmp) / "pycache")
+        env = bench_env(home, Path(tmp) / "pycache")
         saved_env = dict(os.environ)
         os.environ.update(env)  # the in-process checkpoint's git (and its hook) inherit it
         try:
             subprocess.run(["git", "init", "-q", str(repo)], env=env, check=True)
-            _git(repo, env, "config", "commit.gpgsign", "false")
+            git(repo, env, "config", "commit.gpgsign", "false")
             for i in range(files):
                 path = repo / "src" / f"pkg{i // 50:03d}" / f"mod{i:04d}.py"
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_text(f"VALUE = {i}\n")
-            _git(repo, env, "add", "-A")
-            _git(repo, env, "commit", "-q", "-m", "base")
+            git(repo, env, "add", "-A")
+            git(repo, env, "commit", "-q", "-m", "base")
             manager = LockManager(repo=repo, state=StateDir(home))
             held = [
                 manager.acquire(
@@ -99,7 +68,7 @@ def run(files: int, locks: int, runs: int) -> dict[str, list[float]]:
 
             def commit() -> None:
                 target.write_text(f"VALUE = {next(counter)}\n")
-                _git(repo, env, "commit", "-q", "--no-verify", "-am", "bench")
+                git(repo, env, "commit", "-q", "--no-verify", "-am", "bench")
 
             checkpoints = Checkpoints(repo)
 
@@ -107,12 +76,12 @@ def run(files: int, locks: int, runs: int) -> dict[str, list[float]]:
                 checkpoints.create("bench", prune=False)
 
             commit()  # warm-up
-            results["git commit --no-verify"] = _time(commit, runs)
-            results["checkpoint create"] = _time(checkpoint, runs)
+            results["git commit --no-verify"] = timed(commit, runs)
+            results["checkpoint create"] = timed(checkpoint, runs)
             hook.install(repo, strict=True)
             commit()  # warm-up: fills the bytecode cache of the hook's versatil
-            results["git commit --no-verify, strict hook"] = _time(commit, runs)
-            results["checkpoint create, strict hook"] = _time(checkpoint, runs)
+            results["git commit --no-verify, strict hook"] = timed(commit, runs)
+            results["checkpoint create, strict hook"] = timed(checkpoint, runs)
             for lease in held:
                 lease.release()
         finally:
