@@ -203,38 +203,46 @@ class Reporter:
         if grant is None and self.stashes.unstash_of(rel) is not None:
             self._stashed(rel, event, now, source=source, rescan=rescan)
             return
-        if grant is None:
-            self.unlocked += 1
-            write = Write(
-                kind="unlocked-write", path=rel, event=event, agent=None, time=now,
-                source=source, rescan=rescan,
-            )
-            if self.record:
-                extra: dict[str, Any] = {}
-                if source:
-                    extra["from"] = source
-                if rescan:
-                    extra["rescan"] = True
-                self.log(
-                    "unlocked-write", path=rel, event=event, worktree=self.root, **extra
-                )
-        else:
-            self.locked += 1
-            write = Write(
-                kind="locked-write", path=rel, event=event, agent=grant.agent, time=now,
-                source=source, rescan=rescan, attributed="lock",
-            )
-            # The kind and fields `checkpoint restore --agent` reads back. source "monitor" and
-            # attributed "lock": the writer is not known (inotify does not say who wrote), only
-            # that this agent held the covering write lock; the writer-known sources are the
-            # agent harness hooks' and `versatil run`'s and the wave executor's own scans.
-            self.log(
-                "files-modified", grant.agent, paths=[rel], wave=None, task=None,
-                event=event, source="monitor", attributed="lock", lease=grant.id,
-                worktree=self.root,
-            )
+        write = (
+            self._unlocked(rel, event, now, source=source, rescan=rescan) if grant is None
+            else self._locked(rel, event, grant, now, source=source, rescan=rescan)
+        )
         if self.sink is not None:
             self.sink(write)
+
+    def _unlocked(
+        self, rel: str, event: EventName, now: float, *, source: str | None, rescan: bool
+    ) -> Write:
+        self.unlocked += 1
+        if self.record:
+            extra: dict[str, Any] = {}
+            if source:
+                extra["from"] = source
+            if rescan:
+                extra["rescan"] = True
+            self.log("unlocked-write", path=rel, event=event, worktree=self.root, **extra)
+        return Write(
+            kind="unlocked-write", path=rel, event=event, agent=None, time=now, source=source,
+            rescan=rescan,
+        )
+
+    def _locked(
+        self, rel: str, event: EventName, grant: Grant, now: float, *, source: str | None,
+        rescan: bool,
+    ) -> Write:
+        self.locked += 1
+        # The kind and fields `checkpoint restore --agent` reads back. source "monitor" and
+        # attributed "lock": the writer is not known (inotify does not say who wrote), only
+        # that this agent held the covering write lock; the writer-known sources are the agent
+        # harness hooks' and `versatil run`'s and the wave executor's own scans.
+        self.log(
+            "files-modified", grant.agent, paths=[rel], wave=None, task=None, event=event,
+            source="monitor", attributed="lock", lease=grant.id, worktree=self.root,
+        )
+        return Write(
+            kind="locked-write", path=rel, event=event, agent=grant.agent, time=now,
+            source=source, rescan=rescan, attributed="lock",
+        )
 
     def _restored(
         self, rel: str, event: EventName, restoring: Restoring, now: float, *,
