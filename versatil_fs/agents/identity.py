@@ -17,6 +17,22 @@ after the harness died never passes for it. ``VERSATIL_HARNESS_PID`` names it ou
 harness that runs hooks through a long-lived helper whose life is not the session's. Where
 there is no ``/proc`` (not Linux) no harness is found and the hook decides in-process with
 time-limited leases instead (see :mod:`versatil_fs.agents.client`).
+
+What the harness process is, per harness (each page documents hooks as commands the harness
+runs with the payload on stdin; the process tree is what a hook sees above it):
+
+* Claude Code (https://code.claude.com/docs/en/hooks): the ``claude`` process of the session;
+  it exits with the session, so its keeper and claims end with it.
+* Codex CLI (https://developers.openai.com/codex/hooks): the ``codex`` process; Codex has no
+  session-end event, so this is how a Codex session's claims end.
+* Gemini CLI (https://geminicli.com/docs/hooks/reference): the ``gemini`` (node) process.
+* Cursor (https://cursor.com/docs/hooks) and Cline
+  (https://docs.cline.bot/features/hooks/hook-reference): the editor's agent/extension host,
+  which hosts several conversations or tasks: each is a session of its own (by
+  ``conversation_id`` / ``taskId``) ended by its own end event, and all of them end when the
+  editor's process does.
+* GitHub Copilot CLI (https://docs.github.com/en/copilot/reference/hooks-configuration): the
+  ``copilot`` process.
 """
 
 from __future__ import annotations
