@@ -65,7 +65,11 @@ def _class_regex(body: str) -> str:
             out.append(f"{re.escape(lo)}-{re.escape(hi)}")
         else:
             out.append(re.escape(lo))
-    return "[" + ("^" if negated else "") + "".join(out) + "]"
+    if negated:
+        # Within one segment: a negated class never matches the separator (as in git), and a
+        # regex's [^a] would.
+        return "[^/" + "".join(out) + "]"
+    return "[" + "".join(out) + "]"
 
 
 def oracle_segments(text: str) -> list[Seg]:
