@@ -8,7 +8,6 @@ lock`` never pays for watchdog, yaml or rich; see bench/ for the start-up figure
 from __future__ import annotations
 
 import importlib
-import logging  # already loaded by click's import: it costs nothing here
 import os
 import sys
 from typing import Any
@@ -95,7 +94,6 @@ def run_cli(group: click.Command, args: list[str] | None = None, prog: str = "ve
     object on stdout (:func:`_json_error`); the sentence still goes to stderr.
     """
     debug = "--debug" in (args if args is not None else sys.argv[1:])
-    _say_library_notices()
     wanted = json_requested()
     token = wanted.set(False)
     try:
@@ -164,29 +162,6 @@ def _run(group: click.Command, args: list[str] | None, prog: str, debug: bool) -
         print(f"{prog}: {sentence}.", file=sys.stderr)
         return 70
     return result if isinstance(result, int) else 0
-
-
-def _say_library_notices() -> None:
-    """Print what the library says on its loggers (a prune nobody asked for, a step that was
-    done but not logged) as ``versatil: ...`` lines on stderr: the library only logs, as a
-    library should, and its CLI is the one that shows the user."""
-    root = logging.getLogger("versatil_fs")
-    if any(getattr(h, "versatil_cli", False) for h in root.handlers):
-        return  # run_cli called again in this process (the tests' in-process runner)
-    handler = _StderrHandler()
-    handler.setFormatter(logging.Formatter("versatil: %(message)s"))
-    handler.versatil_cli = True  # type: ignore[attr-defined]
-    root.addHandler(handler)
-    root.setLevel(logging.INFO)
-
-
-class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
-    """A handler writing to whatever ``sys.stderr`` is at the time (click's test runner and
-    ours swap it per call), not to the stream there was when the handler was made."""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.stream = sys.stderr
-        super().emit(record)
 
 
 def _silence_stdout() -> None:

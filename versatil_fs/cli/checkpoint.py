@@ -18,7 +18,13 @@ from versatil_fs.checkpoints import (
     printable,
     pruned_line,
 )
-from versatil_fs.cli.common import echo, echo_json, json_option, restore_options
+from versatil_fs.cli.common import (
+    echo,
+    echo_json,
+    json_option,
+    restore_options,
+    say_library_notices,
+)
 from versatil_fs.errors import UsageError
 
 __all__ = ["checkpoint", "create", "diff", "list_", "print_list", "prune", "restore", "run_restore",
@@ -32,6 +38,7 @@ def _checkpoints() -> Checkpoints:
 @click.group()
 def checkpoint() -> None:
     """Save the whole working tree as a git commit, and bring all or part of it back."""
+    say_library_notices()
 
 
 @checkpoint.command()

@@ -18,6 +18,7 @@ __all__ = [
     "json_option",
     "json_requested",
     "restore_options",
+    "say_library_notices",
 ]
 
 
@@ -103,3 +104,29 @@ def restore_options(command: Callable[..., None]) -> Callable[..., None]:
     )):
         command = decorate(command)
     return command
+
+
+def say_library_notices() -> None:
+    """Print what the library says on its loggers (a prune nobody asked for, a step done but
+    not logged) as ``versatil: ...`` lines on stderr: the library only logs, as a library
+    should, and its CLI is what shows the user. Called by the commands that can prune
+    (checkpoint, wave, run, the daemon's): ``logging`` costs ~10 ms to import, which the lock
+    and guard commands do not pay."""
+    import logging
+
+    root = logging.getLogger("versatil_fs")
+    if any(getattr(h, "versatil_cli", False) for h in root.handlers):
+        return  # once per process (the tests' in-process runner calls commands many times)
+
+    class StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+        # Whatever sys.stderr is when a line is written: click's test runner swaps it per
+        # call, and a handler bound to the stream of its creation would write to a dead one.
+        def emit(self, record: logging.LogRecord) -> None:
+            self.stream = sys.stderr
+            super().emit(record)
+
+    handler = StderrHandler()
+    handler.setFormatter(logging.Formatter("versatil: %(message)s"))
+    handler.versatil_cli = True  # type: ignore[attr-defined]
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)

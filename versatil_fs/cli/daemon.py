@@ -13,7 +13,13 @@ from typing import Any
 import click
 
 from versatil_fs.cli import run_cli
-from versatil_fs.cli.common import echo, echo_json, json_option, restore_options
+from versatil_fs.cli.common import (
+    echo,
+    echo_json,
+    json_option,
+    restore_options,
+    say_library_notices,
+)
 
 __all__ = ["daemon", "list_checkpoints", "main", "release_locks", "restore_checkpoint"]
 
@@ -25,6 +31,7 @@ __all__ = ["daemon", "list_checkpoints", "main", "release_locks", "restore_check
 @click.option("--debug", is_flag=True, help="Show tracebacks for errors.")
 def daemon(directory: str | None, debug: bool) -> None:
     """Recovery commands: list and restore checkpoints, release an agent's locks."""
+    say_library_notices()
     if directory:
         try:
             os.chdir(directory)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import click
 
 from versatil_fs import runner
-from versatil_fs.cli.common import agent_option
+from versatil_fs.cli.common import agent_option, say_library_notices
 
 __all__ = [
     "run",
@@ -57,6 +57,7 @@ def run(
     \b
     versatil run --agent Marcus --lock src/api/ -- claude -p "add /auth/login"
     """
+    say_library_notices()
     result = runner.run(
         command, agent=agent, writes=writes, reads=reads, wait=wait, checkpoint=checkpoint,
         rollback_on_failure=rollback_on_failure, monitor=not no_monitor,

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import click
 import msgspec
 
-from versatil_fs.cli.common import echo, echo_json, json_option
+from versatil_fs.cli.common import echo, echo_json, json_option, say_library_notices
 from versatil_fs.cli.wave_progress import PlainProgress, RichProgress, progress
 from versatil_fs.cli.wave_text import markdown, plan_lines, report_lines, status_lines
 from versatil_fs.errors import UsageError
@@ -57,6 +57,7 @@ max_agents_option = click.option(
 @click.group()
 def wave() -> None:
     """Run a plan of tasks in parallel waves, under locks, with checkpoints."""
+    say_library_notices()
 
 
 # plan -------------------------------------------------------------------------------------------
