@@ -30,15 +30,14 @@ if TYPE_CHECKING:
 
 __all__ = ["main", "session_agent"]
 
-_HARNESSES = ("claude", "codex", "gemini", "cursor", "cline", "copilot")  # protocol.HARNESSES
 _START_BUDGET = 10.0  # seconds for a keeper to start listening (its imports, on a busy machine)
 _ANSWER_BUDGET = 900.0  # a claim may queue for [agents] wait_on_edit (at most 600 s)
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 1 or argv[0] not in _HARNESSES:
+    if len(argv) != 1 or argv[0] not in wire.HARNESSES:
         print(
-            f"versatil agent-hook: name one harness ({', '.join(_HARNESSES)}); it is run by "
+            f"versatil agent-hook: name one harness ({', '.join(wire.HARNESSES)}); it is run by "
             "the harness, which `versatil integrate HARNESS` configures.",
             file=sys.stderr,
         )
@@ -127,17 +126,11 @@ def _exchange(sock: _socket.socket, request: bytes) -> tuple[int, bytes, bytes] 
     try:
         sock.sendall(request)
         sock.shutdown(1)  # SHUT_WR: the end of the request
-        chunks = []
-        while True:
-            chunk = sock.recv(1 << 16)
-            if not chunk:
-                break
-            chunks.append(chunk)
+        data = wire.recv_all(sock)
     except OSError:
         return None
     finally:
         sock.close()
-    data = b"".join(chunks)
     return wire.decode_reply(data) if data else None
 
 

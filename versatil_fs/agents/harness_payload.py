@@ -11,6 +11,7 @@ import json
 import os.path
 from collections.abc import Mapping, Sequence
 
+from versatil_fs.agents import wire
 from versatil_fs.agents.protocol import BadPayload, Event, HookCall, Reply, Verdict
 
 __all__ = [
@@ -31,11 +32,7 @@ __all__ = [
     "tool_event",
 ]
 
-# A payload over 16 MiB is refused before it is decoded: the hook runs before every edit, and a
-# huge payload (a Write of a generated file, a runaway patch) must neither make the agent wait
-# while it is parsed nor hold hundreds of MiB of Python objects. 16 MiB is far above any edit a
-# person would review; the fail policy answers for the rest.
-MAX_PAYLOAD = 16 * 1024 * 1024
+MAX_PAYLOAD = wire.MAX_PAYLOAD  # refused before it is decoded: wire.py says why
 
 # How versatil marks a warning it gives the agent (the fail policy let a call through unchecked).
 WARNING = "versatil warning: "

@@ -106,7 +106,7 @@ class Keeper:
                 return  # another user reached the socket: answer nothing
             conn.settimeout(_READ_BUDGET)
             try:
-                data = _read_all(conn)
+                data = wire.recv_all(conn, _MAX_REQUEST)
                 harness, cwd, env, payload = wire.decode_request(data)
             except (OSError, ValueError):
                 return  # the client falls back to deciding in-process
@@ -140,19 +140,6 @@ def _now() -> float:
     import time
 
     return time.monotonic()
-
-
-def _read_all(conn: socket.socket) -> bytes:
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        chunk = conn.recv(1 << 16)
-        if not chunk:
-            return b"".join(chunks)
-        size += len(chunk)
-        if size > _MAX_REQUEST:
-            raise ValueError("a hook request over the size limit")
-        chunks.append(chunk)
 
 
 def _same_user(conn: socket.socket) -> bool:

@@ -15,8 +15,7 @@ from typing import Literal
 
 __all__ = ["HARNESSES", "BadPayload", "Event", "HookCall", "Reply", "Verdict"]
 
-# The harnesses `versatil integrate` and `versatil agent-hook` know, in the order shown to users.
-HARNESSES: tuple[str, ...] = ("claude", "codex", "gemini", "cursor", "cline", "copilot")
+from versatil_fs.agents.wire import HARNESSES  # the one list (wire.py says why it lives there)
 
 # What a hook call is about, whatever the harness calls it:
 # - "session-start" / "session-end": the agent's session begins / ends;

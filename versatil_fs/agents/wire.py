@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
 
 __all__ = [
+    "HARNESSES",
     "MAGIC",
     "MAX_PAYLOAD",
     "WHO",
@@ -40,9 +41,15 @@ __all__ = [
     "encode_reply",
     "encode_request",
     "keeper_name",
+    "recv_all",
     "socket_address",
     "state_root",
 ]
+
+# The harnesses `versatil integrate` and `versatil agent-hook` know, in the order shown to users
+# (here, not in protocol.py, so that the hook process can check its argument without importing
+# dataclasses; protocol.py re-exports it).
+HARNESSES: tuple[str, ...] = ("claude", "codex", "gemini", "cursor", "cline", "copilot")
 
 MAGIC = b"versatil-hook/1"
 # The harness field of a request that asks the keeper which agent its sessions act for
@@ -102,6 +109,20 @@ def connect(root: str, name: str, timeout: float) -> _socket.socket | None:
     finally:
         os.close(directory)
     return sock
+
+
+def recv_all(sock: _socket.socket, limit: int | None = None) -> bytes:
+    """Everything the peer sends until it shuts its side; ValueError past ``limit`` bytes."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        chunk = sock.recv(1 << 16)
+        if not chunk:
+            return b"".join(chunks)
+        size += len(chunk)
+        if limit is not None and size > limit:
+            raise ValueError("a hook request over the size limit")
+        chunks.append(chunk)
 
 
 def encode_request(harness: str, cwd: str, env: Mapping[str, str], payload: bytes) -> bytes:
