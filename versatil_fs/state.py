@@ -6,6 +6,7 @@ Everything versatil-fs remembers lives under ``$VERSATIL_HOME`` (default ``~/.ve
     logs/resource-locks.json        the lock table: readable JSON, always a complete document
     logs/<stream>.jsonl             append-only event logs, one JSON object per line
     run/table.lock                  flock that serialises every lock-table transaction
+    run/fence                       the ceiling of the fencing tokens reserved so far
     run/leases/<id>.lease           one per live lease or waiter, flocked by its process
     checkpoints/                    checkpoint metadata (one msgpack/JSON record per checkpoint)
     waves/                          wave-run state
@@ -99,6 +100,7 @@ class StateDir:
         self.logs = self.root / "logs"
         self.lock_table = self.logs / "resource-locks.json"
         self.table_lock = self.root / "run" / "table.lock"
+        self.fence_file = self.root / "run" / "fence"
         self.leases = self.root / "run" / "leases"
         self.config_file = self.root / "config.toml"
         self._event_logs: dict[str, Path] = {}

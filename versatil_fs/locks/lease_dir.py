@@ -156,6 +156,8 @@ class LeaseDirectory:
         # and newcomers are numbered after the highest one.
         table.waiters = sorted(waiters, key=lambda w: (*queue_key(w), w.since))
         table.seq = max((w.seq for w in waiters), default=0)
+        # The live grants' tokens are a floor too (the store adds its reserved ceiling).
+        table.fence = max((g.fence for g in table.locks), default=0)
         return table
 
     def sweep(self) -> int:

@@ -82,6 +82,13 @@ class Lease:
     def claims(self) -> list[Claim]:
         return self.grant.claims
 
+    @property
+    def fence(self) -> int:
+        """The fencing token of this grant: larger than any earlier grant's in the lock space.
+        Hand it to whatever the lock guards (``VERSATIL_FENCE``) so a superseded holder can be
+        refused."""
+        return self.grant.fence
+
     def release(self) -> None:
         """Release every lock of this lease; releasing twice does nothing."""
         if self.released:
@@ -334,6 +341,7 @@ class LockManager:
         if mine is not None:
             table.waiters.remove(mine)
         grant = request.granted(now)
+        grant.fence = self.store.next_fence(table)
         if grant.owner == "shell":  # a process lease ends with its flock, not a clock
             _stamp_boot(grant)
         table.locks.append(grant)
@@ -545,7 +553,10 @@ class LockManager:
                     self._drop(table, holder, now, logged)
                 elif isinstance(holder, Grant):
                     _renew(holder, now)
-            result = Table(seq=table.seq, locks=list(table.locks), waiters=list(table.waiters))
+            result = Table(
+                seq=table.seq, fence=table.fence,
+                locks=list(table.locks), waiters=list(table.waiters),
+            )
             self.store.sweep()
         emit_logged(logged, self.store, self.state)
         return result

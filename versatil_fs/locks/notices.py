@@ -143,6 +143,8 @@ def emit_logged(logged: Logged, store: LockStore, state: StateDir) -> None:
             "resources": [f"{c.resource} ({c.mode})" for c in holder.claims],
             pid_field: holder.pid,
         }
+        if isinstance(holder, Grant) and holder.fence:
+            fields["fence"] = holder.fence
         # Structured, for the monitor: a write it sees after the lock is gone is
         # still attributed by the grant and release times logged here.
         writes = [

@@ -48,6 +48,11 @@ __all__ = [
 ]
 
 
+# Fencing tokens are reserved in blocks: `run/fence` holds a ceiling no token handed out has
+# passed, rewritten (durably) once per block. A table rebuilt from the holder files, which know
+# only the live grants, restarts at the ceiling, so it never hands out a token again.
+FENCE_BLOCK = 1024
+
 # How long a transaction waits for the table lock when its caller has no wait budget of its
 # own (a release, `versatil locks`, the commit guard), and at least, whatever the budget: a
 # transaction holds the lock for well under a millisecond, so only a stopped or stuck process
@@ -97,6 +102,10 @@ class LockStore(Protocol):
     def confirm_shell_lease(self, grant: Grant) -> None:
         """The table now holds the shell lease: let a rebuild trust its record."""
 
+    def next_fence(self, table: Table) -> int:
+        """A fencing token for a grant made in this transaction: greater than every token this
+        lock space ever handed out (inside a transaction; recorded in ``table.fence``)."""
+
     def doorbell(self) -> leases.Doorbell:
         """Something a blocked request sleeps on until its blockers may have gone."""
 
@@ -134,6 +143,7 @@ class LocalStore:
         self._probed: dict[str, bool] = {}
         self.on_damage: list[str] = []  # reasons of tables moved aside, for the manager to log
         self._checked = b""  # the last table this process wrote
+        self._ceiling = -1  # run/fence as last read or written (-1: not read yet)
         self.lease_dir = LeaseDirectory(self.state)
 
     # Transactions ---------------------------------------------------------------------------
@@ -266,9 +276,37 @@ class LocalStore:
                 self._holder.detach()
                 self._holder = None
 
+    # Fencing ---------------------------------------------------------------------------------
+    def next_fence(self, table: Table) -> int:
+        ceiling = self._fence_ceiling()
+        if table.fence < ceiling - FENCE_BLOCK:
+            # Below the block in use: a table rebuilt, or set back by hand. Every token so far
+            # is at most the ceiling, so starting there keeps them increasing.
+            table.fence = ceiling
+        table.fence += 1
+        if table.fence > ceiling:
+            ceiling = self._fence_ceiling(reread=True)  # another process may have reserved
+            if table.fence > ceiling:
+                # Durable before the token is used: after a crash or power loss the ceiling
+                # must still be above every token anyone was given.
+                self._ceiling = table.fence + FENCE_BLOCK
+                self.state.write_atomic(
+                    self.state.fence_file, b"%d\n" % self._ceiling, durable=True
+                )
+        return table.fence
+
+    def _fence_ceiling(self, *, reread: bool = False) -> int:
+        if self._ceiling < 0 or reread:
+            raw = self.state.read_bytes(self.state.fence_file)
+            text = raw.strip() if raw else b"0"
+            # Damaged (not a number): the table's own counter still stands, and the next
+            # reservation rewrites the file.
+            self._ceiling = int(text) if text.isdigit() and len(text) < 17 else 0
+        return self._ceiling
+
     def _decode(self, raw: bytes | None) -> Table:
         if raw is None:
-            return self.lease_dir.rebuild()
+            return self._rebuilt()
         try:
             table = _table_decoder.decode(raw)
             if table.version != SCHEMA_VERSION:
@@ -284,7 +322,13 @@ class LocalStore:
             # one of ours is damage like a syntax error: nothing read from such a table is
             # acted on, it is set aside whole and rebuilt from the holders.
             self._set_aside(str(exc) or "not valid JSON")
-            return self.lease_dir.rebuild()
+            return self._rebuilt()
+        return table
+
+    def _rebuilt(self) -> Table:
+        """The table rebuilt from the holder files, its fencing counter at the ceiling."""
+        table = self.lease_dir.rebuild()
+        table.fence = max(table.fence, self._fence_ceiling(reread=True))
         return table
 
     def holder_path(self, holder_id: str) -> Path | None:

@@ -177,11 +177,14 @@ class Resource(msgspec.Struct, frozen=True, order=True, omit_defaults=True, gc=F
 
     ``repo`` is the repository's git common directory and ``path`` the repo-relative POSIX path
     (``"."`` is the whole repository); a named resource has ``name`` and neither of the others.
+    ``glob`` says ``path`` is a pattern (:mod:`versatil_fs.locks.globs`, escapes kept as typed)
+    rather than one file or directory.
     """
 
     repo: str = ""
     path: str = ""
     name: str = ""
+    glob: bool = False
 
     def __str__(self) -> str:
         return self.name if self.name else self.path
@@ -274,6 +277,11 @@ class Grant(_Request, kw_only=True):
     # (`boot_id`): a wall clock set forward or back must not end a shell lease early or late.
     boot_id: str = ""
     expires_boot: Annotated[float, msgspec.Meta(ge=0.0, le=MAX_TIME)] = 0.0
+    # The fencing token: greater than every token granted before it in this lock space
+    # (Kleppmann's fencing). A holder whose lease ended without its knowing (an expired shell
+    # lease, a forced release) still presents its old token, and the commit guard and restore
+    # refuse it once a newer grant covers the same files. 0 in tables from before tokens.
+    fence: Count = 0
 
 
 class Waiter(_Request, kw_only=True):
@@ -300,6 +308,9 @@ class Table(msgspec.Struct, kw_only=True, gc=False):
 
     version: int = SCHEMA_VERSION
     seq: Count = 0
+    # The last fencing token granted (see Grant.fence); never lowered, a rebuild included
+    # (LocalStore keeps a reserved ceiling beside the table for that).
+    fence: Count = 0
     locks: list[Grant] = msgspec.field(default_factory=list)
     waiters: list[Waiter] = msgspec.field(default_factory=list)
 
