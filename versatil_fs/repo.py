@@ -31,6 +31,7 @@ __all__ = [
     "check_path_text",
     "default_agent",
     "git_config",
+    "ignorecase_of",
     "parse_named",
     "shown",
     "space_of",
@@ -168,6 +169,9 @@ class Repository:
                 parent, prefix = outer
                 top, above = parent.lock_space()
                 found = (top, f"{above}/{prefix}" if above else prefix)
+            else:
+                # A space's patterns match as its top repository's core.ignorecase says.
+                _IGNORECASE[self.key] = _reads_ignorecase(self.common_dir)
             _SPACES[self.toplevel] = found
             _SPACE_OF_KEY[self.key] = found
         return found
@@ -184,6 +188,41 @@ class Repository:
 # the callers that hold only a key (the commit guard, a restore, the monitor; see space_of).
 _SPACES: dict[Path, tuple[str, str]] = {}
 _SPACE_OF_KEY: dict[str, tuple[str, str]] = {}
+
+
+_IGNORECASE: dict[str, bool] = {}
+
+
+def ignorecase_of(space_key: str) -> bool:
+    """Whether the lock space ``space_key``'s repository has ``core.ignorecase`` true, as read
+    when :meth:`Repository.lock_space` found it in this process (False otherwise)."""
+    return _IGNORECASE.get(space_key, False)
+
+
+def _reads_ignorecase(common_dir: Path) -> bool:
+    """``core.ignorecase`` from the repository's own config file, read here and not through
+    ``git config``: this runs on the lock path, where a subprocess costs more than the whole
+    lock transaction. git sets it in that file (``git init``/``clone`` probe the filesystem);
+    includes and the user's global config are not followed."""
+    try:
+        text = (common_dir / "config").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return False
+    section = ""
+    value = False
+    for raw in text.splitlines():
+        line = raw.split("#", 1)[0].split(";", 1)[0].strip()
+        if line.startswith("["):
+            section = line[1:line.find("]")].strip().lower() if "]" in line else ""
+            continue
+        if section != "core" or "=" not in line:
+            if section == "core" and line.lower() == "ignorecase":
+                value = True  # a bare key is true in git's config syntax
+            continue
+        key, _, raw_value = line.partition("=")
+        if key.strip().lower() == "ignorecase":
+            value = raw_value.strip().strip('"').lower() in ("true", "yes", "on", "1")
+    return value
 
 
 def space_of(repo_key: str) -> tuple[str, str]:

@@ -14,7 +14,7 @@ from typing import Any
 
 from versatil_fs import events
 from versatil_fs.errors import Blocker, LockConflict
-from versatil_fs.locks import clock
+from versatil_fs.locks import clock, globs
 from versatil_fs.locks.store import LockStore, expires_wall
 from versatil_fs.locks.table import Claim, Grant, Record, Waiter
 from versatil_fs.state import StateDir
@@ -51,10 +51,14 @@ class Waiting:
 
 def _blocked(request: Waiter, found: Sequence[Record]) -> tuple[Record, Claim, str]:
     """The blocker a message names (the first of ``found``), the claim of its in the way, and
-    the sentence saying who holds or queues for what, since when, until when."""
+    the sentence saying who holds or queues for what, since when, until when.
+
+    When a glob is on either side the sentence starts with a witness, a path both cover
+    ("`src/*.ts` (James) and `src/a*` (Marcus) both cover src/a.ts"): two patterns can
+    overlap in ways nobody sees at a glance. Two plain paths keep the shorter sentence."""
     blocker = found[0]
-    claim = next(
-        c for c in blocker.claims if any(c.conflicts(mine) for mine in request.claims)
+    claim, mine = next(
+        (c, m) for c in blocker.claims for m in request.claims if c.conflicts(m)
     )
     expires = expires_wall(blocker)
     if isinstance(blocker, Grant):
@@ -62,15 +66,20 @@ def _blocked(request: Waiter, found: Sequence[Record]) -> tuple[Record, Claim, s
             until = f"until {clock.hms(expires)}"
         else:
             until = f"while its process {blocker.pid} lives"
-        held = (
-            f"{claim.resource} is {claim.mode}-locked by {blocker.agent} "
-            f"(since {clock.hms(blocker.acquired_at)}, {until})"
-        )
+        what = f"{claim.mode}-locked by {blocker.agent}"
+        when = f"since {clock.hms(blocker.acquired_at)}, {until}"
     else:
-        held = (
-            f"{claim.resource} is queued for by {blocker.agent} ahead of you "
-            f"(priority {blocker.priority}, waiting since {clock.hms(blocker.since)})"
+        what = f"queued for by {blocker.agent} ahead of you"
+        when = f"priority {blocker.priority}, waiting since {clock.hms(blocker.since)}"
+    witness = mine.resource.witness(claim.resource)
+    if (claim.resource.glob or mine.resource.glob) and witness is not None:
+        both = globs.witness_message(
+            globs.describe(str(claim.resource), blocker.agent),
+            globs.describe(str(mine.resource), request.agent), witness,
         )
+        held = f"{both}: {claim.resource} is {what} ({when})"
+    else:
+        held = f"{claim.resource} is {what} ({when})"
     return blocker, claim, held
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from versatil_fs.errors import UsageError
-from versatil_fs.locks import clock
+from versatil_fs.locks import clock, globs
 from versatil_fs.locks.table import (
     FOREVER,
     MAX_PRIORITY,
@@ -62,10 +62,83 @@ def resolve(
             )
         check_text("resource name", text)
         return Resource(name=f"{kind}:{name}")
+    if _GLOB_CHARS.intersection(text):
+        return _resolve_pattern(text, repo, base)
+    return _resolve_path(text, repo, base)
+
+
+def _resolve_path(text: str, repo: Callable[[], Repository], base: Path | None) -> Resource:
     found = repo()
     owner, path = found.innermost(found.relpath(text, cwd=base))
     key, full = owner.lock_path(path)
     return Resource(repo=key, path=full)
+
+
+_GLOB_CHARS = frozenset("*?[")
+
+
+def _resolve_pattern(text: str, repo: Callable[[], Repository], base: Path | None) -> Resource:
+    """A path argument holding ``*``, ``?`` or ``[``: a glob when one of them is unescaped,
+    else (every one escaped) the plain path it spells.
+
+    The literal directories before the first wildcard segment are resolved like any path (the
+    caller's directory, symlinks, ``..``, the submodule that holds them); the rest is kept as
+    typed, under that directory escaped, so a user in ``src/`` typing ``*.py`` reserves
+    ``src/*.py`` of the lock space ``src`` is in.
+    """
+    check_text("pattern", text)
+    if not globs.is_glob(text):
+        # Only escaped specials: the plain path with those characters in it (`a\*b` is the
+        # file `a*b`); a path without specials keeps its backslashes, as it always has.
+        return _resolve_path(_unescape(text), repo, base)
+    absolute = text.startswith("/")
+    # `./` and doubled slashes are spellings, not segments: dropped so that one pattern typed
+    # two ways is one resource.
+    parts = [p for p in text.split("/") if p not in ("", ".")]
+    literal: list[str] = []
+    for part in parts:
+        if globs.is_glob(part):
+            break
+        if (len(part) - len(part.rstrip("\\"))) % 2:
+            raise UsageError(
+                f"The pattern {shown(text)!r} has a backslash that escapes nothing "
+                "(a / cannot be escaped)."
+            )
+        literal.append(part)
+    rest = parts[len(literal):]
+    directory = "/".join(_unescape(p) for p in literal)
+    if absolute:
+        directory = "/" + directory
+    found = repo()
+    owner, path = found.innermost(found.relpath(directory or ".", cwd=base))
+    key, full = owner.lock_path(path)
+    pattern = "/".join(rest)
+    if full != ".":
+        pattern = f"{globs.escape(full)}/{pattern}"
+    # Checked (one sentence, exit 2), and spelled as the parser normalises it (`a**b` is
+    # `a*b`, `**/**` is `**`), so equal patterns are one resource.
+    try:
+        parsed = globs.parse(pattern)
+    except UsageError as exc:
+        sentence = str(exc)
+        raise UsageError(f"{sentence[:1].upper()}{sentence[1:]}.") from None
+    pattern = "/".join(segment.text for segment in parsed.segments) or "."
+    if parsed.path is not None:
+        return Resource(repo=key, path=parsed.path)
+    return Resource(repo=key, path=pattern, glob=True)
+
+
+def _unescape(text: str) -> str:
+    """``text`` with glob escapes read: ``\\x`` is ``x``."""
+    out: list[str] = []
+    escaped = False
+    for c in text:
+        if c == "\\" and not escaped:
+            escaped = True
+            continue
+        escaped = False
+        out.append(c)
+    return "".join(out)
 
 
 def claims(

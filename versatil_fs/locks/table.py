@@ -10,12 +10,16 @@ and queueing behind it would be a deadlock of our own making.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Annotated, Any, Literal
 
 import msgspec
+
+from versatil_fs.errors import UsageError
+from versatil_fs.locks import globs
 
 __all__ = [
     "FOREVER",
@@ -46,6 +50,7 @@ __all__ = [
     "claims_conflict",
     "conflicts",
     "find_cycle",
+    "ignorecase",
     "in_lock_space",
     "new_id",
     "path_contains",
@@ -198,7 +203,28 @@ class Resource(msgspec.Struct, frozen=True, order=True, omit_defaults=True, gc=F
             return False
         if not self.is_path:
             return self.name == other.name
-        return self.repo == other.repo and path_overlaps(self.path, other.path)
+        if self.repo != other.repo:
+            return False
+        if not (self.glob or other.glob):
+            return path_overlaps(self.path, other.path)  # the fast path: no pattern involved
+        return _witness(self.path, self.glob, other.path, other.glob,
+                        ignorecase(self.repo)) is not None
+
+    def witness(self, other: Resource) -> str | None:
+        """A path both resources cover (for two plain paths, the deeper one; for a named
+        resource, its name), or None when they do not overlap."""
+        if self.is_path != other.is_path:
+            return None
+        if not self.is_path:
+            return self.name if self.name == other.name else None
+        if self.repo != other.repo:
+            return None
+        if not (self.glob or other.glob):
+            a, b = self.path, other.path
+            if path_contains(a, b):
+                return b
+            return a if path_contains(b, a) else None
+        return _witness(self.path, self.glob, other.path, other.glob, ignorecase(self.repo))
 
     def covers(self, repo: str, path: str) -> bool:
         """Whether this resource contains the repo-relative ``path`` of ``repo`` (the key of
@@ -206,7 +232,44 @@ class Resource(msgspec.Struct, frozen=True, order=True, omit_defaults=True, gc=F
         if not self.is_path:
             return False
         key, full = in_lock_space(repo, path)
-        return self.repo == key and path_contains(self.path, full)
+        if self.repo != key:
+            return False
+        if not self.glob:
+            return path_contains(self.path, full)
+        return _covers(self.path, full, ignorecase(key))
+
+
+def ignorecase(key: str) -> bool:
+    """Whether patterns in the lock space ``key`` match case-insensitively: its repository's
+    ``core.ignorecase``, as :mod:`versatil_fs.repo` read it when it found the repository in
+    this process (False for a space this process never found)."""
+    from versatil_fs.repo import ignorecase_of  # a dict lookup, like space_of
+
+    return ignorecase_of(key)
+
+
+# Decided once per pair of spellings: the lock manager meets the same patterns in transaction
+# after transaction, and a table of 1,000 glob locks is checked against every request. Bounded,
+# so a long-lived keeper's memory is too.
+@functools.lru_cache(maxsize=65536)
+def _witness(a: str, a_glob: bool, b: str, b_glob: bool, fold: bool) -> str | None:
+    try:
+        pa = globs.parse(a) if a_glob else globs.plain(a)
+        pb = globs.parse(b) if b_glob else globs.plain(b)
+    except UsageError:
+        # A pattern nobody could have reserved (a table edited by hand): it conflicts with
+        # everything in its space. Failing closed keeps two writers apart; the user sees
+        # the odd lock in `versatil locks` and releases it.
+        return a if a_glob else b
+    return globs.overlap(pa, pb, ignorecase=fold)
+
+
+@functools.lru_cache(maxsize=65536)
+def _covers(pattern: str, path: str, fold: bool) -> bool:
+    try:
+        return globs.covers(globs.parse(pattern), path, ignorecase=fold)
+    except UsageError:
+        return True  # fail closed, as _witness does
 
 
 def in_lock_space(repo: str, path: str) -> tuple[str, str]:
@@ -346,18 +409,30 @@ class ClaimIndex:
     ``blockers`` runs on every lock transaction against every live grant, so the pairwise
     ``Claim.conflicts`` (three method calls per pair) is replaced by set and prefix lookups.
     Same answers as :func:`claims_conflict`; the property tests hold the two together.
+
+    Plain paths stay on that fast path. A glob on either side is decided pairwise, exactly
+    (``Resource.overlaps``, its answers cached per pair of spellings), against the path
+    claims of its repository only.
     """
 
     def __init__(self, claims: Iterable[Claim]) -> None:
         self.names: dict[str, bool] = {}  # name -> claimed for writing
         # repo -> [(the path and all its ancestors, "path/", claimed for writing)]: another
-        # path overlaps ours when it is one of those, or starts with "path/".
+        # path overlaps ours when it is one of those, or starts with "path/". Plain paths only.
         self.paths: dict[str, list[tuple[frozenset[str], str, bool]]] = {}
+        # repo -> [(resource, claimed for writing)]: our glob claims, and every path claim of
+        # ours (a glob of theirs is checked against each).
+        self.globs: dict[str, list[tuple[Resource, bool]]] = {}
+        self.all_paths: dict[str, list[tuple[Resource, bool]]] = {}
         for claim in claims:
             write = claim.mode == "write"
             resource = claim.resource
             if resource.name:
                 self.names[resource.name] = self.names.get(resource.name, False) or write
+                continue
+            self.all_paths.setdefault(resource.repo, []).append((resource, write))
+            if resource.glob:
+                self.globs.setdefault(resource.repo, []).append((resource, write))
             else:
                 prefix = "" if resource.path == "." else resource.path + "/"
                 self.paths.setdefault(resource.repo, []).append(
@@ -373,11 +448,20 @@ class ClaimIndex:
                 if mine is not None and (mine or write):
                     return True
                 continue
+            if resource.glob:
+                for ours, mine_write in self.all_paths.get(resource.repo, ()):
+                    if (mine_write or write) and ours.overlaps(resource):
+                        return True
+                continue
             theirs = resource.path
             for above, prefix, mine_write in self.paths.get(resource.repo, ()):
                 # The innermost loop of every transaction: a set lookup and a prefix test.
                 if (mine_write or write) and (theirs in above or theirs.startswith(prefix)):
                     return True
+            if self.globs:
+                for ours, mine_write in self.globs.get(resource.repo, ()):
+                    if (mine_write or write) and ours.overlaps(resource):
+                        return True
         return False
 
 
@@ -446,38 +530,48 @@ class WriteLocks:
     """The write locks on one repository's paths, indexed for "who holds this path?".
 
     Asked once per staged file by the commit guard and once per restored file by a restore:
-    a few dict probes per path (:func:`ancestors`) instead of a scan of every grant.
+    a few dict probes per path (:func:`ancestors`) instead of a scan of every grant. Glob
+    write locks are few beside them and asked in turn, each a match of its parsed pattern.
     """
 
     def __init__(
         self, grants: Iterable[Grant], repo: str, *, except_agent: str | None = None
     ) -> None:
         self._by_path: dict[str, tuple[Grant, Claim]] = {}
+        self._globs: list[tuple[Grant, Claim]] = []
         # Paths are asked relative to `repo`; locks are keyed in its lock space (a submodule's
         # in its superproject's, under the submodule's path).
         key, self._prefix = in_lock_space(repo, ".")
         self._prefix = "" if self._prefix == "." else self._prefix
+        self._ignorecase = ignorecase(key)
         for grant in grants:
             if except_agent is not None and grant.agent == except_agent:
                 continue
             for claim in grant.claims:
                 resource = claim.resource
                 if claim.mode == "write" and resource.is_path and resource.repo == key:
-                    self._by_path.setdefault(resource.path, (grant, claim))
+                    if resource.glob:
+                        self._globs.append((grant, claim))
+                    else:
+                        self._by_path.setdefault(resource.path, (grant, claim))
 
     def __bool__(self) -> bool:
-        return bool(self._by_path)
+        return bool(self._by_path) or bool(self._globs)
 
     def holder(self, path: str) -> tuple[Grant, Claim] | None:
         """The write lock covering the repo-relative ``path``, if any."""
-        if not self._by_path:
+        if not self._by_path and not self._globs:
             return None
         if self._prefix:
             path = self._prefix if path == "." else f"{self._prefix}/{path}"
-        for candidate in ancestors(path):
-            hit = self._by_path.get(candidate)
-            if hit is not None:
-                return hit
+        if self._by_path:
+            for candidate in ancestors(path):
+                hit = self._by_path.get(candidate)
+                if hit is not None:
+                    return hit
+        for grant, claim in self._globs:
+            if _covers(claim.resource.path, path, self._ignorecase):
+                return grant, claim
         return None
 
 
