@@ -25,6 +25,9 @@ from versatil_fs.locks.table import (
     claims_conflict,
 )
 from versatil_fs.repo import Repository
+from versatil_fs.waves.plan import Plan, PlanError
+from versatil_fs.waves.resolve import ConflictIndex
+from versatil_fs.waves.resolve import resolve as resolve_waves
 
 R = "/r/.git"
 
@@ -243,3 +246,36 @@ def test_a_plain_refusal_keeps_its_wording() -> None:
     holder = _grant("James", plain("src"))
     refused = notices.conflict(_waiter("Marcus", plain("src/a.py")), [holder], now=1.0)
     assert str(refused).startswith("src is write-locked by James (since ")
+
+
+# Plans: globs in writes/reads ----------------------------------------------------------------
+@_FAST
+@given(st.lists(st.lists(claims, min_size=1, max_size=3), min_size=1, max_size=6),
+       st.lists(claims, min_size=1, max_size=3))
+def test_the_wave_conflict_index_agrees_with_the_lock_rules_globs_mixed_in(
+    held: list[list[Claim]], request: list[Claim]
+) -> None:
+    index: ConflictIndex[int] = ConflictIndex()
+    for i, cl in enumerate(held):
+        index.add(i, cl)
+    expected = {i for i, cl in enumerate(held) if claims_conflict(request, cl)}
+    assert index.conflicting(request) == expected
+    assert index.any_conflict(request) == bool(expected)
+
+
+def test_tasks_whose_write_globs_overlap_are_not_run_together() -> None:
+    plan = Plan.from_yaml(
+        "tasks:\n"
+        "  - {id: ts, agent: James, run: 'true', writes: ['src/*.ts']}\n"
+        "  - {id: a, agent: Marcus, run: 'true', writes: ['src/a*']}\n"
+        "  - {id: py, agent: Dana, run: 'true', writes: ['src/*.py'], reads: ['docs/**']}\n"
+    )
+    assert resolve_waves(plan.tasks).wave_of == {"ts": 1, "a": 2, "py": 1}
+
+
+def test_a_malformed_plan_glob_is_refused_at_its_line() -> None:
+    with pytest.raises(PlanError) as caught:
+        Plan.from_yaml("tasks:\n  - id: t\n    agent: A\n    run: 'true'\n"
+                       "    writes: ['src/[a']\n")
+    assert "writes[0] 'src/[a' is not a pattern versatil can reserve" in str(caught.value)
+    assert ":5" in str(caught.value) or "line 5" in str(caught.value)

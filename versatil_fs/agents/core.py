@@ -52,7 +52,7 @@ from versatil_fs.agents.messages import (
 )
 from versatil_fs.agents.protocol import BadPayload, HookCall, Reply, Verdict
 from versatil_fs.errors import Deadlock, LockConflict, NotARepository, UsageError
-from versatil_fs.locks import clock
+from versatil_fs.locks import clock, globs
 from versatil_fs.locks.manager import Lease, LockManager
 from versatil_fs.locks.table import Grant, Owner, Resource, WriteLocks, path_overlaps
 from versatil_fs.repo import Repository
@@ -332,9 +332,22 @@ def _resources(
 def _edited(exc: LockConflict, wanted: Mapping[Resource, str], repo: Repository) -> str:
     """The file of the edit that the conflict is about (the first wanted one it covers)."""
     for resource, path in wanted.items():
-        if resource.is_path and path_overlaps(exc.resource, resource.path):
+        if resource.is_path and _within(exc.resource, resource.path):
             return repo.relpath(path)
     return repo.relpath(next(iter(wanted.values())))
+
+
+def _within(locked: str, path: str) -> bool:
+    """Whether the lock named ``locked`` (a path or a pattern, as a conflict names it) and the
+    repo-relative ``path`` overlap."""
+    if path_overlaps(locked, path):
+        return True
+    if not globs.is_glob(locked):
+        return False
+    try:
+        return globs.overlap(globs.parse(locked), globs.plain(path)) is not None
+    except UsageError:
+        return False
 
 
 def _stamp_agent(env_file: str, agent: str) -> None:

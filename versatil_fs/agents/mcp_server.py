@@ -65,7 +65,7 @@ from versatil_fs.agents.mcp_answers import (
 from versatil_fs.errors import Deadlock, LockConflict, VersatilError
 from versatil_fs.locks.manager import Lease, LockManager
 from versatil_fs.locks.store import expires_wall
-from versatil_fs.locks.table import Grant, Resource, Waiter, path_overlaps
+from versatil_fs.locks.table import Grant, Resource, Waiter
 from versatil_fs.state import StateDir
 
 __all__ = ["INSTRUCTIONS", "Tools", "build", "serve"]
@@ -156,7 +156,7 @@ class Tools:
         with self._guard:
             self._leases.append(lease)
         return LockAnswer(
-            granted=True, agent=agent, mode=mode, lease=lease.id,
+            granted=True, agent=agent, mode=mode, lease=lease.id, fence=lease.fence,
             resources=[str(c.resource) for c in lease.claims],
         )
 
@@ -269,11 +269,8 @@ class Tools:
 
 
 def _overlaps(a: Resource, b: Resource) -> bool:
-    if a.is_path != b.is_path:
-        return False
-    if not a.is_path:
-        return a.name == b.name
-    return a.repo == b.repo and path_overlaps(a.path, b.path)
+    # The lock core's own rule, globs included (exact, with the space's core.ignorecase).
+    return a.overlaps(b)
 
 
 def _entry(record: Grant | Waiter, agent: str) -> LockEntry:
@@ -284,7 +281,7 @@ def _entry(record: Grant | Waiter, agent: str) -> LockEntry:
         mode=[c.mode for c in record.claims],
         since=record.since if isinstance(record, Waiter) else record.acquired_at,
         until=None if queued else expires_wall(record), queued=queued,
-        mine=record.agent == agent,
+        mine=record.agent == agent, fence=record.fence if isinstance(record, Grant) else None,
     )
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 from versatil_fs.agents.protocol import Verdict
 from versatil_fs.errors import LockConflict, VersatilError
 from versatil_fs.locks import clock
+from versatil_fs.locks.globs import is_glob
 
 __all__ = ["collision_note", "deny_reason", "fail_verdict", "sentence", "start_note"]
 
@@ -25,6 +26,9 @@ def deny_reason(exc: LockConflict, path: str) -> str:
     else:
         until = "until that agent's session or process ends"
     through = "" if exc.resource in ("", path) else f" through its lock on {exc.resource}"
+    if exc.resource and is_glob(exc.resource):
+        # A pattern: say which file of it is this one (the witness both cover).
+        through = f" through its lock on `{exc.resource}`, which covers {path},"
     if holder.queued:
         held = f"{holder.agent} is queued for it ahead of you{through}{since}"
     else:

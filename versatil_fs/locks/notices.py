@@ -161,6 +161,10 @@ def emit_logged(logged: Logged, store: LockStore, state: StateDir) -> None:
         ]
         if writes:
             fields["write_paths"] = [r.path for r in writes]
+            # Which of them are patterns, so that the monitor matches them as patterns.
+            patterns = [r.path for r in writes if r.glob]
+            if patterns:
+                fields["write_globs"] = patterns
         fields.update(data)
         # The repository of any path claimed (a read lock too), so that `versatil logs locks`
         # inside a repository shows its events; named resources belong to none.

@@ -120,7 +120,8 @@ def _resolve_pattern(text: str, repo: Callable[[], Repository], base: Path | Non
     try:
         parsed = globs.parse(pattern)
     except UsageError as exc:
-        sentence = str(exc)
+        # Named as typed: the anchored spelling (`src/src/[a` typed in src/) puzzles.
+        sentence = str(exc).replace(repr(pattern), repr(shown(text)), 1)
         raise UsageError(f"{sentence[:1].upper()}{sentence[1:]}.") from None
     pattern = "/".join(segment.text for segment in parsed.segments) or "."
     if parsed.path is not None:

@@ -15,7 +15,14 @@ from versatil_fs import events
 from versatil_fs.errors import NotRegularFile
 from versatil_fs.locks import leases
 from versatil_fs.locks.store import seconds_left
-from versatil_fs.locks.table import Grant, Table, in_lock_space, path_contains, valid_id
+from versatil_fs.locks.table import (
+    Grant,
+    Resource,
+    Table,
+    in_lock_space,
+    path_contains,
+    valid_id,
+)
 from versatil_fs.state import StateDir
 
 if TYPE_CHECKING:
@@ -122,13 +129,17 @@ def lock_held_at(state: StateDir, repo_key: str, path: str, written: float) -> G
             ends = ended.setdefault(lease, {})
             for claimed in entry.data.get("write_paths") or []:
                 ends.setdefault(str(claimed), entry.time)
-    space, path = in_lock_space(repo_key, path)  # the log keys submodule paths as locks do
+    space, full = in_lock_space(repo_key, path)  # the log keys submodule paths as locks do
     for lease, grant in started.items():
         if grant.repo != space or grant.agent is None or written < grant.time:
             continue
         ends = ended.get(lease, {})
+        patterns = set(grant.data.get("write_globs") or [])
         for claimed in grant.data.get("write_paths") or []:
-            if not path_contains(str(claimed), path):
+            if str(claimed) in patterns:
+                if not Resource(repo=space, path=str(claimed), glob=True).covers(repo_key, path):
+                    continue
+            elif not path_contains(str(claimed), full):
                 continue
             end = ends.get(str(claimed))
             if end is not None and written > end - _TICK:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import errno
 import os
+import posixpath
 import re
 import stat
 from collections.abc import Sequence
@@ -19,7 +20,9 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from versatil_fs.errors import PlanError
+from versatil_fs.errors import PlanError, UsageError
+from versatil_fs.locks import globs
+from versatil_fs.repo import parse_named
 from versatil_fs.waves.plan import (
     CONTROL,
     SCHEMA_VERSION,
@@ -373,7 +376,7 @@ class Loader:
             raise self.error((*where, "run"), "the `run` argv list is empty.", task.id)
         for key in ("writes", "reads"):
             for i, spec in enumerate(getattr(task, key)):
-                problem = resource_problem(spec)
+                problem = resource_problem(spec) or _pattern_problem(spec)
                 if problem:
                     raise self.error((*where, key, i), f"{key}[{i}] {spec!r} {problem}", task.id)
 
@@ -390,6 +393,18 @@ class Loader:
                         f"needs {need!r}, which is not a task in this plan{hint}.",
                         task.id,
                     )
+
+
+def _pattern_problem(spec: str) -> str | None:
+    """Why a glob in ``writes``/``reads`` is malformed (said at its line, before anything
+    runs), or None: globs are reserved like paths (issue 16)."""
+    if parse_named(spec) is not None or not globs.is_glob(spec):
+        return None
+    try:
+        globs.parse(posixpath.normpath(spec.strip()))
+    except UsageError as exc:
+        return f"is not a pattern versatil can reserve ({exc})."
+    return None
 
 
 def _split_validation(text: str) -> tuple[str, Where]:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Generic, TypeVar
 import msgspec
 
 from versatil_fs.errors import PlanError
+from versatil_fs.locks import globs
 from versatil_fs.locks.table import Claim, Mode, Resource, ancestors
 from versatil_fs.repo import parse_named
 
@@ -54,7 +55,7 @@ def lexical_claims(task: Task, repo: str = "") -> list[Claim]:
                 resource = Resource(name=f"{named[0]}:{named[1]}")
             else:
                 path = posixpath.normpath(spec.strip())
-                resource = Resource(repo=repo, path=path)
+                resource = Resource(repo=repo, path=path, glob=globs.is_glob(path))
             if modes.get(resource) != "write":
                 modes[resource] = mode  # type: ignore[assignment]
     return [Claim(resource, mode) for resource, mode in sorted(modes.items())]
@@ -78,6 +79,10 @@ class ConflictIndex(Generic[K]):
         self._at: dict[tuple[str, str], list[tuple[K, bool]]] = {}  # (repo, path) -> holders
         self._below: dict[tuple[str, str], list[tuple[K, bool]]] = {}  # (repo, ancestor) -> ...
         self._names: dict[str, list[tuple[K, bool]]] = {}
+        # Glob claims (issue 16) are few and checked pairwise, exactly, as the lock table
+        # does; a glob asked about is checked against every path claim.
+        self._globs: list[tuple[K, Claim]] = []
+        self._paths: list[tuple[K, Claim]] = []
 
     def add(self, key: K, claims: Iterable[Claim]) -> None:
         for claim in claims:
@@ -85,6 +90,10 @@ class ConflictIndex(Generic[K]):
             resource = claim.resource
             if resource.name:
                 self._names.setdefault(resource.name, []).append(entry)
+                continue
+            self._paths.append((key, claim))
+            if resource.glob:
+                self._globs.append((key, claim))
                 continue
             repo = resource.repo
             self._at.setdefault((repo, resource.path), []).append(entry)
@@ -113,6 +122,17 @@ class ConflictIndex(Generic[K]):
                 if entries:
                     yield claim, entries
                 continue
+            if resource.glob:
+                entries = [(key, c.mode == "write") for key, c in self._paths
+                           if c.resource.overlaps(resource)]
+                if entries:
+                    yield claim, entries
+                continue
+            if self._globs:
+                entries = [(key, c.mode == "write") for key, c in self._globs
+                           if c.resource.overlaps(resource)]
+                if entries:
+                    yield claim, entries
             repo, path = resource.repo, resource.path
             for spot in _spots(path):
                 entries = self._at.get((repo, spot))
