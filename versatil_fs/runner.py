@@ -1,8 +1,9 @@
 """The run wrapper: ``versatil run --agent NAME --lock RES... -- CMD``.
 
-It takes every lock at once (waiting in the queue), runs CMD with ``VERSATIL_AGENT`` set and
-the terminal untouched, watches what it writes, releases everything once CMD (and whatever it
-started) has ended, however it ends, and exits with CMD's code (128+N when signal N killed it,
+It takes every lock at once (waiting in the queue), runs CMD with ``VERSATIL_AGENT`` and
+``VERSATIL_FENCE`` (the lease's fencing token, when it took locks) set and the terminal
+untouched, watches what it writes, releases everything once CMD (and whatever it started) has
+ended, however it ends, and exits with CMD's code (128+N when signal N killed it,
 127 when CMD cannot be found, 1 when the locks were refused and CMD never ran).
 
 Choices, and why:
@@ -71,6 +72,7 @@ from versatil_fs.errors import (  # CommandNot*: re-exported, the classes moved 
     UsageError,
     VersatilError,
 )
+from versatil_fs.locks.fencing import FENCE_ENV
 from versatil_fs.processes import (  # re-exported: they lived here, the waves import them
     FORWARDED,
     INHERITED,
@@ -297,6 +299,12 @@ class _Run:
     def _spawn(self, executable: str, signals: SignalRouter) -> subprocess.Popen[bytes]:
         env = dict(os.environ)
         env["VERSATIL_AGENT"] = self.agent
+        if self.lease is not None:
+            # The run's own token, for the commit guard and restore: a command whose locks
+            # were taken from it (`versatil release --force`) is refused once another agent's
+            # newer lock covers its files. Without locks of its own an enclosing lease's token,
+            # like its descriptors, goes on unchanged.
+            env[FENCE_ENV] = str(self.lease.fence)
         lease_fd = self.manager.lease_descriptor() if self.manager and self.lease else None
         if lease_fd is not None:
             self.tree = ProcessTree(lease_fd)

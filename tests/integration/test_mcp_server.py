@@ -90,7 +90,7 @@ def test_tools_schemas_locks_conflicts_and_errors(project: Path) -> None:
 
         error, granted, _ = await _call(session, "lock", resources=["a.py"], reason="refactor")
         assert not error and granted["granted"] and granted["resources"] == ["a.py"]
-        assert granted["fence"] is None  # the lock table has no fencing tokens yet
+        assert isinstance(granted["fence"], int) and granted["fence"] >= 1
         seen["agent"] = granted["agent"]
         # A Ctrl-C at the harness's terminal reaches its whole process group: the server lives
         # on with its locks (the harness ends it by closing its stdin). An ignored signal is
@@ -100,6 +100,7 @@ def test_tools_schemas_locks_conflicts_and_errors(project: Path) -> None:
         os.kill(server, signal.SIGINT)
         error, view, _ = await _call(session, "locks", path="a.py")
         assert not error and view["path"]["held_by"][0]["lease"] == granted["lease"]
+        assert view["path"]["held_by"][0]["fence"] == granted["fence"]  # the same grant's
         # From a shell, another agent is refused, naming the MCP session's agent.
         shell = versatil("lock", "a.py", "--agent", "bob", "--wait", "0", cwd=project)
         seen["shell"] = shell

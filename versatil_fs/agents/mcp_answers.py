@@ -59,7 +59,9 @@ class LockAnswer(BaseModel):
     resources: list[str] = Field(description="The resources as the lock table names them.")
     lease: str | None = Field(default=None, description="The lease id, when granted.")
     fence: int | None = Field(
-        default=None, description="A fencing token; always null: the lock table has none yet.")
+        default=None, description="The grant's fencing token (null when not granted): greater "
+        "than every earlier grant's. Hand it to what the lock guards as VERSATIL_FENCE; the "
+        "commit guard and checkpoint restore refuse it once a newer lock covers the files.")
     conflict: Conflict | None = None
 
 
@@ -79,6 +81,8 @@ class LockEntry(BaseModel):
     until: float | None = Field(default=None, description="Null: while the holding process lives.")
     queued: bool = False
     mine: bool = Field(default=False, description="Held (or queued for) by your agent.")
+    fence: int | None = Field(
+        default=None, description="The lock's fencing token; null for a queued request.")
 
 
 class PathCheck(BaseModel):

@@ -156,7 +156,7 @@ class Tools:
         with self._guard:
             self._leases.append(lease)
         return LockAnswer(
-            granted=True, agent=agent, mode=mode, lease=lease.id,
+            granted=True, agent=agent, mode=mode, lease=lease.id, fence=lease.fence,
             resources=[str(c.resource) for c in lease.claims],
         )
 
@@ -281,7 +281,7 @@ def _entry(record: Grant | Waiter, agent: str) -> LockEntry:
         mode=[c.mode for c in record.claims],
         since=record.since if isinstance(record, Waiter) else record.acquired_at,
         until=None if queued else expires_wall(record), queued=queued,
-        mine=record.agent == agent,
+        mine=record.agent == agent, fence=record.fence if isinstance(record, Grant) else None,
     )
 
 

@@ -8,7 +8,10 @@ the way out, whatever happens inside):
    would each make a safety checkpoint of a tree the other is half-way through rewriting);
 2. :func:`staged_working_tree` -- the working tree staged into a private index, removed after;
 3. :func:`planned_changes` -- what differs between the staged tree and the checkpoint, narrowed
-   to the selection, refused if someone else's lock or work is in it;
+   to the selection, refused if someone else's lock or work is in it, or if the caller presents
+   a fencing token a newer lock has superseded on those files (:func:`refuse_superseded`; not
+   lifted by ``force``, which overrides other agents' locks, not a lock the caller says it holds
+   and does not);
 4. :func:`safety_checkpoint` -- the current state committed first (whatever the checkpoint will
    overwrite that git ignores is force-added to it), its record marked finished only when the
    restore in the block ended or changed nothing: a restore killed or failing part-way leaves it
@@ -55,6 +58,7 @@ __all__ = [
     "interrupted_restores",
     "one_restore_at_a_time",
     "planned_changes",
+    "refuse_superseded",
     "restore",
     "restore_in_progress",
     "safety_checkpoint",
@@ -75,6 +79,7 @@ class RestoreRequest:
     force: bool  # overwrite locked files, other agents' work and unsaved ignored files
     restorer: str  # who restores (the caller): its own locks never block it, and the
     # safety checkpoint and the restore event are its
+    fence: int | None = None  # the token the caller presents ($VERSATIL_FENCE); None: none
 
     @property
     def selective(self) -> bool:
@@ -156,9 +161,40 @@ def planned_changes(site: Site, staged: StagedTree, target: CheckpointRecord,
         chosen = select(site, changes, target, request.paths, request.agent, request.wave,
                         request.force)
         changes, by_lock = chosen.changes, chosen.by_lock
+    if changes and request.fence is not None:
+        refuse_superseded(site, changes, target, request.restorer, request.fence)
     if changes and not request.force:
         refuse_locked(site, changes, target, request.restorer, files_of=request.agent)
     return changes, by_lock
+
+
+def refuse_superseded(site: Site, changes: Sequence[Change], target: CheckpointRecord,
+                      restorer: str, fence: int) -> None:
+    """``Refused`` if the caller's token ``fence`` is superseded on a file the restore would
+    write (see :mod:`versatil_fs.locks.fencing`), logged as ``restore-refused`` with both
+    tokens."""
+    from versatil_fs.locks.fencing import caller_lock, describe, event_fields, superseded
+    from versatil_fs.locks.manager import LockManager
+
+    # The lock table of this state directory, as refuse_locked reads it.
+    grants = LockManager(repo=str(site.repo.toplevel), state=site.state).holders()
+    found = superseded(((c.path, "restored") for c in changes), grants, site.key, fence)
+    if not found:
+        return
+    first = [f for f in found if f.grant.id == found[0].grant.id]
+    names = ", ".join(printable(f.path) for f in first[:5])
+    more = len(found) - min(len(first), 5)
+    listed = f"{names} and {more} more" if more > 0 else names
+    sentence = describe(caller_lock(fence, site.state), first, site.key)
+    site.emit_done(
+        "checkpoints", "restore-refused", agent=restorer or None, repo=site.key,
+        checkpoint=target.id, conflicts=[f"{f.path} ({f.grant.agent})" for f in found[:20]],
+        **event_fields(fence, found),
+    )
+    raise Refused(
+        f"Not restoring {target.id}: {sentence} ({listed}); lock them again and restore with "
+        "the new lock's VERSATIL_FENCE, or unset VERSATIL_FENCE to restore without a lock."
+    )
 
 
 @contextlib.contextmanager

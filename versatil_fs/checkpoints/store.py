@@ -319,6 +319,7 @@ class Checkpoints:
         force: bool = False,
         by: str | None = None,
         prune: bool = True,
+        fence: int | None = None,
     ) -> RestoreResult:
         """Bring the working tree (all of it, or a selection) back to the checkpoint.
 
@@ -333,7 +334,10 @@ class Checkpoints:
         restores. The result's ``attributed_by_lock`` names the files only the monitor
         attributed to ``agent``.
         The safety checkpoint counts towards ``max_checkpoints``; ``prune=False`` skips the
-        pruning after it (for callers that still need the oldest checkpoints).
+        pruning after it (for callers that still need the oldest checkpoints). ``fence`` is the
+        fencing token the caller presents (``versatil checkpoint restore`` passes
+        ``$VERSATIL_FENCE``): a restore of files a newer lock covers once its lease has ended
+        is ``Refused``, ``force`` or not (:mod:`versatil_fs.locks.fencing`).
         """
         target = resolve(self.site, checkpoint_id)
         self._this_worktree(target, force, "restoring")
@@ -343,7 +347,7 @@ class Checkpoints:
             normalize(self.repo.toplevel, p, parents) for p in paths
         ]
         request = RestoreRequest(paths=wanted, agent=agent, wave=wave, force=force,
-                                 restorer=restorer)
+                                 restorer=restorer, fence=fence)
         result = restore(self.site, target, request, large_file_bytes=self.large_file_bytes)
         if result.safety_checkpoint is None:
             self.site.emit_done(

@@ -224,6 +224,9 @@ def run_restore(
     as_json: bool,
 ) -> None:
     """The restore shared with ``versatil-daemon restore-checkpoint``."""
+    from versatil_fs.locks.fencing import presented
+
+    fence = presented()  # $VERSATIL_FENCE: the caller's token; not a token is exit 2
     if any(not p for p in paths):
         # os.path.abspath("") is the current directory: an empty --path would restore it all.
         raise UsageError("--path cannot be empty; name a file or a directory to restore.")
@@ -232,7 +235,7 @@ def run_restore(
     _say_other_worktree(checkpoints, checkpoints.show(checkpoint_id), force,
                         "restoring its files into this worktree")
     result = checkpoints.restore(
-        checkpoint_id, paths=absolute, agent=agent, wave=wave, force=force
+        checkpoint_id, paths=absolute, agent=agent, wave=wave, force=force, fence=fence
     )
     if as_json:
         echo_json(_result_json(result))

@@ -58,11 +58,13 @@ def lock(
         priority=priority, owner="shell", on_wait=say_waiting,
     )
     if as_json:
+        # The grant whole, its `fence` included: `export VERSATIL_FENCE=$(versatil lock --json
+        # ... | jq .fence)` lets the guard and restore refuse the script once it is superseded.
         echo_json(lease.grant)
         return
     echo(
         f"Locked {_claims(lease.claims)} for {lease.agent} until "
-        f"{hms(lease.grant.expires_at)} (lease {lease.id})."
+        f"{hms(lease.grant.expires_at)} (lease {lease.id}, fence {lease.fence})."
     )
 
 
@@ -110,13 +112,15 @@ def locks(agent: str | None, every_repo: bool, as_json: bool) -> None:
     Inside a repository: its locks (from any of its worktrees) and the named resources
     (kind:name, which are machine-wide, so shown in every repository); --all shows every
     repository's. With --json every record carries its repository ("repo", null for a named
-    resource).
+    resource) and every lock its fencing token ("fence"; the listing leaves it out to stay
+    within 80 columns).
     """
     table = _manager().sweep()
     here = _here()
     space = None if every_repo or here is None else here.lock_space()[0]
     table = Table(
         seq=table.seq,
+        fence=table.fence,  # the last token granted, whichever lock space is shown
         locks=[g for g in (_scoped(r, space) for r in table.locks)
                if g is not None and (not agent or g.agent == agent)],
         waiters=[w for w in (_scoped(r, space) for r in table.waiters)

@@ -6,6 +6,10 @@ watchdog, rich nor yaml, starts ``git diff`` and ``git config`` in the backgroun
 while it reads the lock table, and matches staged paths against an index of write locks (one
 dict probe per ancestor directory) instead of every staged path against every lock.
 
+A committer that presents a fencing token (``VERSATIL_FENCE``, :mod:`versatil_fs.locks.fencing`)
+is also refused for the staged files a newer lock has superseded it on: its own lease ended
+(expired, force-released) and another grant, with a greater token, covers them now.
+
 It fails closed: a lock table that cannot be read safely (permission denied, a planted symlink,
 a foreign owner) refuses the commit with one sentence naming the file. A table that merely did
 not parse is not such a case: the lock store moves it aside, says so, and rebuilds it from the
@@ -31,6 +35,7 @@ from versatil_fs.hook.context import git_message, hook_env, repository
 from versatil_fs.repo import Repository
 
 if TYPE_CHECKING:
+    from versatil_fs.locks.fencing import Superseded
     from versatil_fs.locks.table import Claim, Grant
 
 __all__ = [
@@ -40,9 +45,11 @@ __all__ = [
     "check",
     "committer",
     "find_blocked",
+    "find_superseded",
     "live_grants",
     "log_refusal",
     "parse_name_status",
+    "presented_fence",
     "refusal",
     "session_committer",
 ]
@@ -83,10 +90,15 @@ class CheckResult(msgspec.Struct, kw_only=True):
     # Under the pre-commit framework: unstaged files it stashed for this commit (and puts back
     # after the hooks) that another agent holds a live write lock on.
     stashed: list[Blocked] = msgspec.field(default_factory=list)
+    # The token the committer presented ($VERSATIL_FENCE; None: none), and the staged files
+    # on which a newer lock has superseded it.
+    fence: int | None = None
+    superseded: list[Superseded] = msgspec.field(default_factory=list)
+    repo_key: str = ""  # the repository's key (its git common dir), which paths are keyed by
 
     @property
     def allowed(self) -> bool:
-        return not self.blocked and not self.stashed
+        return not self.blocked and not self.stashed and not self.superseded
 
 
 def parse_name_status(output: bytes) -> list[StagedPath]:
@@ -140,12 +152,36 @@ def find_blocked(
     return blocked
 
 
+def presented_fence() -> int | None:
+    """The committer's ``$VERSATIL_FENCE`` (None: none); :class:`UsageError` when it is not a
+    token. The fencing module is imported only when the variable is set: most commits
+    present none, and each import is start-up time on every commit."""
+    if not os.environ.get("VERSATIL_FENCE", "").strip():
+        return None
+    from versatil_fs.locks.fencing import presented
+
+    return presented()
+
+
+def find_superseded(
+    staged: Iterable[StagedPath], grants: list[Grant], repo_key: str, fence: int | None
+) -> list[Superseded]:
+    """Staged paths on which the presented token ``fence`` is superseded by a newer lock."""
+    if fence is None:
+        return []
+    from versatil_fs.locks.fencing import superseded
+
+    return superseded(((s.path, s.change) for s in staged), grants, repo_key, fence)
+
+
 def check(start: str | os.PathLike[str] = ".") -> CheckResult:
     """What the pre-commit hook decides for the changes staged in the repository at ``start``.
 
     Raises :class:`Refused` when the staged changes or the lock table cannot be read: a guard
-    that cannot see the locks must not wave the commit through.
+    that cannot see the locks must not wave the commit through; :class:`UsageError` when
+    ``$VERSATIL_FENCE`` is set to something that is not a token.
     """
+    fence = presented_fence()  # first: a bad token is exit 2 whatever is staged
     repo = repository(start)
     session = session_committer()
     # Both git commands run while we read the lock table: on two cores that hides their cost.
@@ -172,6 +208,9 @@ def check(start: str | os.PathLike[str] = ".") -> CheckResult:
         blocked=find_blocked(staged, grants, repo.key, name),
         repository=str(repo.toplevel),
         stashed=_stashed_and_locked(repo, grants, name),
+        fence=fence,
+        superseded=find_superseded(staged, grants, repo.key, fence),
+        repo_key=repo.key,
     )
     if not result.allowed:
         log_refusal(result, repo)
@@ -254,14 +293,23 @@ def log_refusal(result: CheckResult, repo: Repository) -> None:
     extra: dict[str, Any] = {}
     if result.stashed:
         extra["stashed"] = [b.staged.path for b in result.stashed]
+    holders = {b.grant.agent for b in [*result.blocked, *result.stashed]}
+    files = [b.staged.path for b in result.blocked]
+    if result.superseded and result.fence is not None:
+        from versatil_fs.locks.fencing import event_fields
+
+        # Both tokens: the one presented and each newer grant's, with its files.
+        extra.update(event_fields(result.fence, result.superseded))
+        holders.update(s.grant.agent for s in result.superseded)
+        files += [s.path for s in result.superseded if s.path not in set(files)]
     try:
         events.emit(
             "collision-detection",
             "commit-refused",
             agent=result.committer,
             repo=repo.key,
-            files=[b.staged.path for b in result.blocked],
-            holders=sorted({b.grant.agent for b in [*result.blocked, *result.stashed]}),
+            files=files,
+            holders=sorted(holders),
             **extra,
         )
     except (VersatilError, OSError):
@@ -315,12 +363,49 @@ def refusal(result: CheckResult, *, escape: str = "git commit --no-verify") -> s
     the ways out (and, under the pre-commit framework, the locked files it stashed).
 
     ``escape`` is the command that skips the guard, the last way out: the strict guard
-    (:mod:`versatil_fs.hook.strict`), which --no-verify does not skip, names its own.
+    (:mod:`versatil_fs.hook.strict`), which --no-verify does not skip, names its own. Files
+    on which the committer's token is superseded come first, each said once.
     """
-    if not result.blocked:
-        return _stash_refusal(result, first=True)
-    text = _staged_refusal(result, escape)
-    return text + ("\n" + _stash_refusal(result, first=False) if result.stashed else "")
+    parts: list[str] = []
+    if result.superseded:
+        parts.append(_fence_refusal(result, escape))
+    fenced = {s.path for s in result.superseded}
+    blocked = [b for b in result.blocked if b.staged.path not in fenced]
+    if blocked:
+        parts.append(_staged_refusal(result, blocked, escape, first=not parts))
+    if result.stashed or not parts:
+        parts.append(_stash_refusal(result, first=not parts))
+    return "\n".join(parts)
+
+
+def _fence_refusal(result: CheckResult, escape: str) -> str:
+    from versatil_fs.locks.fencing import caller_lock, describe
+
+    assert result.fence is not None
+    mine = caller_lock(result.fence)
+    by_grant: dict[str, list[Superseded]] = {}
+    for item in result.superseded:
+        by_grant.setdefault(item.grant.id, []).append(item)
+    lines: list[str] = []
+    for files in by_grant.values():
+        lead = (f"versatil: commit refused{_inrepository(result.repository)}: " if not lines
+                else "And ")
+        lines.append(f"{lead}{describe(mine, files, result.repo_key)}:")
+        lines.extend(f"  {item.path} ({item.change})" for item in files)
+    lines = [_printable(line) for line in lines]
+    agents = sorted({item.grant.agent for item in result.superseded})
+    lines.append("Ways out:")
+    lines.append(
+        f"  - lock those files again (once {_or(agents)} has released them: see `versatil "
+        "locks`), check that your changes still stand, and commit with the new lock's token: "
+        "export VERSATIL_FENCE=$(versatil lock --json FILE... | jq .fence);"
+    )
+    lines.append(
+        "  - if this commit is not made under a lock, commit without a token (unset "
+        "VERSATIL_FENCE): the other agents' locks are still checked;"
+    )
+    lines.append(f"  - or commit anyway with {escape}, at your own risk.")
+    return "\n".join(lines)
 
 
 def _stash_refusal(result: CheckResult, *, first: bool) -> str:
@@ -355,19 +440,22 @@ def _stash_refusal(result: CheckResult, *, first: bool) -> str:
     return "\n".join(lines)
 
 
-def _staged_refusal(result: CheckResult, escape: str) -> str:
-    count = len(result.blocked)
+def _staged_refusal(
+    result: CheckResult, blocked: list[Blocked], escape: str, *, first: bool = True
+) -> str:
+    count = len(blocked)
     who = (
         f"the committer is {result.committer} ({result.committer_source})"
         if result.committer
         else f"the committer is a human ({result.committer_source}), whom every write lock binds"
     )
     holder = "another agent" if result.committer else "an agent"
+    lead = f"versatil: commit refused{_inrepository(result.repository)}: " if first else "And "
     lines = [
-        f"versatil: commit refused{_inrepository(result.repository)}: {count} staged "
+        f"{lead}{count} staged "
         f"{'file is' if count == 1 else 'files are'} write-locked by {holder}; {who}."
     ]
-    for item in result.blocked:
+    for item in blocked:
         grant, claim = item.grant, item.claim
         locked = claim.resource.path
         if locked == item.staged.path:
@@ -380,7 +468,7 @@ def _staged_refusal(result: CheckResult, escape: str) -> str:
             f"  {item.staged.path} ({item.staged.change}): locked by {grant.agent}{via}, "
             f"since {_when(grant.acquired_at)}, {_until(grant)}"
         )
-    agents = sorted({item.grant.agent for item in result.blocked})
+    agents = sorted({item.grant.agent for item in blocked})
     lines = [_printable(line) for line in lines]  # a staged name that is not UTF-8
     lines.append("Ways out:")
     lines.append(f"  - wait until {_or(agents)} releases (see `versatil locks`);")

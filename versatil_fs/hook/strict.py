@@ -21,7 +21,8 @@ old value): then the ref's current value is the old one.
 
 The committer is resolved as the pre-commit guard resolves it, and a refusal prints the same
 message (:func:`versatil_fs.hook.check.refusal`), with the way around this hook instead of
-``--no-verify``.
+``--no-verify``; a fencing token in ``$VERSATIL_FENCE`` is checked on the changed files as the
+pre-commit guard checks it on the staged ones.
 """
 
 from __future__ import annotations
@@ -40,9 +41,11 @@ from versatil_fs.hook.check import (
     StagedPath,
     committer,
     find_blocked,
+    find_superseded,
     live_grants,
     log_refusal,
     parse_name_status,
+    presented_fence,
     session_committer,
 )
 from versatil_fs.hook.context import hook_env, repository, run_git
@@ -194,8 +197,10 @@ def check_updates(updates: list[RefUpdate], start: str | os.PathLike[str] = ".")
     the files the branch updates change against other agents' write locks.
 
     Raises :class:`Refused` when git cannot say what an update changes or the lock table
-    cannot be read safely, as the pre-commit guard does.
+    cannot be read safely, as the pre-commit guard does, and refuses a presented
+    ``$VERSATIL_FENCE`` that a newer lock superseded on those files, as it does too.
     """
+    fence = presented_fence()
     repo = repository(start)
     branches = [u for u in updates if u.ref.startswith("refs/heads/") and not u.deletes]
     session = session_committer()
@@ -224,6 +229,9 @@ def check_updates(updates: list[RefUpdate], start: str | os.PathLike[str] = ".")
         staged=staged,
         blocked=find_blocked(staged, grants, repo.key, name),
         repository=str(repo.toplevel),
+        fence=fence,
+        superseded=find_superseded(staged, grants, repo.key, fence),
+        repo_key=repo.key,
     )
     if not result.allowed:
         log_refusal(result, repo)

@@ -101,6 +101,7 @@ class Held:
     """A task's hold on its locks, as its worker sees it."""
 
     lease_fd: int | None = None  # for the task's processes to inherit (None: no locks)
+    fence: int | None = None  # its lease's fencing token, exported as VERSATIL_FENCE
     handed_over: bool = False  # left to processes of the task that could not be stopped
 
 
@@ -298,7 +299,7 @@ class TaskRunner:
         self, task: Task, task_run: TaskRun, log_path: Path, held: Held
     ) -> tuple[int | None, str, bool, float]:
         """Run the command; returns (exit code, error, interrupted, when it exited)."""
-        env = task_environment(self.run(), task, task_run.wave)
+        env = task_environment(self.run(), task, task_run.wave, held.fence)
         # Everything the task starts inherits its lease's descriptor, so its locks last as
         # long as the last of those processes, even if this executor is killed (see
         # versatil_fs.runner.ProcessTree); the pipe beside it tells when they have all gone.
@@ -407,7 +408,7 @@ class TaskRunner:
             finally:
                 granted.set()
                 timer.cancel()
-            held = Held(lease_fd=manager.lease_descriptor())
+            held = Held(lease_fd=manager.lease_descriptor(), fence=lease.fence)
             try:
                 yield held
             finally:

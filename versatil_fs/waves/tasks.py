@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from versatil_fs import linux
+from versatil_fs.locks.fencing import FENCE_ENV
 from versatil_fs.processes import ProcessTree, exit_code_of
 from versatil_fs.state import write_all
 from versatil_fs.waves.plan import Task
@@ -90,11 +91,18 @@ def signal_group(pgid: int, sig: int) -> None:
         os.killpg(pgid, sig)
 
 
-def task_environment(run: RunState, task: Task, wave: int) -> dict[str, str]:
+def task_environment(
+    run: RunState, task: Task, wave: int, fence: int | None = None
+) -> dict[str, str]:
     """The environment a task's command runs in: ours, without an armed fault, plus who and
-    what it is, and the marker that finds everything it starts (:func:`leftover_processes`)."""
+    what it is, the marker that finds everything it starts (:func:`leftover_processes`) and
+    ``VERSATIL_FENCE``, its lease's fencing token (``fence``; None: the task holds no locks)."""
     env = dict(os.environ)
     env.pop("VERSATIL_FAULT", None)  # a fault armed for the executor is not the task's
+    if fence is not None:
+        # Its own lease's token, for the commit guard and restore; a task without locks keeps
+        # an enclosing lease's (the executor run under `versatil run`), as its descriptors.
+        env[FENCE_ENV] = str(fence)
     plan_dir = run.plan.directory
     env.update({
         "VERSATIL_AGENT": task.agent,
