@@ -87,6 +87,10 @@ def test_defaults_match_the_reference_note(repo: Path) -> None:
         "parallel.max_concurrent_waves": 2,
         "guard.paths": ["."],
         "guard.ignore": [],
+        "store.backend": "local",
+        "store.url": "",
+        "store.project": "",
+        "store.restart_grace": 10.0,
         "agents.wait_on_edit": 0.0,
         "agents.on_error": "allow",
         "agents.name": "",
@@ -105,7 +109,7 @@ def test_encoding_gives_just_the_configuration(repo: Path, home: Path) -> None:
     encoded = msgspec.json.decode(msgspec.json.encode(loaded))
 
     assert set(encoded) == {
-        "collision_detection", "checkpoints", "parallel", "guard", "agents", "harness"
+        "collision_detection", "checkpoints", "parallel", "guard", "store", "agents", "harness"
     }
     assert "sources" not in json.dumps(encoded)
     assert msgspec.json.decode(msgspec.json.encode(loaded), type=Config) == loaded
@@ -176,6 +180,10 @@ def test_keys_from_different_sources_combine(repo: Path, home: Path) -> None:
         "parallel.max_concurrent_waves": "default",
         "guard.paths": "default",
         "guard.ignore": "default",
+        "store.backend": "default",
+        "store.url": "default",
+        "store.project": "default",
+        "store.restart_grace": "default",
         "agents.wait_on_edit": "default",
         "agents.on_error": "default",
         "agents.name": "default",
@@ -477,6 +485,10 @@ BAD_VALUES: dict[str, list[str]] = {
     "parallel.max_concurrent_waves": ["0", "99999999999999999999"],
     "guard.paths": ['"."', '["/etc"]', '[".."]', '["src/../.."]', '[""]', "[1]", "1"],
     "guard.ignore": ['"*.log"', "[1]", '[""]', "true"],
+    "store.backend": ['"pg"', '"LOCAL"', "true", "1"],
+    "store.url": ["1", "[]", '"' + "x" * 4097 + '"'],
+    "store.project": ["1", '"a\\u0007b"', '"' + "x" * 201 + '"'],
+    "store.restart_grace": ["0", "-1", '"10s"', "inf"],
     "agents.Dana.priority": ['"high"', "1.5", "true", "2000000", "-2000000", "[]"],
     "agents.wait_on_edit": ["-1", "601", "inf", "nan", '"2s"', "true"],
     "agents.on_error": ['"warn"', '"ALLOW"', "true", "0"],

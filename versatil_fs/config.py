@@ -17,7 +17,8 @@ a higher source happens to override the broken key: the error names the file, th
 what was expected, and fixing it never waits for the override to go away.
 
 Environment variables: a ``VERSATIL_*`` name whose remainder starts with a section name
-(``COLLISION_DETECTION_``, ``CHECKPOINTS_``, ``PARALLEL_``, ``GUARD_``, ``AGENTS_``) is a
+(``COLLISION_DETECTION_``, ``CHECKPOINTS_``, ``PARALLEL_``, ``GUARD_``, ``STORE_``,
+``AGENTS_``) is a
 configuration key, and an unknown one is an error rather than a silent no-op (a misspelt variable
 would otherwise look as if it worked). Everything else (``VERSATIL_HOME``, ``VERSATIL_AGENT``,
 ``VERSATIL_FAULT``, ``VERSATIL_DEBUG``...) is not configuration and is ignored. Values are parsed
@@ -54,6 +55,7 @@ from versatil_fs.config_model import (
     Guard,
     HarnessSettings,
     Parallel,
+    StoreSettings,
     format_key,
     format_value,
     is_agent_leaf,
@@ -77,6 +79,7 @@ __all__ = [
     "Guard",
     "HarnessSettings",
     "Parallel",
+    "StoreSettings",
     "format_key",
     "format_value",
     "load",

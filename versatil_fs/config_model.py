@@ -31,6 +31,7 @@ __all__ = [
     "Guard",
     "HarnessSettings",
     "Parallel",
+    "StoreSettings",
     "format_key",
     "format_value",
     "is_agent_leaf",
@@ -114,6 +115,32 @@ class Guard(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     ignore: _Patterns = msgspec.field(default_factory=list)
 
 
+class StoreSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """Where the lock table lives: this machine's state directory, or a PostgreSQL server that
+    agents on several machines share (README "Several machines")."""
+
+    backend: Annotated[
+        Literal["local", "postgres"], Meta(description='"local" or "postgres"')
+    ] = "local"
+    # A libpq URL or key=value string (postgresql://user:secret@host/db); its password is never
+    # printed (config show, errors).
+    url: Annotated[
+        str, Meta(max_length=4096, description="a libpq connection URL (postgresql://...)")
+    ] = ""
+    # The lock space's name on the server; empty: derived from the `origin` remote URL.
+    project: Annotated[
+        str,
+        Meta(
+            max_length=200,
+            pattern=r"^[^\x00-\x1f\x7f]*$",
+            description="a project name (text without control characters, at most 200)",
+        ),
+    ] = ""
+    # How long after the server (re)started a process lease whose liveness key nobody holds
+    # still counts as live: the time its process gets to reconnect and take the key again.
+    restart_grace: _Seconds = 10.0
+
+
 class AgentSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     priority: _Priority = 0
 
@@ -172,6 +199,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, dict=True
     checkpoints: CheckpointSettings = msgspec.field(default_factory=CheckpointSettings)
     parallel: Parallel = msgspec.field(default_factory=Parallel)
     guard: Guard = msgspec.field(default_factory=Guard)
+    store: StoreSettings = msgspec.field(default_factory=StoreSettings)
     agents: dict[str, AgentSettings] = {}
     # The `[agents]` keys that are settings rather than agent names (see HarnessSettings).
     harness: HarnessSettings = msgspec.field(default_factory=HarnessSettings)
@@ -217,6 +245,7 @@ SECTIONS: dict[str, type[msgspec.Struct]] = {
     "checkpoints": CheckpointSettings,
     "parallel": Parallel,
     "guard": Guard,
+    "store": StoreSettings,
 }
 
 

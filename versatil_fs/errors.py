@@ -28,6 +28,7 @@ __all__ = [
     "RestoreIncomplete",
     "StateError",
     "Stopped",
+    "StoreUnavailable",
     "UsageError",
     "VersatilError",
 ]
@@ -92,6 +93,21 @@ class NotRegularFile(StateError):
 
     def details(self) -> dict[str, Any]:
         return {"path": self.path}
+
+
+class StoreUnavailable(UsageError):
+    """The lock store's server cannot be reached or used (down, restarting, refusing us).
+
+    The message names the server by its URL with the password hidden; ``url`` holds that
+    same safe form for ``--json``.
+    """
+
+    def __init__(self, message: str, url: str = "") -> None:
+        super().__init__(message)
+        self.url = url
+
+    def details(self) -> dict[str, Any]:
+        return {"url": self.url}
 
 
 class Refused(VersatilError):

@@ -21,7 +21,7 @@ import msgspec
 
 from versatil_fs import faults
 from versatil_fs.errors import Deadlock, LockConflict, UsageError
-from versatil_fs.locks import clock, requests
+from versatil_fs.locks import clock, requests, stores
 from versatil_fs.locks.leases import Doorbell
 from versatil_fs.locks.notices import (
     Logged,
@@ -35,7 +35,6 @@ from versatil_fs.locks.notices import (
 from versatil_fs.locks.requests import ResourceSpec
 from versatil_fs.locks.store import (
     TABLE_LOCK_GRACE,
-    LocalStore,
     LockStore,
     seconds_left,
 )
@@ -123,7 +122,8 @@ class LockManager:
         store: LockStore | None = None,
     ) -> None:
         self.state = state or StateDir()
-        self.store: LockStore = store or LocalStore(self.state)
+        # The store [store] backend names (the local table, or PostgreSQL for several machines).
+        self.store: LockStore = store or stores.open_store(self.state, config, repo)
         self._repo_arg = repo
         self._repo: Repository | None = repo if isinstance(repo, Repository) else None
         # Relative paths are read against the directory the manager was given (the current
@@ -475,9 +475,13 @@ class LockManager:
         process leases last as long as the last of them lives, even after this process dies
         (``kill -9`` included): the flock that proves a lease alive belongs to the open file
         description, which every inheriting process shares. None where the store has no
-        such descriptor (nothing is held yet, or another kind of store)."""
-        if isinstance(self.store, LocalStore):
-            return self.store.inheritable_fd()
+        such descriptor (nothing is held yet, or another kind of store). On PostgreSQL it is
+        the socket of the session holding this process's liveness key: the server keeps the
+        session, and so the leases, while any process holds the socket open."""
+        inheritable = getattr(self.store, "inheritable_fd", None)
+        if callable(inheritable):
+            fd = inheritable()
+            return fd if isinstance(fd, int) else None
         return None
 
     def hand_over(self) -> None:
@@ -489,8 +493,9 @@ class LockManager:
             self._leases.clear()
         for lease in leases:
             lease.released = True
-        if isinstance(self.store, LocalStore):
-            self.store.hand_over()
+        handing = getattr(self.store, "hand_over", None)  # LocalStore's, PgStore's
+        if callable(handing):
+            handing()
 
     def unlock(self, resources: Iterable[ResourceSpec], *, agent: str | None = None) -> list[Claim]:
         """Release ``agent``'s locks on exactly these resources; returns what was released."""
