@@ -142,6 +142,12 @@ def test_an_expired_shell_lease_is_refused_once_another_agent_locked_its_files(
         "agent": "James", "lease": theirs["id"], "fence": theirs["fence"],
         "files": ["src/api/a.py"],
     }]
+    checked = versatil("hook", "check", "--json", cwd=repo, env=env)
+    assert checked.code == 1
+    shown = json.loads(checked.out)
+    assert shown["fence"] == mine["fence"] and not shown["allowed"]
+    assert [(s["path"], s["agent"], s["fence"]) for s in shown["superseded"]] == [
+        ("src/api/a.py", "James", theirs["fence"])]
     # Once James has released, no current lock covers the file: nothing to defend.
     assert versatil("unlock", "--agent", "James", "src/api/a.py", cwd=repo).code == 0
     done = commit(repo, env)

@@ -66,6 +66,20 @@ def check(ctx: click.Context, as_json: bool) -> None:
                     }
                     for b in result.stashed
                 ],
+                # $VERSATIL_FENCE as presented, and the staged files a newer lock superseded
+                # it on (each with that lock's holder and token).
+                "fence": result.fence,
+                "superseded": [
+                    {
+                        "path": s.path,
+                        "change": s.change,
+                        "agent": s.grant.agent,
+                        "lock": str(s.claim.resource),
+                        "fence": s.grant.fence,
+                        "since": s.grant.acquired_at,
+                    }
+                    for s in result.superseded
+                ],
             }
         ))
     elif not result.allowed:
