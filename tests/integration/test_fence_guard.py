@@ -177,6 +177,34 @@ def test_a_live_lease_is_not_superseded_by_a_newer_lock_of_its_own(repo: Path) -
     assert done.returncode == 0, done.stderr
 
 
+def test_only_files_the_superseded_lock_covered_are_refused(repo: Path) -> None:
+    old = shell_lock(repo, "docs/", "src/api/*.py", agent="Marcus")  # a glob among them
+    assert versatil("release", "--agent", "Marcus", cwd=repo).code == 0
+    new = shell_lock(repo, "docs/", agent="Marcus")
+    other = shell_lock(repo, "src/", agent="Marcus")  # newer too, on what it never locked
+    (repo / "src/new.py").write_text("new\n")
+    git(repo, "add", "src/new.py")
+    edit_and_stage(repo, "docs/x.md", "src/api/b.py")
+    refused = commit(repo, {"VERSATIL_AGENT": "Marcus", "VERSATIL_FENCE": str(old["fence"])})
+    assert refused.returncode == 1
+    # docs/x.md and src/api/b.py were under the old lock (the latter through its pattern);
+    # src/new.py never was: the guard's own rule leaves it to Marcus's newer lock.
+    assert (
+        f"your lock on docs/ (fence {old['fence']}) was superseded by Marcus "
+        f"(fence {new['fence']})"
+    ) in refused.stderr
+    assert (
+        f"your lock on src/api/*.py (fence {old['fence']}) was superseded by Marcus "
+        f"(fence {other['fence']})"
+    ) in refused.stderr
+    assert "  docs/x.md (modified)" in refused.stderr
+    assert "  src/api/b.py (modified)" in refused.stderr
+    assert "src/new.py" not in refused.stderr
+    git(repo, "reset", "-q", "--", "docs/x.md", "src/api/b.py")
+    done = commit(repo, {"VERSATIL_AGENT": "Marcus", "VERSATIL_FENCE": str(old["fence"])})
+    assert done.returncode == 0, done.stderr
+
+
 def test_a_token_whose_grant_left_the_lock_log_is_said_plainly(repo: Path) -> None:
     mine = shell_lock(repo, "src/api/", agent="Marcus")
     assert versatil("release", "--agent", "Marcus", cwd=repo).code == 0

@@ -173,19 +173,20 @@ def refuse_superseded(site: Site, changes: Sequence[Change], target: CheckpointR
     """``Refused`` if the caller's token ``fence`` is superseded on a file the restore would
     write (see :mod:`versatil_fs.locks.fencing`), logged as ``restore-refused`` with both
     tokens."""
-    from versatil_fs.locks.fencing import caller_lock, describe, event_fields, superseded
+    from versatil_fs.locks.fencing import CallerLock, describe, event_fields, superseded
     from versatil_fs.locks.manager import LockManager
 
     # The lock table of this state directory, as refuse_locked reads it.
     grants = LockManager(repo=str(site.repo.toplevel), state=site.state).holders()
-    found = superseded(((c.path, "restored") for c in changes), grants, site.key, fence)
+    found, mine = superseded(((c.path, "restored") for c in changes), grants, site.key, fence,
+                             site.state)
     if not found:
         return
     first = [f for f in found if f.grant.id == found[0].grant.id]
     names = ", ".join(printable(f.path) for f in first[:5])
     more = len(found) - min(len(first), 5)
     listed = f"{names} and {more} more" if more > 0 else names
-    sentence = describe(caller_lock(fence, site.state), first, site.key)
+    sentence = describe(mine or CallerLock(fence=fence), first, site.key)
     site.emit_done(
         "checkpoints", "restore-refused", agent=restorer or None, repo=site.key,
         checkpoint=target.id, conflicts=[f"{f.path} ({f.grant.agent})" for f in found[:20]],

@@ -35,7 +35,7 @@ from versatil_fs.hook.context import git_message, hook_env, repository
 from versatil_fs.repo import Repository
 
 if TYPE_CHECKING:
-    from versatil_fs.locks.fencing import Superseded
+    from versatil_fs.locks.fencing import CallerLock, Superseded
     from versatil_fs.locks.table import Claim, Grant
 
 __all__ = [
@@ -94,6 +94,7 @@ class CheckResult(msgspec.Struct, kw_only=True):
     # on which a newer lock has superseded it.
     fence: int | None = None
     superseded: list[Superseded] = msgspec.field(default_factory=list)
+    caller_lock: CallerLock | None = None  # the presented token's grant, from the lock log
     repo_key: str = ""  # the repository's key (its git common dir), which paths are keyed by
 
     @property
@@ -165,10 +166,11 @@ def presented_fence() -> int | None:
 
 def find_superseded(
     staged: Iterable[StagedPath], grants: list[Grant], repo_key: str, fence: int | None
-) -> list[Superseded]:
-    """Staged paths on which the presented token ``fence`` is superseded by a newer lock."""
+) -> tuple[list[Superseded], CallerLock | None]:
+    """Staged paths on which the presented token ``fence`` is superseded by a newer lock, and
+    the token's lock as the lock log recorded it (None: not looked up)."""
     if fence is None:
-        return []
+        return [], None
     from versatil_fs.locks.fencing import superseded
 
     return superseded(((s.path, s.change) for s in staged), grants, repo_key, fence)
@@ -201,6 +203,7 @@ def check(start: str | os.PathLike[str] = ".") -> CheckResult:
         config_out = None
     name, source = committer(session, config_out)
     staged = parse_name_status(diff_out)
+    fenced, mine = find_superseded(staged, grants, repo.key, fence)
     result = CheckResult(
         committer=name,
         committer_source=source,
@@ -209,7 +212,8 @@ def check(start: str | os.PathLike[str] = ".") -> CheckResult:
         repository=str(repo.toplevel),
         stashed=_stashed_and_locked(repo, grants, name),
         fence=fence,
-        superseded=find_superseded(staged, grants, repo.key, fence),
+        superseded=fenced,
+        caller_lock=mine,
         repo_key=repo.key,
     )
     if not result.allowed:
@@ -379,10 +383,10 @@ def refusal(result: CheckResult, *, escape: str = "git commit --no-verify") -> s
 
 
 def _fence_refusal(result: CheckResult, escape: str) -> str:
-    from versatil_fs.locks.fencing import caller_lock, describe
+    from versatil_fs.locks.fencing import CallerLock, describe
 
     assert result.fence is not None
-    mine = caller_lock(result.fence)
+    mine = result.caller_lock or CallerLock(fence=result.fence)
     by_grant: dict[str, list[Superseded]] = {}
     for item in result.superseded:
         by_grant.setdefault(item.grant.id, []).append(item)

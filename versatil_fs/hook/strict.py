@@ -223,6 +223,7 @@ def check_updates(updates: list[RefUpdate], start: str | os.PathLike[str] = ".")
             config.communicate()
     name, source = committer(session, config_out)
     staged = list(changed.values())
+    fenced, mine = find_superseded(staged, grants, repo.key, fence)
     result = CheckResult(
         committer=name,
         committer_source=source,
@@ -230,7 +231,8 @@ def check_updates(updates: list[RefUpdate], start: str | os.PathLike[str] = ".")
         blocked=find_blocked(staged, grants, repo.key, name),
         repository=str(repo.toplevel),
         fence=fence,
-        superseded=find_superseded(staged, grants, repo.key, fence),
+        superseded=fenced,
+        caller_lock=mine,
         repo_key=repo.key,
     )
     if not result.allowed:

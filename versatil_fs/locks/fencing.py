@@ -5,15 +5,20 @@ log), and the sentence that refuses it. Used by the commit guards and ``checkpoi
 The rule. A caller presenting token ``F`` is refused for a file it changes when
 
 1. a current write grant covering that file has a token greater than ``F`` (whoever holds it:
-   the caller's own agent too, say a second shell that locked again), and
-2. the grant that had ``F`` is no longer in the table (expired, force-released, unlocked).
+   the caller's own agent too, say a second shell that locked again),
+2. the grant that had ``F`` is no longer in the table (expired, force-released, unlocked), and
+3. that grant's write locks covered the file, as its ``grant`` event in the lock log says; when
+   the log no longer holds the event, what it covered is unknown and every file the first two
+   conditions name is refused (failing closed), the message saying so.
 
 The second condition keeps a caller whose lease ``F`` still stands from being refused over a
-newer lock it took itself (a ``versatil run`` inside a shell lease: both live, both its own).
-A file no current grant covers is not refused: a lock that superseded ``F`` and has ended
-since leaves nothing to defend, and the commit guard's own rule (other agents' write locks)
-still applies. Without ``VERSATIL_FENCE`` (unset or empty) nothing is checked; a value that is
-not a token (a positive whole number) is a :class:`UsageError`, exit 2.
+newer lock it took itself (a ``versatil run`` inside a shell lease: both live, both its own);
+the third keeps the refusal true to its words ("your lock on src/api/ was superseded"): a file
+the caller never locked under ``F`` is left to the guard's own rule (other agents' write
+locks). A file no current grant covers is not refused: a lock that superseded ``F`` and has
+ended since leaves nothing to defend. Without ``VERSATIL_FENCE`` (unset or empty) nothing is
+checked; a value that is not a token (a whole number from 1 up) is a :class:`UsageError`,
+exit 2.
 
 Nothing here runs on a commit that presents no token, and the lock log is read only for a
 refusal: a guard that lets a commit through pays one dict probe per changed path.
@@ -88,31 +93,49 @@ class CallerLock:
     agent: str | None = None
     lease: str = ""
     time: float | None = None
-    repo: str | None = None
-    resources: list[str] = field(default_factory=list)  # lock-space paths (write ones first)
+    repo: str | None = None  # the lock space its paths are keyed in
+    writes: list[str] = field(default_factory=list)  # its write-locked paths and patterns
+    globs: frozenset[str] = frozenset()  # which of them are patterns
+
+    def covers(self, repo_key: str, path: str) -> bool:
+        """Did this lock write-lock the repo-relative ``path`` of repository ``repo_key``?"""
+        from versatil_fs.locks.table import Resource
+
+        return bool(self.repo) and any(
+            Resource(repo=self.repo or "", path=p, glob=p in self.globs).covers(repo_key, path)
+            for p in self.writes
+        )
 
 
 def superseded(
-    changed: Iterable[tuple[str, str]], grants: Sequence[Grant], repo_key: str, fence: int
-) -> list[Superseded]:
+    changed: Iterable[tuple[str, str]], grants: Sequence[Grant], repo_key: str, fence: int,
+    state: StateDir | None = None,
+) -> tuple[list[Superseded], CallerLock | None]:
     """The ``(path, change)`` pairs of ``changed`` on which token ``fence`` is superseded by one
-    of ``grants`` (the live ones; see the module's rule), each with the newer grant."""
+    of ``grants`` (the live ones; see the module's rule), each with the newer grant, and the
+    caller's lock as the log of ``state`` recorded it (None when the log was not needed)."""
     if any(g.fence == fence for g in grants):
-        return []  # the caller's lease still stands: whatever else covers its files, it holds
+        return [], None  # the caller's lease still stands: it holds whatever else covers
     newer = [g for g in grants if g.fence > fence]
     if not newer:
-        return []
+        return [], None
     from versatil_fs.locks.table import WriteLocks
 
     locks = WriteLocks(newer, repo_key)
     if not locks:
-        return []
+        return [], None
     found: list[Superseded] = []
     for path, change in changed:
         hit = locks.holder(path)
         if hit is not None:
             found.append(Superseded(path, change, *hit))
-    return found
+    if not found:
+        return [], None
+    # Only now the log (a refusal's cost, never an allowed commit's): what the lock covered.
+    mine = caller_lock(fence, state)
+    if mine.found:
+        found = [item for item in found if mine.covers(repo_key, item.path)]
+    return found, mine
 
 
 def caller_lock(fence: int, state: StateDir | None = None) -> CallerLock:
@@ -128,12 +151,13 @@ def caller_lock(fence: int, state: StateDir | None = None) -> CallerLock:
             if event.kind != "grant" or event.data.get("fence") != fence:
                 continue
             data = event.data
+            # The structured fields, not `resources`' text: "db:users (write)" could be a
+            # path, and read locks never covered a change.
             writes = [p for p in data.get("write_paths", []) if isinstance(p, str)]
-            named = [r.rsplit(" (", 1)[0] for r in data.get("resources", []) if isinstance(r, str)]
+            globs = frozenset(p for p in data.get("write_globs", []) if isinstance(p, str))
             return CallerLock(
                 fence=fence, found=True, agent=event.agent, lease=str(data.get("lease", "")),
-                time=event.time, repo=event.repo,
-                resources=writes + [r for r in named if r not in writes],
+                time=event.time, repo=event.repo, writes=writes, globs=globs,
             )
     except (VersatilError, OSError):
         pass  # an unreadable log: said as "not in the lock log", the refusal stands either way
@@ -172,15 +196,14 @@ def event_fields(fence: int, found: Sequence[Superseded]) -> dict[str, Any]:
 
 
 def _locked(mine: CallerLock, files: Sequence[Superseded], repo_key: str) -> str:
-    """The caller's locked resources that cover ``files`` (all of them when none does), as the
-    guard names locks: ``src/api/`` for a directory, the pattern for a glob."""
-    from versatil_fs.locks.globs import is_glob
+    """The caller's write locks that cover ``files``, as the guard names locks: ``src/api/`` for
+    a directory, the pattern for a glob."""
     from versatil_fs.locks.table import Resource, in_lock_space
 
     space = mine.repo or ""
     shown: list[str] = []
-    for path in mine.resources:
-        resource = Resource(repo=space, path=path, glob=is_glob(path))
+    for path in mine.writes:
+        resource = Resource(repo=space, path=path, glob=path in mine.globs)
         # In the lock space's terms (a submodule's files sit under its path there).
         covered = [in_lock_space(repo_key, f.path)[1] for f in files
                    if space and resource.covers(repo_key, f.path)]
@@ -192,10 +215,8 @@ def _locked(mine: CallerLock, files: Sequence[Superseded], repo_key: str) -> str
             shown.append(path)
         else:
             shown.append(f"{path}/")
-    if not shown:
-        shown = mine.resources[:]
-    if not shown:
-        return "nothing"
+    if not shown:  # not reached: every file listed is one the lock covered
+        shown = mine.writes[:] or ["nothing it wrote"]
     return ", ".join(shown[:5]) + (f" and {len(shown) - 5} more" if len(shown) > 5 else "")
 
 
