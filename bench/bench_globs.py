@@ -128,11 +128,59 @@ def run(count: int, repeat: int) -> dict[str, list[float]]:
         warm.append(_per_call_us(partial(check_table, new), 1))
     rows["one glob vs 1,000 globs, cold"] = cold_runs
     rows["one glob vs 1,000 globs, warm"] = warm
+    rows.update(_table_rows(table, news))
     overlapping = [(a, b) for a, b in chosen if globs.overlap(a, b) is not None]
     rows["_overlapping"] = [float(len(overlapping))]
     # What matching one pattern's text as a path against the other (other tools' way) misses.
     rows["_missed"] = [float(sum(not (a == b or fnmatch.fnmatchcase(a, b)
                                       or fnmatch.fnmatchcase(b, a)) for a, b in overlapping))]
+    return rows
+
+
+def _table_rows(table: list[object], news: list[object]) -> dict[str, list[float]]:
+    """A request checked against a lock table of 1,000 glob locks, the lock manager's way
+    (``ClaimIndex``, as ``blockers`` runs it on every transaction), beside the same check
+    against 1,000 plain-path locks (the fast path, its anchor)."""
+    from versatil_fs.locks import glob_segments, globs
+    from versatil_fs.locks import table as lock_table
+    from versatil_fs.locks.table import Claim, ClaimIndex, Resource
+
+    repo = "/bench/.git"
+    glob_claims = [[Claim(Resource(repo=repo, path=p.text, glob=True))]  # type: ignore[attr-defined]
+                   for p in table]
+    rng = random.Random(7)
+    plain_claims = [[Claim(Resource(repo=repo, path="/".join(
+        rng.choice(_DIRS) for _ in range(rng.randint(1, 4)))))] for _ in range(1000)]
+    requests = [[Claim(Resource(repo=repo, path=p.text, glob=True))]  # type: ignore[attr-defined]
+                for p in news]
+
+    def check(request: list[Claim], held: list[list[Claim]]) -> None:
+        index = ClaimIndex(request)
+        for claims in held:
+            index.conflicts(claims)
+
+    def check_cold(request: list[Claim]) -> None:
+        lock_table._witness.cache_clear()
+        glob_segments.clear_caches()
+        globs.parse.cache_clear()
+        check(request, glob_claims)
+
+    rows: dict[str, list[float]] = {
+        "anchor: 1 path vs 1,000 plain locks": [], "ClaimIndex: 1 glob vs 1,000 plain": [],
+        "ClaimIndex: 1 glob vs 1,000 globs, cold": [],
+        "ClaimIndex: 1 glob vs 1,000 globs, warm": [],
+    }
+    plain_requests = [[Claim(Resource(repo=repo, path=f"{rng.choice(_DIRS)}/x.py"))]
+                      for _ in news]
+    for request, plain_request in zip(requests, plain_requests, strict=True):
+        rows["anchor: 1 path vs 1,000 plain locks"].append(
+            _per_call_us(partial(check, plain_request, plain_claims), 3))
+        rows["ClaimIndex: 1 glob vs 1,000 plain"].append(
+            _per_call_us(partial(check, request, plain_claims), 3))
+        rows["ClaimIndex: 1 glob vs 1,000 globs, cold"].append(
+            _per_call_us(partial(check_cold, request), 1, batches=3))
+        rows["ClaimIndex: 1 glob vs 1,000 globs, warm"].append(
+            _per_call_us(partial(check, request, glob_claims), 3))
     return rows
 
 

@@ -20,6 +20,8 @@ import msgspec
 
 from versatil_fs.errors import UsageError
 from versatil_fs.locks import globs
+from versatil_fs.locks.glob_segments import fold as glob_fold
+from versatil_fs.repo import ignorecase_of
 
 __all__ = [
     "FOREVER",
@@ -243,8 +245,6 @@ def ignorecase(key: str) -> bool:
     """Whether patterns in the lock space ``key`` match case-insensitively: its repository's
     ``core.ignorecase``, as :mod:`versatil_fs.repo` read it when it found the repository in
     this process (False for a space this process never found)."""
-    from versatil_fs.repo import ignorecase_of  # a dict lookup, like space_of
-
     return ignorecase_of(key)
 
 
@@ -262,6 +262,20 @@ def _witness(a: str, a_glob: bool, b: str, b_glob: bool, fold: bool) -> str | No
         # the odd lock in `versatil locks` and releases it.
         return a if a_glob else b
     return globs.overlap(pa, pb, ignorecase=fold)
+
+
+@functools.lru_cache(maxsize=65536)
+def _top(path: str, glob: bool, fold: bool) -> str | None:
+    """The top-level name every path the resource covers starts with (folded with
+    ``fold``), or None when it has none (``.``, ``*.py``, ``**/x``, a malformed pattern)."""
+    if not glob:
+        top = None if path == "." else path.partition("/")[0]
+    else:
+        try:
+            top = globs.top_name(globs.parse(path))
+        except UsageError:
+            return None
+    return glob_fold(top) if fold and top is not None else top
 
 
 @functools.lru_cache(maxsize=65536)
@@ -422,17 +436,20 @@ class ClaimIndex:
         self.paths: dict[str, list[tuple[frozenset[str], str, bool]]] = {}
         # repo -> [(resource, claimed for writing)]: our glob claims, and every path claim of
         # ours (a glob of theirs is checked against each).
-        self.globs: dict[str, list[tuple[Resource, bool]]] = {}
-        self.all_paths: dict[str, list[tuple[Resource, bool]]] = {}
+        # Each with its top-level name (None: any), so that most pairs are told apart by one
+        # string comparison before any pattern is looked at (`src/**` never meets `docs/x`).
+        self.globs: dict[str, list[tuple[Resource, bool, str | None]]] = {}
+        self.all_paths: dict[str, list[tuple[Resource, bool, str | None]]] = {}
         for claim in claims:
             write = claim.mode == "write"
             resource = claim.resource
             if resource.name:
                 self.names[resource.name] = self.names.get(resource.name, False) or write
                 continue
-            self.all_paths.setdefault(resource.repo, []).append((resource, write))
+            entry = (resource, write, _top(resource.path, resource.glob, ignorecase(resource.repo)))
+            self.all_paths.setdefault(resource.repo, []).append(entry)
             if resource.glob:
-                self.globs.setdefault(resource.repo, []).append((resource, write))
+                self.globs.setdefault(resource.repo, []).append(entry)
             else:
                 prefix = "" if resource.path == "." else resource.path + "/"
                 self.paths.setdefault(resource.repo, []).append(
@@ -449,19 +466,35 @@ class ClaimIndex:
                     return True
                 continue
             if resource.glob:
-                for ours, mine_write in self.all_paths.get(resource.repo, ()):
-                    if (mine_write or write) and ours.overlaps(resource):
-                        return True
+                if self._meets(self.all_paths.get(resource.repo), resource, write):
+                    return True
                 continue
             theirs = resource.path
             for above, prefix, mine_write in self.paths.get(resource.repo, ()):
                 # The innermost loop of every transaction: a set lookup and a prefix test.
                 if (mine_write or write) and (theirs in above or theirs.startswith(prefix)):
                     return True
-            if self.globs:
-                for ours, mine_write in self.globs.get(resource.repo, ()):
-                    if (mine_write or write) and ours.overlaps(resource):
-                        return True
+            if self.globs and self._meets(self.globs.get(resource.repo), resource, write):
+                return True
+        return False
+
+    @staticmethod
+    def _meets(
+        ours: list[tuple[Resource, bool, str | None]] | None, theirs: Resource, write: bool
+    ) -> bool:
+        """Whether a path claim of theirs meets one of ``ours``, a glob on one side at least:
+        the top-level names first, then the pair's exact (cached) overlap."""
+        if not ours:
+            return False
+        fold = ignorecase(theirs.repo)
+        top = _top(theirs.path, theirs.glob, fold)
+        for mine, mine_write, mine_top in ours:
+            if not (mine_write or write):
+                continue
+            if top is not None and mine_top is not None and top != mine_top:
+                continue
+            if _witness(mine.path, mine.glob, theirs.path, theirs.glob, fold) is not None:
+                return True
         return False
 
 
