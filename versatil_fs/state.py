@@ -45,6 +45,7 @@ import os
 import stat
 import sys
 import time
+from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
 
@@ -271,7 +272,7 @@ class StateDir:
         if durable:
             _fsync_dir(path.parent)
 
-    def write_swapped(self, path: Path, data: bytes) -> None:
+    def write_swapped(self, path: Path, data: bytes | Sequence[bytes]) -> None:
         """Replace ``path`` atomically by exchanging it with a spare file (Linux).
 
         For a file rewritten on every lock transaction: the new document is written in place
@@ -287,11 +288,15 @@ class StateDir:
         the spare afresh through the document's name. A reader still there sends us down the
         slow path for this write. Where exchange or leases are unsupported this falls back to
         :meth:`write_atomic`. Not durable: use it only for state a reader can rebuild.
+
+        ``data`` may be the document's parts, written in order with ``pwritev``: a
+        multi-megabyte document assembled from thousands of cached parts is then never joined
+        (two copies, and fresh pages faulted in, cost more than the write itself).
         """
         spare = path.with_name(f".{path.name}.spare")
         self._ensure_parent(path)
         if not linux.exchange_supported():
-            self.write_atomic(path, data)
+            self.write_atomic(path, _joined(data))
             return
         try:
             fd = os.open(spare, os.O_WRONLY | os.O_CREAT | _OPEN_FLAGS, FILE_MODE)
@@ -300,7 +305,7 @@ class StateDir:
             if isinstance(error, NotRegularFile):
                 # Something that is not a file took the spare's name (the damaged table a
                 # read moved aside left its FIFO there?): the slow path never writes into it.
-                self.write_atomic(path, data)
+                self.write_atomic(path, _joined(data))
                 return
             raise error from exc
         try:
@@ -308,7 +313,7 @@ class StateDir:
             if not linux.nobody_else_has_open(fd):
                 os.close(fd)
                 fd = -1
-                self.write_atomic(path, data)
+                self.write_atomic(path, _joined(data))
                 return
             overwrite(fd, data)
         except OSError as exc:
@@ -326,7 +331,7 @@ class StateDir:
         except OSError as exc:
             if exc.errno in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
                 # linux.exchange_supported() now says no: later writes go straight there.
-                self.write_atomic(path, data)
+                self.write_atomic(path, _joined(data))
                 return
             raise state_error(path, exc) from exc
 
@@ -441,18 +446,55 @@ def write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view):]
 
 
-def overwrite(fd: int, data: bytes) -> None:
-    """Write ``data`` over the file from offset 0, truncating only if it was longer.
+def overwrite(fd: int, data: bytes | Sequence[bytes]) -> None:
+    """Write ``data`` (or its parts, in order) over the file from offset 0, truncating only if
+    it was longer.
 
     Truncation is a journaled metadata change on ext4 that costs more than the write itself,
     so a file that is rewritten on every lock transaction only pays for it when it shrinks.
     """
-    view = memoryview(data)
+    if isinstance(data, bytes):
+        view = memoryview(data)
+        offset = 0
+        while offset < len(data):
+            offset += os.pwrite(fd, view[offset:], offset)
+    else:
+        offset = _pwrite_parts(fd, data)
+    if os.fstat(fd).st_size > offset:
+        os.ftruncate(fd, offset)
+
+
+# At most this many buffers per pwritev (Linux's IOV_MAX is 1024).
+_IOV_MAX = 1024
+
+
+def _pwrite_parts(fd: int, parts: Sequence[bytes]) -> int:
+    """Write ``parts`` one after the other from offset 0; returns the length written."""
     offset = 0
-    while offset < len(data):
-        offset += os.pwrite(fd, view[offset:], offset)
-    if os.fstat(fd).st_size > len(data):
-        os.ftruncate(fd, len(data))
+    pending: list[bytes | memoryview] = list(parts)
+    first = 0
+    while first < len(pending):
+        batch = pending[first:first + _IOV_MAX]
+        written = os.pwritev(fd, batch, offset)
+        if written <= 0:
+            raise OSError(errno.EIO, "the file took no more bytes")
+        offset += written
+        if written == sum(map(len, batch)):
+            first += len(batch)
+            continue
+        # A short write (a signal, a size limit) ends inside some part: resume there.
+        for part in batch:
+            if written >= len(part):
+                written -= len(part)
+                first += 1
+            else:
+                pending[first] = memoryview(part)[written:]
+                break
+    return offset
+
+
+def _joined(data: bytes | Sequence[bytes]) -> bytes:
+    return data if isinstance(data, bytes) else b"".join(data)
 
 
 def _fsync_dir(path: Path) -> None:

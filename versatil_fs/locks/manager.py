@@ -21,7 +21,7 @@ import msgspec
 
 from versatil_fs import faults
 from versatil_fs.errors import Deadlock, LockConflict, UsageError
-from versatil_fs.locks import clock, requests, stores
+from versatil_fs.locks import clock, index, requests, stores
 from versatil_fs.locks.leases import Doorbell
 from versatil_fs.locks.notices import (
     Logged,
@@ -49,7 +49,6 @@ from versatil_fs.locks.table import (
     Resource,
     Table,
     Waiter,
-    blockers,
     find_cycle,
 )
 from versatil_fs.repo import Repository, default_agent
@@ -344,7 +343,7 @@ class LockManager:
         grant.fence = self.store.next_fence(table)
         if grant.owner == "shell":  # a process lease ends with its flock, not a clock
             _stamp_boot(grant)
-        table.locks.append(grant)
+        index.add_grant(table, grant)
         if grant.owner == "shell":
             # The shell lease outlives this process: it ends at unlock or expiry.
             self.store.record_shell_lease(grant)
@@ -355,7 +354,8 @@ class LockManager:
         logged.append(("grant", grant, {"waited": waited}))
         # A crash here, granted but not yet recorded, must leave nothing behind.
         faults.point("locks.before-record")
-        return grant
+        # The caller's copy: the table's record may be renewed in place by later transactions.
+        return msgspec.structs.replace(grant)
 
     def _join_queue(self, table: Table, request: Waiter) -> Waiter:
         """Put the request in ``table``'s queue at its place; returns its queue entry."""
@@ -372,12 +372,12 @@ class LockManager:
         # Only what stands in this request's way is probed: one flock probe per blocker keeps an
         # uncontended acquire cheap however many unrelated locks the table holds.
         while True:
-            found = blockers(table, request)
+            found = index.blockers(table, request)
             dead = [h for h in found if not self.store.is_live(h, now)]
             if not dead:
                 for holder in found:
                     if isinstance(holder, Grant):
-                        _renew(holder, now)
+                        _renew(table, holder, now)
                 return found
             for holder in dead:
                 self._drop(table, holder, now, logged)
@@ -386,7 +386,7 @@ class LockManager:
         self, table: Table, holder: Record, now: float, logged: Logged
     ) -> None:
         if isinstance(holder, Grant):
-            table.locks.remove(holder)
+            index.remove_grant(table, holder)
             kind = "expire" if holder.owner == "shell" else "reclaim"
             logged.append((kind, holder, {"held_for": round(now - holder.acquired_at, 3)}))
         else:
@@ -404,9 +404,9 @@ class LockManager:
             # waits long; if even that fails, the lease stays releasable (and held).
             with self.store.transaction(RELEASE_WAIT) as table:
                 self.store.after_commit(lambda: emit_logged(logged, self.store, self.state))
-                grant = next((g for g in table.locks if g.id == lease.id), None)
+                grant = index.find_grant(table, lease.id)
                 if grant is not None:
-                    table.locks.remove(grant)
+                    index.remove_grant(table, grant)
                     now = clock.CLOCK.wall()
                     held = round(now - grant.acquired_at, 3)
                     logged.append(("release", grant, {"held_for": held}))
@@ -455,9 +455,15 @@ class LockManager:
             self._records.pop(record_id, None)
         else:
             self._records[record_id] = record
-        present: dict[str, Record] = {g.id: g for g in table.locks}
-        present.update((w.id, w) for w in table.waiters)
-        self._records = {k: present[k] for k in self._records if k in present}
+        # Looked up by id in the table's index, not by a scan of every grant in it.
+        find = index.finder(table)
+        waiters = {w.id: w for w in table.waiters}
+        records: dict[str, Record] = {}
+        for key in self._records:
+            present: Record | None = waiters.get(key) or find(key)
+            if present is not None:
+                records[key] = present
+        self._records = records
         self.store.publish(self._records.values())
 
     def close(self) -> None:
@@ -516,9 +522,10 @@ class LockManager:
                 # so its write_paths tell the monitor's lock_held_at that those paths are free.
                 ended = msgspec.structs.replace(grant, claims=gone)
                 grant.claims = [c for c in grant.claims if c.resource not in wanted]
+                index.changed(table, grant)
                 logged.append(("release", ended, {"resources": [str(c.resource) for c in gone]}))
                 if not grant.claims:
-                    table.locks.remove(grant)
+                    index.remove_grant(table, grant)
                     self.store.forget(grant)
                 elif grant.id in self._records:
                     self._own(table, grant.id, grant)
@@ -538,7 +545,7 @@ class LockManager:
             self.store.after_commit(lambda: emit_logged(logged, self.store, self.state))
             gone = [g for g in table.locks if g.agent == agent]
             for grant in gone:
-                table.locks.remove(grant)
+                index.remove_grant(table, grant)
                 self.store.forget(grant)
                 logged.append(("forced-release", grant, {}))
         emit_logged(logged, self.store, self.state)
@@ -557,10 +564,13 @@ class LockManager:
                 if not self.store.is_live(holder, now):
                     self._drop(table, holder, now, logged)
                 elif isinstance(holder, Grant):
-                    _renew(holder, now)
+                    _renew(table, holder, now)
+            # Copies: the store keeps the table's records for its next transactions (renewed
+            # or unlocked in place there), and what a caller was given must not change.
+            copy = msgspec.structs.replace
             result = Table(
                 seq=table.seq, fence=table.fence,
-                locks=list(table.locks), waiters=list(table.waiters),
+                locks=[copy(g) for g in table.locks], waiters=[copy(w) for w in table.waiters],
             )
             self.store.sweep()
         emit_logged(logged, self.store, self.state)
@@ -587,7 +597,7 @@ class LockManager:
 RELEASE_WAIT = 60.0
 
 
-def _renew(grant: Grant, now: float) -> None:
+def _renew(table: Table, grant: Grant, now: float) -> None:
     """Renew a process lease that was just proven alive (its flock is held).
 
     A process lease is renewed for as long as its process lives, so there is no renewal thread:
@@ -597,6 +607,7 @@ def _renew(grant: Grant, now: float) -> None:
     """
     if grant.owner == "process" and grant.expires_at - now < grant.ttl / 2:
         grant.expires_at = min(now + grant.ttl, MAX_TIME)
+        index.changed(table, grant)
 
 
 def _stamp_boot(grant: Grant) -> None:

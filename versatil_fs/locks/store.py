@@ -13,10 +13,12 @@ lease directory (:mod:`versatil_fs.locks.lease_dir`).
 from __future__ import annotations
 
 import os
+import re
 import stat
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -24,14 +26,16 @@ import msgspec
 
 from versatil_fs import flock, linux
 from versatil_fs.errors import DamagedTable, LockConflict, StateError
-from versatil_fs.locks import clock, leases
+from versatil_fs.locks import clock, index, leases
 from versatil_fs.locks.clock import seconds_left
+from versatil_fs.locks.index import TableView
 from versatil_fs.locks.lease_dir import HolderRecords, LeaseDirectory
 from versatil_fs.locks.table import (
     SCHEMA_VERSION,
     Grant,
     Record,
     Table,
+    Waiter,
     check_records,
     new_id,
 )
@@ -132,6 +136,51 @@ def expires_wall(grant: Record) -> float | None:
     return None
 
 
+# The start of the document holds its generation: `{"version": 1, "generation": "<n>-<nonce>"`.
+_HEAD = 96
+_GENERATION = re.compile(
+    rb'\A\{\n  "version": \d{1,9},\n  "generation": "(\d{1,18})-([0-9a-f]{16})",\n'
+)
+
+
+def _generation(head: bytes) -> tuple[int, bytes]:
+    """``(generation, nonce)`` from the start of a table document; ``(0, b"")`` for a table
+    without one (written before generations, or by hand)."""
+    match = _GENERATION.match(head)
+    return (int(match[1]), match[2]) if match else (0, b"")
+
+
+def _signature(info: os.stat_result) -> tuple[int, ...]:
+    return (info.st_ino, info.st_dev, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
+
+
+def _waiters_json(waiters: list[Waiter]) -> bytes:
+    """The ``waiters`` list as the pretty-printed document has it (few: encoded each time)."""
+    if not waiters:
+        return b"[]"
+    return msgspec.json.format(_encoder.encode(waiters), indent=2).replace(b"\n", b"\n  ")
+
+
+def _unchanged(view: TableView, before: tuple[int, int, list[Waiter]]) -> bool:
+    table = view.table
+    return (
+        not view.dirty and view.in_step() and (table.seq, table.fence) == before[:2]
+        and table.waiters == before[2]
+    )
+
+
+@dataclass(slots=True)
+class _Cached:
+    """A decoded table and what says the file still holds it."""
+
+    view: TableView
+    generation: int
+    nonce: bytes  # b"": not known to be the file's (rebuilt, or from before generations)
+    signature: tuple[int, ...]
+    waiters: bytes  # the waiters' JSON as last written
+    must_write: bool
+
+
 class LocalStore:
     def __init__(self, state: StateDir | None = None) -> None:
         self.state = state or StateDir()
@@ -142,7 +191,8 @@ class LocalStore:
         self._holder: leases.HolderFile | None = None
         self._probed: dict[str, bool] = {}
         self.on_damage: list[str] = []  # reasons of tables moved aside, for the manager to log
-        self._checked = b""  # the last table this process wrote
+        # The table as this process last read or wrote it, with its index; None: read it.
+        self._cache: _Cached | None = None
         self._ceiling = -1  # run/fence as last read or written (-1: not read yet)
         self.lease_dir = LeaseDirectory(self.state)
 
@@ -168,16 +218,21 @@ class LocalStore:
             fd = self._flock_within(wait)
         self._probed = {}  # liveness is only stable while we hold the table lock
         try:
-            raw = self._read_table()
-            table = self._decode(raw)
-            yield table
-            # Pretty-printed: `cat ~/.versatil/logs/resource-locks.json` is how the reference
-            # note tells people to look at locks. The same table always formats to the same
-            # bytes, so comparing with what we read tells whether anything changed.
-            document = msgspec.json.format(_encoder.encode(table), indent=2) + b"\n"
-            if document != raw:
-                self.state.write_swapped(self.state.lock_table, document)
-            self._checked = document
+            cached = self._current()
+            view = cached.view
+            table = view.table
+            before = (table.seq, table.fence, list(table.waiters))
+            committed = False
+            try:
+                with index.activate(view):
+                    yield table
+                self._commit(cached, before)
+                committed = True
+            finally:
+                if not committed and not _unchanged(view, before):
+                    # A transaction that raises is not saved, so a table it changed is not
+                    # the file any more: the next one reads the file again.
+                    self._cache = None
             # Only once the table no longer holds them may their rebuild records go: a crash
             # before the table write must leave both, or a rebuild would drop a live lock.
             for holder in self._forgotten:
@@ -190,6 +245,84 @@ class LocalStore:
             flock.unlock(fd)
             if not own:
                 os.close(fd)
+
+    def _current(self) -> _Cached:
+        """The table as the file holds it: the one this process decoded or wrote last while
+        the file is still that one (most transactions of a busy process), else read again."""
+        cached = self._cache
+        if cached is not None and self._still_current(cached):
+            return cached
+        self._cache = None
+        raw, signature = self._read_table()
+        table, from_file = self._decode(raw)
+        generation, nonce = _generation(raw) if from_file and raw is not None else (0, b"")
+        cached = _Cached(
+            view=TableView(table), generation=generation, nonce=nonce, signature=signature,
+            waiters=_waiters_json(table.waiters),
+            # A rebuilt table, or one without a generation (written before there was one),
+            # is written even unchanged: from then on the file says who wrote it last.
+            must_write=not nonce,
+        )
+        self._cache = cached
+        return cached
+
+    def _still_current(self, cached: _Cached) -> bool:
+        """Whether the table file is still the document ``cached`` was made from.
+
+        Its generation and random nonce, read with a small pread, say which writer wrote it
+        last (every write draws a new nonce, so another process's write is always seen, even
+        at the same inode, size and mtime: the swapped writes reuse two inodes, and mtimes
+        have a coarse tick); the inode, size and times catch an edit by hand.
+        """
+        if not cached.nonce:
+            return False
+        try:
+            fd = self.state.open_checked(self.state.lock_table)
+        except (OSError, StateError):
+            return False  # gone, or no longer a file of ours: the full read says what
+        try:
+            if _signature(os.fstat(fd)) != cached.signature:
+                return False
+            head = os.pread(fd, _HEAD, 0)
+        except OSError:
+            return False
+        finally:
+            os.close(fd)
+        return _generation(head) == (cached.generation, cached.nonce)
+
+    def _commit(self, cached: _Cached, before: tuple[int, int, list[Waiter]]) -> None:
+        """Write the table if the transaction changed it (or it must be written anyway)."""
+        view = cached.view
+        table = view.table
+        if not view.in_step():
+            view.resync()  # the grants were changed without the index helpers
+        waiters = _waiters_json(table.waiters)
+        if not (
+            cached.must_write or view.dirty or waiters != cached.waiters
+            or (table.seq, table.fence) != before[:2]
+        ):
+            return  # nothing changed: the file already is this table
+        generation = cached.generation + 1
+        nonce = os.urandom(8).hex().encode()
+        # Pretty-printed: `cat ~/.versatil/logs/resource-locks.json` is how the reference
+        # note tells people to look at locks. The same bytes msgspec.json.format would give
+        # the whole table (plus the generation), but each grant encoded once, when it changes.
+        # Written as its parts (pwritev): joining megabytes of fragments costs more than the
+        # write itself.
+        document = [
+            b'{\n  "version": %d,\n  "generation": "%d-%s",\n  "seq": %d,\n  "fence": %d,\n'
+            b'  "locks": ' % (table.version, generation, nonce, table.seq, table.fence),
+            *view.locks_json(), b',\n  "waiters": ', waiters, b"\n}\n",
+        ]
+        self._cache = None  # until the write is done: a failed one leaves an unknown file
+        self.state.write_swapped(self.state.lock_table, document)
+        try:
+            info = os.lstat(self.state.lock_table)
+        except OSError:
+            return
+        cached.generation, cached.nonce, cached.signature = generation, nonce, _signature(info)
+        cached.waiters, cached.must_write, view.dirty = waiters, False, False
+        self._cache = cached
 
     def _flock_within(self, wait: float) -> int:
         """The table lock, taken on a descriptor of its own within ``wait`` seconds
@@ -216,15 +349,16 @@ class LocalStore:
             "again once it is gone."
         )
 
-    def _read_table(self) -> bytes | None:
-        """The table's bytes; a FIFO, device or directory planted there is damage, not a file
-        to block on: it is moved aside like any other damaged table."""
+    def _read_table(self) -> tuple[bytes | None, tuple[int, ...]]:
+        """The table's bytes and the file's signature (see :func:`_signature`); a FIFO,
+        device or directory planted there is damage, not a file to block on: it is moved
+        aside like any other damaged table."""
         path = self.state.lock_table
         self.state.ensure_dir(path.parent)
         try:
             info = os.lstat(path)
         except FileNotFoundError:
-            return None
+            return None, ()
         except OSError as exc:
             raise StateError(f"Could not use {path}: {exc.strerror or exc}.") from exc
         if stat.S_ISDIR(info.st_mode):
@@ -236,8 +370,14 @@ class LocalStore:
             )
         if not stat.S_ISREG(info.st_mode) and not stat.S_ISLNK(info.st_mode):
             self._set_aside("it is not a regular file")
-            return None
-        return self.state.read_bytes(path)
+            return None, ()
+        raw = self.state.read_bytes(path)
+        try:
+            # Under the table lock no versatil process writes it, so the file read is this one.
+            signature = _signature(os.lstat(path))
+        except OSError:
+            signature = ()
+        return raw, signature
 
     def _set_aside(self, reason: str) -> None:
         self.state.move_aside(self.state.lock_table, reason)
@@ -304,26 +444,27 @@ class LocalStore:
             self._ceiling = int(text) if text.isdigit() and len(text) < 17 else 0
         return self._ceiling
 
-    def _decode(self, raw: bytes | None) -> Table:
+    def _decode(self, raw: bytes | None) -> tuple[Table, bool]:
+        """The table ``raw`` holds, and True; or the table rebuilt from the holder files (the
+        file missing, or damaged and set aside), and False."""
         if raw is None:
-            return self._rebuilt()
+            return self._rebuilt(), False
         try:
             table = _table_decoder.decode(raw)
             if table.version != SCHEMA_VERSION:
                 raise DamagedTable(f"schema version {table.version}, expected {SCHEMA_VERSION}")
-            # The bytes this process wrote last (and so made from checked records) need no
-            # second check: with one busy process, that is nearly every transaction.
-            if raw != self._checked:
-                problem = check_records(table.locks) or check_records(table.waiters, "waiters")
-                if problem:
-                    raise DamagedTable(problem)
+            # Decoded only when another process wrote the table (this process's own writes
+            # are cached), so every record is checked.
+            problem = check_records(table.locks) or check_records(table.waiters, "waiters")
+            if problem:
+                raise DamagedTable(problem)
         except (msgspec.DecodeError, msgspec.ValidationError, DamagedTable) as exc:
             # A value out of bounds (msgspec checks the schema's limits) or an id that is not
             # one of ours is damage like a syntax error: nothing read from such a table is
             # acted on, it is set aside whole and rebuilt from the holders.
             self._set_aside(str(exc) or "not valid JSON")
-            return self._rebuilt()
-        return table
+            return self._rebuilt(), False
+        return table, True
 
     def _rebuilt(self) -> Table:
         """The table rebuilt from the holder files, its fencing counter at the ceiling."""
