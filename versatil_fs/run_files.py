@@ -20,6 +20,7 @@ from versatil_fs.repo import Repository
 if TYPE_CHECKING:
     from versatil_fs.checkpoints import Checkpoints, RestoreResult
     from versatil_fs.config import Config
+    from versatil_fs.locks.table import WriteScope
     from versatil_fs.monitor import IgnoreMatcher
     from versatil_fs.monitor.scan import TreeScan
 
@@ -50,6 +51,7 @@ class RunFiles:
         self.checkpoint_id: str | None = None
         self.matcher: IgnoreMatcher | None = None
         self.locked_paths: list[str] = []
+        self.scope: WriteScope | None = None
         self.before: TreeScan | None = None
         self._periodic_stop = threading.Event()
         self._periodic: threading.Thread | None = None
@@ -70,13 +72,15 @@ class RunFiles:
         self.say(f"checkpoint {record.id} taken before the command")
         return True
 
-    def scan_before(self, locked_paths: list[str]) -> None:
-        """The signatures of the files under the write locks, to compare with at the end."""
+    def scan_before(self, locked_paths: list[str], *, scope: WriteScope | None = None) -> None:
+        """The signatures of the files under the write locks, to compare with at the end
+        (``scope``: which of the files found under ``locked_paths`` the locks cover)."""
         from versatil_fs.monitor.ignore import IgnoreMatcher
         from versatil_fs.monitor.scan import scan
 
         self.matcher = IgnoreMatcher(self.repo, self.config.guard.ignore)
         self.locked_paths = locked_paths
+        self.scope = scope
         if locked_paths:
             self.before = scan(self.repo.toplevel, locked_paths, self.matcher)
 
@@ -118,6 +122,8 @@ class RunFiles:
 
         after = scan(self.repo.toplevel, self.locked_paths, self.matcher)
         files = modified(self.before, after)
+        if self.scope is not None:
+            files = self.scope.only_covered(files)  # a glob's files, not its neighbours
         if files:
             from versatil_fs.checkpoints import record_files_modified
 

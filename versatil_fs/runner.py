@@ -91,6 +91,7 @@ from versatil_fs.run_monitor import MONITOR_DELAY, RunMonitor
 if TYPE_CHECKING:
     from versatil_fs.config import Config
     from versatil_fs.locks.manager import Lease, LockManager
+    from versatil_fs.locks.table import WriteScope
 
 __all__ = [
     "DESCENDANT_GRACE",
@@ -196,6 +197,7 @@ class _Run:
         self.tree: ProcessTree | None = None
         self.handed_over = False  # the locks were left to processes the command started
         self.locked_paths: list[str] = []
+        self.write_scope: WriteScope | None = None
         self.files: RunFiles | None = None
         self.watch: RunMonitor | None = None
 
@@ -260,6 +262,7 @@ class _Run:
                      "running without locks")
             return
         from versatil_fs.locks.manager import LockManager
+        from versatil_fs.locks.table import WriteScope
 
         manager = self.manager = LockManager(repo=self.cwd, config=self.config)
         # Told once, the moment the request starts to wait, naming whom it waits for.
@@ -267,10 +270,10 @@ class _Run:
             self.writes, reads=self.reads, agent=self.agent, wait=self.wait,
             owner="process", on_wait=lambda waiting: self.say(waiting.sentence()),
         )
-        self.locked_paths = sorted(
-            c.resource.path for c in self.lease.claims
-            if c.mode == "write" and c.resource.is_path
-        )
+        # Where its write locks' files are: a glob's literal directories (git lists files by
+        # path), the files found there kept only when a lock covers them (see WriteScope).
+        self.write_scope = WriteScope(self.lease.claims)
+        self.locked_paths = self.write_scope.roots
 
     def _prepare(self) -> None:
         """Everything that must exist before the command starts: checkpoint, snapshots."""
@@ -282,7 +285,7 @@ class _Run:
         if self.want_checkpoint and not files.take_checkpoint():
             self.want_checkpoint = self.rollback = False
         if self.locked_paths or self.want_monitor:
-            files.scan_before(self.locked_paths)
+            files.scan_before(self.locked_paths, scope=self.write_scope)
         if self.want_monitor:
             self.watch = RunMonitor(self.repo, config=self.config, say=self.say)
             try:

@@ -220,3 +220,38 @@ def test_a_plan_with_glob_writes_separates_the_tasks_they_overlap(repo: Path) ->
     assert json.loads(shown.stdout)["schedule"]["wave_of"] == {"ts": 1, "ui": 2, "md": 3}
     ran = run_versatil("wave", "run", str(plan), cwd=repo)
     assert ran.returncode == 0, ran.stderr + ran.stdout
+
+
+def test_run_under_a_glob_rolls_back_only_what_the_glob_covers(repo: Path) -> None:
+    # The command writes a file under its glob and one beside it (in the same directory,
+    # which is where versatil has to look): only the first is its to record and roll back.
+    ran = run_versatil(
+        "run", "--agent", "James", "--lock", "src/*.ts", "--rollback-on-failure",
+        "--no-monitor", "--", "sh", "-c", "echo J > src/a.ts; echo beside > src/b.py; exit 3",
+        cwd=repo,
+    )
+    assert ran.returncode == 3, ran.stderr
+    assert (repo / "src" / "a.ts").read_text() == "a\n"  # rolled back
+    assert (repo / "src" / "b.py").read_text() == "beside\n"  # not under the lock: kept
+    ok = run_versatil(
+        "run", "--agent", "James", "--lock", "src/**/*.ts", "--no-monitor", "--",
+        "sh", "-c", "echo J > src/ui/c.ts; echo beside > src/b.py", cwd=repo,
+    )
+    assert ok.returncode == 0, ok.stderr
+    recorded = [e for e in events.read("collision-detection")
+                if e.kind == "files-modified" and e.agent == "James"]
+    # The failed run's file, then this one's; never the file beside them.
+    assert [e.data["paths"] for e in recorded] == [["src/a.ts"], ["src/ui/c.ts"]]
+
+
+def test_a_failed_wave_task_rolls_back_only_its_globs_files(repo: Path) -> None:
+    plan = repo / "plan.yaml"
+    plan.write_text(
+        "tasks:\n"
+        "  - id: ts\n    agent: James\n    writes: ['src/*.ts']\n"
+        "    run: 'echo J > src/a.ts; echo beside > src/b.py; exit 1'\n"
+    )
+    ran = run_versatil("wave", "run", str(plan), cwd=repo)
+    assert ran.returncode == 1, ran.stderr + ran.stdout
+    assert (repo / "src" / "a.ts").read_text() == "a\n"
+    assert (repo / "src" / "b.py").read_text() == "beside\n"

@@ -44,6 +44,7 @@ __all__ = [
     "Time",
     "Waiter",
     "WriteLocks",
+    "WriteScope",
     "ahead_of",
     "ancestors",
     "blockers",
@@ -606,6 +607,48 @@ class WriteLocks:
             if _covers(claim.resource.path, path, self._ignorecase):
                 return grant, claim
         return None
+
+
+class WriteScope:
+    """Where the files a holder of ``claims`` may write are, for the scans of ``versatil run``
+    and wave tasks (what a command modified, what a failure rolls back).
+
+    ``roots`` are the repo-relative paths to list files under: each plain write path, and for
+    a glob its literal leading directories (``src`` for ``src/**/*.ts``, ``.`` for ``*.py``),
+    since git lists files by path, not by pattern. ``only_covered`` keeps the files found
+    there that a write claim covers: a glob owns only what it matches, and a file beside it
+    (another agent's, perhaps) is neither recorded as this holder's nor rolled back.
+    """
+
+    def __init__(self, claims: Iterable[Claim]) -> None:
+        writes = [c.resource for c in claims if c.mode == "write" and c.resource.is_path]
+        self._plain = [r.path for r in writes if not r.glob]
+        self._globs = [(r.path, ignorecase(r.repo)) for r in writes if r.glob]
+        self.roots = sorted({*self._plain, *(_root(p) for p, _ in self._globs)})
+
+    def covers(self, path: str) -> bool:
+        return any(path_contains(p, path) for p in self._plain) or any(
+            _covers(pattern, path, fold) for pattern, fold in self._globs
+        )
+
+    def only_covered(self, files: Iterable[str]) -> list[str]:
+        if not self._globs:
+            return list(files)  # every file under a plain root is covered by it
+        return [f for f in files if self.covers(f)]
+
+
+def _root(pattern: str) -> str:
+    """The literal directories a pattern starts with (``.`` when it starts with a wildcard)."""
+    try:
+        segments = globs.parse(pattern).segments
+    except UsageError:
+        return "."  # fail closed: look everywhere (see _witness)
+    names: list[str] = []
+    for segment in segments[:-1]:  # the last one names what matches, never a directory above
+        if segment.literal is None:
+            break
+        names.append(segment.literal)
+    return "/".join(names) or "."
 
 
 def write_holder(

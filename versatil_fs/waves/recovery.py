@@ -24,6 +24,7 @@ from versatil_fs.waves.running import (
     TaskRunner,
     as_text,
     not_utf8,
+    task_files,
     write_paths,
     wrote_not_utf8,
 )
@@ -177,7 +178,7 @@ def _settle_files(
     error = task_run.error
     with runner.task_locks(task, wait=runner.lock_wait):
         after = runner.scan(paths)
-        files = modified(before, after)
+        files = task_files(runner.claims, task, modified(before, after))
         odd = not_utf8(files)
         if odd:
             error = f"{error}; {wrote_not_utf8(odd)}" if error else wrote_not_utf8(odd)
@@ -199,7 +200,7 @@ def recover(
     before = within(task_run.before or {}, paths)
     with runner.task_locks(task, wait=runner.lock_wait) as _:
         after = runner.scan(paths)
-        files = modified(before, after)
+        files = task_files(runner.claims, task, modified(before, after))
         rolled = as_text(runner.baselines.rollback(task_run, files) if files else [])
     task_run.rolled_back = rolled
     runner.emit("rollback", task_run, files=rolled, reason="interrupted", detail=detail)

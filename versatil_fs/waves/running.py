@@ -33,7 +33,7 @@ from versatil_fs.errors import (
     UsageError,
     VersatilError,
 )
-from versatil_fs.locks.table import Claim
+from versatil_fs.locks.table import Claim, WriteScope
 from versatil_fs.monitor.scan import TreeScan, modified
 from versatil_fs.processes import ProcessTree
 from versatil_fs.repo import Repository
@@ -59,6 +59,7 @@ __all__ = [
     "Worker",
     "as_text",
     "not_utf8",
+    "task_files",
     "write_paths",
     "wrote_not_utf8",
 ]
@@ -114,11 +115,15 @@ class Worker:
 
 
 def write_paths(claims: dict[str, list[Claim]], task: Task) -> list[str]:
-    """The paths ``task`` writes (what it may modify, and what is rolled back)."""
-    return [
-        c.resource.path for c in claims[task.id]
-        if c.mode == "write" and c.resource.is_path
-    ]
+    """Where the files ``task`` writes are (what it may modify, and what is rolled back): its
+    write paths, a glob's literal directories; :func:`task_files` keeps what they cover."""
+    return WriteScope(claims[task.id]).roots
+
+
+def task_files(claims: dict[str, list[Claim]], task: Task, files: list[str]) -> list[str]:
+    """Of ``files`` found under :func:`write_paths`, those ``task``'s write locks cover (a
+    glob's files, not its neighbours: another agent's file beside them is never rolled back)."""
+    return WriteScope(claims[task.id]).only_covered(files)
 
 
 @dataclass
@@ -191,7 +196,7 @@ class TaskRunner:
             task, task_run, log_path, held
         )
         faults.point("wave.task-exited")
-        files = modified(before, self.scan(paths))
+        files = task_files(self.claims, task, modified(before, self.scan(paths)))
         odd = not_utf8(files)
         if odd:
             # Unrecordable (see _record_start): failed, so that everything it wrote is rolled
