@@ -121,6 +121,7 @@ def test_the_commit_guard_refuses_a_staged_file_under_another_agents_glob(
                              capture_output=True, text=True, check=False)
     assert refused.returncode != 0
     assert "src/ui/c.ts" in refused.stderr and "James" in refused.stderr
+    assert "locked by James via its lock on `src/**/*.ts`, since" in refused.stderr
     assert "src/b.py" not in refused.stderr.split("Ways out")[0]
     # Only the file outside the pattern: the commit goes through.
     git(guarded, "reset", "-q", "src/ui/c.ts")
@@ -255,3 +256,15 @@ def test_a_failed_wave_task_rolls_back_only_its_globs_files(repo: Path) -> None:
     assert ran.returncode == 1, ran.stderr + ran.stdout
     assert (repo / "src" / "a.ts").read_text() == "a\n"
     assert (repo / "src" / "b.py").read_text() == "beside\n"
+
+
+def test_a_restore_refuses_a_file_under_another_agents_glob_lock(repo: Path) -> None:
+    made = run_versatil("checkpoint", "create", "-m", "before", cwd=repo)
+    checkpoint = made.stdout.strip()
+    (repo / "src" / "ui" / "c.ts").write_text("James's work\n")
+    assert _lock(repo, "James", "src/**/*.ts").returncode == 0
+    refused = run_versatil("checkpoint", "restore", checkpoint, "--path", "src/ui/c.ts", cwd=repo,
+                           env={"VERSATIL_AGENT": "Marcus"})
+    assert refused.returncode == 1, refused.stderr
+    assert "src/ui/c.ts" in refused.stderr and "James" in refused.stderr
+    assert (repo / "src" / "ui" / "c.ts").read_text() == "James's work\n"

@@ -466,6 +466,8 @@ def _staged_refusal(
             via = ""
         elif locked == ".":
             via = " via its lock on the whole repository"
+        elif claim.resource.glob:
+            via = f" via its lock on `{locked}`"  # a pattern: no directory slash after it
         else:
             via = f" via its lock on {locked}/"
         lines.append(
