@@ -106,6 +106,11 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
         " project text PRIMARY KEY,"
         " doc jsonb NOT NULL DEFAULT '{}'::jsonb,"
         " fence bigint NOT NULL DEFAULT 0,"
+        # The server start (epoch seconds) the row was last written under, and the process
+        # holders its document held when a transaction first saw a newer start: the only
+        # records the restart grace covers.
+        " server_start float8 NOT NULL DEFAULT 0,"
+        " grace_holders text[] NOT NULL DEFAULT '{}',"
         " updated_at timestamptz NOT NULL DEFAULT now())",
         "CREATE TABLE versatil_damaged ("
         " id bigserial PRIMARY KEY,"
@@ -250,6 +255,8 @@ class PgStore:
         self._live_keys: set[int] | None = None
         self._uptime = 0.0
         self._row_fence = 0
+        self._grace_holders: set[str] = set()
+        self._new_start: float | None = None
         self._liveness: _Liveness | None = None
         self._bells: list[PgDoorbell] = []
         # The translation of this clone's path resources (see the module docstring): the JSON
@@ -330,6 +337,14 @@ class PgStore:
                     f=sql.Literal(table.fence), p=sql.Literal(self.project),
                     c=sql.Literal(self.channel),
                 ))
+            if self._new_start is not None:
+                statements.append(sql.SQL(
+                    "UPDATE versatil_tables SET server_start = {s}, grace_holders = {g}"
+                    " WHERE project = {p}"
+                ).format(
+                    s=sql.Literal(self._new_start), p=sql.Literal(self.project),
+                    g=sql.Literal(sorted(self._grace_holders)),
+                ))
             statements.append(sql.SQL("COMMIT"))
             # One round trip: the write, the NOTIFY (sent at commit) and the COMMIT.
             conn.execute(sql.SQL("; ").join(statements))
@@ -394,9 +409,11 @@ class PgStore:
         )
 
     def _decode(self, conn: psycopg.Connection[Any], row: tuple[Any, ...]) -> Table:
-        raw, fence, uptime = row
+        raw, fence, uptime, seen_start, grace, started = row
         self._row_fence = int(fence)
         self._uptime = float(uptime)
+        self._grace_holders = set(grace or ())
+        self._new_start = None if float(seen_start) == float(started) else float(started)
         data = raw.encode() if isinstance(raw, str) else bytes(raw)
         if self._load_pattern is not None:
             data = self._load_pattern.sub(self._load_to, data)
@@ -417,6 +434,13 @@ class PgStore:
             table = Table()
         # The row's counter is the project's: never go below it (a document set aside).
         table.fence = max(table.fence, self._row_fence)
+        if self._new_start is not None:
+            # First look since the server (re)started: the process holders the row holds now
+            # had their key on the server before; they alone get the grace to take it again.
+            self._grace_holders = {
+                r.holder for r in [*table.locks, *table.waiters]
+                if r.owner == "process" and r.holder
+            }
         return table
 
     def _to_shared(self, document: bytes) -> bytes:
@@ -442,9 +466,10 @@ class PgStore:
             self._live_keys = self._held_keys()
         if holder_key(holder.holder) in self._live_keys:
             return True
-        # Just after a server (re)start nobody's key is held yet: live holders are still
-        # reconnecting. Until the grace ends none of them is judged dead.
-        return self._uptime < self.restart_grace
+        # Just after a server restart the holders from before it are still reconnecting: until
+        # the grace ends none of them is judged dead. A holder that took its key on this
+        # server run (not in the grace set) and no longer holds it is dead at once.
+        return holder.holder in self._grace_holders and self._uptime < self.restart_grace
 
     def _held_keys(self) -> set[int]:
         assert self._conn is not None  # called inside a transaction
@@ -506,7 +531,8 @@ class PgStore:
 
 
 _SELECT_ROW = (
-    "SELECT doc::text, fence, extract(epoch FROM now() - pg_postmaster_start_time())::float8"
+    "SELECT doc::text, fence, extract(epoch FROM now() - pg_postmaster_start_time())::float8,"
+    " server_start, grace_holders, extract(epoch FROM pg_postmaster_start_time())::float8"
     " FROM versatil_tables WHERE project = %s FOR UPDATE"
 )
 _HELD_KEYS = (
@@ -629,7 +655,16 @@ class _Liveness:
         conn = self._stop()
         if conn is not None:
             with contextlib.suppress(Exception):
-                conn.close()  # Terminate: the server frees the key now
+                # The key let go and the answer awaited (at most a second: a server that has
+                # gone silent must not hold up an exit): a process that exits normally is dead
+                # to the next look at once, as the kernel makes a flock's holder. A Terminate
+                # alone is handled by the server after we are gone.
+                conn.pgconn.send_query(b"SELECT pg_advisory_unlock_all()")
+                if _wait_readable(conn.fileno(), 1.0):
+                    while conn.pgconn.get_result() is not None:
+                        pass
+            with contextlib.suppress(Exception):
+                conn.close()
 
     def detach(self) -> None:
         """Drop this process's hold on the session without ending it: the socket's descriptor
@@ -704,8 +739,15 @@ class PgDoorbell(Doorbell):
             return
         pgconn = self._watch.pgconn
         try:
-            pgconn.get_cancel().cancel()
-            self._finish_watch(block=True)
+            # A cancel that reaches the backend before it has started the query is ignored
+            # (it was idle then), so it is sent again until the query ends; after a second,
+            # the connection is given up instead (closing it ends the query too).
+            for _ in range(20):
+                pgconn.get_cancel().cancel()
+                ended = _wait_readable(self._watch.fileno(), 0.05)
+                if ended and self._finish_watch(block=False) and self._watched is None:
+                    return
+            raise psycopg.OperationalError("the watch would not end")
         except psycopg.Error:
             self._close(self._watch)
             self._watch, self._watched = None, None
