@@ -16,6 +16,7 @@ import os
 import re
 import stat
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
@@ -151,7 +152,33 @@ def _generation(head: bytes) -> tuple[int, bytes]:
 
 
 def _signature(info: os.stat_result) -> tuple[int, ...]:
-    return (info.st_ino, info.st_dev, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
+    return (
+        info.st_ino, info.st_dev, info.st_size, info.st_mtime_ns, info.st_ctime_ns,
+        info.st_mode, info.st_uid,
+    )
+
+
+_PEEK_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+
+# How long a transaction spins (yielding the CPU between tries) for a table lock another
+# process holds, before it waits in a helper thread: a transaction holds the lock for well under
+# a millisecond, and a waiter woken by a release finds the releasing process still logging it.
+# Starting a thread costs more than that wait.
+_SPIN_SECONDS = 0.0003
+_SPIN_TRIES = 200
+
+
+def _spin_for(fd: int) -> bool:
+    """Try the table lock on ``fd`` for a few hundred microseconds; whether we got it."""
+    # The real clock, not clock.CLOCK: a test's frozen clock must not make this spin for ever.
+    give_up = time.perf_counter() + _SPIN_SECONDS
+    for _ in range(_SPIN_TRIES):
+        os.sched_yield()
+        if flock.try_lock(fd):
+            return True
+        if time.perf_counter() >= give_up:
+            break
+    return False
 
 
 def _waiters_json(waiters: list[Waiter]) -> bytes:
@@ -195,6 +222,7 @@ class LocalStore:
         self._cache: _Cached | None = None
         self._ceiling = -1  # run/fence as last read or written (-1: not read yet)
         self.lease_dir = LeaseDirectory(self.state)
+        self._table_name = str(self.state.lock_table)
 
     # Transactions ---------------------------------------------------------------------------
     @contextmanager
@@ -213,7 +241,7 @@ class LocalStore:
 
     def _locked_transaction(self, wait: float) -> Iterator[Table]:
         fd = self._table_lock_fd()
-        own = flock.try_lock(fd)
+        own = flock.try_lock(fd) or _spin_for(fd)
         if not own:
             fd = self._flock_within(wait)
         self._probed = {}  # liveness is only stable while we hold the table lock
@@ -277,9 +305,13 @@ class LocalStore:
         if not cached.nonce:
             return False
         try:
-            fd = self.state.open_checked(self.state.lock_table)
-        except (OSError, StateError):
-            return False  # gone, or no longer a file of ours: the full read says what
+            # Not through StateDir's checked open: the file was checked when this process read
+            # or wrote it, and its signature (owner and mode included, and any change to them
+            # changes its ctime) says it is still that file. O_NONBLOCK: a FIFO planted there
+            # must not hang us (its signature then differs anyway).
+            fd = os.open(self._table_name, _PEEK_FLAGS)
+        except OSError:
+            return False  # gone, or not a file we can open: the full read says what
         try:
             if _signature(os.fstat(fd)) != cached.signature:
                 return False
