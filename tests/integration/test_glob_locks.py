@@ -268,3 +268,27 @@ def test_a_restore_refuses_a_file_under_another_agents_glob_lock(repo: Path) -> 
     assert refused.returncode == 1, refused.stderr
     assert "src/ui/c.ts" in refused.stderr and "James" in refused.stderr
     assert (repo / "src" / "ui" / "c.ts").read_text() == "James's work\n"
+
+
+def test_the_mcp_tools_answer_a_glob_conflict_with_its_witness(
+    repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("mcp")
+    from versatil_fs.agents.mcp_server import Tools
+
+    assert _lock(repo, "James", "src/*.ts").returncode == 0
+    monkeypatch.setenv("VERSATIL_AGENT", "Marcus")
+    tools = Tools("claude", cwd=str(repo))
+    try:
+        answer = tools.lock(["src/a*"], "write", 0, "")
+        assert not answer.granted and answer.conflict is not None
+        assert answer.conflict.resource == "src/*.ts"
+        assert "`src/*.ts` (James) and `src/a*` (Marcus) both cover src/a.ts" in (
+            answer.conflict.message)
+        check = tools.locks("src/a.ts").path
+        assert check is not None and not check.free_for_you
+        assert [e.agent for e in check.held_by] == ["James"]
+        free = tools.locks("src/b.py").path
+        assert free is not None and free.free_for_you
+    finally:
+        tools.close()
