@@ -249,3 +249,18 @@ def test_indexed_blockers_are_the_scanned_ones(
         )
         assert view.in_step()
         assert index.blockers(table, asking) == blockers(table, asking)
+
+
+def test_a_refused_request_keeps_the_cache_and_saves_nothing(git_repo: Path) -> None:
+    manager = LockManager(repo=git_repo)
+    held = manager.acquire(["src/"], agent="Holder", wait=0)
+    local = manager.store
+    assert isinstance(local, LocalStore)
+    before = _document(manager.state)
+    with pytest.raises(LockConflict):
+        manager.acquire(["src/a.py"], agent="Other", wait=0)
+    assert local._cache is not None  # the refusal took a queue number only: rolled back
+    assert _document(manager.state) == before
+    with local.transaction() as table:
+        assert table.seq == msgspec.json.decode(before)["seq"]
+    held.release()

@@ -188,12 +188,16 @@ def _waiters_json(waiters: list[Waiter]) -> bytes:
     return msgspec.json.format(_encoder.encode(waiters), indent=2).replace(b"\n", b"\n  ")
 
 
-def _unchanged(view: TableView, before: tuple[int, int, list[Waiter]]) -> bool:
+def _rolled_back(view: TableView, before: tuple[int, int, list[Waiter]]) -> bool:
+    """Whether the table of a transaction that raised is again the file's: it is when its
+    records are untouched, and then its counters are put back. A refused request (``--wait
+    0`` against a held lock) took a queue number and nothing else, so a busy process keeps
+    its cache through refusals too."""
     table = view.table
-    return (
-        not view.dirty and view.in_step() and (table.seq, table.fence) == before[:2]
-        and table.waiters == before[2]
-    )
+    if view.dirty or not view.in_step() or table.waiters != before[2]:
+        return False
+    table.seq, table.fence = before[0], before[1]
+    return True
 
 
 @dataclass(slots=True)
@@ -257,7 +261,7 @@ class LocalStore:
                 self._commit(cached, before)
                 committed = True
             finally:
-                if not committed and not _unchanged(view, before):
+                if not committed and not _rolled_back(view, before):
                     # A transaction that raises is not saved, so a table it changed is not
                     # the file any more: the next one reads the file again.
                     self._cache = None
