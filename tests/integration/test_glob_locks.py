@@ -292,3 +292,13 @@ def test_the_mcp_tools_answer_a_glob_conflict_with_its_witness(
         assert free is not None and free.free_for_you
     finally:
         tools.close()
+
+
+def test_core_ignorecase_makes_patterns_match_either_case(repo: Path) -> None:
+    assert _lock(repo, "James", "SRC/*.TS").returncode == 0
+    assert _lock(repo, "Marcus", "src/a.ts").returncode == 0  # case-sensitive by default
+    assert run_versatil("unlock", "--agent", "Marcus", "src/a.ts", cwd=repo).returncode == 0
+    git(repo, "config", "core.ignorecase", "true")
+    refused = _lock(repo, "Marcus", "src/a.ts")
+    assert refused.returncode == 1
+    assert "`SRC/*.TS` (James) and `src/a.ts` (Marcus) both cover src/a.ts" in refused.stderr
