@@ -264,3 +264,14 @@ def test_a_refused_request_keeps_the_cache_and_saves_nothing(git_repo: Path) -> 
     with local.transaction() as table:
         assert table.seq == msgspec.json.decode(before)["seq"]
     held.release()
+
+
+def test_a_document_written_as_parts_is_the_parts_joined() -> None:
+    state = StateDir()
+    target = state.logs / "parts.json"
+    parts = [b"%d," % n for n in range(3000)]  # more parts than one pwritev takes
+    state.write_swapped(target, parts)
+    assert state.read_bytes(target) == b"".join(parts)
+    state.write_swapped(target, [b"short", b"\n"])  # into the spare, which was longer
+    state.write_swapped(target, [b"shorter", b"", b"\n"])
+    assert state.read_bytes(target) == b"shorter\n"

@@ -114,8 +114,9 @@ def _logging_state(path: str) -> Any:
     pid = os.getpid()
 
     class LoggingState(StateDir):
-        def write_swapped(self, target: Path, data: bytes) -> None:
+        def write_swapped(self, target: Path, data: bytes | Sequence[bytes]) -> None:
             super().write_swapped(target, data)
+            data = data if isinstance(data, bytes) else b"".join(data)  # the table: its parts
             if target == self.lock_table:
                 # Still inside the transaction: the next committer logs a later time. Pretty
                 # JSON has no newline inside a string, so dropping newlines keeps it one line.
