@@ -96,6 +96,23 @@ def test_run_exports_its_own_lease_fence_and_without_locks_none(repo: Path) -> N
     assert bare.stdout.strip() == "fence=unset"
 
 
+def test_a_stale_token_in_the_shell_does_not_stop_a_run_rolling_back_its_own_files(
+    repo: Path,
+) -> None:
+    # The token is the caller's claim at the guard and `checkpoint restore`; the run's own
+    # rollback is made under the run's own lease, whatever the shell exported.
+    stale = shell_lock(repo, "src/api/", agent="Dana")
+    assert versatil("release", "--agent", "Dana", cwd=repo).code == 0
+    done = run_versatil(
+        "run", "--agent", "Dana", "--lock", "src/api/a.py", "--rollback-on-failure", "--",
+        "sh", "-c", 'echo "$VERSATIL_FENCE" > ../fence-seen; echo broken >> src/api/a.py; exit 3',
+        cwd=repo, env={"VERSATIL_FENCE": str(stale["fence"])},
+    )
+    assert done.returncode == 3, done.stderr
+    assert (repo / "src/api/a.py").read_text() == "a\n"  # rolled back
+    assert int((repo.parent / "fence-seen").read_text()) > stale["fence"]  # its own token
+
+
 def test_a_wave_task_exports_its_own_lease_fence(repo: Path, tmp_path: Path) -> None:
     out = tmp_path / "seen"
     out.mkdir()
