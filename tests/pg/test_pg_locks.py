@@ -9,9 +9,13 @@ rebuild from holder files, a reader of the table file).
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
+from integration.helpers import Spawner
 from integration.test_locks import (  # noqa: F401 - fixtures and tests collected here
     FILES,
+    _chaos,
     agents,
     test_a_holder_that_exits_without_releasing_frees_its_locks,
     test_a_killed_waiter_leaves_the_queue,
@@ -22,7 +26,6 @@ from integration.test_locks import (  # noqa: F401 - fixtures and tests collecte
     test_a_waiter_closing_a_cycle_is_refused_at_once,
     test_a_waiter_that_gives_up_leaves_the_queue,
     test_hold_releases_on_exit_even_after_an_error,
-    test_holders_killed_at_random_moments_never_break_exclusion,
     test_kill_9_hand_off_is_prompt_every_time,
     test_kill_9_of_a_holder_grants_the_waiter_within_a_second,
     test_no_deadlock_is_reported_without_a_cycle,
@@ -40,6 +43,13 @@ from integration.test_locks_cli import (  # noqa: F401
     test_a_shell_lock_outlives_the_command_and_blocks_other_agents,
     test_unlock_frees_the_lock_and_a_waiting_process_is_granted_promptly,
 )
+
+
+@pytest.mark.slow
+def test_holders_killed_at_random_moments_never_break_exclusion_on_postgres(
+    spawn: Spawner, repo: Path, tmp_path: Path
+) -> None:
+    _chaos(spawn, repo, tmp_path, workers=4, kills=8)
 
 
 @pytest.fixture(autouse=True)

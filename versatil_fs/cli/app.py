@@ -33,6 +33,7 @@ COMMANDS: dict[str, str] = {
     "wave": "versatil_fs.cli.wave:wave",
     "logs": "versatil_fs.cli.logs:logs",
     "config": "versatil_fs.cli.config:config",
+    "store": "versatil_fs.cli.store:store",
     "demo": "versatil_fs.cli.demo:demo",
     "agent-hook": "versatil_fs.cli.agent_hook:agent_hook",
     "integrate": "versatil_fs.cli.integrate:integrate",

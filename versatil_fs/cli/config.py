@@ -36,21 +36,33 @@ def show(as_json: bool, settings: tuple[str, ...]) -> None:
     """
     effective = configuration.load(_repository_root(), overrides=_parse_settings(settings))
     sources = effective.sources()
+    # The store's URL is shown without its password (a terminal, a CI log, a pasted issue).
+    shown_url = _without_password(effective.store.url)
     if as_json:
         # Shaped like the files: the harness settings sit in `agents` beside the agent tables.
         tree = msgspec.to_builtins(effective)
         tree["agents"] = {**tree.pop("harness"), **tree["agents"]}
+        tree["store"]["url"] = shown_url
         echo_json({"config": tree, "sources": sources})
         return
+    flat = {**effective.flat(), "store.url": shown_url}
     rows = [
         (key, configuration.format_value(value, limit=60), sources[key])
-        for key, value in effective.flat().items()
+        for key, value in flat.items()
     ]
     key_width = max(len("key"), *(len(row[0]) for row in rows))
     value_width = max(len("value"), *(len(row[1]) for row in rows))
     echo(f"{'key':<{key_width}}  {'value':<{value_width}}  source")
     for key, value, source in rows:
         echo(f"{key:<{key_width}}  {value:<{value_width}}  {source}")
+
+
+def _without_password(url: str) -> str:
+    if not url:
+        return url
+    from versatil_fs.locks.stores import hide_password
+
+    return hide_password(url)
 
 
 def _repository_root() -> Path | None:

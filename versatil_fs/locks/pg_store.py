@@ -136,6 +136,8 @@ _SERVER_KEEPALIVES = (
 )
 # While the server is down: how often a liveness connection tries to come back.
 RECONNECT_EVERY = 0.2
+# How long a transaction without a wait budget of its own waits for an unreachable server.
+UNREACHABLE_WAIT = 1.0
 
 _encoder = msgspec.json.Encoder()
 _table_decoder = msgspec.json.Decoder(Table)
@@ -255,6 +257,7 @@ class PgStore:
         self._live_keys: set[int] | None = None
         self._uptime = 0.0
         self._row_fence = 0
+        self._reach_until = 0.0
         self._grace_holders: set[str] = set()
         self._new_start: float | None = None
         self._liveness: _Liveness | None = None
@@ -313,6 +316,12 @@ class PgStore:
     def transaction(self, budget: float | None = None) -> Iterator[Table]:
         wait = TABLE_LOCK_WAIT if budget is None else max(budget, TABLE_LOCK_GRACE)
         until = clock.CLOCK.monotonic() + wait
+        # A server that cannot be reached is waited for within the caller's budget (a waiter
+        # rides out a restart); without a budget of its own (`versatil locks`, a sweep) only
+        # briefly: the command says so instead.
+        self._reach_until = clock.CLOCK.monotonic() + (
+            UNREACHABLE_WAIT if budget is None else wait
+        )
         if not self._mutex.acquire(timeout=min(wait, threading.TIMEOUT_MAX)):
             raise self._busy(wait, "another thread of this process")
         try:
@@ -384,7 +393,7 @@ class PgStore:
                 raise self._busy(wait, "another versatil process") from None
             except (psycopg.OperationalError, StoreUnavailable) as exc:
                 self._drop_connection()
-                left = until - clock.CLOCK.monotonic()
+                left = min(until, self._reach_until) - clock.CLOCK.monotonic()
                 if left <= 0:
                     if isinstance(exc, StoreUnavailable):
                         raise
@@ -491,7 +500,7 @@ class PgStore:
 
     def inheritable_fd(self) -> int | None:
         with self._mutex:
-            return self._liveness.fileno() if self._liveness is not None else None
+            return self._liveness.share() if self._liveness is not None else None
 
     def hand_over(self) -> None:
         """Leave this process's liveness session to the processes that inherited its socket."""
@@ -558,6 +567,7 @@ class _Liveness:
         self._stopped = False
         self._pipe_closed = False
         self.usable = True
+        self.shared = False
 
     @classmethod
     def start(cls, url: str, safe_url: str) -> _Liveness:
@@ -586,6 +596,13 @@ class _Liveness:
 
     def fileno(self) -> int | None:
         with self._lock:
+            return self.conn.fileno() if self.conn is not None else None
+
+    def share(self) -> int | None:
+        """The socket, for processes this one starts to inherit: from now on closing never
+        ends the session (no unlock, no Terminate), since they may still hold it."""
+        with self._lock:
+            self.shared = True
             return self.conn.fileno() if self.conn is not None else None
 
     def _keep(self) -> None:
@@ -652,6 +669,9 @@ class _Liveness:
         return conn
 
     def close(self) -> None:
+        if self.shared:
+            self.detach()
+            return
         conn = self._stop()
         if conn is not None:
             with contextlib.suppress(Exception):

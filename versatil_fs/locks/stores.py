@@ -108,11 +108,10 @@ def project_of(remote: str) -> str:
         host, path = (parts.hostname or ""), parts.path
     elif (match := _SCP_LIKE.match(text)) and "/" not in match["host"]:
         host, path = match["host"].lower(), match["path"]
-    path = path.strip("/")
-    if path.endswith(".git"):
-        path = path[: -len(".git")]
     path = path.rstrip("/")
-    return f"{host.lower()}/{path}" if host else path
+    if path.endswith(".git"):
+        path = path[: -len(".git")].rstrip("/")
+    return f"{host.lower()}/{path.lstrip('/')}" if host else path
 
 
 _URL_PASSWORD = re.compile(r"^(?P<head>[a-z][a-z0-9+.-]*://[^/@:?#]*:)[^@/]*(?P<at>@)", re.I)
