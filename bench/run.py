@@ -22,6 +22,7 @@ BENCHMARKS = {
     "waves": "bench.bench_waves",
     "globs": "bench.bench_globs",
     "strict": "bench.bench_strict",
+    "pg": "bench.bench_pg",
 }
 
 
