@@ -14,7 +14,7 @@ from typing import Any
 
 from versatil_fs import events
 from versatil_fs.errors import Blocker, LockConflict
-from versatil_fs.locks import clock, globs
+from versatil_fs.locks import clock
 from versatil_fs.locks.store import LockStore, expires_wall
 from versatil_fs.locks.table import Claim, Grant, Record, Waiter
 from versatil_fs.state import StateDir
@@ -73,6 +73,8 @@ def _blocked(request: Waiter, found: Sequence[Record]) -> tuple[Record, Claim, s
         when = f"priority {blocker.priority}, waiting since {clock.hms(blocker.since)}"
     witness = mine.resource.witness(claim.resource)
     if (claim.resource.glob or mine.resource.glob) and witness is not None:
+        from versatil_fs.locks import globs
+
         both = globs.witness_message(
             globs.describe(str(claim.resource), blocker.agent),
             globs.describe(str(mine.resource), request.agent), witness,

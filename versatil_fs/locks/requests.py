@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from versatil_fs.errors import UsageError
-from versatil_fs.locks import clock, globs
+from versatil_fs.locks import clock
 from versatil_fs.locks.table import (
     FOREVER,
     MAX_PRIORITY,
@@ -86,6 +86,8 @@ def _resolve_pattern(text: str, repo: Callable[[], Repository], base: Path | Non
     typed, under that directory escaped, so a user in ``src/`` typing ``*.py`` reserves
     ``src/*.py`` of the lock space ``src`` is in.
     """
+    from versatil_fs.locks import globs  # only now: a plain path never loads the glob modules
+
     check_text("pattern", text)
     if not globs.is_glob(text):
         # Only escaped specials: the plain path with those characters in it (`a\*b` is the

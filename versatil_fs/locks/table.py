@@ -19,9 +19,11 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from versatil_fs.errors import UsageError
-from versatil_fs.locks import globs
-from versatil_fs.locks.glob_segments import fold as glob_fold
 from versatil_fs.repo import ignorecase_of
+
+# The glob modules (versatil_fs.locks.globs) are imported where a pattern is first met, in
+# functions that are cached or rare: `versatil lock` of a plain path, run on every edit an
+# agent makes, need not pay for loading them.
 
 __all__ = [
     "FOREVER",
@@ -254,6 +256,8 @@ def ignorecase(key: str) -> bool:
 # so a long-lived keeper's memory is too.
 @functools.lru_cache(maxsize=65536)
 def _witness(a: str, a_glob: bool, b: str, b_glob: bool, fold: bool) -> str | None:
+    from versatil_fs.locks import globs
+
     try:
         pa = globs.parse(a) if a_glob else globs.plain(a)
         pb = globs.parse(b) if b_glob else globs.plain(b)
@@ -272,15 +276,23 @@ def _top(path: str, glob: bool, fold: bool) -> str | None:
     if not glob:
         top = None if path == "." else path.partition("/")[0]
     else:
+        from versatil_fs.locks import globs
+
         try:
             top = globs.top_name(globs.parse(path))
         except UsageError:
             return None
-    return glob_fold(top) if fold and top is not None else top
+    if fold and top is not None:
+        from versatil_fs.locks.glob_segments import fold as folded
+
+        return folded(top)
+    return top
 
 
 @functools.lru_cache(maxsize=65536)
 def _covers(pattern: str, path: str, fold: bool) -> bool:
+    from versatil_fs.locks import globs
+
     try:
         return globs.covers(globs.parse(pattern), path, ignorecase=fold)
     except UsageError:
@@ -639,6 +651,8 @@ class WriteScope:
 
 def _root(pattern: str) -> str:
     """The literal directories a pattern starts with (``.`` when it starts with a wildcard)."""
+    from versatil_fs.locks import globs
+
     try:
         segments = globs.parse(pattern).segments
     except UsageError:
