@@ -370,3 +370,85 @@ def test_the_store_is_local_by_default(repo_without_remote: Path) -> None:
          "LockManager(repo='.').sweep(); print(sorted(sys.modules))"],
         cwd=repo_without_remote, capture_output=True, text=True, check=True,
     ).stdout
+
+
+def test_every_connection_asks_both_ends_for_keepalives(pg_server: PgServer) -> None:
+    from versatil_fs.locks.pg_store import connect
+
+    conn = connect(pg_server.url(tcp=True))
+    try:
+        # The server's side of this session (user-settable): a silent peer is dropped.
+        shown = {name: conn.execute(f"SHOW {name}").fetchone()[0]  # type: ignore[index]
+                 for name in ("tcp_keepalives_idle", "tcp_keepalives_interval",
+                              "tcp_keepalives_count", "tcp_user_timeout")}
+        assert shown == {"tcp_keepalives_idle": "10", "tcp_keepalives_interval": "5",
+                         "tcp_keepalives_count": "3", "tcp_user_timeout": "30000"}
+        # libpq's side.
+        import psycopg
+
+        dsn = psycopg.conninfo.conninfo_to_dict(conn.info.dsn)
+        assert {k: dsn.get(k) for k in ("keepalives", "keepalives_idle", "keepalives_interval",
+                                        "keepalives_count", "tcp_user_timeout")} == {
+            "keepalives": "1", "keepalives_idle": "10", "keepalives_interval": "5",
+            "keepalives_count": "3", "tcp_user_timeout": "30000"}
+    finally:
+        conn.close()
+    # A URL's own setting wins over ours.
+    own = connect(
+        pg_server.url(tcp=True) + "?keepalives_idle=3&options=-c%20tcp_keepalives_idle%3D3"
+    )
+    try:
+        assert own.execute("SHOW tcp_keepalives_idle").fetchone() == ("3",)
+    finally:
+        own.close()
+
+
+def test_a_damaged_document_is_set_aside_and_the_fence_goes_on(
+    pg_env: dict[str, str], pg_server: PgServer, pg_project: str, tmp_path: Path
+) -> None:
+    repo = make_git_repo(tmp_path / "repo")
+    manager = LockManager(repo=repo)
+    try:
+        with manager.hold(["db:x"], agent="A") as lease:
+            first = lease.fence
+        pg_server.sql(
+            "UPDATE versatil_tables SET doc = '{\"version\": 1, \"locks\": 7}'::jsonb "
+            f"WHERE project = '{pg_project}'", database="versatil",
+        )
+        with manager.hold(["db:x"], agent="A") as lease:
+            assert lease.fence == first + 1  # the row's counter survived the document
+        (aside,) = pg_server.sql(
+            f"SELECT doc, reason FROM versatil_damaged WHERE project = '{pg_project}'",
+            database="versatil",
+        )
+        assert '"locks": 7' in aside[0] and aside[1]
+        damaged = [e for e in events.read("locks") if e.kind == "table-damaged"]
+        assert len(damaged) == 1, [e.kind for e in events.read("locks")]
+    finally:
+        manager.close()
+
+
+def test_a_newer_schema_is_refused_in_one_sentence(
+    pg_server: PgServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    database = f"newer_{os.getpid()}_{int(time.time() * 1000) % 10**6}"
+    pg_server.sql(f"CREATE DATABASE {database}")
+    pg_server.sql("CREATE TABLE versatil_schema (version integer NOT NULL); "
+                  "INSERT INTO versatil_schema VALUES (99)", database=database)
+    repo = make_git_repo(tmp_path / "repo")
+    monkeypatch.setenv("VERSATIL_STORE_BACKEND", "postgres")
+    monkeypatch.setenv("VERSATIL_STORE_URL", pg_server.url(database))
+    monkeypatch.setenv("VERSATIL_STORE_PROJECT", "p")
+    for argv in (["store", "init"], ["lock", "--agent", "A", "db:x"]):
+        line = assert_one_line_error(cli(repo, *argv), 2)
+        assert "schema version 99" in line and "upgrade versatil" in line, line
+
+
+def test_versatil_locks_on_one_machine_lists_the_other_machines_locks(
+    machines: tuple[Machine, Machine], spawn: Spawner
+) -> None:
+    holder = lock_agent(spawn, machines[0].clone, env=machines[0].env)
+    holder.acquire(["src/a.py", "db:users"], agent="Faraway")
+    result = cli(machines[1].clone, "locks", "--json", env=machines[1].env)
+    assert result.returncode == 0, result.stderr
+    assert "Faraway" in result.stdout and "src/a.py" in result.stdout
