@@ -449,17 +449,15 @@ class ClaimIndex:
         self.paths: dict[str, list[tuple[frozenset[str], str, bool]]] = {}
         # repo -> [(resource, claimed for writing)]: our glob claims, and every path claim of
         # ours (a glob of theirs is checked against each).
-        # Each with its top-level name (None: any), so that most pairs are told apart by one
-        # string comparison before any pattern is looked at (`src/**` never meets `docs/x`).
-        self.globs: dict[str, list[tuple[Resource, bool, str | None]]] = {}
-        self.all_paths: dict[str, list[tuple[Resource, bool, str | None]]] = {}
+        self.globs: dict[str, list[tuple[Resource, bool]]] = {}
+        self.all_paths: dict[str, list[tuple[Resource, bool]]] = {}
         for claim in claims:
             write = claim.mode == "write"
             resource = claim.resource
             if resource.name:
                 self.names[resource.name] = self.names.get(resource.name, False) or write
                 continue
-            entry = (resource, write, _top(resource.path, resource.glob, ignorecase(resource.repo)))
+            entry = (resource, write)
             self.all_paths.setdefault(resource.repo, []).append(entry)
             if resource.glob:
                 self.globs.setdefault(resource.repo, []).append(entry)
@@ -492,18 +490,19 @@ class ClaimIndex:
         return False
 
     @staticmethod
-    def _meets(
-        ours: list[tuple[Resource, bool, str | None]] | None, theirs: Resource, write: bool
-    ) -> bool:
-        """Whether a path claim of theirs meets one of ``ours``, a glob on one side at least:
-        the top-level names first, then the pair's exact (cached) overlap."""
+    def _meets(ours: list[tuple[Resource, bool]] | None, theirs: Resource, write: bool) -> bool:
+        """Whether a path claim of theirs meets one of ``ours``, a glob on one side at least.
+
+        The top-level names first (None: any), so that most pairs are told apart by one string
+        comparison (`src/**` never meets `docs/x`); then the pair's exact, cached overlap."""
         if not ours:
             return False
         fold = ignorecase(theirs.repo)
         top = _top(theirs.path, theirs.glob, fold)
-        for mine, mine_write, mine_top in ours:
+        for mine, mine_write in ours:
             if not (mine_write or write):
                 continue
+            mine_top = _top(mine.path, mine.glob, fold)
             if top is not None and mine_top is not None and top != mine_top:
                 continue
             if _witness(mine.path, mine.glob, theirs.path, theirs.glob, fold) is not None:
