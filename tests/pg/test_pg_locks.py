@@ -12,13 +12,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from integration.helpers import Spawner
+from integration.helpers import Spawner, wait_for
 from integration.test_locks import (  # noqa: F401 - fixtures and tests collected here
     FILES,
     _chaos,
     agents,
+    holders_of,
+    lock_events,
     test_a_holder_that_exits_without_releasing_frees_its_locks,
-    test_a_killed_waiter_leaves_the_queue,
     test_a_newcomer_does_not_overtake_a_queued_request,
     test_a_release_hands_the_lock_to_the_waiter_promptly,
     test_a_request_is_granted_all_at_once_or_not_at_all,
@@ -37,6 +38,7 @@ from integration.test_locks import (  # noqa: F401 - fixtures and tests collecte
     test_two_worktrees_of_one_repository_block_each_other,
     test_unlock_releases_part_of_a_lease,
     test_waiters_are_granted_by_priority_then_arrival,
+    wait_queued,
 )
 from integration.test_locks_cli import (  # noqa: F401
     test_a_shell_lease_expires_after_its_ttl,
@@ -44,12 +46,34 @@ from integration.test_locks_cli import (  # noqa: F401
     test_unlock_frees_the_lock_and_a_waiting_process_is_granted_promptly,
 )
 
+from versatil_fs import LockManager
+
 
 @pytest.mark.slow
 def test_holders_killed_at_random_moments_never_break_exclusion_on_postgres(
     spawn: Spawner, repo: Path, tmp_path: Path
 ) -> None:
     _chaos(spawn, repo, tmp_path, workers=4, kills=8)
+
+
+def test_a_killed_waiter_leaves_the_queue_once_the_server_sees_it_gone(
+    agents: object, manager: LockManager  # noqa: F811 - the fixture imported above
+) -> None:
+    """test_locks' version, except the first look after the kill: the server learns of a death
+    when it reads the dead connection's end, a moment after the process is reaped (the kernel
+    drops a flock within the exit itself)."""
+    holder, first, second = agents(), agents(), agents()  # type: ignore[operator]
+    holder.acquire(["db:users"], agent="Holder")
+    first.request(["db:users"], agent="First", wait=30)
+    wait_queued(manager, "First")
+    second.request(["db:users"], agent="Second", wait=30)
+    wait_queued(manager, "Second")
+    first.kill9()
+    wait_for(lambda: [w.agent for w in manager.sweep().waiters] == ["Second"], timeout=5)
+    wait_for(lambda: [e.agent for e in lock_events("waiter-gone")] == ["First"])
+    holder.release()
+    assert second.reply()["ok"]
+    assert holders_of(manager, "db:users") == ["Second"]
 
 
 @pytest.fixture(autouse=True)
