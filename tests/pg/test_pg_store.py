@@ -452,3 +452,44 @@ def test_versatil_locks_on_one_machine_lists_the_other_machines_locks(
     result = cli(machines[1].clone, "locks", "--json", env=machines[1].env)
     assert result.returncode == 0, result.stderr
     assert "Faraway" in result.stdout and "src/a.py" in result.stdout
+
+
+def test_a_row_held_by_a_stuck_transaction_is_the_busy_table_refusal(
+    pg_env: dict[str, str], pg_server: PgServer, pg_project: str, tmp_path: Path
+) -> None:
+    import psycopg
+
+    repo = make_git_repo(tmp_path / "repo")
+    LockManager(repo=repo).sweep()  # the project's row exists
+    stuck = psycopg.connect(pg_server.url())  # a transaction that never ends, as a stopped process
+    try:
+        stuck.execute("SELECT 1 FROM versatil_tables WHERE project = %s FOR UPDATE", (pg_project,))
+        line = assert_one_line_error(cli(repo, "lock", "--agent", "A", "--wait", "0", "db:x"), 1)
+        assert "busy" in line and pg_project in line
+    finally:
+        stuck.close()
+    assert cli(repo, "lock", "--agent", "A", "--wait", "0", "db:x").returncode == 0
+
+
+@pytest.mark.slow
+def test_eight_processes_on_two_machines_never_overlap_soak(
+    machines: tuple[Machine, Machine], spawn: Spawner, tmp_path: Path
+) -> None:
+    rounds = 300
+    witness = tmp_path / "witness"
+    witness.mkdir()
+    start, stop = StartLine(tmp_path / "go"), tmp_path / "stop"
+    children = [
+        spawn(WORKER, str(i), str(rounds), str(start.path), str(witness), str(stop),
+              cwd=machines[i % 2].clone, env=machines[i % 2].env, name=f"worker-{i}")
+        for i in range(8)
+    ]
+    for child in children:
+        assert child.read_line() == "ready", child.stderr
+    start.go()
+    problems: list[str] = []
+    for child in children:
+        problems += child.read_json(timeout=600)["problems"]
+        assert child.wait() == 0, child.stderr
+    assert problems == []
+    assert grants_logged(machines[0].home) + grants_logged(machines[1].home) == 8 * rounds
