@@ -493,3 +493,36 @@ def test_eight_processes_on_two_machines_never_overlap_soak(
         assert child.wait() == 0, child.stderr
     assert problems == []
     assert grants_logged(machines[0].home) + grants_logged(machines[1].home) == 8 * rounds
+
+
+FORKS_WHILE_HOLDING = """
+import gc, os, sys
+from versatil_fs import LockManager
+manager = LockManager(repo=".")
+manager.acquire(["db:parent"], agent="Parent")
+pid = os.fork()
+if pid == 0:
+    # The child may use versatil itself (its own sessions), then exits the normal way: its
+    # copies of the parent's connections must not end the parent's sessions.
+    LockManager(repo=".").acquire(["db:child"], agent="Child").release()
+    gc.collect()
+    sys.exit(0)
+os.waitpid(pid, 0)
+print("forked", flush=True)
+sys.stdin.readline()
+"""
+
+
+def test_a_forked_child_exiting_leaves_the_parents_locks_alone(
+    pg_env: dict[str, str], spawn: Spawner, tmp_path: Path
+) -> None:
+    repo = make_git_repo(tmp_path / "repo")
+    parent = spawn(FORKS_WHILE_HOLDING, cwd=repo, name="parent")
+    assert parent.read_line() == "forked", parent.stderr
+    manager = LockManager(repo=repo)
+    try:
+        with pytest.raises(LockConflict, match="Parent"):
+            manager.acquire(["db:parent"], agent="Other", wait=0)
+        manager.acquire(["db:child"], agent="Other", wait=0).release()
+    finally:
+        manager.close()

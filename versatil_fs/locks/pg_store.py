@@ -64,6 +64,7 @@ import os
 import re
 import select
 import threading
+import weakref
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -143,6 +144,43 @@ _encoder = msgspec.json.Encoder()
 _table_decoder = msgspec.json.Decoder(Table)
 
 
+# Every connection this process opened, so that a fork()ed child (which shares their sockets)
+# can let go of them without a word: a child that closed one the normal way would send the
+# server a Terminate on its parent's session, and end the parent's liveness with it.
+_open_connections: weakref.WeakSet[psycopg.Connection[Any]] = weakref.WeakSet()
+
+
+def _forget_in_child() -> None:
+    for conn in list(_open_connections):
+        with contextlib.suppress(OSError, psycopg.Error):
+            _silence(conn)
+    _open_connections.clear()
+
+
+def _silence(conn: psycopg.Connection[Any]) -> None:
+    """Point ``conn``'s socket descriptor at /dev/null, so that whatever closing it sends
+    reaches no one; the session lives on in whoever else holds the socket."""
+    fd = conn.pgconn.socket
+    null = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        os.dup2(null, fd, inheritable=False)
+    finally:
+        os.close(null)
+    _FORKED.add(conn)
+
+
+# Connections silenced in a forked child: never used again (each owner reconnects).
+_FORKED: weakref.WeakSet[psycopg.Connection[Any]] = weakref.WeakSet()
+os.register_at_fork(after_in_child=_forget_in_child)
+
+
+def _usable(conn: psycopg.Connection[Any] | None) -> bool:
+    return (
+        conn is not None and conn not in _FORKED and not conn.closed
+        and conn.pgconn.status == ConnStatus.OK
+    )
+
+
 def holder_key(holder_id: str) -> int:
     """The advisory lock key (second half) of a holder id: 31 bits of its hash, never 0 (the
     schema migration's key)."""
@@ -169,9 +207,11 @@ def connect(url: str, *, purpose: str = "versatil") -> psycopg.Connection[Any]:
     params.setdefault("application_name", purpose)
     try:
         conninfo = psycopg.conninfo.make_conninfo("", **params)
-        return psycopg.connect(conninfo, autocommit=True)
+        conn = psycopg.connect(conninfo, autocommit=True)
     except psycopg.Error as exc:
         raise _unavailable(safe, exc) from None
+    _open_connections.add(conn)
+    return conn
 
 
 def _reason(exc: BaseException) -> str:
@@ -278,7 +318,8 @@ class PgStore:
     # Connections ------------------------------------------------------------------------------
     def _connection(self) -> psycopg.Connection[Any]:
         conn = self._conn
-        if conn is not None and conn.pgconn.status == ConnStatus.OK and not conn.closed:
+        if _usable(conn):
+            assert conn is not None
             return conn
         self._drop_connection()
         conn = connect(self.url, purpose="versatil")
@@ -293,6 +334,8 @@ class PgStore:
         return conn
 
     def _drop_connection(self) -> None:
+        if self._conn is not None and self._conn in _FORKED:
+            self._conn = None  # a parent's: silenced in this child, never closed here
         if self._conn is not None:
             with contextlib.suppress(Exception):
                 self._conn.close()
@@ -487,7 +530,9 @@ class PgStore:
 
     def holder_id(self) -> str:
         with self._mutex:
-            if self._liveness is None or not self._liveness.usable:
+            if self._liveness is None or not self._liveness.usable or (
+                self._liveness.pid != os.getpid()
+            ):
                 self._liveness = _Liveness.start(self.url, self.safe_url)
             return self._liveness.holder_id
 
@@ -565,6 +610,7 @@ class _Liveness:
         self._lock = threading.Lock()
         self._stop_read, self._stop_write = os.pipe()
         self._stopped = False
+        self.pid = os.getpid()  # a forked child's copy is its parent's proof, not its own
         self._pipe_closed = False
         self.usable = True
         self.shared = False
@@ -669,6 +715,8 @@ class _Liveness:
         return conn
 
     def close(self) -> None:
+        if self.pid != os.getpid():
+            return  # the parent's session, silenced at the fork: nothing of ours to end
         if self.shared:
             self.detach()
             return
@@ -692,11 +740,7 @@ class _Liveness:
         the session lives for as long as a process that inherited the socket does."""
         conn = self._stop()
         if conn is not None:
-            null = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
-            try:
-                os.dup2(null, conn.fileno(), inheritable=False)
-            finally:
-                os.close(null)
+            _silence(conn)
             with contextlib.suppress(Exception):
                 conn.close()
 
@@ -744,10 +788,11 @@ class PgDoorbell(Doorbell):
             return
         self._cancel_watch()
         try:
-            if self._watch is None or self._watch.pgconn.status != ConnStatus.OK:
+            if not _usable(self._watch):
                 self._close(self._watch)
                 self._watch = connect(self._url, purpose="versatil doorbell watch")
             query = b"SELECT pg_advisory_lock_shared(%d, %d)" % (NAMESPACE, key)
+            assert self._watch is not None
             self._watch.pgconn.send_query(query)
             self._watched = key
         except (StoreUnavailable, psycopg.Error):
@@ -822,6 +867,12 @@ class PgDoorbell(Doorbell):
 
     def wait(self, timeout: float) -> None:
         """Sleep until rung or ``timeout`` seconds pass; drains what rang."""
+        if not _usable(self._listen):
+            self._close(self._listen)  # lost, or a parent's (silenced in this forked child)
+            self._listen = None
+            if not _usable(self._watch):
+                self._close(self._watch)
+                self._watch, self._watched = None, None
         if self._listen is None:
             self._connect_listen()
             if self._listen is None:
@@ -847,7 +898,7 @@ class PgDoorbell(Doorbell):
 
     @staticmethod
     def _close(conn: psycopg.Connection[Any] | None) -> None:
-        if conn is not None:
+        if conn is not None and conn not in _FORKED:
             with contextlib.suppress(Exception):
                 conn.close()
 
