@@ -275,3 +275,102 @@ def test_a_document_written_as_parts_is_the_parts_joined() -> None:
     state.write_swapped(target, [b"short", b"\n"])  # into the spare, which was longer
     state.write_swapped(target, [b"shorter", b"", b"\n"])
     assert state.read_bytes(target) == b"shorter\n"
+
+
+# The journal: another process's write caught up with from its record, not the document. ------
+def _count_decodes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    calls: list[int] = []
+    decode = LocalStore._decode
+
+    def counting(self: LocalStore, raw: bytes | None) -> tuple[Table, bool]:
+        calls.append(1)
+        return decode(self, raw)
+
+    monkeypatch.setattr(LocalStore, "_decode", counting)
+    return calls
+
+
+def _two_writers(state: StateDir, steps: int, first: LocalStore, second: LocalStore) -> None:
+    made: dict[str, Grant] = {}
+    for step in range(steps):
+        local = first if step % 2 else second
+        with local.transaction() as table:
+            grant = _grant(f"a{step % 3}", Resource(repo=REPO, path=f"src/f{step}.py"))
+            index.add_grant(table, grant)
+            if step % 3 == 2:
+                gone = index.find_grant(table, sorted(made)[0])
+                assert gone is not None
+                index.remove_grant(table, gone)
+                del made[gone.id]
+            if step % 4 == 3 and table.locks:
+                table.locks[0].expires_at = 5.0 + step
+                index.changed(table, table.locks[0])
+            table.waiters = [_waiter("w", Resource(name=f"db:{step}"), seq=step + 1)]
+            table.seq = step + 1
+            made[grant.id] = grant
+            expected = _plain(table)
+        assert _without_generation(_document(state)) == expected
+
+
+def test_a_write_by_another_process_is_caught_up_from_the_journal(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    state = StateDir()
+    first, second = LocalStore(state), LocalStore(state)
+    _two_writers(state, 2, first, second)  # both warm
+    decodes = _count_decodes(monkeypatch)
+    _two_writers(state, 12, first, second)
+    assert decodes == []  # every write of the other was caught up from its record
+    with first.transaction() as mine:
+        ours = _plain(mine)
+    with second.transaction() as theirs:
+        assert _plain(theirs) == ours
+
+
+def test_a_torn_journal_sends_readers_to_the_document(monkeypatch: pytest.MonkeyPatch) -> None:
+    state = StateDir()
+    first, second = LocalStore(state), LocalStore(state)
+    _two_writers(state, 3, first, second)
+    with second.transaction() as table:
+        index.add_grant(table, _grant("z", Resource(name="db:torn")))
+    journal = first.journal.path
+    with open(journal, "ab") as tail:
+        tail.write(b"VJ1\x40\x00\x00\x00half")  # a record cut short by a crash
+    decodes = _count_decodes(monkeypatch)
+    with first.transaction() as table:
+        assert "z" in [g.agent for g in table.locks]
+    assert decodes == [1] and journal.stat().st_size == 0  # read whole; the journal emptied
+    _two_writers(state, 4, first, second)  # and the next records work again
+
+
+def test_a_compacted_journal_still_leads_every_reader_to_the_table(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from versatil_fs.locks import journal
+
+    monkeypatch.setattr(journal, "COMPACT_AT", 2000)
+    state = StateDir()
+    first, second, third = LocalStore(state), LocalStore(state), LocalStore(state)
+    _two_writers(state, 20, first, second)
+    assert first.journal.path.stat().st_size < 2000 + 4096
+    with third.transaction() as late:
+        seen = _plain(late)
+    with first.transaction() as early:
+        assert _plain(early) == seen
+
+
+def test_a_writer_killed_between_its_document_and_its_record(git_repo: Path) -> None:
+    # The document is written, the journal record is not: a warm process must see the write
+    # (here a shell lease, which outlives its killed process) by reading the document.
+    warm = LockManager(repo=git_repo)
+    warm.acquire(["db:warm"], agent="Warm", wait=0).release()
+    code = textwrap.dedent(f"""
+        from versatil_fs.locks.manager import LockManager
+        LockManager(repo={str(git_repo)!r}).acquire(
+            ["db:shared"], agent="Killed", owner="shell", ttl=60, wait=0)
+    """)
+    env = {**os.environ, "VERSATIL_FAULT": "locks.before-journal"}
+    child = subprocess.run([sys.executable, "-c", code], env=env, timeout=60, check=False)
+    assert child.returncode == -9
+    with pytest.raises(LockConflict, match="Killed"):
+        warm.acquire(["db:shared"], agent="Warm", wait=0)

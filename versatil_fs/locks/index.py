@@ -81,6 +81,13 @@ class TableView:
         self._reset()
         for grant in table.locks:
             self._add(grant)
+        # What changed since the last write, for the journal: added and changed grants (by
+        # key), removed ones (by lease id); not exact once the grants were changed behind the
+        # helpers' back, or two grants share an id (a removal by id would be ambiguous).
+        self._added: dict[int, Grant] = {}
+        self._changed: dict[int, Grant] = {}
+        self._removed: list[str] = []
+        self._delta_exact = True
 
     def _reset(self) -> None:
         # In table order (a dict keeps insertion order; grants are only ever appended), so the
@@ -157,10 +164,21 @@ class TableView:
         self._unfile(key)
 
     def added(self, grant: Grant) -> None:
+        if grant.id in self.by_id:
+            self._delta_exact = False
         self._add(grant)
+        self._added[id(grant)] = grant
         self.dirty = True
 
     def removed(self, grant: Grant) -> None:
+        key = id(grant)
+        if key not in self.grants:
+            return
+        if len(self.by_id.get(grant.id, ())) > 1:
+            self._delta_exact = False
+        if self._added.pop(key, None) is None:
+            self._removed.append(grant.id)
+        self._changed.pop(key, None)
         self._remove(grant)
         self.dirty = True
 
@@ -175,7 +193,46 @@ class TableView:
         self._add(grant)
         self._order[key] = order
         self._next -= 1
+        if len(self.by_id.get(grant.id, ())) > 1:
+            self._delta_exact = False
+        if key not in self._added:
+            self._changed[key] = grant
         self.dirty = True
+
+    def take_delta(self) -> tuple[list[Grant], list[Grant], list[str]] | None:
+        """``(added, changed, removed ids)`` since the last call, or None when that is not
+        known exactly; either way the next delta starts from now."""
+        delta = (list(self._added.values()), list(self._changed.values()), self._removed)
+        exact = self._delta_exact
+        self._added, self._changed, self._removed, self._delta_exact = {}, {}, [], True
+        return delta if exact else None
+
+    def apply(self, added: list[Grant], changed: list[Grant], removed: list[str]) -> bool:
+        """Make another process's change (a journal record) to this table: the same grants in
+        the same order as its table. False when a grant it names is not here (the caller
+        then reads the whole document)."""
+        locks = self.table.locks
+        for lease_id in removed:
+            grant = self.find(lease_id)
+            if grant is None:
+                return False
+            _remove_identical(locks, grant)
+            self._remove(grant)
+        for new in changed:
+            grant = self.find(new.id)
+            if grant is None:
+                return False
+            # In place, so it keeps its place in the table (and the objects that refer to it,
+            # this process's own records, see the change as the table has it).
+            for field in Grant.__struct_fields__:
+                setattr(grant, field, getattr(new, field))
+            self.changed(grant)
+        for grant in added:
+            locks.append(grant)
+            self._add(grant)
+        self.take_delta()
+        self.dirty = False
+        return True
 
     def in_step(self) -> bool:
         """Whether the view lists exactly the table's grants, in order (an identity check in
@@ -186,6 +243,7 @@ class TableView:
     def resync(self) -> None:
         """Rebuild the index from the table, keeping the fragments of grants still there."""
         old, fragments, stale = self.grants, self.fragments, self._stale
+        self._delta_exact = False
         self._reset()
         for grant in self.table.locks:
             key = id(grant)
@@ -269,16 +327,18 @@ def remove_grant(table: Table, grant: Grant) -> None:
     Searched from the end, by identity: the grant a release takes out is most often the one
     appended last, and ``list.remove`` would compare every record before it field by field.
     """
-    locks = table.locks
-    for position in range(len(locks) - 1, -1, -1):
-        if locks[position] is grant:
-            del locks[position]
-            break
-    else:
-        locks.remove(grant)  # an equal record (not this one): as list.remove always did
+    _remove_identical(table.locks, grant)
     view = _view(table)
     if view is not None:
         view.removed(grant)
+
+
+def _remove_identical(locks: list[Grant], grant: Grant) -> None:
+    for position in range(len(locks) - 1, -1, -1):
+        if locks[position] is grant:
+            del locks[position]
+            return
+    locks.remove(grant)  # an equal record (not this one): as list.remove always did
 
 
 def changed(table: Table, grant: Grant) -> None:

@@ -25,11 +25,12 @@ from typing import Protocol
 
 import msgspec
 
-from versatil_fs import flock, linux
+from versatil_fs import faults, flock, linux
 from versatil_fs.errors import DamagedTable, LockConflict, StateError
 from versatil_fs.locks import clock, index, leases
 from versatil_fs.locks.clock import seconds_left
 from versatil_fs.locks.index import TableView
+from versatil_fs.locks.journal import Delta, Journal
 from versatil_fs.locks.lease_dir import HolderRecords, LeaseDirectory
 from versatil_fs.locks.table import (
     SCHEMA_VERSION,
@@ -227,6 +228,7 @@ class LocalStore:
         self._ceiling = -1  # run/fence as last read or written (-1: not read yet)
         self.lease_dir = LeaseDirectory(self.state)
         self._table_name = str(self.state.lock_table)
+        self.journal = Journal(self.state)
 
     # Transactions ---------------------------------------------------------------------------
     @contextmanager
@@ -282,8 +284,12 @@ class LocalStore:
         """The table as the file holds it: the one this process decoded or wrote last while
         the file is still that one (most transactions of a busy process), else read again."""
         cached = self._cache
-        if cached is not None and self._still_current(cached):
-            return cached
+        if cached is not None:
+            peeked = self._peek(cached)
+            if peeked is None:
+                return cached
+            if peeked and self._catch_up(cached, *peeked):
+                return cached
         self._cache = None
         raw, signature = self._read_table()
         table, from_file = self._decode(raw)
@@ -298,8 +304,9 @@ class LocalStore:
         self._cache = cached
         return cached
 
-    def _still_current(self, cached: _Cached) -> bool:
-        """Whether the table file is still the document ``cached`` was made from.
+    def _peek(self, cached: _Cached) -> tuple[int, bytes, tuple[int, ...]] | tuple[()] | None:
+        """None when the table file is still the document ``cached`` was made from; else the
+        file's ``(generation, nonce, signature)``, or ``()`` when that cannot be read.
 
         Its generation and random nonce, read with a small pread, say which writer wrote it
         last (every write draws a new nonce, so another process's write is always seen, even
@@ -307,7 +314,7 @@ class LocalStore:
         have a coarse tick); the inode, size and times catch an edit by hand.
         """
         if not cached.nonce:
-            return False
+            return ()
         try:
             # Not through StateDir's checked open: the file was checked when this process read
             # or wrote it, and its signature (owner and mode included, and any change to them
@@ -315,16 +322,39 @@ class LocalStore:
             # must not hang us (its signature then differs anyway).
             fd = os.open(self._table_name, _PEEK_FLAGS)
         except OSError:
-            return False  # gone, or not a file we can open: the full read says what
+            return ()  # gone, or not a file we can open: the full read says what
         try:
-            if _signature(os.fstat(fd)) != cached.signature:
-                return False
+            signature = _signature(os.fstat(fd))
             head = os.pread(fd, _HEAD, 0)
         except OSError:
-            return False
+            return ()
         finally:
             os.close(fd)
-        return _generation(head) == (cached.generation, cached.nonce)
+        generation, nonce = _generation(head)
+        if (generation, nonce, signature) == (cached.generation, cached.nonce, cached.signature):
+            return None
+        return (generation, nonce, signature) if nonce else ()
+
+    def _catch_up(
+        self, cached: _Cached, generation: int, nonce: bytes, signature: tuple[int, ...]
+    ) -> bool:
+        """Bring ``cached`` to the file's generation with the journal's records of the writes
+        since ours; False (``cached`` then unusable) when they do not lead exactly there."""
+        deltas = self.journal.since(cached.generation, cached.nonce)
+        if not deltas:
+            return False
+        last = deltas[-1]
+        if (last.generation, last.nonce, tuple(last.signature)) != (generation, nonce, signature):
+            return False  # a gap: a writer died between its document and its record
+        view = cached.view
+        table = view.table
+        for delta in deltas:
+            if not view.apply(delta.added, delta.changed, delta.removed):
+                return False
+            table.seq, table.fence, table.waiters = delta.seq, delta.fence, delta.waiters
+        cached.generation, cached.nonce, cached.signature = generation, nonce, signature
+        cached.waiters = _waiters_json(table.waiters)
+        return True
 
     def _commit(self, cached: _Cached, before: tuple[int, int, list[Waiter]]) -> None:
         """Write the table if the transaction changed it (or it must be written anyway)."""
@@ -356,7 +386,19 @@ class LocalStore:
             info = os.lstat(self.state.lock_table)
         except OSError:
             return
-        cached.generation, cached.nonce, cached.signature = generation, nonce, _signature(info)
+        signature = _signature(info)
+        delta = view.take_delta()
+        if delta is not None and not cached.must_write:
+            faults.point("locks.before-journal")
+            # After the document, so a record always describes a document that was written: a
+            # crash in between leaves a gap, and a gap only costs readers a full read.
+            added, changed, removed = delta
+            self.journal.append(Delta(
+                base=cached.generation, base_nonce=cached.nonce, generation=generation,
+                nonce=nonce, signature=list(signature), seq=table.seq, fence=table.fence,
+                added=added, changed=changed, removed=removed, waiters=list(table.waiters),
+            ))
+        cached.generation, cached.nonce, cached.signature = generation, nonce, signature
         cached.waiters, cached.must_write, view.dirty = waiters, False, False
         self._cache = cached
 
