@@ -48,6 +48,9 @@ def lock(
 ) -> None:
     """Take locks on paths or kind:name resources; they last until unlock or expiry.
 
+    A path with an unescaped *, ? or [ is a glob, anchored at the repository root
+    ('src/**/*.ts'; quote it so the shell leaves it alone; \\* is a literal star).
+
     Paths must have UTF-8 names (the lock table is JSON): lock the directory holding a file
     whose name is not, and the lock covers it.
     """

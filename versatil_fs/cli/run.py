@@ -22,7 +22,8 @@ __all__ = [
 @agent_option
 @click.option(
     "--lock", "writes", multiple=True, metavar="RES",
-    help="Write-lock a path (file or directory) or kind:name resource; repeatable.",
+    help="Write-lock a path (file or directory), a glob ('src/**/*.ts', quoted) or "
+    "kind:name resource; repeatable.",
 )
 @click.option(
     "--read", "reads", multiple=True, metavar="RES", help="Read-lock a resource; repeatable."
