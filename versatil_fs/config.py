@@ -63,7 +63,7 @@ from versatil_fs.config_model import (
     parse_key,
     split_agents,
 )
-from versatil_fs.errors import ConfigError
+from versatil_fs.errors import ConfigError, VersatilError
 
 if TYPE_CHECKING:
     from versatil_fs.state import StateDir
@@ -84,6 +84,7 @@ __all__ = [
     "format_value",
     "load",
     "parse_key",
+    "store_backend",
 ]
 
 REPO_FILE = ".versatil"
@@ -141,6 +142,41 @@ def load(
     config = msgspec.convert(merged, Config)
     setattr(config, "_sources", sources)  # noqa: B010 - not a declared field, see Config
     return config
+
+
+def store_backend(
+    repo_root: Path | None, *, state: StateDir, env: Mapping[str, str] | None = None
+) -> str:
+    """``store.backend`` as the sources set it (the highest wins), nothing else validated.
+
+    What a configuration that does not load still says about where the lock table is: a
+    broken key elsewhere must not stop ``versatil locks`` or the commit guard from reading the
+    local table, but must not send a PostgreSQL user's commands to the local one either.
+    """
+    environ: Mapping[str, str] = os.environ if env is None else env
+    found = "local"
+    user_file = state.config_file
+    sources: list[tuple[Path, bytes | None]] = []
+    try:
+        sources.append((user_file, state.read_bytes(user_file, create_dirs=False)))
+    except VersatilError:
+        pass
+    if repo_root is not None:
+        try:
+            repo_file = Path(repo_root) / REPO_FILE
+            sources.append((repo_file, _read_repo_file(repo_file)))
+        except ConfigError:
+            pass
+    for path, raw in sources:
+        try:
+            layer = _file_layer(path, raw)
+        except ConfigError:
+            continue
+        section = layer.data.get("store") if layer is not None else None
+        if isinstance(section, Mapping) and isinstance(section.get("backend"), str):
+            found = section["backend"]
+    variable = environ.get("VERSATIL_STORE_BACKEND", "").strip()
+    return variable or found
 
 
 def _merge(into: dict[str, Any], layer: Mapping[str, Any]) -> None:

@@ -44,7 +44,15 @@ def open_store(
     if config is None:
         from versatil_fs import config as configuration
 
-        config = configuration.load(found.toplevel if found else None, state=state)
+        root = found.toplevel if found else None
+        try:
+            config = configuration.load(root, state=state)
+        except ConfigError:
+            # A broken key elsewhere: the local table can still be read (`versatil locks`,
+            # the commit guard); a PostgreSQL user gets the error rather than the wrong table.
+            if configuration.store_backend(root, state=state) == "local":
+                return LocalStore(state)
+            raise
     settings = config.store
     if settings.backend == "local":
         return LocalStore(state)
