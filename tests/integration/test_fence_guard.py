@@ -252,7 +252,7 @@ def test_the_strict_guard_refuses_a_superseded_token_under_no_verify(repo: Path)
     assert git(repo, "rev-parse", "HEAD") == head
 
 
-@pytest.mark.parametrize("value", ["abc", "-3", "0", "4x", "null", "1.5"])
+@pytest.mark.parametrize("value", ["null", "-3"])  # the rest: tests/test_fencing.py
 def test_a_value_that_is_not_a_token_is_exit_2_in_one_sentence(repo: Path, value: str) -> None:
     edit_and_stage(repo, "docs/x.md")
     checked = run_versatil("hook", "check", cwd=repo, env={"VERSATIL_FENCE": value})
