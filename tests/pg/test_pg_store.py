@@ -526,3 +526,19 @@ def test_a_forked_child_exiting_leaves_the_parents_locks_alone(
         manager.acquire(["db:child"], agent="Other", wait=0).release()
     finally:
         manager.close()
+
+
+def test_a_broken_configuration_still_reads_the_local_table_but_never_a_postgres_users(
+    repo_without_remote: Path,
+) -> None:
+    from versatil_fs import ConfigError
+    from versatil_fs.locks.store import LocalStore
+
+    versatil_file = repo_without_remote / ".versatil"
+    versatil_file.write_text("[parallel]\nmax_concurrent_agents = 0\n")
+    assert isinstance(LockManager(repo=repo_without_remote).store, LocalStore)
+    versatil_file.write_text(
+        '[parallel]\nmax_concurrent_agents = 0\n[store]\nbackend = "postgres"\n'
+    )
+    with pytest.raises(ConfigError, match="max_concurrent_agents"):
+        LockManager(repo=repo_without_remote)
