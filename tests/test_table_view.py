@@ -315,6 +315,7 @@ def _two_writers(state: StateDir, steps: int, first: LocalStore, second: LocalSt
 def test_a_write_by_another_process_is_caught_up_from_the_journal(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.setattr(store, "JOURNAL_FROM", 0)
     state = StateDir()
     first, second = LocalStore(state), LocalStore(state)
     _two_writers(state, 2, first, second)  # both warm
@@ -328,6 +329,7 @@ def test_a_write_by_another_process_is_caught_up_from_the_journal(
 
 
 def test_a_torn_journal_sends_readers_to_the_document(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(store, "JOURNAL_FROM", 0)
     state = StateDir()
     first, second = LocalStore(state), LocalStore(state)
     _two_writers(state, 3, first, second)
@@ -349,6 +351,7 @@ def test_a_compacted_journal_still_leads_every_reader_to_the_table(
     from versatil_fs.locks import journal
 
     monkeypatch.setattr(journal, "COMPACT_AT", 2000)
+    monkeypatch.setattr(store, "JOURNAL_FROM", 0)
     state = StateDir()
     first, second, third = LocalStore(state), LocalStore(state), LocalStore(state)
     _two_writers(state, 20, first, second)
@@ -359,16 +362,24 @@ def test_a_compacted_journal_still_leads_every_reader_to_the_table(
         assert _plain(early) == seen
 
 
-def test_a_writer_killed_between_its_document_and_its_record(git_repo: Path) -> None:
+def test_a_writer_killed_between_its_document_and_its_record(
+    git_repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # The document is written, the journal record is not: a warm process must see the write
     # (here a shell lease, which outlives its killed process) by reading the document.
+    monkeypatch.setattr(store, "JOURNAL_FROM", 0)
     warm = LockManager(repo=git_repo)
     warm.acquire(["db:warm"], agent="Warm", wait=0).release()
     code = textwrap.dedent(f"""
+        from versatil_fs.locks import store
+        store.JOURNAL_FROM = 0  # a journal however small the table
         from versatil_fs.locks.manager import LockManager
         LockManager(repo={str(git_repo)!r}).acquire(
             ["db:shared"], agent="Killed", owner="shell", ttl=60, wait=0)
     """)
+    # First a write with its record (the journal leads somewhere), then the killed one.
+    normal = code.replace('["db:shared"], agent="Killed"', '["db:other"], agent="Normal"')
+    subprocess.run([sys.executable, "-c", normal], timeout=60, check=True)
     env = {**os.environ, "VERSATIL_FAULT": "locks.before-journal"}
     child = subprocess.run([sys.executable, "-c", code], env=env, timeout=60, check=False)
     assert child.returncode == -9

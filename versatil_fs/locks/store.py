@@ -16,7 +16,6 @@ import os
 import re
 import stat
 import threading
-import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
@@ -53,6 +52,10 @@ __all__ = [
     "seconds_left",
 ]
 
+
+# Below this many grants the table is decoded whole as fast as the journal's records are read
+# and written (two more files opened per transaction), so small tables keep no journal.
+JOURNAL_FROM = 64
 
 # Fencing tokens are reserved in blocks: `run/fence` holds a ceiling no token handed out has
 # passed, rewritten (durably) once per block. A table rebuilt from the holder files, which know
@@ -161,26 +164,6 @@ def _signature(info: os.stat_result) -> tuple[int, ...]:
 
 _PEEK_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
 
-# How long a transaction spins (yielding the CPU between tries) for a table lock another
-# process holds, before it waits in a helper thread: a transaction holds the lock for well under
-# a millisecond, and a waiter woken by a release finds the releasing process still logging it.
-# Starting a thread costs more than that wait.
-_SPIN_SECONDS = 0.0003
-_SPIN_TRIES = 200
-
-
-def _spin_for(fd: int) -> bool:
-    """Try the table lock on ``fd`` for a few hundred microseconds; whether we got it."""
-    # The real clock, not clock.CLOCK: a test's frozen clock must not make this spin for ever.
-    give_up = time.perf_counter() + _SPIN_SECONDS
-    for _ in range(_SPIN_TRIES):
-        os.sched_yield()
-        if flock.try_lock(fd):
-            return True
-        if time.perf_counter() >= give_up:
-            break
-    return False
-
 
 def _waiters_json(waiters: list[Waiter]) -> bytes:
     """The ``waiters`` list as the pretty-printed document has it (few: encoded each time)."""
@@ -247,7 +230,7 @@ class LocalStore:
 
     def _locked_transaction(self, wait: float) -> Iterator[Table]:
         fd = self._table_lock_fd()
-        own = flock.try_lock(fd) or _spin_for(fd)
+        own = flock.try_lock(fd)
         if not own:
             fd = self._flock_within(wait)
         self._probed = {}  # liveness is only stable while we hold the table lock
@@ -340,6 +323,8 @@ class LocalStore:
     ) -> bool:
         """Bring ``cached`` to the file's generation with the journal's records of the writes
         since ours; False (``cached`` then unusable) when they do not lead exactly there."""
+        if len(cached.view.table.locks) < JOURNAL_FROM:
+            return False  # a small table is read whole as fast as its records
         deltas = self.journal.since(cached.generation, cached.nonce)
         if not deltas:
             return False
@@ -388,7 +373,7 @@ class LocalStore:
             return
         signature = _signature(info)
         delta = view.take_delta()
-        if delta is not None and not cached.must_write:
+        if delta is not None and not cached.must_write and len(table.locks) >= JOURNAL_FROM:
             faults.point("locks.before-journal")
             # After the document, so a record always describes a document that was written: a
             # crash in between leaves a gap, and a gap only costs readers a full read.
