@@ -137,6 +137,8 @@ _SERVER_KEEPALIVES = (
 )
 # While the server is down: how often a liveness connection tries to come back.
 RECONNECT_EVERY = 0.2
+# How often a waiter looks again while its blocker is in the restart grace (see PgDoorbell).
+GRACE_POLL = 0.25
 # How long a transaction without a wait budget of its own waits for an unreachable server.
 UNREACHABLE_WAIT = 1.0
 
@@ -768,6 +770,8 @@ class PgDoorbell(Doorbell):
         self._listen: psycopg.Connection[Any] | None = None
         self._watch: psycopg.Connection[Any] | None = None
         self._watched: int | None = None  # key of the pending pg_advisory_lock_shared
+        self._free: int | None = None  # the key the last watch found free
+        self._polling = False  # see watch(): a blocker in its restart grace
         self._connect_listen()
 
     def _connect_listen(self) -> None:
@@ -786,6 +790,13 @@ class PgDoorbell(Doorbell):
         key = holder_key(ids[0])
         if self._watched == key:
             return
+        if key == self._free:
+            # Asked to watch a key that was free at the last look and its holder still counts
+            # as live: the restart grace (it has not reconnected yet). Arming the watch again
+            # would return at once, over and over; look again every GRACE_POLL instead.
+            self._polling = True
+            return
+        self._free, self._polling = None, False
         self._cancel_watch()
         try:
             if not _usable(self._watch):
@@ -829,6 +840,8 @@ class PgDoorbell(Doorbell):
         got_lock = False
         while (result := pgconn.get_result()) is not None:
             got_lock = got_lock or result.status == ExecStatus.TUPLES_OK
+        if got_lock:
+            self._free = self._watched
         self._watched = None
         if got_lock:
             # Shared and let go at once: a watcher must never look like a live holder.
@@ -880,6 +893,8 @@ class PgDoorbell(Doorbell):
                 threading.Event().wait(min(max(timeout, 0.0), RECONNECT_EVERY))
                 return
             return  # reconnected: what happened meanwhile is unknown, look again
+        if self._polling:
+            timeout = min(timeout, GRACE_POLL)
         sources = [self._listen.fileno()]
         watching = self._watched is not None and self._watch is not None
         if watching:
