@@ -16,6 +16,7 @@ from integration.helpers import Spawner, wait_for
 from integration.test_locks import (  # noqa: F401 - fixtures and tests collected here
     FILES,
     _chaos,
+    _threads,
     agents,
     holders_of,
     lock_events,
@@ -34,7 +35,6 @@ from integration.test_locks import (  # noqa: F401 - fixtures and tests collecte
     test_release_agent_frees_a_live_holders_locks,
     test_the_queue_is_listed_in_grant_order,
     test_the_same_agent_never_blocks_itself,
-    test_threads_sharing_one_lock_manager_exclude_each_other,
     test_two_worktrees_of_one_repository_block_each_other,
     test_unlock_releases_part_of_a_lease,
     test_waiters_are_granted_by_priority_then_arrival,
@@ -47,6 +47,20 @@ from integration.test_locks_cli import (  # noqa: F401
 )
 
 from versatil_fs import LockManager
+
+
+def test_threads_sharing_one_lock_manager_exclude_each_other_on_postgres(
+    spawn: Spawner, repo: Path, tmp_path: Path
+) -> None:
+    """Fewer rounds than test_locks' (each is a few round trips to the server); the soak below."""
+    _threads(spawn, repo, tmp_path, rounds=30)
+
+
+@pytest.mark.slow
+def test_threads_sharing_one_lock_manager_exclude_each_other_on_postgres_soak(
+    spawn: Spawner, repo: Path, tmp_path: Path
+) -> None:
+    _threads(spawn, repo, tmp_path, rounds=300)
 
 
 @pytest.mark.slow
