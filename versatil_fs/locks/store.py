@@ -41,6 +41,7 @@ from versatil_fs.locks.table import (
     new_id,
 )
 from versatil_fs.state import StateDir
+from versatil_fs.trust import check_fd_owned, state_error
 
 __all__ = [
     "TABLE_LOCK_GRACE",
@@ -165,6 +166,16 @@ def _signature(info: os.stat_result) -> tuple[int, ...]:
 _PEEK_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
 
 
+def _read_rest(fd: int, head: bytes, size: int) -> bytes:
+    """The whole file at ``fd`` (``size`` bytes as its fstat said), of which ``head`` is read."""
+    chunks = [head]
+    offset = len(head)
+    while chunk := os.pread(fd, max(size - offset, 1 << 16), offset):
+        chunks.append(chunk)
+        offset += len(chunk)
+    return b"".join(chunks)
+
+
 def _waiters_json(waiters: list[Waiter]) -> bytes:
     """The ``waiters`` list as the pretty-printed document has it (few: encoded each time)."""
     if not waiters:
@@ -265,16 +276,42 @@ class LocalStore:
 
     def _current(self) -> _Cached:
         """The table as the file holds it: the one this process decoded or wrote last while
-        the file is still that one (most transactions of a busy process), else read again."""
+        the file is still that one (most transactions of a busy process), caught up from the
+        journal when another process wrote since, else read and decoded whole.
+
+        The file's generation and random nonce, read with a small pread, say which writer
+        wrote it last (every write draws a new nonce, so another process's write is always
+        seen, even at the same inode, size and mtime: the swapped writes reuse two inodes, and
+        mtimes have a coarse tick); its signature (inode, size, times, owner, mode) catches an
+        edit by hand. One descriptor serves the look and, if need be, the whole read.
+        """
         cached = self._cache
-        if cached is not None:
-            peeked = self._peek(cached)
-            if peeked is None:
-                return cached
-            if peeked and self._catch_up(cached, *peeked):
-                return cached
         self._cache = None
-        raw, signature = self._read_table()
+        raw: bytes | None = None
+        signature: tuple[int, ...] = ()
+        fd = self._open_table()
+        if fd is None:
+            raw, signature = self._read_table()  # missing, or not a file: what to do is there
+        else:
+            try:
+                info = os.fstat(fd)
+                signature = _signature(info)
+                head = os.pread(fd, _HEAD, 0)
+                generation, nonce = _generation(head)
+                if cached is not None and cached.nonce and nonce:
+                    if (generation, nonce, signature) == (
+                        cached.generation, cached.nonce, cached.signature
+                    ):
+                        self._cache = cached
+                        return cached
+                    if self._catch_up(cached, generation, nonce, signature):
+                        self._cache = cached
+                        return cached
+                raw = _read_rest(fd, head, info.st_size)
+            except OSError as exc:
+                raise state_error(self.state.lock_table, exc) from exc
+            finally:
+                os.close(fd)
         table, from_file = self._decode(raw)
         generation, nonce = _generation(raw) if from_file and raw is not None else (0, b"")
         cached = _Cached(
@@ -287,36 +324,25 @@ class LocalStore:
         self._cache = cached
         return cached
 
-    def _peek(self, cached: _Cached) -> tuple[int, bytes, tuple[int, ...]] | tuple[()] | None:
-        """None when the table file is still the document ``cached`` was made from; else the
-        file's ``(generation, nonce, signature)``, or ``()`` when that cannot be read.
-
-        Its generation and random nonce, read with a small pread, say which writer wrote it
-        last (every write draws a new nonce, so another process's write is always seen, even
-        at the same inode, size and mtime: the swapped writes reuse two inodes, and mtimes
-        have a coarse tick); the inode, size and times catch an edit by hand.
-        """
-        if not cached.nonce:
-            return ()
+    def _open_table(self) -> int | None:
+        """A descriptor on the table file when it is a regular file of ours (checked as every
+        state file is); None when it is missing or something else (:meth:`_read_table` then
+        says what, and sets it aside if need be)."""
+        self.state.ensure_dir(self.state.lock_table.parent)  # checked, and remembered a while
         try:
-            # Not through StateDir's checked open: the file was checked when this process read
-            # or wrote it, and its signature (owner and mode included, and any change to them
-            # changes its ctime) says it is still that file. O_NONBLOCK: a FIFO planted there
-            # must not hang us (its signature then differs anyway).
+            # O_NONBLOCK: a FIFO planted there must not hang us.
             fd = os.open(self._table_name, _PEEK_FLAGS)
         except OSError:
-            return ()  # gone, or not a file we can open: the full read says what
-        try:
-            signature = _signature(os.fstat(fd))
-            head = os.pread(fd, _HEAD, 0)
-        except OSError:
-            return ()
-        finally:
-            os.close(fd)
-        generation, nonce = _generation(head)
-        if (generation, nonce, signature) == (cached.generation, cached.nonce, cached.signature):
             return None
-        return (generation, nonce, signature) if nonce else ()
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                os.close(fd)
+                return None
+            check_fd_owned(fd, self.state.lock_table)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
 
     def _catch_up(
         self, cached: _Cached, generation: int, nonce: bytes, signature: tuple[int, ...]
