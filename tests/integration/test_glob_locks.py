@@ -86,9 +86,8 @@ def test_the_python_api_reserves_a_glob(repo: Path) -> None:
         assert refused.returncode == 1
         assert "both cover src/ui/c.ts" in refused.stderr
         assert _lock(repo, "Marcus", "docs/guide.md").returncode == 0
-        # A plain path may be a directory, so it covers what is below it, as every lock does:
-        # `src/b.py` and `src/**/*.ts` both cover src/b.py/a.ts (the rule of issue 16).
-        assert "both cover src/b.py/a.ts" in _lock(repo, "Marcus", "src/b.py").stderr
+        # src/b.py is a file: nothing can be under it, so the pattern does not meet it.
+        assert _lock(repo, "Marcus", "src/b.py").returncode == 0
         other = LockManager(repo=repo)
         with pytest.raises(LockConflict) as caught:
             other.acquire(["src"], agent="Dana", wait=0)
@@ -302,3 +301,29 @@ def test_core_ignorecase_makes_patterns_match_either_case(repo: Path) -> None:
     refused = _lock(repo, "Marcus", "src/a.ts")
     assert refused.returncode == 1
     assert "`SRC/*.TS` (James) and `src/a.ts` (Marcus) both cover src/a.ts" in refused.stderr
+
+
+def test_a_deep_pattern_meets_files_it_covers_and_directories_not_the_files_beside_them(
+    repo: Path,
+) -> None:
+    # `src/**/*.ts` could only meet src/b.py through src/b.py/x.ts, which cannot exist while
+    # src/b.py is a file: reserving every TypeScript file must not block the Python beside it.
+    assert _lock(repo, "James", "src/**/*.ts").returncode == 0
+    assert _lock(repo, "Marcus", "src/b.py").returncode == 0
+    assert _lock(repo, "Marcus", "src/new.py").returncode == 0  # to be created: a file
+    # A directory may hold TypeScript: refused, naming a file both would cover.
+    directory = _lock(repo, "Marcus", "src/ui")
+    assert directory.returncode == 1
+    assert "both cover src/ui/" in directory.stderr
+    to_be = _lock(repo, "Marcus", "src/later/")  # written as a directory: one
+    assert to_be.returncode == 1
+    assert _lock(repo, "Marcus", "src/a.ts").returncode == 1  # the pattern's own file
+    # A file deleted since its lock is still unlocked by its name, and so is a directory
+    # removed since (the resource is its name, not what is on disk).
+    (repo / "src" / "b.py").unlink()
+    assert run_versatil("unlock", "--agent", "Marcus", "src/b.py", cwd=repo).returncode == 0
+    assert _lock(repo, "Marcus", "docs").returncode == 0
+    for child in (repo / "docs").iterdir():
+        child.unlink()
+    (repo / "docs").rmdir()
+    assert run_versatil("unlock", "--agent", "Marcus", "docs", cwd=repo).returncode == 0

@@ -506,7 +506,9 @@ class LockManager:
     def unlock(self, resources: Iterable[ResourceSpec], *, agent: str | None = None) -> list[Claim]:
         """Release ``agent``'s locks on exactly these resources; returns what was released."""
         agent = agent or default_agent(self._repo)
-        wanted = {self.resolve(r) for r in resources}
+        # By name, not by what is on disk now: a file deleted since, or a directory removed,
+        # is still unlocked (Resource.key leaves `file` out).
+        wanted = {resource.key: resource for resource in map(self.resolve, resources)}
         if not wanted:
             raise UsageError("Nothing to unlock: name at least one resource.")
         released: list[Claim] = []
@@ -514,14 +516,14 @@ class LockManager:
         with self.store.transaction() as table:
             self.store.after_commit(lambda: emit_logged(logged, self.store, self.state))
             for grant in [g for g in table.locks if g.agent == agent]:
-                gone = [c for c in grant.claims if c.resource in wanted]
+                gone = [c for c in grant.claims if c.resource.key in wanted]
                 if not gone:
                     continue
                 released.extend(gone)
                 # The event describes the claims that ended (a copy: the grant keeps the rest),
                 # so its write_paths tell the monitor's lock_held_at that those paths are free.
                 ended = msgspec.structs.replace(grant, claims=gone)
-                grant.claims = [c for c in grant.claims if c.resource not in wanted]
+                grant.claims = [c for c in grant.claims if c.resource.key not in wanted]
                 index.changed(table, grant)
                 logged.append(("release", ended, {"resources": [str(c.resource) for c in gone]}))
                 if not grant.claims:
@@ -532,9 +534,9 @@ class LockManager:
                 else:
                     self.store.amend(grant)
         emit_logged(logged, self.store, self.state)
-        missing = wanted - {c.resource for c in released}
+        missing = wanted.keys() - {c.resource.key for c in released}
         if missing:
-            names = ", ".join(sorted(str(r) for r in missing))
+            names = ", ".join(sorted(str(wanted[key]) for key in missing))
             raise LockConflict(f"{agent} holds no lock on {names}; see `versatil locks`.")
         return released
 

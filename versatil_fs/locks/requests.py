@@ -71,7 +71,12 @@ def _resolve_path(text: str, repo: Callable[[], Repository], base: Path | None) 
     found = repo()
     owner, path = found.innermost(found.relpath(text, cwd=base))
     key, full = owner.lock_path(path)
-    return Resource(repo=key, path=full)
+    # A file unless it is a directory now or was written as one (`src/new/`): only a pattern
+    # asks (see Resource.file), and a file about to be created is a file.
+    # Looked up where the path resolved to (the spelling may climb through names that do not
+    # exist: `src/x/../api` is src/api, as relpath reads it).
+    file = path != "." and not text.endswith("/") and not (owner.toplevel / path).is_dir()
+    return Resource(repo=key, path=full, file=file)
 
 
 _GLOB_CHARS = frozenset("*?[")
@@ -151,15 +156,21 @@ def claims(
 ) -> list[Claim]:
     """Claims for the given resources, deduplicated and sorted; a resource both read and
     written is claimed for writing."""
-    by_resource: dict[Resource, Mode] = {}
+    # By name (Resource.key): `src/x` and `src/x/` are one resource, claimed as the directory
+    # (the wider reading) when either spelling says so.
+    by_key: dict[tuple[str, str, str, bool], tuple[Resource, Mode]] = {}
     for mode, specs in (("read", reads), ("write", writes)):
         for spec in specs:
             resource = resolve(spec)
-            if by_resource.get(resource) != "write":
-                by_resource[resource] = mode  # type: ignore[assignment]
-    if not by_resource:
+            seen = by_key.get(resource.key)
+            if seen is not None:
+                if seen[0].file and not resource.file:
+                    seen = (resource, seen[1])
+                resource, mode = seen[0], "write" if "write" in (seen[1], mode) else "read"
+            by_key[resource.key] = (resource, mode)  # type: ignore[assignment]
+    if not by_key:
         raise UsageError("Nothing to lock: name at least one path or kind:name resource.")
-    return [Claim(resource, mode) for resource, mode in sorted(by_resource.items())]
+    return [Claim(resource, mode) for resource, mode in sorted(by_key.values())]
 
 
 def new_request(

@@ -188,13 +188,20 @@ class Resource(msgspec.Struct, frozen=True, order=True, omit_defaults=True, gc=F
     ``repo`` is the repository's git common directory and ``path`` the repo-relative POSIX path
     (``"."`` is the whole repository); a named resource has ``name`` and neither of the others.
     ``glob`` says ``path`` is a pattern (:mod:`versatil_fs.locks.globs`, escapes kept as typed)
-    rather than one file or directory.
+    rather than one file or directory. ``file`` says a plain path is a file, with nothing under
+    it (what :func:`~versatil_fs.locks.requests.resolve` finds for a path that is not a
+    directory and was not written with a trailing ``/``; an edit's target): a pattern then
+    meets it only by covering it. Without it a plain path may be a directory, and
+    ``src/**/*.ts`` meets ``src/b.py`` through ``src/b.py/a.ts`` — so a reservation of every
+    TypeScript file would block the Python files beside them. Not part of the identity
+    (:attr:`key`): a file deleted, or a directory emptied and removed, is unlocked by its name.
     """
 
     repo: str = ""
     path: str = ""
     name: str = ""
     glob: bool = False
+    file: bool = False
 
     def __str__(self) -> str:
         return self.name if self.name else self.path
@@ -202,6 +209,11 @@ class Resource(msgspec.Struct, frozen=True, order=True, omit_defaults=True, gc=F
     @property
     def is_path(self) -> bool:
         return not self.name
+
+    @property
+    def key(self) -> tuple[str, str, str, bool]:
+        """What names the resource, whatever is on disk now (``file`` left out)."""
+        return (self.repo, self.path, self.name, self.glob)
 
     def overlaps(self, other: Resource) -> bool:
         if self.is_path != other.is_path:
@@ -212,7 +224,7 @@ class Resource(msgspec.Struct, frozen=True, order=True, omit_defaults=True, gc=F
             return False
         if not (self.glob or other.glob):
             return path_overlaps(self.path, other.path)  # the fast path: no pattern involved
-        return _witness(self.path, self.glob, other.path, other.glob,
+        return _witness(self.path, self.glob, self.file, other.path, other.glob, other.file,
                         ignorecase(self.repo)) is not None
 
     def witness(self, other: Resource) -> str | None:
@@ -229,7 +241,8 @@ class Resource(msgspec.Struct, frozen=True, order=True, omit_defaults=True, gc=F
             if path_contains(a, b):
                 return b
             return a if path_contains(b, a) else None
-        return _witness(self.path, self.glob, other.path, other.glob, ignorecase(self.repo))
+        return _witness(self.path, self.glob, self.file, other.path, other.glob, other.file,
+                        ignorecase(self.repo))
 
     def covers(self, repo: str, path: str) -> bool:
         """Whether this resource contains the repo-relative ``path`` of ``repo`` (the key of
@@ -255,7 +268,9 @@ def ignorecase(key: str) -> bool:
 # after transaction, and a table of 1,000 glob locks is checked against every request. Bounded,
 # so a long-lived keeper's memory is too.
 @functools.lru_cache(maxsize=65536)
-def _witness(a: str, a_glob: bool, b: str, b_glob: bool, fold: bool) -> str | None:
+def _witness(
+    a: str, a_glob: bool, a_file: bool, b: str, b_glob: bool, b_file: bool, fold: bool
+) -> str | None:
     from versatil_fs.locks import globs
 
     try:
@@ -266,6 +281,12 @@ def _witness(a: str, a_glob: bool, b: str, b_glob: bool, fold: bool) -> str | No
         # everything in its space. Failing closed keeps two writers apart; the user sees
         # the odd lock in `versatil locks` and releases it.
         return a if a_glob else b
+    # A file has nothing under it: a pattern meets it only by covering it (matching it or a
+    # directory above it), not through paths below it that cannot exist.
+    if a_glob and not b_glob and b_file:
+        return b if globs.covers(pa, b, ignorecase=fold) else None
+    if b_glob and not a_glob and a_file:
+        return a if globs.covers(pb, a, ignorecase=fold) else None
     return globs.overlap(pa, pb, ignorecase=fold)
 
 
@@ -505,7 +526,8 @@ class ClaimIndex:
             mine_top = _top(mine.path, mine.glob, fold)
             if top is not None and mine_top is not None and top != mine_top:
                 continue
-            if _witness(mine.path, mine.glob, theirs.path, theirs.glob, fold) is not None:
+            if _witness(mine.path, mine.glob, mine.file, theirs.path, theirs.glob, theirs.file,
+                        fold) is not None:
                 return True
         return False
 
