@@ -310,7 +310,7 @@ class PgStore:
         shared = msgspec.json.encode(f"project:{project}")
         self._shared_key = shared
         self._load_pattern: re.Pattern[bytes] | None = None
-        self._save_from = self._save_to = b""
+        self._save_from = self._save_to = self._load_to = b""
         if local_space is not None:
             local = msgspec.json.encode(local_space)
             self._load_pattern = re.compile(rb'"repo":\s*' + re.escape(shared))
@@ -361,15 +361,15 @@ class PgStore:
     def transaction(self, budget: float | None = None) -> Iterator[Table]:
         wait = TABLE_LOCK_WAIT if budget is None else max(budget, TABLE_LOCK_GRACE)
         until = clock.CLOCK.monotonic() + wait
-        # A server that cannot be reached is waited for within the caller's budget (a waiter
-        # rides out a restart); without a budget of its own (`versatil locks`, a sweep) only
-        # briefly: the command says so instead.
-        self._reach_until = clock.CLOCK.monotonic() + (
-            UNREACHABLE_WAIT if budget is None else wait
-        )
         if not self._mutex.acquire(timeout=min(wait, threading.TIMEOUT_MAX)):
             raise self._busy(wait, "another thread of this process")
         try:
+            # A server that cannot be reached is waited for within the caller's budget (a
+            # waiter rides out a restart); without a budget of its own (`versatil locks`, a
+            # sweep) only briefly: the command says so instead.
+            self._reach_until = until if budget is not None else min(
+                until, clock.CLOCK.monotonic() + UNREACHABLE_WAIT
+            )
             yield from self._locked_transaction(until, wait)
         finally:
             self._mutex.release()
@@ -470,7 +470,8 @@ class PgStore:
         self._new_start = None if float(seen_start) == float(started) else float(started)
         data = raw.encode() if isinstance(raw, str) else bytes(raw)
         if self._load_pattern is not None:
-            data = self._load_pattern.sub(self._load_to, data)
+            # A function, not a template: a key's JSON may hold backslashes.
+            data = self._load_pattern.sub(lambda _match: self._load_to, data)
         try:
             table = _table_decoder.decode(data)
             if table.version != SCHEMA_VERSION:
