@@ -150,13 +150,30 @@ _table_decoder = msgspec.json.Decoder(Table)
 # can let go of them without a word: a child that closed one the normal way would send the
 # server a Terminate on its parent's session, and end the parent's liveness with it.
 _open_connections: weakref.WeakSet[psycopg.Connection[Any]] = weakref.WeakSet()
+# In a forked child, the parent's connections: never used, never closed, kept from collection
+# (collecting one closes it), and silenced at exit. Not at the fork itself: a child that goes
+# on to exec (subprocess with preexec_fn runs the fork hooks too) must pass the parent's
+# liveness socket on intact, as `versatil run` does.
+_FORKED: weakref.WeakSet[psycopg.Connection[Any]] = weakref.WeakSet()
+_KEPT: list[psycopg.Connection[Any]] = []
 
 
 def _forget_in_child() -> None:
-    for conn in list(_open_connections):
+    inherited = list(_open_connections)
+    _open_connections.clear()
+    for conn in inherited:
+        _FORKED.add(conn)
+    if not _KEPT:
+        import atexit
+
+        atexit.register(_silence_kept)
+    _KEPT.extend(inherited)
+
+
+def _silence_kept() -> None:
+    for conn in _KEPT:
         with contextlib.suppress(OSError, psycopg.Error):
             _silence(conn)
-    _open_connections.clear()
 
 
 def _silence(conn: psycopg.Connection[Any]) -> None:
@@ -171,8 +188,6 @@ def _silence(conn: psycopg.Connection[Any]) -> None:
     _FORKED.add(conn)
 
 
-# Connections silenced in a forked child: never used again (each owner reconnects).
-_FORKED: weakref.WeakSet[psycopg.Connection[Any]] = weakref.WeakSet()
 os.register_at_fork(after_in_child=_forget_in_child)
 
 
