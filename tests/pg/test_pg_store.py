@@ -542,3 +542,32 @@ def test_a_broken_configuration_still_reads_the_local_table_but_never_a_postgres
     )
     with pytest.raises(ConfigError, match="max_concurrent_agents"):
         LockManager(repo=repo_without_remote)
+
+
+def test_the_commit_guard_on_a_machine_that_never_locked_sees_the_other_machines_locks(
+    machines: tuple[Machine, Machine], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from versatil_fs import hook
+
+    one, two = machines
+    monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    hook.install(two.clone)
+    assert not two.home.exists()  # machine two never took a lock: no state directory at all
+    manager = one.manager()
+    try:
+        with manager.hold(["src/a.py"], agent="Faraway"):
+            (two.clone / "src/a.py").write_text("changed on machine two\n")
+            git(two.clone, "add", "src/a.py")
+            refused = subprocess.run(
+                ["git", "commit", "-m", "change"], cwd=two.clone, capture_output=True,
+                text=True, env={**os.environ, **two.env, "VERSATIL_AGENT": "Near"},
+            )
+            assert refused.returncode != 0, refused.stdout
+            assert "Faraway" in refused.stderr and "src/a.py" in refused.stderr
+        done = subprocess.run(
+            ["git", "commit", "-q", "-m", "change"], cwd=two.clone, capture_output=True,
+            text=True, env={**os.environ, **two.env, "VERSATIL_AGENT": "Near"},
+        )
+        assert done.returncode == 0, done.stderr
+    finally:
+        manager.close()

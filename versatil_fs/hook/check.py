@@ -345,7 +345,12 @@ def live_grants(repo: Repository) -> list[Grant]:
     root = home()
     if not os.path.lexists(root):
         # Nobody ever took a lock with this state directory; do not create it on every commit.
-        return []
+        # Unless the locks are on a server (store.backend = "postgres"): other machines' count.
+        from versatil_fs.config import store_backend
+        from versatil_fs.state import StateDir
+
+        if store_backend(repo.toplevel, state=StateDir(root)) == "local":
+            return []
     from versatil_fs.locks.manager import LockManager
 
     try:
