@@ -62,7 +62,13 @@ class PgServer:
     def _run(self, *argv: str) -> subprocess.CompletedProcess[str]:
         command = [str(self.bindir / argv[0]), *argv[1:]]
         if self.as_root:
-            command = ["runuser", "-u", "postgres", "--", *command]
+            # initdb refuses root: run the server's commands as `postgres` (runuser, or
+            # setpriv where util-linux ships without it).
+            if shutil.which("runuser"):
+                command = ["runuser", "-u", "postgres", "--", *command]
+            else:
+                command = ["setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups",
+                           *command]
         return subprocess.run(
             command, capture_output=True, text=True, check=True, timeout=120,
             env={**os.environ, "LC_ALL": "C"}, cwd=self.root,
