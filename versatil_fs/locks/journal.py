@@ -64,6 +64,8 @@ class Journal:
         self.state = state
         self.path: Path = state.table_lock.with_name("table.journal")
         self.offset = 0  # where this process stopped reading (records before it are older)
+        self._fd: int | None = None
+        self._pid = 0
 
     def append(self, delta: Delta) -> None:
         """Add ``delta`` (best effort: a record that could not be written is a gap, and a gap
@@ -71,11 +73,14 @@ class Journal:
         payload = _encoder.encode(delta)
         record = _HEADER.pack(_MAGIC, len(payload), zlib.crc32(payload)) + payload
         try:
-            fd = self.state.open_checked(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND)
-        except (OSError, StateError):
-            return
-        try:
-            size = os.fstat(fd).st_size
+            fd = self._append_fd()
+            info = os.fstat(fd)
+            if info.st_nlink == 0:
+                # Removed since we opened it (by hand): write where readers look.
+                self.close()
+                fd = self._append_fd()
+                info = os.fstat(fd)
+            size = info.st_size
             if size > COMPACT_AT:
                 # Compaction: the table document holds everything; readers behind it read
                 # the document once.
@@ -86,10 +91,21 @@ class Journal:
                 os.ftruncate(fd, size)  # a full disk: no half record
             else:
                 self.offset = size + written
-        except OSError:
-            pass
-        finally:
-            os.close(fd)
+        except (OSError, StateError):
+            self.close()
+
+    def _append_fd(self) -> int:
+        # Kept open (an O_APPEND descriptor): every write of a large table appends here, and
+        # an open and a close cost more than the append itself.
+        if self._fd is None or self._pid != os.getpid():
+            self._fd = self.state.open_checked(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND)
+            self._pid = os.getpid()
+        return self._fd
+
+    def close(self) -> None:
+        if self._fd is not None and self._pid == os.getpid():
+            os.close(self._fd)
+        self._fd = None
 
     def since(self, generation: int, nonce: bytes) -> list[Delta] | None:
         """The records that take a table at ``(generation, nonce)`` forward, in order, as far

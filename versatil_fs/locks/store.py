@@ -488,6 +488,7 @@ class LocalStore:
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None
+        self.journal.close()
 
     def inheritable_fd(self) -> int | None:
         """The descriptor whose flock proves this process's leases alive, for the processes
