@@ -571,3 +571,30 @@ def test_the_commit_guard_on_a_machine_that_never_locked_sees_the_other_machines
         assert done.returncode == 0, done.stderr
     finally:
         manager.close()
+
+
+def test_the_monitor_on_one_machine_attributes_a_write_to_another_machines_lock(
+    machines: tuple[Machine, Machine], spawn: Spawner
+) -> None:
+    """The monitor asks the store who holds a path: with the table on the server there is no
+    local file to read, and the other machine's grant is not in this machine's locks log."""
+    from integration.helpers import versatil_argv
+    from integration.test_monitor import MonitorProcess
+
+    one, two = machines
+    child = spawn.popen(versatil_argv("monitor", "--json"), cwd=two.clone, env=two.env,
+                        name="monitor")
+    wait_for(lambda: "watching" in child.stderr or not child.alive,
+             message=lambda: f"the monitor to start; stderr: {child.stderr!r}")
+    monitor = MonitorProcess(child, two.clone)
+    manager = one.manager()
+    try:
+        with manager.hold(["src/"], agent="Faraway"):
+            (two.clone / "src" / "a.py").write_text("written under machine one's lock\n")
+            locked = monitor.until("src/a.py")[-1]
+        (two.clone / "docs" / "x.md").write_text("nobody holds docs\n")
+        unlocked = monitor.until("docs/x.md")[-1]
+    finally:
+        manager.close()
+    assert (locked["kind"], locked["agent"]) == ("locked-write", "Faraway")
+    assert (unlocked["kind"], unlocked["agent"]) == ("unlocked-write", None)

@@ -26,7 +26,13 @@ from versatil_fs.locks.table import (
 from versatil_fs.state import StateDir
 
 if TYPE_CHECKING:
+    from versatil_fs.locks.manager import LockManager
     from versatil_fs.repo import Repository
+
+# With the table on a server, the store is asked at most this often (each batch of events, and
+# again when a lookup finds no lock: a grant made since may be why the file was written), so a
+# thousand unlocked writes of a build are not a thousand queries.
+REMOTE_RECHECK = 0.005
 
 __all__ = [
     "DELETE_SLACK",
@@ -50,12 +56,19 @@ class LockView:
     holder's flock, probed for the one lock that covers the path.
     """
 
-    def __init__(self, state: StateDir, repo_key: str) -> None:
+    def __init__(
+        self, state: StateDir, repo_key: str, *, manager: LockManager | None = None
+    ) -> None:
         self.state = state
         self.repo_key = repo_key
         self._stamp: tuple[int, int, int] | None = None
         self._grants: list[Grant] = []
         self._decoder = msgspec.json.Decoder(Table)
+        # With the table on a server (`[store] backend = "postgres"`) there is no local file to
+        # stat and no local holder file to probe: the store is asked (its answer holds live
+        # grants only), at most every REMOTE_RECHECK seconds.
+        self._manager = manager
+        self._fetched = -1.0
 
     def holder(self, path: str, *, refresh: bool = True) -> Grant | None:
         """The live write lock covering the repo-relative ``path``, if any.
@@ -65,16 +78,29 @@ class LockView:
         """
         if refresh:
             self.refresh()
+        found = self._covering(path)
+        # A grant made since the last query may be why the file was written: ask again (an
+        # answer found is at worst a lock released a moment ago, which the locks log's tick
+        # slack treats the same way).
+        if found is None and self._manager is not None and self._refresh_remote():
+            found = self._covering(path)
+        return found
+
+    def _covering(self, path: str) -> Grant | None:
         for grant in self._grants:
             for claim in grant.claims:
                 if claim.mode == "write" and claim.resource.covers(self.repo_key, path):
-                    if _alive(self.state, grant):
+                    # The store's answer holds live grants only; the local table is probed.
+                    if self._manager is not None or _alive(self.state, grant):
                         return grant
                     break
         return None
 
     def refresh(self) -> None:
         """Re-read the table if it changed since the last look."""
+        if self._manager is not None:
+            self._refresh_remote()
+            return
         try:
             info = os.stat(self.state.lock_table)
         except FileNotFoundError:
@@ -100,6 +126,20 @@ class LockView:
             if any(c.resource.repo == space and c.mode == "write" for c in g.claims)
         ]
         self._stamp = stamp
+
+    def _refresh_remote(self) -> bool:
+        """Ask the store again, unless it answered less than REMOTE_RECHECK ago; whether it
+        was asked."""
+        assert self._manager is not None
+        if 0 <= time.monotonic() - self._fetched < REMOTE_RECHECK:
+            return False
+        space = in_lock_space(self.repo_key, ".")[0]
+        self._grants = [
+            g for g in self._manager.holders()
+            if any(c.resource.repo == space and c.mode == "write" for c in g.claims)
+        ]
+        self._fetched = time.monotonic()
+        return True
 
 
 # File timestamps come from the kernel's coarse clock, up to one tick (4 ms at HZ=250) behind

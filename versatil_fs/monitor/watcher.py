@@ -123,7 +123,13 @@ class Monitor:
             config = config_module.load(repo.toplevel, state=self.state)
         self.guards = normalize_guards(config.guard.paths)
         self.matcher = IgnoreMatcher(repo, config.guard.ignore, state=self.state)
-        self.locks = LockView(self.state, repo.key)
+        manager = None
+        if config.store.backend != "local":
+            # Locks taken on other machines, or here, live on the server: ask the store.
+            from versatil_fs.locks.manager import LockManager
+
+            manager = LockManager(repo=repo, state=self.state, config=config)
+        self.locks = LockView(self.state, repo.key, manager=manager)
         self.notify = notify
         self.root = str(repo.toplevel)
         self.tracker = Tracker(self.root, self.guards, self.matcher, self.locks, notify=notify)
