@@ -10,7 +10,6 @@ and queueing behind it would be a deadlock of our own making.
 
 from __future__ import annotations
 
-import functools
 import os
 import re
 from collections.abc import Iterable, Iterator, Sequence
@@ -19,6 +18,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from versatil_fs.errors import UsageError
+from versatil_fs.locks.glob_pairs import pair_witness, pattern_covers, top_of
 from versatil_fs.repo import ignorecase_of
 
 # The glob modules (versatil_fs.locks.globs) are imported where a pattern is first met, in
@@ -55,7 +55,6 @@ __all__ = [
     "claims_conflict",
     "conflicts",
     "find_cycle",
-    "ignorecase",
     "in_lock_space",
     "new_id",
     "path_contains",
@@ -224,8 +223,8 @@ class Resource(msgspec.Struct, frozen=True, order=True, omit_defaults=True, gc=F
             return False
         if not (self.glob or other.glob):
             return path_overlaps(self.path, other.path)  # the fast path: no pattern involved
-        return _witness(self.path, self.glob, self.file, other.path, other.glob, other.file,
-                        ignorecase(self.repo)) is not None
+        return pair_witness(self.path, self.glob, self.file, other.path, other.glob, other.file,
+                        ignorecase_of(self.repo)) is not None
 
     def witness(self, other: Resource) -> str | None:
         """A path both resources cover (for two plain paths, the deeper one; for a named
@@ -241,8 +240,8 @@ class Resource(msgspec.Struct, frozen=True, order=True, omit_defaults=True, gc=F
             if path_contains(a, b):
                 return b
             return a if path_contains(b, a) else None
-        return _witness(self.path, self.glob, self.file, other.path, other.glob, other.file,
-                        ignorecase(self.repo))
+        return pair_witness(self.path, self.glob, self.file, other.path, other.glob, other.file,
+                        ignorecase_of(self.repo))
 
     def covers(self, repo: str, path: str) -> bool:
         """Whether this resource contains the repo-relative ``path`` of ``repo`` (the key of
@@ -254,70 +253,7 @@ class Resource(msgspec.Struct, frozen=True, order=True, omit_defaults=True, gc=F
             return False
         if not self.glob:
             return path_contains(self.path, full)
-        return _covers(self.path, full, ignorecase(key))
-
-
-def ignorecase(key: str) -> bool:
-    """Whether patterns in the lock space ``key`` match case-insensitively: its repository's
-    ``core.ignorecase``, as :mod:`versatil_fs.repo` read it when it found the repository in
-    this process (False for a space this process never found)."""
-    return ignorecase_of(key)
-
-
-# Decided once per pair of spellings: the lock manager meets the same patterns in transaction
-# after transaction, and a table of 1,000 glob locks is checked against every request. Bounded,
-# so a long-lived keeper's memory is too.
-@functools.lru_cache(maxsize=65536)
-def _witness(
-    a: str, a_glob: bool, a_file: bool, b: str, b_glob: bool, b_file: bool, fold: bool
-) -> str | None:
-    from versatil_fs.locks import globs
-
-    try:
-        pa = globs.parse(a) if a_glob else globs.plain(a)
-        pb = globs.parse(b) if b_glob else globs.plain(b)
-    except UsageError:
-        # A pattern nobody could have reserved (a table edited by hand): it conflicts with
-        # everything in its space. Failing closed keeps two writers apart; the user sees
-        # the odd lock in `versatil locks` and releases it.
-        return a if a_glob else b
-    # A file has nothing under it: a pattern meets it only by covering it (matching it or a
-    # directory above it), not through paths below it that cannot exist.
-    if a_glob and not b_glob and b_file:
-        return b if globs.covers(pa, b, ignorecase=fold) else None
-    if b_glob and not a_glob and a_file:
-        return a if globs.covers(pb, a, ignorecase=fold) else None
-    return globs.overlap(pa, pb, ignorecase=fold)
-
-
-@functools.lru_cache(maxsize=65536)
-def _top(path: str, glob: bool, fold: bool) -> str | None:
-    """The top-level name every path the resource covers starts with (folded with
-    ``fold``), or None when it has none (``.``, ``*.py``, ``**/x``, a malformed pattern)."""
-    if not glob:
-        top = None if path == "." else path.partition("/")[0]
-    else:
-        from versatil_fs.locks import globs
-
-        try:
-            top = globs.top_name(globs.parse(path))
-        except UsageError:
-            return None
-    if fold and top is not None:
-        from versatil_fs.locks.glob_segments import fold as folded
-
-        return folded(top)
-    return top
-
-
-@functools.lru_cache(maxsize=65536)
-def _covers(pattern: str, path: str, fold: bool) -> bool:
-    from versatil_fs.locks import globs
-
-    try:
-        return globs.covers(globs.parse(pattern), path, ignorecase=fold)
-    except UsageError:
-        return True  # fail closed, as _witness does
+        return pattern_covers(self.path, full, ignorecase_of(key))
 
 
 def in_lock_space(repo: str, path: str) -> tuple[str, str]:
@@ -518,15 +454,15 @@ class ClaimIndex:
         comparison (`src/**` never meets `docs/x`); then the pair's exact, cached overlap."""
         if not ours:
             return False
-        fold = ignorecase(theirs.repo)
-        top = _top(theirs.path, theirs.glob, fold)
+        fold = ignorecase_of(theirs.repo)
+        top = top_of(theirs.path, theirs.glob, fold)
         for mine, mine_write in ours:
             if not (mine_write or write):
                 continue
-            mine_top = _top(mine.path, mine.glob, fold)
+            mine_top = top_of(mine.path, mine.glob, fold)
             if top is not None and mine_top is not None and top != mine_top:
                 continue
-            if _witness(mine.path, mine.glob, mine.file, theirs.path, theirs.glob, theirs.file,
+            if pair_witness(mine.path, mine.glob, mine.file, theirs.path, theirs.glob, theirs.file,
                         fold) is not None:
                 return True
         return False
@@ -610,7 +546,7 @@ class WriteLocks:
         # in its superproject's, under the submodule's path).
         key, self._prefix = in_lock_space(repo, ".")
         self._prefix = "" if self._prefix == "." else self._prefix
-        self._ignorecase = ignorecase(key)
+        self._ignorecase = ignorecase_of(key)
         for grant in grants:
             if except_agent is not None and grant.agent == except_agent:
                 continue
@@ -637,7 +573,7 @@ class WriteLocks:
                 if hit is not None:
                     return hit
         for grant, claim in self._globs:
-            if _covers(claim.resource.path, path, self._ignorecase):
+            if pattern_covers(claim.resource.path, path, self._ignorecase):
                 return grant, claim
         return None
 
@@ -656,12 +592,12 @@ class WriteScope:
     def __init__(self, claims: Iterable[Claim]) -> None:
         writes = [c.resource for c in claims if c.mode == "write" and c.resource.is_path]
         self._plain = [r.path for r in writes if not r.glob]
-        self._globs = [(r.path, ignorecase(r.repo)) for r in writes if r.glob]
+        self._globs = [(r.path, ignorecase_of(r.repo)) for r in writes if r.glob]
         self.roots = sorted({*self._plain, *(_root(p) for p, _ in self._globs)})
 
     def covers(self, path: str) -> bool:
         return any(path_contains(p, path) for p in self._plain) or any(
-            _covers(pattern, path, fold) for pattern, fold in self._globs
+            pattern_covers(pattern, path, fold) for pattern, fold in self._globs
         )
 
     def only_covered(self, files: Iterable[str]) -> list[str]:
@@ -677,7 +613,7 @@ def _root(pattern: str) -> str:
     try:
         segments = globs.parse(pattern).segments
     except UsageError:
-        return "."  # fail closed: look everywhere (see _witness)
+        return "."  # fail closed: look everywhere (see glob_pairs)
     names: list[str] = []
     for segment in segments[:-1]:  # the last one names what matches, never a directory above
         if segment.literal is None:
