@@ -295,32 +295,9 @@ class StateDir:
         """
         spare = path.with_name(f".{path.name}.spare")
         self._ensure_parent(path)
-        if not linux.exchange_supported():
+        if not linux.exchange_supported() or not self._fill_spare(spare, path, data):
             self.write_atomic(path, _joined(data))
             return
-        try:
-            fd = os.open(spare, os.O_WRONLY | os.O_CREAT | _OPEN_FLAGS, FILE_MODE)
-        except OSError as exc:
-            error = state_error(spare, exc)
-            if isinstance(error, NotRegularFile):
-                # Something that is not a file took the spare's name (the damaged table a
-                # read moved aside left its FIFO there?): the slow path never writes into it.
-                self.write_atomic(path, _joined(data))
-                return
-            raise error from exc
-        try:
-            check_fd_owned(fd, spare)
-            if not linux.nobody_else_has_open(fd):
-                os.close(fd)
-                fd = -1
-                self.write_atomic(path, _joined(data))
-                return
-            overwrite(fd, data)
-        except OSError as exc:
-            raise state_error(path, exc) from exc
-        finally:
-            if fd >= 0:
-                os.close(fd)
         from versatil_fs import faults
 
         faults.point("state.before-rename")
@@ -334,6 +311,30 @@ class StateDir:
                 self.write_atomic(path, _joined(data))
                 return
             raise state_error(path, exc) from exc
+
+    @staticmethod
+    def _fill_spare(spare: Path, path: Path, data: bytes | Sequence[bytes]) -> bool:
+        """Write ``data`` into the spare of ``path``; False when the spare cannot be used and
+        :meth:`write_atomic` must be taken instead (not a file, or someone still reading it)."""
+        try:
+            fd = os.open(spare, os.O_WRONLY | os.O_CREAT | _OPEN_FLAGS, FILE_MODE)
+        except OSError as exc:
+            error = state_error(spare, exc)
+            if isinstance(error, NotRegularFile):
+                # Something that is not a file took the spare's name (the damaged table a
+                # read moved aside left its FIFO there?): the slow path never writes into it.
+                return False
+            raise error from exc
+        try:
+            check_fd_owned(fd, spare)
+            if not linux.nobody_else_has_open(fd):
+                return False
+            overwrite(fd, data)
+        except OSError as exc:
+            raise state_error(path, exc) from exc
+        finally:
+            os.close(fd)
+        return True
 
     def append_line(self, path: Path, line: bytes) -> None:
         """Append one line with a single ``write`` on an ``O_APPEND`` descriptor.

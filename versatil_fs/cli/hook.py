@@ -38,54 +38,57 @@ def check(ctx: click.Context, as_json: bool) -> None:
 
         # Staged names that are not UTF-8 come from git as bytes (os.fsdecode keeps them as
         # surrogate escapes, which JSON cannot carry): printed as `\xff`, as in the log.
-        echo_json(printable(
-            {
-                "allowed": result.allowed,
-                "committer": result.committer,
-                "staged": len(result.staged),
-                "blocked": [
-                    {
-                        "path": b.staged.path,
-                        "change": b.staged.change,
-                        "agent": b.grant.agent,
-                        "lock": str(b.claim.resource),
-                        "owner": b.grant.owner,
-                        "pid": b.grant.pid,
-                        "since": b.grant.acquired_at,
-                        "until": b.grant.expires_at,
-                    }
-                    for b in result.blocked
-                ],
-                "stashed": [
-                    {
-                        "path": b.staged.path,
-                        "agent": b.grant.agent,
-                        "lock": str(b.claim.resource),
-                        "since": b.grant.acquired_at,
-                        "until": b.grant.expires_at,
-                    }
-                    for b in result.stashed
-                ],
-                # $VERSATIL_FENCE as presented, and the staged files a newer lock superseded
-                # it on (each with that lock's holder and token).
-                "fence": result.fence,
-                "superseded": [
-                    {
-                        "path": s.path,
-                        "change": s.change,
-                        "agent": s.grant.agent,
-                        "lock": str(s.claim.resource),
-                        "fence": s.grant.fence,
-                        "since": s.grant.acquired_at,
-                    }
-                    for s in result.superseded
-                ],
-            }
-        ))
+        echo_json(printable(_check_document(result)))
     elif not result.allowed:
         sys.stderr.write(guard.refusal(result) + "\n")
     if not result.allowed:
         ctx.exit(1)
+
+
+def _check_document(result: guard.CheckResult) -> dict[str, object]:
+    """What ``hook check --json`` prints: the decision, and each file that stands in its way."""
+    return {
+        "allowed": result.allowed,
+        "committer": result.committer,
+        "staged": len(result.staged),
+        "blocked": [
+            {
+                "path": b.staged.path,
+                "change": b.staged.change,
+                "agent": b.grant.agent,
+                "lock": str(b.claim.resource),
+                "owner": b.grant.owner,
+                "pid": b.grant.pid,
+                "since": b.grant.acquired_at,
+                "until": b.grant.expires_at,
+            }
+            for b in result.blocked
+        ],
+        "stashed": [
+            {
+                "path": b.staged.path,
+                "agent": b.grant.agent,
+                "lock": str(b.claim.resource),
+                "since": b.grant.acquired_at,
+                "until": b.grant.expires_at,
+            }
+            for b in result.stashed
+        ],
+        # $VERSATIL_FENCE as presented, and the staged files a newer lock superseded
+        # it on (each with that lock's holder and token).
+        "fence": result.fence,
+        "superseded": [
+            {
+                "path": s.path,
+                "change": s.change,
+                "agent": s.grant.agent,
+                "lock": str(s.claim.resource),
+                "fence": s.grant.fence,
+                "since": s.grant.acquired_at,
+            }
+            for s in result.superseded
+        ],
+    }
 
 
 @hook.command("check-refs", hidden=True)
