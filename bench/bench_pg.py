@@ -29,6 +29,9 @@ import textwrap
 import time
 from pathlib import Path
 
+from bench.bench_locks import WAITER_LOOP
+from bench.bench_locks import WAITERS as LOCK_WAITERS
+
 ROOT = Path(__file__).resolve().parent.parent
 
 WAITER = {
@@ -41,26 +44,9 @@ WAITER = {
         def drop(_):
             conn.execute("SELECT pg_advisory_unlock(4242, 1)")
     """,
-    "versatil": """
-        from versatil_fs.locks.manager import LockManager
-        m = LockManager(repo=REPO)
-        def take():
-            return m.acquire(["src/a.py"], agent="waiter", wait=60)
-        def drop(lease):
-            lease.release()
-    """,
+    "versatil": LOCK_WAITERS["versatil"],  # the same waiter as bench locks
 }
 
-WAITER_LOOP = """
-import sys, time
-for _ in range(ROUNDS):
-    print("ready", flush=True)
-    held = take()
-    print(time.monotonic_ns(), flush=True)
-    drop(held)
-    if sys.stdin.readline().strip() != "next":
-        break
-"""
 
 HOLDER_TO_KILL = """
 import sys
