@@ -265,7 +265,8 @@ def test_the_server_stopped_and_started_mid_run_keeps_live_holders_and_reclaims_
                    for e in events.read("locks", state=StateDir(machines[0].home)))
         # The waiter waited through the restart and is granted when the live holder releases.
         live.release(kept)
-        assert waiter.reply(timeout=30)["ok"]
+        reply = waiter.reply(timeout=30)
+        assert reply["ok"], reply
     finally:
         after.close()
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -20,7 +21,7 @@ from typing import TYPE_CHECKING
 import msgspec
 
 from versatil_fs import faults
-from versatil_fs.errors import Deadlock, LockConflict, UsageError
+from versatil_fs.errors import Deadlock, LockConflict, StoreUnavailable, UsageError
 from versatil_fs.locks import clock, index, requests, stores
 from versatil_fs.locks.leases import Doorbell
 from versatil_fs.locks.notices import (
@@ -241,11 +242,11 @@ class LockManager:
                 # would otherwise go unheard until the wait deadline.
                 bell = self._doorbell()
                 bell.drain()
-                outcome = self._decide(request, until, first=False)
+                outcome = self._decide_queued(request, until)
                 while isinstance(outcome, list):
                     bell.watch(self.store.holder_files(outcome))
                     bell.wait(_sleep_budget(until, outcome))
-                    outcome = self._decide(request, until, first=False)
+                    outcome = self._decide_queued(request, until)
         except BaseException:
             # A request whose first look failed was never written to the table (a transaction
             # that raises is not saved): nothing to take out, and no table lock to wait for
@@ -254,6 +255,19 @@ class LockManager:
                 self._abandon(request)
             raise
         return outcome
+
+    def _decide_queued(self, request: Waiter, until: float) -> Grant | list[Record]:
+        """A look while queued. A store that fails mid-look (a server restarting under a
+        transaction) is looked at again while the wait lasts: nothing of that transaction was
+        saved, and the request still has its place in the queue."""
+        while True:
+            try:
+                return self._decide(request, until, first=False)
+            except StoreUnavailable:
+                left = until - clock.CLOCK.monotonic()
+                if left <= 0:
+                    raise
+                time.sleep(min(STORE_RETRY, left))
 
     @contextmanager
     def hold(
@@ -597,6 +611,8 @@ class LockManager:
 
 # How long a release waits for a busy table lock (a stopped process holding it).
 RELEASE_WAIT = 60.0
+# How soon a queued request looks again after its store failed mid-look.
+STORE_RETRY = 0.2
 
 
 def _renew(table: Table, grant: Grant, now: float) -> None:
