@@ -21,8 +21,9 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from integration.helpers import (
@@ -71,11 +72,22 @@ def _kept(repo: Path) -> bool:
     return any(g.agent == "Keeper" for g in LockManager(repo=repo).sweep().locks)
 
 
+def _edit_table(home: Path, edit: Callable[[dict[str, Any]], None]) -> None:
+    """Edit the table by hand, under its lock: a process mid-transaction (a waiter's second
+    look) must not read the file half-written, nor write its own copy over the edit."""
+    fd = os.open(home / "run" / "table.lock", os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        path = _table(home)
+        document = json.loads(path.read_bytes())
+        edit(document)
+        path.write_text(json.dumps(document))
+    finally:
+        os.close(fd)
+
+
 def _add_entry(home: Path, entry: dict[str, object], where: str = "locks") -> None:
-    path = _table(home)
-    document = json.loads(path.read_bytes())
-    document[where].append(entry)
-    path.write_text(json.dumps(document))
+    _edit_table(home, lambda document: document[where].append(entry))
 
 
 def _grant(**fields: object) -> dict[str, object]:
@@ -290,11 +302,12 @@ def test_a_table_written_before_holder_ids_still_counts_its_live_locks(
     waiter.request(["db:a"], agent="OldWaiter", wait=60)
     manager = LockManager(repo=repo)
     wait_for(lambda: [w.agent for w in manager.sweep().waiters] == ["OldWaiter"])
-    path = _table(versatil_home)
-    document = json.loads(path.read_bytes())
-    for entry in [*document["locks"], *document["waiters"]]:
-        entry.pop("holder", None)
-    path.write_text(json.dumps(document))
+
+    def drop_holders(document: dict[str, Any]) -> None:
+        for entry in [*document["locks"], *document["waiters"]]:
+            entry.pop("holder", None)
+
+    _edit_table(versatil_home, drop_holders)
     table = LockManager(repo=repo).sweep()
     assert _moved_aside(versatil_home) == []
     assert [g.agent for g in table.locks] == ["Old"]
