@@ -144,8 +144,7 @@ def _table_rows(table: list[object], news: list[object]) -> dict[str, list[float
     """A request checked against a lock table of 1,000 glob locks, the lock manager's way
     (``ClaimIndex``, as ``blockers`` runs it on every transaction), beside the same check
     against 1,000 plain-path locks (the fast path, its anchor)."""
-    from versatil_fs.locks import glob_segments, globs
-    from versatil_fs.locks import table as lock_table
+    from versatil_fs.locks import glob_pairs, glob_segments, globs
     from versatil_fs.locks.table import Claim, ClaimIndex, Resource
 
     repo = "/bench/.git"
@@ -163,7 +162,7 @@ def _table_rows(table: list[object], news: list[object]) -> dict[str, list[float
             index.conflicts(claims)
 
     def check_cold(request: list[Claim]) -> None:
-        lock_table._witness.cache_clear()
+        glob_pairs.pair_witness.cache_clear()
         glob_segments.clear_caches()
         globs.parse.cache_clear()
         check(request, glob_claims)
