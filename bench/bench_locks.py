@@ -130,10 +130,18 @@ def handoff(kind: str, rounds: int, workdir: Path, repo: Path) -> list[float]:
         + WAITER_LOOP
     )
     take, drop = _holder(kind, repo, path)
-    held = take()
     waiter = subprocess.Popen(
         [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
     )
+    return handoff_rounds(waiter, take, drop, rounds, kind)
+
+
+def handoff_rounds(
+    waiter: subprocess.Popen[str], take: Take, drop: Drop, rounds: int, kind: str
+) -> list[float]:
+    """Hand ``waiter`` (running WAITER_LOOP) the lock ``rounds`` times: milliseconds from our
+    release to its grant, each. The waiter is killed at the end."""
+    held = take()
     assert waiter.stdin and waiter.stdout
     latencies: list[float] = []
     rng = random.Random(7)

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import random
 import signal
 import statistics
 import subprocess
@@ -29,7 +28,7 @@ import textwrap
 import time
 from pathlib import Path
 
-from bench.bench_locks import WAITER_LOOP
+from bench.bench_locks import WAITER_LOOP, handoff_rounds
 from bench.bench_locks import WAITERS as LOCK_WAITERS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -100,32 +99,11 @@ def handoff(kind: str, store: str, url: str, repo: Path, home: Path, rounds: int
                 assert isinstance(held, Lease)
                 held.release()
 
-        held = take()
         waiter = subprocess.Popen(
             [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
             text=True, cwd=repo, env=env,
         )
-        assert waiter.stdin and waiter.stdout
-        latencies: list[float] = []
-        rng = random.Random(7)
-        try:
-            for _ in range(rounds):
-                if waiter.stdout.readline().strip() != "ready":
-                    raise RuntimeError(f"the {kind} waiter died")
-                # Let the waiter reach its blocking call; land the release at a random phase.
-                time.sleep(0.02 + rng.random() * 0.03)
-                released = time.monotonic_ns()
-                drop(held)
-                granted = int(waiter.stdout.readline())
-                latencies.append((granted - released) / 1e6)
-                held = take()
-                waiter.stdin.write("next\n")
-                waiter.stdin.flush()
-        finally:
-            drop(held)
-            waiter.kill()
-            waiter.wait()
-        return latencies
+        return handoff_rounds(waiter, take, drop, rounds, kind)
     finally:
         os.environ.clear()
         os.environ.update(saved)

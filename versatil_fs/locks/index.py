@@ -33,9 +33,8 @@ from versatil_fs.locks.table import (
     Record,
     Table,
     Waiter,
-    ahead_of,
     ancestors,
-    conflicts,
+    queued_blockers,
 )
 from versatil_fs.locks.table import (
     blockers as scan_blockers,
@@ -381,13 +380,5 @@ def blockers(table: Table, request: Waiter) -> list[Record]:
     ]
     if not table.waiters:
         return found
-    own = view.own(agent)
-    for waiter in table.waiters:
-        if waiter.id == request.id or not ahead_of(waiter, request):
-            continue
-        if not conflicts(waiter, request):
-            continue
-        if any(conflicts(g, waiter) for g in own):
-            continue  # it waits for us; queueing behind it would deadlock (see table.py)
-        found.append(waiter)
+    found.extend(queued_blockers(table, request, view.own(agent)))
     return found

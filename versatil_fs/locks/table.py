@@ -60,6 +60,7 @@ __all__ = [
     "path_contains",
     "path_overlaps",
     "queue_key",
+    "queued_blockers",
     "valid_id",
     "write_holder",
 ]
@@ -485,14 +486,21 @@ def blockers(table: Table, request: Waiter) -> list[Record]:
     ]
     if not table.waiters:
         return found
-    own = [g for g in table.locks if g.agent == agent]
+    found.extend(queued_blockers(table, request, [g for g in table.locks if g.agent == agent]))
+    return found
+
+
+def queued_blockers(table: Table, request: Waiter, own: Sequence[Grant]) -> list[Waiter]:
+    """The waiters ahead of ``request`` in the queue that keep it waiting; ``own`` are its
+    agent's grants (a waiter blocked by them is not waited for: see the module doc)."""
+    found: list[Waiter] = []
     for waiter in table.waiters:
         if waiter.id == request.id or not ahead_of(waiter, request):
             continue
         if not conflicts(waiter, request):
             continue
         if any(conflicts(g, waiter) for g in own):
-            continue  # it waits for us; queueing behind it would deadlock (see module doc)
+            continue  # it waits for us; queueing behind it would deadlock
         found.append(waiter)
     return found
 
