@@ -44,6 +44,7 @@ __all__ = [
     "StagedPath",
     "check",
     "committer",
+    "decide",
     "find_blocked",
     "find_superseded",
     "live_grants",
@@ -202,7 +203,26 @@ def check(start: str | os.PathLike[str] = ".") -> CheckResult:
     if config is not None and config.returncode != 0:
         config_out = None
     name, source = committer(session, config_out)
-    staged = parse_name_status(diff_out)
+    return decide(
+        repo, (name, source), parse_name_status(diff_out), grants, fence,
+        stashed=_stashed_and_locked(repo, grants, name),
+    )
+
+
+def decide(
+    repo: Repository,
+    who: tuple[str | None, str],
+    staged: list[StagedPath],
+    grants: list[Grant],
+    fence: int | None,
+    *,
+    stashed: list[Blocked] | None = None,
+) -> CheckResult:
+    """The guard's decision on ``staged`` changes by the committer ``who`` (name, where it
+    came from), against the live ``grants``: blocked files, files a newer lock superseded the
+    presented ``fence`` on, and the refusal logged. Shared by the pre-commit and the strict
+    guard, which differ only in how they find the changes."""
+    name, source = who
     fenced, mine = find_superseded(staged, grants, repo.key, fence)
     result = CheckResult(
         committer=name,
@@ -210,7 +230,7 @@ def check(start: str | os.PathLike[str] = ".") -> CheckResult:
         staged=staged,
         blocked=find_blocked(staged, grants, repo.key, name),
         repository=str(repo.toplevel),
-        stashed=_stashed_and_locked(repo, grants, name),
+        stashed=stashed or [],
         fence=fence,
         superseded=fenced,
         caller_lock=mine,

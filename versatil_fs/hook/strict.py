@@ -40,10 +40,8 @@ from versatil_fs.hook.check import (
     CheckResult,
     StagedPath,
     committer,
-    find_blocked,
-    find_superseded,
+    decide,
     live_grants,
-    log_refusal,
     parse_name_status,
     presented_fence,
     session_committer,
@@ -221,23 +219,7 @@ def check_updates(updates: list[RefUpdate], start: str | os.PathLike[str] = ".")
         if config is not None and config.returncode is None:
             config.kill()
             config.communicate()
-    name, source = committer(session, config_out)
-    staged = list(changed.values())
-    fenced, mine = find_superseded(staged, grants, repo.key, fence)
-    result = CheckResult(
-        committer=name,
-        committer_source=source,
-        staged=staged,
-        blocked=find_blocked(staged, grants, repo.key, name),
-        repository=str(repo.toplevel),
-        fence=fence,
-        superseded=fenced,
-        caller_lock=mine,
-        repo_key=repo.key,
-    )
-    if not result.allowed:
-        log_refusal(result, repo)
-    return result
+    return decide(repo, committer(session, config_out), list(changed.values()), grants, fence)
 
 
 def _changed(top: os.PathLike[str], update: RefUpdate) -> list[StagedPath]:
