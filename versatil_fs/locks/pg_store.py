@@ -62,7 +62,7 @@ import msgspec
 import psycopg
 from psycopg import sql
 
-from versatil_fs.errors import LockConflict, StoreUnavailable
+from versatil_fs.errors import DamagedTable, LockConflict, StoreUnavailable
 from versatil_fs.locks import clock
 from versatil_fs.locks.clock import seconds_left
 from versatil_fs.locks.pg_connect import (
@@ -80,7 +80,7 @@ from versatil_fs.locks.pg_liveness import Liveness, PgDoorbell
 from versatil_fs.locks.pg_schema import PG_SCHEMA_VERSION, ensure_schema
 from versatil_fs.locks.store import TABLE_LOCK_GRACE, TABLE_LOCK_WAIT
 from versatil_fs.locks.stores import hide_password
-from versatil_fs.locks.table import SCHEMA_VERSION, Grant, Record, Table, check_records
+from versatil_fs.locks.table import Grant, Record, Table, decode_table
 
 # What callers import from here (the store's helpers live in pg_connect, pg_schema and
 # pg_liveness; these names are re-exported so that `from ...pg_store import X` keeps working).
@@ -100,7 +100,6 @@ __all__ = [
 UNREACHABLE_WAIT = 1.0
 
 _encoder = msgspec.json.Encoder()
-_table_decoder = msgspec.json.Decoder(Table)
 
 
 class PgStore:
@@ -305,13 +304,8 @@ class PgStore:
             # A function, not a template: a key's JSON may hold backslashes.
             data = self._load_pattern.sub(lambda _match: self._load_to, data)
         try:
-            table = _table_decoder.decode(data)
-            if table.version != SCHEMA_VERSION:
-                raise ValueError(f"schema version {table.version}, expected {SCHEMA_VERSION}")
-            problem = check_records(table.locks) or check_records(table.waiters, "waiters")
-            if problem:
-                raise ValueError(problem)
-        except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as exc:
+            table = decode_table(data)
+        except DamagedTable as exc:
             reason = str(exc) or "not a lock table"
             conn.execute(
                 "INSERT INTO versatil_damaged (project, doc, reason) VALUES (%s, %s, %s)",

@@ -32,12 +32,11 @@ from versatil_fs.locks.index import TableView
 from versatil_fs.locks.journal import Delta, Journal
 from versatil_fs.locks.lease_dir import HolderRecords, LeaseDirectory
 from versatil_fs.locks.table import (
-    SCHEMA_VERSION,
     Grant,
     Record,
     Table,
     Waiter,
-    check_records,
+    decode_table,
     new_id,
 )
 from versatil_fs.state import StateDir
@@ -130,7 +129,6 @@ class LockStore(Protocol):
 
 
 _encoder = msgspec.json.Encoder()
-_table_decoder = msgspec.json.Decoder(Table)
 
 
 def expires_wall(grant: Record) -> float | None:
@@ -542,18 +540,11 @@ class LocalStore:
         if raw is None:
             return self._rebuilt(), False
         try:
-            table = _table_decoder.decode(raw)
-            if table.version != SCHEMA_VERSION:
-                raise DamagedTable(f"schema version {table.version}, expected {SCHEMA_VERSION}")
             # Decoded only when another process wrote the table (this process's own writes
             # are cached), so every record is checked.
-            problem = check_records(table.locks) or check_records(table.waiters, "waiters")
-            if problem:
-                raise DamagedTable(problem)
-        except (msgspec.DecodeError, msgspec.ValidationError, DamagedTable) as exc:
-            # A value out of bounds (msgspec checks the schema's limits) or an id that is not
-            # one of ours is damage like a syntax error: nothing read from such a table is
-            # acted on, it is set aside whole and rebuilt from the holders.
+            table = decode_table(raw)
+        except DamagedTable as exc:
+            # Set aside whole and rebuilt from the holders.
             self._set_aside(str(exc) or "not valid JSON")
             return self._rebuilt(), False
         return table, True

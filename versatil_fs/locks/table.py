@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-from versatil_fs.errors import UsageError
+from versatil_fs.errors import DamagedTable, UsageError
 from versatil_fs.locks.glob_pairs import pair_witness, pattern_covers, top_of
 from versatil_fs.repo import ignorecase_of
 
@@ -54,6 +54,7 @@ __all__ = [
     "check_session",
     "claims_conflict",
     "conflicts",
+    "decode_table",
     "find_cycle",
     "in_lock_space",
     "new_id",
@@ -369,6 +370,25 @@ class Table(msgspec.Struct, kw_only=True, gc=False):
 
 # A row of the table: a grant (holds its claims) or a waiter (holds nothing yet, it queues).
 Record = Grant | Waiter
+
+_table_decoder = msgspec.json.Decoder(Table)
+
+
+def decode_table(raw: bytes) -> Table:
+    """The table a document holds, every record checked (:func:`check_records`). Anything
+    else is :class:`DamagedTable` with the reason (possibly empty, for the caller to word): a
+    value out of the schema's bounds or an id that is not one of ours is damage like a syntax
+    error, and nothing read from such a document is acted on. Both stores read through here."""
+    try:
+        table = _table_decoder.decode(raw)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise DamagedTable(str(exc)) from exc
+    if table.version != SCHEMA_VERSION:
+        raise DamagedTable(f"schema version {table.version}, expected {SCHEMA_VERSION}")
+    problem = check_records(table.locks) or check_records(table.waiters, "waiters")
+    if problem:
+        raise DamagedTable(problem)
+    return table
 
 
 def claims_conflict(a: Iterable[Claim], b: Sequence[Claim]) -> bool:
