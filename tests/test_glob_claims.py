@@ -14,6 +14,7 @@ from integration.helpers import git, make_git_repo
 from versatil_fs import repo as repo_module
 from versatil_fs.errors import UsageError
 from versatil_fs.locks import globs, notices
+from versatil_fs.locks.holders import WriteLocks
 from versatil_fs.locks.requests import resolve
 from versatil_fs.locks.table import (
     Claim,
@@ -21,7 +22,6 @@ from versatil_fs.locks.table import (
     Grant,
     Resource,
     Waiter,
-    WriteLocks,
     claims_conflict,
 )
 from versatil_fs.repo import Repository

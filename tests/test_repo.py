@@ -209,7 +209,8 @@ def test_a_file_in_a_submodule_is_one_resource_from_either_side(
 
 
 def test_a_submodule_lives_in_its_superprojects_lock_space(git_repo: Path, tmp_path: Path) -> None:
-    from versatil_fs.locks.table import WriteLocks, in_lock_space
+    from versatil_fs.locks.holders import WriteLocks
+    from versatil_fs.locks.table import in_lock_space
     from versatil_fs.repo import space_of
 
     library = make_git_repo(tmp_path / "library", {"f.py": "x = 1\n"})

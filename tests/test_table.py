@@ -8,6 +8,7 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
+from versatil_fs.locks.holders import write_holder
 from versatil_fs.locks.table import (
     Claim,
     Grant,
@@ -21,7 +22,6 @@ from versatil_fs.locks.table import (
     find_cycle,
     path_contains,
     path_overlaps,
-    write_holder,
 )
 
 # No per-example deadline (a loaded CI machine must not fail a pure test); a budget that keeps

@@ -20,7 +20,7 @@ from versatil_fs.repo import Repository
 if TYPE_CHECKING:
     from versatil_fs.checkpoints import Checkpoints, RestoreResult
     from versatil_fs.config import Config
-    from versatil_fs.locks.table import WriteScope
+    from versatil_fs.locks.holders import WriteScope
     from versatil_fs.monitor import IgnoreMatcher
     from versatil_fs.monitor.scan import TreeScan
 

@@ -90,8 +90,8 @@ from versatil_fs.run_monitor import MONITOR_DELAY, RunMonitor
 
 if TYPE_CHECKING:
     from versatil_fs.config import Config
+    from versatil_fs.locks.holders import WriteScope
     from versatil_fs.locks.manager import Lease, LockManager
-    from versatil_fs.locks.table import WriteScope
 
 __all__ = [
     "DESCENDANT_GRACE",
@@ -261,8 +261,8 @@ class _Run:
             self.say("collision detection is disabled (collision_detection.enabled = false); "
                      "running without locks")
             return
+        from versatil_fs.locks.holders import WriteScope
         from versatil_fs.locks.manager import LockManager
-        from versatil_fs.locks.table import WriteScope
 
         manager = self.manager = LockManager(repo=self.cwd, config=self.config)
         # Told once, the moment the request starts to wait, naming whom it waits for.

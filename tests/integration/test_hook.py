@@ -30,8 +30,9 @@ from integration.helpers import (
 )
 
 from versatil_fs import events, hook
+from versatil_fs.locks.holders import write_holder
 from versatil_fs.locks.manager import LockManager
-from versatil_fs.locks.table import Claim, Grant, Mode, Resource, write_holder
+from versatil_fs.locks.table import Claim, Grant, Mode, Resource
 
 BIN = str(Path(sys.executable).parent)
 

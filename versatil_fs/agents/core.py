@@ -53,8 +53,9 @@ from versatil_fs.agents.messages import (
 from versatil_fs.agents.protocol import BadPayload, HookCall, Reply, Verdict
 from versatil_fs.errors import Deadlock, LockConflict, NotARepository, UsageError
 from versatil_fs.locks import clock, globs
+from versatil_fs.locks.holders import WriteLocks
 from versatil_fs.locks.manager import Lease, LockManager
-from versatil_fs.locks.table import Grant, Owner, Resource, WriteLocks, path_overlaps
+from versatil_fs.locks.table import Grant, Owner, Resource, path_overlaps
 from versatil_fs.repo import Repository
 from versatil_fs.state import StateDir
 

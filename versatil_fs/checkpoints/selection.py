@@ -17,8 +17,9 @@ from versatil_fs import events
 from versatil_fs.checkpoints.records import Change, CheckpointRecord, has_surrogates, printable
 from versatil_fs.checkpoints.site import Site
 from versatil_fs.errors import Refused, UsageError
+from versatil_fs.locks.holders import WriteLocks
 from versatil_fs.locks.manager import LockManager
-from versatil_fs.locks.table import Grant, WriteLocks, ancestors
+from versatil_fs.locks.table import Grant, ancestors
 from versatil_fs.repo import Repository
 from versatil_fs.state import StateDir
 

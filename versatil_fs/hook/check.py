@@ -138,10 +138,10 @@ def find_blocked(
     """Staged paths covered by a write lock of an agent other than ``committer`` (any agent
     when ``committer`` is None: a human).
 
-    Indexed by locked path (:class:`~versatil_fs.locks.table.WriteLocks`): a commit of 1,000
+    Indexed by locked path (:class:`~versatil_fs.locks.holders.WriteLocks`): a commit of 1,000
     files against 100 locks costs a few thousand dict probes, not 100,000 comparisons.
     """
-    from versatil_fs.locks.table import WriteLocks
+    from versatil_fs.locks.holders import WriteLocks
 
     locks = WriteLocks(grants, repo_key, except_agent=committer)
     if not locks:

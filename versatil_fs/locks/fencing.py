@@ -119,7 +119,7 @@ def superseded(
     newer = [g for g in grants if g.fence > fence]
     if not newer:
         return [], None
-    from versatil_fs.locks.table import WriteLocks
+    from versatil_fs.locks.holders import WriteLocks
 
     locks = WriteLocks(newer, repo_key)
     if not locks:

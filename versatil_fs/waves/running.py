@@ -33,7 +33,8 @@ from versatil_fs.errors import (
     UsageError,
     VersatilError,
 )
-from versatil_fs.locks.table import Claim, WriteScope
+from versatil_fs.locks.holders import WriteScope
+from versatil_fs.locks.table import Claim
 from versatil_fs.monitor.scan import TreeScan, modified
 from versatil_fs.processes import ProcessTree
 from versatil_fs.repo import Repository
