@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from integration.helpers import Spawner, lock_agent
+from integration.helpers import Spawner, lock_agent, run_versatil
 
 from versatil_fs import LockManager, events
 from versatil_fs.locks.store import FENCE_BLOCK
@@ -66,3 +66,23 @@ def test_every_lock_event_names_its_token(manager: LockManager) -> None:
     logged = [e for e in events.read("locks") if e.data.get("lease") == lease.id]
     assert {e.kind for e in logged} >= {"grant", "release"}
     assert all(e.data["fence"] == fence for e in logged)
+
+
+def test_a_ceiling_past_what_a_token_may_be_is_damage_not_a_token(repo: Path) -> None:
+    """run/fence edited to a number the table cannot hold: taken at its word, the next token
+    would make the table unreadable to the next process, and its rebuild would lose a shell
+    lease and hand out small tokens again. Each lock here is a process of its own."""
+    state = StateDir()
+
+    def lock(path: str) -> int:
+        done = run_versatil("lock", "--agent", "James", "--json", path, cwd=repo)
+        assert done.returncode == 0, done.stderr
+        return int(json.loads(done.stdout)["fence"])
+
+    fences = [lock("src/a.py")]
+    state.fence_file.write_text("9999999999999999\n")
+    fences += [lock("src/b.py"), lock("docs/x.md")]
+    assert fences == sorted(set(fences))
+    assert list(state.logs.glob("resource-locks.json.corrupt-*")) == []
+    held = {str(c.resource) for g in LockManager(repo=repo).sweep().locks for c in g.claims}
+    assert held == {"src/a.py", "src/b.py", "docs/x.md"}
