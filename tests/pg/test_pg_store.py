@@ -438,6 +438,24 @@ def test_a_damaged_document_is_set_aside_and_the_fence_goes_on(
         manager.close()
 
 
+def test_a_project_counter_set_past_what_a_token_may_be_is_refused_not_used(
+    pg_env: dict[str, str], pg_server: PgServer, pg_project: str, tmp_path: Path
+) -> None:
+    """A token past the table's bound on numbers would make the document unreadable to every
+    machine, and its setting aside would lose every lock in it."""
+    repo = make_git_repo(tmp_path / "repo")
+    assert cli(repo, "lock", "--agent", "A", "db:kept").returncode == 0
+    pg_server.sql(
+        f"UPDATE versatil_tables SET fence = {2**60} WHERE project = '{pg_project}'",
+        database="versatil",
+    )
+    refused = cli(repo, "lock", "--agent", "B", "db:other")
+    line = assert_one_line_error(refused, 2)
+    assert "fencing counter is at its bound" in line
+    listing = json.loads(cli(repo, "locks", "--json").stdout)
+    assert [lock["agent"] for lock in listing["locks"]] == ["A"]
+
+
 def test_a_newer_schema_is_refused_in_one_sentence(
     pg_server: PgServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

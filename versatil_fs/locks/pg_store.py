@@ -80,7 +80,7 @@ from versatil_fs.locks.pg_liveness import Liveness, PgDoorbell
 from versatil_fs.locks.pg_schema import PG_SCHEMA_VERSION, ensure_schema
 from versatil_fs.locks.store import TABLE_LOCK_GRACE, TABLE_LOCK_WAIT
 from versatil_fs.locks.stores import hide_password
-from versatil_fs.locks.table import Grant, Record, Table, decode_table
+from versatil_fs.locks.table import Grant, Record, Table, check_fence, decode_table
 
 # What callers import from here (the store's helpers live in pg_connect, pg_schema and
 # pg_liveness; these names are re-exported so that `from ...pg_store import X` keeps working).
@@ -334,7 +334,9 @@ class PgStore:
 
     def next_fence(self, table: Table) -> int:
         # The row is locked FOR UPDATE: no other machine can hand out a token until we commit.
-        table.fence = max(table.fence, self._row_fence) + 1
+        last = max(table.fence, self._row_fence)
+        check_fence(last)  # a row's counter set past the bound by hand is refused, not used
+        table.fence = last + 1
         return table.fence
 
     # Liveness ---------------------------------------------------------------------------------

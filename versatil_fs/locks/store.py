@@ -32,10 +32,12 @@ from versatil_fs.locks.index import TableView
 from versatil_fs.locks.journal import Delta, Journal
 from versatil_fs.locks.lease_dir import HolderRecords, LeaseDirectory
 from versatil_fs.locks.table import (
+    MAX_FENCE,
     Grant,
     Record,
     Table,
     Waiter,
+    check_fence,
     decode_table,
     new_id,
 )
@@ -61,9 +63,6 @@ JOURNAL_FROM = 64
 # passed, rewritten (durably) once per block. A table rebuilt from the holder files, which know
 # only the live grants, restarts at the ceiling, so it never hands out a token again.
 FENCE_BLOCK = 1024
-# The last token the counter may reach: a reserved block beyond it still fits the table's
-# bound on numbers (`Count`, 2**53).
-MAX_FENCE = 2**53 - FENCE_BLOCK - 1
 
 # How long a transaction waits for the table lock when its caller has no wait budget of its
 # own (a release, `versatil locks`, the commit guard), and at least, whatever the budget: a
@@ -516,13 +515,7 @@ class LocalStore:
             # Below the block in use: a table rebuilt, or set back by hand. Every token so far
             # is at most the ceiling, so starting there keeps them increasing.
             table.fence = ceiling
-        if table.fence >= MAX_FENCE:
-            # Not reachable by granting (2**53 - 1,024 grants), only by a table edited by hand:
-            # a token past the schema's bound would make the table damage on its next read.
-            raise StateError(
-                f"The lock table's fencing counter is at its bound ({table.fence}); a table "
-                "edited by hand? Move it away and versatil rebuilds it from the live locks."
-            )
+        check_fence(table.fence)
         table.fence += 1
         if table.fence > ceiling:
             ceiling = self._fence_ceiling(reread=True)  # another process may have reserved
@@ -544,7 +537,7 @@ class LocalStore:
             # word past MAX_FENCE would hand out a token the table cannot hold: the table
             # would be set aside at its next read, its shell leases with it.
             value = int(text) if text.isdigit() and len(text) < 17 else 0
-            self._ceiling = value if value <= MAX_FENCE else 0
+            self._ceiling = value if value <= MAX_FENCE + FENCE_BLOCK else 0
         return self._ceiling
 
     def _decode(self, raw: bytes | None) -> tuple[Table, bool]:

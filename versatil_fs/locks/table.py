@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-from versatil_fs.errors import DamagedTable
+from versatil_fs.errors import DamagedTable, StateError
 from versatil_fs.locks.glob_pairs import pair_witness, pattern_covers, top_of
 from versatil_fs.repo import ignorecase_of
 
@@ -28,6 +28,7 @@ from versatil_fs.repo import ignorecase_of
 __all__ = [
     "FOREVER",
     "ID_PATTERN",
+    "MAX_FENCE",
     "MAX_PRIORITY",
     "MAX_SESSION",
     "MAX_TIME",
@@ -48,6 +49,7 @@ __all__ = [
     "ahead_of",
     "ancestors",
     "blockers",
+    "check_fence",
     "check_records",
     "check_session",
     "claims_conflict",
@@ -89,10 +91,23 @@ Duration = Annotated[float, msgspec.Meta(gt=0.0, le=FOREVER)]
 Count = Annotated[int, msgspec.Meta(ge=0, le=2**53)]
 Priority = Annotated[int, msgspec.Meta(ge=-(10**9), le=10**9)]
 MAX_PRIORITY = 10**9
+# The last fencing token a counter may reach: room above it for a reserved block, all within
+# the bound every number of the table has (`Count`). Unreachable by granting; only a counter
+# set by hand gets there, and a token past it would make the table unreadable.
+MAX_FENCE = 2**53 - 1025
 # A record's `session` is free text the harness hooks fill ("claude 1a2b3c4d-5e6f-..."), shown
 # in a column of `versatil locks`: bounded and printable, so a table edited by hand cannot put
 # a terminal escape or a megabyte on someone's screen.
 MAX_SESSION = 200
+
+
+def check_fence(last: int) -> None:
+    """Refuse to hand out a token after ``last`` when it is at :data:`MAX_FENCE`."""
+    if last >= MAX_FENCE:
+        raise StateError(
+            f"The fencing counter is at its bound ({last}); it was set by hand? Lower it, or "
+            "move the lock table away and versatil rebuilds it from the live locks."
+        )
 
 
 def new_id() -> str:
